@@ -1,0 +1,117 @@
+//! paddock-guest: PID 1 of every Paddock sandbox.
+//!
+//! It is started by the runtime with its listening socket at the fd named by
+//! `PADDOCK_LISTEN_FD`, reaps every process in the sandbox, and serves the
+//! daemon's tool requests (the `paddock.guest.v1.Guest` gRPC service) on that
+//! socket. All tool work runs here, inside the sandbox and under its limits.
+
+mod exec;
+mod reaper;
+mod spawn;
+
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+
+use paddock_proto::guest::guest_server::{Guest, GuestServer};
+use paddock_proto::guest::{PingRequest, PingResponse};
+use paddock_proto::v1::{ExecRequest, ExecResponse};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::reaper::Reaper;
+use crate::spawn::SpawnError;
+
+const LISTEN_FD_ENV: &str = "PADDOCK_LISTEN_FD";
+/// Limits used when the daemon sends none (it always does).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
+/// Messages carry file contents and command output.
+const MAX_MESSAGE: usize = 256 << 20;
+
+struct GuestService {
+    reaper: Reaper,
+    /// The environment tool processes start with: the sandbox's, minus ours.
+    base_env: Vec<(String, String)>,
+}
+
+#[tonic::async_trait]
+impl Guest for GuestService {
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id() as i32,
+        }))
+    }
+
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let req = request.into_inner();
+        let limits = exec::ExecLimits {
+            timeout: req
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_TIMEOUT),
+            output_limit: req
+                .output_limit_bytes
+                .map(|b| b as usize)
+                .unwrap_or(DEFAULT_OUTPUT_LIMIT),
+        };
+        match exec::run(&self.reaper, &self.base_env, req, limits).await {
+            Ok(r) => Ok(Response::new(r)),
+            Err(SpawnError::Invalid(msg)) => Err(Status::invalid_argument(msg)),
+            Err(SpawnError::Os { what, err }) => Err(match err.kind() {
+                std::io::ErrorKind::NotFound => Status::not_found(format!("{what}: {err}")),
+                std::io::ErrorKind::PermissionDenied => {
+                    Status::permission_denied(format!("{what}: {err}"))
+                }
+                std::io::ErrorKind::WouldBlock => {
+                    Status::resource_exhausted(format!("{what}: {err}"))
+                }
+                _ => Status::internal(format!("{what}: {err}")),
+            }),
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("paddock-guest: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    // Read and drop our own variables while still single-threaded.
+    let fd: i32 = std::env::var(LISTEN_FD_ENV)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{LISTEN_FD_ENV} is not set; paddock-guest runs only inside a Paddock sandbox"
+            )
+        })?
+        .parse()?;
+    std::env::remove_var(LISTEN_FD_ENV);
+    let base_env: Vec<(String, String)> = std::env::vars().collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        std_listener.set_nonblocking(true)?;
+        // Not inherited by tool processes.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let listener = tokio::net::UnixListener::from_std(std_listener)?;
+        let reaper = Reaper::start()?;
+        let service = GuestService { reaper, base_env };
+        tonic::transport::Server::builder()
+            .add_service(
+                GuestServer::new(service)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .serve_with_incoming(UnixListenerStream::new(listener))
+            .await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,240 @@
+//! fork + execve for the guest's children, written out by hand because the guest
+//! is PID 1 and reaps every process in the sandbox itself (see [`crate::reaper`]);
+//! std's and tokio's spawn would race that reaper for their children's exit status.
+//!
+//! Everything the child needs is prepared before `fork`; between `fork` and
+//! `execve` the child makes only async-signal-safe calls, as it must in a
+//! multithreaded parent.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// What to run and where its standard streams go.
+pub struct Command {
+    pub argv: Vec<String>,
+    /// Complete environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Why a spawn failed, in words for the caller of the tool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {err}")]
+    Os { what: String, err: io::Error },
+}
+
+/// Tool processes are the OOM killer's first choice, so an allocation past the
+/// sandbox's memory limit kills the allocator, not the guest. (Raising the score
+/// needs no privilege; lowering the guest's would need CAP_SYS_RESOURCE, which
+/// hosts do not always grant even to root.)
+const TOOL_OOM_SCORE_ADJ: &[u8] = b"500";
+
+/// Starts `cmd` in a new session (so its whole process group can be signalled)
+/// with a raised OOM score (see [`TOOL_OOM_SCORE_ADJ`]). Returns its pid once it has exec'd.
+pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
+    let program = cmd
+        .argv
+        .first()
+        .ok_or_else(|| SpawnError::Invalid("argv is empty".into()))?;
+    let path_var = cmd
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/bin:/bin");
+    let exe = resolve(program, path_var)?;
+    let exe = cstring(exe.as_os_str().as_bytes(), "program path")?;
+    let argv = cmd
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes(), "argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = cmd
+        .env
+        .iter()
+        .map(|e| cstring(e.as_bytes(), "environment entry"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd = cstring(cmd.cwd.as_bytes(), "cwd")?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    let oom_path = c"/proc/self/oom_score_adj";
+
+    // The child reports a failure before exec as (stage, errno) through this pipe;
+    // a successful exec closes it (O_CLOEXEC) with nothing written.
+    let (err_read, err_write) = pipe_cloexec()?;
+    let fds = [
+        cmd.stdin.as_raw_fd(),
+        cmd.stdout.as_raw_fd(),
+        cmd.stderr.as_raw_fd(),
+    ];
+
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os("fork", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        unsafe {
+            child(
+                fds,
+                err_write.as_raw_fd(),
+                &cwd,
+                oom_path,
+                &exe,
+                &argv_ptrs,
+                &envp_ptrs,
+            );
+        }
+    }
+    drop(err_write);
+    let mut report = [0u8; 8];
+    let n = read_full(err_read.as_raw_fd(), &mut report);
+    if n == 8 {
+        let stage = u32::from_ne_bytes(report[..4].try_into().unwrap());
+        let errno = i32::from_ne_bytes(report[4..].try_into().unwrap());
+        // The child _exit'ed; the reaper collects it.
+        let what = match stage {
+            STAGE_CWD => format!("cannot change directory to {:?}", cmd.cwd),
+            STAGE_EXEC => format!("cannot execute {program:?}"),
+            _ => "cannot set up the child process".to_string(),
+        };
+        return Err(os(&what, io::Error::from_raw_os_error(errno)));
+    }
+    Ok(pid)
+}
+
+const STAGE_SETUP: u32 = 1;
+const STAGE_CWD: u32 = 2;
+const STAGE_EXEC: u32 = 3;
+
+/// Runs in the forked child. Async-signal-safe calls only; never returns.
+unsafe fn child(
+    fds: [RawFd; 3],
+    err_fd: RawFd,
+    cwd: &CString,
+    oom_path: &std::ffi::CStr,
+    exe: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    let fail = |stage: u32| -> ! {
+        let errno = *libc::__errno_location();
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&stage.to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(err_fd, buf.as_ptr().cast(), 8);
+        libc::_exit(127)
+    };
+    // The runtime's signal mask and handlers are not the child's business.
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    if libc::setsid() < 0 {
+        fail(STAGE_SETUP);
+    }
+    // Source fds may sit on 0..2 themselves; move them clear first.
+    let mut high = [0; 3];
+    for (i, fd) in fds.iter().enumerate() {
+        high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+        if high[i] < 0 {
+            fail(STAGE_SETUP);
+        }
+    }
+    for (i, fd) in high.iter().enumerate() {
+        if libc::dup2(*fd, i as i32) < 0 {
+            fail(STAGE_SETUP);
+        }
+    }
+    if libc::chdir(cwd.as_ptr()) < 0 {
+        fail(STAGE_CWD);
+    }
+    let oom = libc::open(oom_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if oom >= 0 {
+        libc::write(
+            oom,
+            TOOL_OOM_SCORE_ADJ.as_ptr().cast(),
+            TOOL_OOM_SCORE_ADJ.len(),
+        );
+        libc::close(oom);
+    }
+    libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail(STAGE_EXEC)
+}
+
+/// Finds `program` the way execvp would, but in the child's PATH, not ours.
+fn resolve(program: &str, path_var: &str) -> Result<std::path::PathBuf, SpawnError> {
+    if program.is_empty() {
+        return Err(SpawnError::Invalid("argv[0] is empty".into()));
+    }
+    if program.contains('/') {
+        return Ok(program.into());
+    }
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        let c = cstring(candidate.as_os_str().as_bytes(), "path")?;
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && !candidate.is_dir() {
+            return Ok(candidate);
+        }
+    }
+    Err(os(
+        &format!("cannot execute {program:?}"),
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("not found in PATH {path_var}"),
+        ),
+    ))
+}
+
+fn cstring(bytes: &[u8], what: &str) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| {
+        SpawnError::Invalid(format!(
+            "{what} {:?} contains a NUL byte",
+            OsStr::from_bytes(bytes)
+        ))
+    })
+}
+
+fn os(what: &str, err: io::Error) -> SpawnError {
+    SpawnError::Os {
+        what: what.to_string(),
+        err,
+    }
+}
+
+/// A pipe with both ends O_CLOEXEC: (read, write).
+pub fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(os("pipe", io::Error::last_os_error()));
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        let r = unsafe { libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r <= 0 {
+            break;
+        }
+        n += r as usize;
+    }
+    n
+}

@@ -1,0 +1,14 @@
+//! Generated gRPC code for Paddock: the public API (`v1`) and the internal
+//! daemon-to-guest protocol (`guest`). Nothing else lives here.
+
+pub mod v1 {
+    tonic::include_proto!("paddock.v1");
+
+    /// Encoded descriptors of the public API, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("paddock_v1_descriptor");
+}
+
+pub mod guest {
+    include!(concat!(env!("OUT_DIR"), "/guest/paddock.guest.v1.rs"));
+}

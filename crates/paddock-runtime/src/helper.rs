@@ -1,0 +1,293 @@
+//! The runtime helper: a small single-threaded process that owns every
+//! libcontainer call, so the daemon's multithreaded tokio process never forks.
+//!
+//! It listens on a unix socket under the daemon's state dir and answers one
+//! request per line (JSON). It is the parent of every sandbox init and reaps them.
+//! It is started detached, so sandboxes and their parent survive a daemon crash;
+//! a restarted daemon connects to the same helper. With no daemon connected and no
+//! sandbox of its own left, it exits.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, IntoRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::{sandbox, seccomp, RuntimeDirs, SandboxConfig, SandboxProcess};
+
+/// How long the helper lingers with no daemon and no sandbox of its own.
+const IDLE_EXIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    Hello,
+    Create(Box<SandboxConfig>),
+    Destroy { dirs: RuntimeDirs, id: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Response {
+    Hello { version: String, pid: i32 },
+    Created(SandboxProcess),
+    Destroyed,
+    Error(String),
+}
+
+// ---------------------------------------------------------------- helper side
+
+/// Runs the helper until it is idle. Call it first thing in a fresh process
+/// (`paddockd runtime-helper`), before any thread is started.
+pub fn serve(socket: &Path) -> Result<()> {
+    reserve_listen_fd()?;
+    let filter = seccomp::compile_filter()?;
+    let _ = fs::remove_file(socket);
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    listener.set_nonblocking(true)?;
+    let mut client: Option<BufReader<UnixStream>> = None;
+    let mut children: HashSet<i32> = HashSet::new();
+    let mut idle_since = Instant::now();
+    tracing::info!(pid = std::process::id(), socket = %socket.display(), "runtime helper serving");
+
+    loop {
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if let Some(c) = &client {
+            fds.push(PollFd::new(c.get_ref().as_fd(), PollFlags::POLLIN));
+        }
+        let _ = poll(&mut fds, PollTimeout::from(500u16));
+        let new_conn = fds[0].any().unwrap_or(false);
+        let client_ready = fds.get(1).and_then(|f| f.any()).unwrap_or(false);
+        drop(fds);
+
+        reap_children(&mut children);
+
+        if new_conn {
+            if let Ok((stream, _)) = listener.accept() {
+                stream.set_nonblocking(false)?;
+                // The newest daemon wins; the state-dir lock makes sure there is one.
+                client = Some(BufReader::new(stream));
+            }
+        } else if client_ready {
+            let conn = client.as_mut().expect("polled client");
+            let mut line = String::new();
+            match conn.read_line(&mut line) {
+                Ok(0) | Err(_) => client = None,
+                Ok(_) => {
+                    let response = handle(&line, &filter, &mut children);
+                    let mut out = serde_json::to_string(&response)?;
+                    out.push('\n');
+                    if conn.get_mut().write_all(out.as_bytes()).is_err() {
+                        client = None;
+                    }
+                }
+            }
+        }
+
+        if client.is_some() || !children.is_empty() {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() > IDLE_EXIT {
+            tracing::info!("runtime helper idle; exiting");
+            let _ = fs::remove_file(socket);
+            return Ok(());
+        }
+    }
+}
+
+fn handle(line: &str, filter: &seccompiler::BpfProgram, children: &mut HashSet<i32>) -> Response {
+    let request: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return Response::Error(format!("malformed request: {e}")),
+    };
+    match request {
+        Request::Hello => Response::Hello {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id() as i32,
+        },
+        Request::Create(cfg) => match sandbox::create(&cfg, filter) {
+            Ok(p) => {
+                children.insert(p.pid);
+                Response::Created(p)
+            }
+            Err(e) => Response::Error(format!("{e:#}")),
+        },
+        Request::Destroy { dirs, id } => match sandbox::destroy(&dirs, &id) {
+            Ok(()) => Response::Destroyed,
+            Err(e) => Response::Error(format!("{e:#}")),
+        },
+    }
+}
+
+/// Keeps fd 3 taken by /dev/null so no other file lands there; sandbox::create
+/// places each guest's listening socket at fd 3 for the init to inherit.
+fn reserve_listen_fd() -> Result<()> {
+    let null = File::open("/dev/null")?;
+    let fd = null.into_raw_fd();
+    if fd != crate::spec::LISTEN_FD {
+        nix::unistd::dup2(fd, crate::spec::LISTEN_FD)?;
+        nix::unistd::close(fd)?;
+    }
+    Ok(())
+}
+
+fn reap_children(children: &mut HashSet<i32>) {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(status) => {
+                if let Some(pid) = status.pid() {
+                    children.remove(&pid.as_raw());
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- daemon side
+
+/// The daemon's handle on its runtime helper. Calls block; run them off the
+/// async runtime (spawn_blocking). Calls are serialized.
+pub struct RuntimeClient {
+    socket: PathBuf,
+    helper_exe: PathBuf,
+    log: PathBuf,
+    conn: Mutex<Option<BufReader<UnixStream>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The helper ran the request and it failed; the message says why.
+    #[error("{0}")]
+    Failed(String),
+    /// The helper could not be reached or died mid-request.
+    #[error("runtime helper: {0:#}")]
+    Helper(anyhow::Error),
+}
+
+impl RuntimeClient {
+    /// `helper_exe` is started as `helper_exe runtime-helper --socket SOCKET`
+    /// whenever no helper answers on `socket`.
+    pub fn new(socket: PathBuf, helper_exe: PathBuf, log: PathBuf) -> Self {
+        Self {
+            socket,
+            helper_exe,
+            log,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Connects to the running helper or starts one; returns the helper's pid.
+    pub fn hello(&self) -> Result<i32, RuntimeError> {
+        match self.call(&Request::Hello)? {
+            Response::Hello { pid, .. } => Ok(pid),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn create(&self, cfg: &SandboxConfig) -> Result<SandboxProcess, RuntimeError> {
+        match self.call(&Request::Create(Box::new(cfg.clone())))? {
+            Response::Created(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn destroy(&self, dirs: &RuntimeDirs, id: &str) -> Result<(), RuntimeError> {
+        match self.call(&Request::Destroy {
+            dirs: dirs.clone(),
+            id: id.to_string(),
+        })? {
+            Response::Destroyed => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn call(&self, request: &Request) -> Result<Response, RuntimeError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.connect_or_spawn().map_err(RuntimeError::Helper)?);
+        }
+        let conn = guard.as_mut().expect("connected");
+        let result = exchange(conn, request);
+        if result.is_err() {
+            // The next call reconnects (or starts a new helper).
+            *guard = None;
+        }
+        match result.map_err(RuntimeError::Helper)? {
+            Response::Error(msg) => Err(RuntimeError::Failed(msg)),
+            r => Ok(r),
+        }
+    }
+
+    fn connect_or_spawn(&self) -> Result<BufReader<UnixStream>> {
+        if let Ok(s) = UnixStream::connect(&self.socket) {
+            return Ok(BufReader::new(s));
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&self.helper_exe);
+        cmd.arg("runtime-helper")
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Its own session: a signal to the daemon's group does not reach it.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.helper_exe.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(s) = UnixStream::connect(&self.socket) {
+                // Reap it whenever it exits, so it never lingers as a zombie.
+                std::thread::spawn(move || child.wait());
+                return Ok(BufReader::new(s));
+            }
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "exited during start-up ({status}); see {}",
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                anyhow::bail!("did not listen on {} within 5 s", self.socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn exchange(conn: &mut BufReader<UnixStream>, request: &Request) -> Result<Response> {
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    conn.get_mut()
+        .write_all(line.as_bytes())
+        .context("sending the request")?;
+    let mut reply = String::new();
+    if conn.read_line(&mut reply).context("reading the reply")? == 0 {
+        anyhow::bail!("closed the connection (crashed?)");
+    }
+    Ok(serde_json::from_str(&reply)?)
+}
+
+fn unexpected(r: Response) -> RuntimeError {
+    RuntimeError::Helper(anyhow::anyhow!("unexpected reply {r:?}"))
+}

@@ -1,0 +1,87 @@
+//! paddock-runtime: everything that turns a sandbox description into a running,
+//! isolated container on this host, and removes it again.
+//!
+//! - [`spec`]: the OCI runtime spec (namespaces, mounts, capabilities, limits).
+//! - [`seccomp`]: the syscall filter; [`executor`] installs it in the container's init.
+//! - [`mounts`], [`cgroups`]: host-side pieces libcontainer does not own.
+//! - [`sandbox`]: create and destroy, the steps in order, with cleanup on failure.
+//! - [`helper`]: the runtime helper process that runs [`sandbox`] on behalf of the
+//!   daemon, because libcontainer forks and must not run in a multithreaded process.
+
+pub mod cgroups;
+pub mod executor;
+pub mod helper;
+pub mod layout;
+pub mod mounts;
+pub mod sandbox;
+pub mod seccomp;
+pub mod spec;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Host directories shared by all sandboxes of one daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeDirs {
+    /// Per-sandbox directories (see [`layout::SandboxPaths`]).
+    pub sandboxes_dir: PathBuf,
+    /// libcontainer's state root.
+    pub container_root: PathBuf,
+    /// Name of the parent cgroup, e.g. `paddock`; sandboxes get `/<parent>/<id>`.
+    pub cgroup_parent: String,
+}
+
+/// Resource limits, already validated and in kernel units.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    pub memory_bytes: i64,
+    pub cpu_quota_us: i64,
+    pub cpu_period_us: u64,
+    pub pids: i64,
+    pub open_files: u64,
+}
+
+/// Everything needed to start one sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    pub id: String,
+    pub dirs: RuntimeDirs,
+    /// The read-only root filesystem the session's overlay sits on.
+    pub image_rootfs: PathBuf,
+    /// Host directory holding the `paddock-guest` binary.
+    pub guest_dir: PathBuf,
+    pub hostname: String,
+    /// Extra `KEY=VALUE` entries for the sandbox's environment.
+    pub env: Vec<String>,
+    pub limits: ResourceLimits,
+}
+
+/// A started sandbox: its init on the host, identified beyond pid reuse.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxProcess {
+    pub pid: i32,
+    /// Start time of the pid in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+}
+
+impl SandboxProcess {
+    /// Whether this very process still runs (not reused, not a zombie).
+    pub fn is_alive(&self) -> bool {
+        match read_proc_stat(self.pid) {
+            Some((state, start)) => start == self.start_time && state != 'Z' && state != 'X',
+            None => false,
+        }
+    }
+}
+
+/// (state, start time) of a pid, from /proc/PID/stat.
+pub fn read_proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}

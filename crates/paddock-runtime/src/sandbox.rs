@@ -1,0 +1,189 @@
+//! Creating and destroying one sandbox, step by step. Runs in the runtime helper
+//! (single-threaded): libcontainer forks, and the netns setup switches the calling
+//! thread's namespace.
+//!
+//! Create: sandbox dir → overlay root → loopback-only netns → guest socket at
+//! fd 3 → config.json → libcontainer build (OCI create) → start. Any failure runs
+//! [`destroy`], which is idempotent and also what a restarted daemon uses to
+//! clean up a sandbox it finds half-made.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use seccompiler::BpfProgram;
+
+use crate::executor::SandboxExecutor;
+use crate::layout::{validate_id, SandboxPaths};
+use crate::spec::{build_spec, LISTEN_FD};
+use crate::{cgroups, mounts, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
+
+/// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
+pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess> {
+    validate_id(&cfg.id).map_err(anyhow::Error::msg)?;
+    let paths = SandboxPaths::new(&cfg.dirs.sandboxes_dir, &cfg.id);
+    // Refuse to touch a sandbox that exists: its owner is someone else.
+    fs::create_dir_all(&cfg.dirs.sandboxes_dir)?;
+    fs::create_dir(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
+    match create_in(cfg, &paths, filter) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            if let Err(cleanup) = destroy(&cfg.dirs, &cfg.id) {
+                tracing::error!(id = %cfg.id, "cleanup after a failed create: {cleanup:#}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn create_in(
+    cfg: &SandboxConfig,
+    paths: &SandboxPaths,
+    filter: &BpfProgram,
+) -> Result<SandboxProcess> {
+    if !cfg.image_rootfs.join("bin").exists() && !cfg.image_rootfs.join("usr/bin").exists() {
+        anyhow::bail!(
+            "image root filesystem {} has no /bin or /usr/bin",
+            cfg.image_rootfs.display()
+        );
+    }
+    for dir in [paths.upper(), paths.work(), paths.rootfs()] {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    mounts::mount_overlay(
+        &cfg.image_rootfs,
+        &paths.upper(),
+        &paths.work(),
+        &paths.rootfs(),
+    )?;
+    mounts::create_loopback_netns(&paths.netns())?;
+
+    let spec = build_spec(cfg, &paths.netns())?;
+    spec.save(paths.bundle().join("config.json"))
+        .context("writing config.json")?;
+
+    let listener = UnixListener::bind(paths.guest_socket())
+        .with_context(|| format!("binding {}", paths.guest_socket().display()))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.dir.join("guest.log"))
+        .context("opening guest.log")?;
+    let devnull = File::open("/dev/null")?;
+
+    // The init inherits fd 3 (with_preserved_fds(1)); the helper keeps fd 3
+    // reserved for exactly this, see helper::reserve_listen_fd.
+    let _fd3 = PlacedFd::at(listener.as_raw_fd(), LISTEN_FD)?;
+    let mut container = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
+        .validate_id()?
+        .with_root_path(&cfg.dirs.container_root)?
+        .with_executor(SandboxExecutor::new(filter.clone()))
+        .with_preserved_fds(1)
+        .with_stdin(OwnedFd::from(devnull))
+        .with_stdout(OwnedFd::from(log.try_clone()?))
+        .with_stderr(OwnedFd::from(log))
+        .as_init(paths.bundle())
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .context("creating the container")?;
+    drop(_fd3);
+    drop(listener);
+
+    container.start().context("starting the container")?;
+    let pid = container
+        .pid()
+        .context("container has no pid after start")?
+        .as_raw();
+    let (_, start_time) = read_proc_stat(pid).context("sandbox init exited during start")?;
+    Ok(SandboxProcess { pid, start_time })
+}
+
+/// Removes every trace of sandbox `id`: processes, container state, cgroups,
+/// mounts and files. Safe to call on a sandbox in any state, or on none.
+pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
+    validate_id(id).map_err(anyhow::Error::msg)?;
+    let paths = SandboxPaths::new(&dirs.sandboxes_dir, id);
+    let mut errors = Vec::new();
+
+    let state_dir = dirs.container_root.join(id);
+    if state_dir.exists() {
+        match Container::load(state_dir.clone()) {
+            Ok(mut container) => {
+                let pid = container.pid();
+                let _ = container.kill(Signal::try_from(9).expect("SIGKILL"), true);
+                if let Some(pid) = pid {
+                    reap(pid, Duration::from_secs(2));
+                }
+                if let Err(e) = container.delete(true) {
+                    errors.push(format!("libcontainer delete: {e}"));
+                }
+            }
+            Err(e) => tracing::warn!(id, "container state unreadable ({e}); removing by hand"),
+        }
+        if state_dir.exists() {
+            if let Err(e) = fs::remove_dir_all(&state_dir) {
+                errors.push(format!("removing {}: {e}", state_dir.display()));
+            }
+        }
+    }
+    if let Err(e) = cgroups::remove_sandbox_cgroups(&dirs.cgroup_parent, id) {
+        errors.push(format!("{e:#}"));
+    }
+    for target in [paths.rootfs(), paths.netns()] {
+        if let Err(e) = mounts::unmount_and_remove(&target) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    if paths.dir.exists() && !mounts::is_mounted(&paths.rootfs()) {
+        if let Err(e) = fs::remove_dir_all(&paths.dir) {
+            errors.push(format!("removing {}: {e}", paths.dir.display()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("sandbox {id}: {}", errors.join("; "))
+    }
+}
+
+/// Waits for our child `pid` to exit, so no zombie outlives the sandbox. A pid
+/// that is not our child (we were restarted) returns at once.
+fn reap(pid: Pid, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Puts a copy of `fd` at the fixed number `target` for as long as it lives,
+/// then puts /dev/null back so the number stays reserved.
+struct PlacedFd(i32);
+
+impl PlacedFd {
+    fn at(fd: i32, target: i32) -> Result<Self> {
+        nix::unistd::dup2(fd, target).context("placing the guest socket at fd 3")?;
+        Ok(Self(target))
+    }
+}
+
+impl Drop for PlacedFd {
+    fn drop(&mut self) {
+        if let Ok(null) = File::open("/dev/null") {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), self.0);
+        }
+    }
+}

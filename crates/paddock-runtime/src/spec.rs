@@ -1,0 +1,220 @@
+//! The OCI runtime spec of a sandbox: namespaces, mounts, capabilities, cgroup
+//! limits, masked paths and devices. Pure data; nothing here touches the host.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Result;
+use libcontainer::oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+};
+
+use crate::SandboxConfig;
+
+/// Where the guest directory is bind-mounted inside every sandbox.
+pub const GUEST_MOUNT_DIR: &str = "/.paddock";
+/// The guest binary inside the sandbox; the sandbox's init.
+pub const GUEST_PATH_IN_SANDBOX: &str = "/.paddock/paddock-guest";
+/// Env var that tells the guest which fd is its listening socket.
+pub const LISTEN_FD_ENV: &str = "PADDOCK_LISTEN_FD";
+/// The fd number the listening socket is passed at (the first one past stdio).
+pub const LISTEN_FD: i32 = 3;
+
+/// Docker's default capability set, less CAP_MKNOD (no device nodes) and
+/// CAP_NET_RAW (no raw sockets).
+const CAPABILITIES: &[Capability] = &[
+    Capability::AuditWrite,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::NetBindService,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
+];
+
+/// runc's and Docker's masked paths: hidden behind /dev/null or an empty tmpfs.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Character devices a sandbox may use: null, zero, full, random, urandom, tty,
+/// ptmx and the pseudo-terminals.
+const ALLOWED_CHAR_DEVICES: &[(i64, Option<i64>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    (136, None),
+];
+
+pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
+    let caps: HashSet<Capability> = CAPABILITIES.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()?;
+
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "HOME=/root".to_string(),
+        "TERM=xterm".to_string(),
+        "LANG=C.UTF-8".to_string(),
+        format!("{LISTEN_FD_ENV}={LISTEN_FD}"),
+    ];
+    env.extend(cfg.env.iter().cloned());
+
+    // Raising a hard limit needs CAP_SYS_RESOURCE, which root may lack; never
+    // ask for more than this process has.
+    let open_files =
+        match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+            Ok((_, hard)) => cfg.limits.open_files.min(hard),
+            Err(_) => cfg.limits.open_files,
+        };
+    let process = ProcessBuilder::default()
+        .args(vec![GUEST_PATH_IN_SANDBOX.to_string()])
+        .env(env)
+        .cwd("/")
+        .no_new_privileges(true)
+        .capabilities(capabilities)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(open_files)
+            .hard(open_files)
+            .build()?])
+        .build()?;
+
+    let namespaces = [
+        (LinuxNamespaceType::Pid, None),
+        (LinuxNamespaceType::Network, Some(netns)),
+        (LinuxNamespaceType::Ipc, None),
+        (LinuxNamespaceType::Uts, None),
+        (LinuxNamespaceType::Mount, None),
+        (LinuxNamespaceType::Cgroup, None),
+    ]
+    .into_iter()
+    .map(|(typ, path)| {
+        let b = LinuxNamespaceBuilder::default().typ(typ);
+        match path {
+            Some(p) => b.path(p).build(),
+            None => b.build(),
+        }
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+
+    let mut devices = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()?];
+    for (major, minor) in ALLOWED_CHAR_DEVICES {
+        devices.push(char_device_rule(*major, *minor)?);
+    }
+
+    let limits = &cfg.limits;
+    let resources = LinuxResourcesBuilder::default()
+        .devices(devices)
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(limits.memory_bytes)
+                .build()?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(limits.cpu_quota_us)
+                .period(limits.cpu_period_us)
+                .build()?,
+        )
+        .pids(LinuxPidsBuilder::default().limit(limits.pids).build()?)
+        .build()?;
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(format!("/{}/{}", cfg.dirs.cgroup_parent, cfg.id))
+        .resources(resources)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()?;
+
+    let mut mounts: Vec<Mount> = libcontainer::oci_spec::runtime::get_default_mounts();
+    mounts.push(
+        MountBuilder::default()
+            .destination(GUEST_MOUNT_DIR)
+            .typ("bind")
+            .source(&cfg.guest_dir)
+            .options(vec![
+                "rbind".into(),
+                "ro".into(),
+                "nosuid".into(),
+                "nodev".into(),
+            ])
+            .build()?,
+    );
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(cfg.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}
+
+fn char_device_rule(major: i64, minor: Option<i64>) -> Result<LinuxDeviceCgroup> {
+    let b = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(LinuxDeviceType::C)
+        .major(major)
+        .access("rwm");
+    Ok(match minor {
+        Some(m) => b.minor(m).build()?,
+        None => b.build()?,
+    })
+}

@@ -1,0 +1,124 @@
+//! The daemon's configuration: command-line flags, their defaults, and the
+//! directory layout under the state dir.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use paddock_units::{parse_bytes, parse_duration};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "paddockd",
+    version,
+    about = "Paddock's host daemon: sandboxes for AI agents' tools"
+)]
+pub struct DaemonConfig {
+    /// Where sessions, sandboxes and images are kept.
+    #[arg(long, default_value = "/var/lib/paddock", env = "PADDOCK_STATE_DIR")]
+    pub state_dir: PathBuf,
+
+    /// Address to serve gRPC on: HOST:PORT or unix:/path. Repeat for several.
+    /// Default: 127.0.0.1:50051 and unix:<state-dir>/paddockd.sock.
+    #[arg(long = "listen")]
+    pub listen: Vec<String>,
+
+    /// Root filesystem sessions start from (read-only; each session writes to its
+    /// own layer on top). Default: <state-dir>/images/base/rootfs.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+
+    /// The static paddock-guest binary. Default: next to paddockd, then
+    /// /usr/local/lib/paddock/paddock-guest.
+    #[arg(long)]
+    pub guest_binary: Option<PathBuf>,
+
+    /// Name of the parent cgroup of all sandboxes.
+    #[arg(long, default_value = "paddock")]
+    pub cgroup_parent: String,
+
+    /// Default memory limit of a session, e.g. 512M, 2G.
+    #[arg(long, default_value = "512M", value_parser = parse_bytes)]
+    pub default_memory: i64,
+    /// Default CPU limit of a session, in cores.
+    #[arg(long, default_value_t = 1.0)]
+    pub default_cpus: f64,
+    /// Default process/thread limit of a session.
+    #[arg(long, default_value_t = 256)]
+    pub default_pids: i64,
+
+    /// Largest memory limit a session may ask for. Default: the host's memory.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_memory: Option<i64>,
+    /// Largest process limit a session may ask for.
+    #[arg(long, default_value_t = 32768)]
+    pub max_pids: i64,
+    /// Most sessions at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_sessions: usize,
+    /// Open-file limit (RLIMIT_NOFILE) inside sandboxes.
+    #[arg(long, default_value_t = 65536)]
+    pub open_files: u64,
+
+    /// Default Exec timeout, e.g. 30s, 10m.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub exec_timeout: Duration,
+    /// Default cap on each of stdout and stderr kept by Exec.
+    #[arg(long, default_value = "1M", value_parser = parse_bytes)]
+    pub exec_output_limit: i64,
+
+    /// How long a new sandbox may take to answer its first request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub start_timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Subcommand {
+    /// Internal: the runtime helper that performs container operations.
+    #[command(hide = true)]
+    RuntimeHelper {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+}
+
+/// The largest Exec output cap a request may ask for (it travels in one message).
+pub const MAX_EXEC_OUTPUT: u64 = 64 << 20;
+/// The largest gRPC message accepted or sent.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+impl DaemonConfig {
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.state_dir.join("sessions")
+    }
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.state_dir.join("sandboxes")
+    }
+    pub fn container_root(&self) -> PathBuf {
+        self.state_dir.join("runtime")
+    }
+    pub fn helper_socket(&self) -> PathBuf {
+        self.state_dir.join("runtime-helper.sock")
+    }
+    pub fn guest_dir(&self) -> PathBuf {
+        self.state_dir.join("guest")
+    }
+    pub fn image_rootfs(&self) -> PathBuf {
+        self.image
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("images/base/rootfs"))
+    }
+    pub fn listen_addrs(&self) -> Vec<String> {
+        if self.listen.is_empty() {
+            vec![
+                "127.0.0.1:50051".to_string(),
+                format!("unix:{}", self.state_dir.join("paddockd.sock").display()),
+            ]
+        } else {
+            self.listen.clone()
+        }
+    }
+}

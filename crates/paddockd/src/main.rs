@@ -1,0 +1,172 @@
+//! paddockd: Paddock's host daemon. See ARCHITECTURE.md for the map.
+
+mod api;
+mod config;
+mod guest;
+mod limits;
+mod server;
+mod sessions;
+mod store;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use paddock_runtime::helper::RuntimeClient;
+
+use crate::config::{DaemonConfig, Subcommand};
+use crate::sessions::SessionManager;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = DaemonConfig::parse();
+    let result = match &cfg.command {
+        // The runtime helper must stay single-threaded: it never starts tokio.
+        Some(Subcommand::RuntimeHelper { socket }) => paddock_runtime::helper::serve(socket),
+        None => run_daemon(cfg),
+    };
+    if let Err(e) = result {
+        eprintln!("paddockd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_daemon(cfg: DaemonConfig) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
+    }
+    fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    let _lock = lock_state_dir(&cfg.state_dir)?;
+    install_guest(&cfg)?;
+
+    let runtime = Arc::new(RuntimeClient::new(
+        cfg.helper_socket(),
+        std::env::current_exe()?,
+        cfg.state_dir.join("runtime-helper.log"),
+    ));
+    let helper_pid = runtime.hello().context("starting the runtime helper")?;
+    tracing::info!(helper_pid, state_dir = %cfg.state_dir.display(), "paddockd starting");
+
+    let cfg = Arc::new(cfg);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let manager = Arc::new(SessionManager::new(cfg.clone(), runtime)?);
+            manager.recover().await?;
+            tokio::spawn(manager.clone().expire_loop());
+            tokio::select! {
+                r = server::serve(cfg.listen_addrs(), manager) => r,
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down; sandboxes keep running");
+                    Ok(())
+                }
+            }
+        })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// One daemon per state dir: a second one would fight the first over sandboxes.
+fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
+    let path = dir.join("paddockd.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another paddockd is using {} ({e}); stop it first",
+            dir.display()
+        )
+    })
+}
+
+/// Copies the guest binary into `<state>/guest/`, the directory bind-mounted
+/// read-only into every sandbox, replacing it atomically if it changed.
+fn install_guest(cfg: &DaemonConfig) -> Result<()> {
+    let source = match &cfg.guest_binary {
+        Some(p) => p.clone(),
+        None => default_guest_binary()?,
+    };
+    let data = fs::read(&source)
+        .with_context(|| format!("reading the guest binary {}", source.display()))?;
+    if is_dynamically_linked(&data) {
+        anyhow::bail!(
+            "{} is dynamically linked; the guest must be static (build it with scripts/build.sh)",
+            source.display()
+        );
+    }
+    let dir = cfg.guest_dir();
+    fs::create_dir_all(&dir)?;
+    let target = dir.join("paddock-guest");
+    if fs::read(&target).ok().as_deref() == Some(&data[..]) {
+        return Ok(());
+    }
+    let tmp = dir.join(".paddock-guest.tmp");
+    fs::write(&tmp, &data)?;
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    fs::File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, &target)?;
+    Ok(())
+}
+
+fn default_guest_binary() -> Result<PathBuf> {
+    let beside = std::env::current_exe()?.with_file_name("paddock-guest");
+    let candidates = [
+        beside,
+        PathBuf::from("/usr/local/lib/paddock/paddock-guest"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no paddock-guest binary at {} or {}; pass --guest-binary",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
+/// An ELF with a PT_INTERP program header needs a dynamic loader.
+fn is_dynamically_linked(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) {
+        return false; // not a 64-bit ELF: the kernel will say so at exec
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(3)) // PT_INTERP
+}

@@ -1,0 +1,71 @@
+//! Serving the public API: the Sessions service, gRPC health and server
+//! reflection (v1 and v1alpha), on every configured TCP or unix address.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use paddock_proto::v1::sessions_server::SessionsServer;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+
+use crate::api::SessionsApi;
+use crate::config::MAX_MESSAGE;
+use crate::sessions::SessionManager;
+
+pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in addrs {
+        let router = router(manager.clone()).await?;
+        if let Some(path) = addr.strip_prefix("unix:") {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("listening on {addr}"))?;
+            // Root only: the API starts containers.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            tracing::info!("serving on {addr}");
+            tasks.spawn(async move {
+                router
+                    .serve_with_incoming(UnixListenerStream::new(listener))
+                    .await
+            });
+        } else {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            tracing::info!("serving on {}", listener.local_addr()?);
+            tasks.spawn(async move {
+                router
+                    .serve_with_incoming(TcpListenerStream::new(listener))
+                    .await
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn router(manager: Arc<SessionManager>) -> Result<Router> {
+    let (mut health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SessionsServer<SessionsApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let sessions = SessionsServer::new(SessionsApi { manager })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    Ok(Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(sessions))
+}

@@ -1,0 +1,112 @@
+//! The session store: one JSON record per session under `<state>/sessions/`,
+//! written atomically (temp file, fsync, rename, fsync of the directory), so a
+//! crash leaves either the old record or the new one, never a torn one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use paddock_runtime::SandboxProcess;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SessionState {
+    /// Recorded before the sandbox is made; a record still in this state after a
+    /// restart marks a half-made sandbox to clean up.
+    Creating,
+    Running,
+    /// The sandbox's init is gone; its files stay until the session is deleted.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionLimits {
+    pub memory_bytes: i64,
+    pub cpus: f64,
+    pub pids: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub state: SessionState,
+    pub limits: SessionLimits,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    /// The sandbox's init, once started.
+    pub process: Option<SandboxProcess>,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn save(&self, record: &SessionRecord) -> Result<()> {
+        let data = serde_json::to_vec_pretty(record)?;
+        write_atomic(&self.path(&record.id), &data)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => sync_dir(&self.dir),
+        }
+    }
+
+    /// Every record; unreadable ones are reported and skipped, not deleted.
+    pub fn load_all(&self) -> Result<Vec<SessionRecord>> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => {}
+                Some("tmp") => {
+                    // An interrupted save; the record it was replacing is intact.
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+                _ => continue,
+            }
+            match fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|d| Ok(serde_json::from_slice(&d)?))
+            {
+                Ok(r) => records.push(r),
+                Err(e) => tracing::error!(
+                    "skipping unreadable session record {}: {e:#}",
+                    path.display()
+                ),
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// Writes `data` to `path` so that readers see the old or the new content only.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
