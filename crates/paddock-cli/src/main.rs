@@ -1,1 +1,307 @@
-fn main() {}
+//! paddock: the operator CLI. Human output by default, `--json` for scripts.
+
+mod connect;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use paddock_proto::v1::sessions_client::SessionsClient;
+use paddock_proto::v1::{
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetSessionRequest, Limits,
+    ListSessionsRequest, Session, SessionState,
+};
+use paddock_units::{format_bytes, parse_bytes, parse_duration};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "paddock", version, about = "Operate Paddock sandboxes")]
+struct Cli {
+    /// The daemon: HOST:PORT, http://HOST:PORT or unix:/path.
+    #[arg(
+        long,
+        global = true,
+        env = "PADDOCK_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    addr: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, inspect and remove sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Run a command in a session; exits with its exit code (128+N for signal N).
+    Exec(ExecArgs),
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Start a new session and print its id.
+    Create(CreateArgs),
+    /// List sessions.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete sessions: kill their processes and remove everything they had.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Memory limit, e.g. 512M, 2G.
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<i64>,
+    /// CPU limit in cores, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Process and thread limit.
+    #[arg(long)]
+    pids: Option<i64>,
+    /// Remove the session after this long, e.g. 30m, 1h.
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    /// A label KEY=VALUE; repeatable.
+    #[arg(long = "label", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+    /// Print the session as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// The session id.
+    id: String,
+    /// Kill the command after this long, e.g. 30s.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Working directory inside the sandbox.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// An environment variable KEY=VALUE; repeatable.
+    #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// Send this process's stdin to the command.
+    #[arg(long, short = 'i')]
+    stdin: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("paddock: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let mut client = connect::sessions(&cli.addr).await?;
+    match cli.command {
+        Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
+        Command::Session(SessionCommand::Ls { json }) => {
+            let sessions = client
+                .list_sessions(ListSessionsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .sessions;
+            if json {
+                let list: Vec<_> = sessions.iter().map(session_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<22} {:<9} {:>8} {:>5} {:>6}  EXPIRES",
+                    "ID", "STATE", "MEMORY", "CPUS", "PIDS"
+                );
+                for s in &sessions {
+                    let l = s.limits.clone().unwrap_or_default();
+                    println!(
+                        "{:<22} {:<9} {:>8} {:>5} {:>6}  {}",
+                        s.id,
+                        state_name(s.state),
+                        format_bytes(l.memory_bytes.unwrap_or(0)),
+                        l.cpus.unwrap_or(0.0),
+                        l.pids.unwrap_or(0),
+                        expires(s.expires_at_ms)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Session(SessionCommand::Show { id, json }) => {
+            let s = client
+                .get_session(GetSessionRequest { session_id: id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+            } else {
+                let l = s.limits.clone().unwrap_or_default();
+                println!("id:       {}", s.id);
+                println!("state:    {}", state_name(s.state));
+                println!("memory:   {}", format_bytes(l.memory_bytes.unwrap_or(0)));
+                println!("cpus:     {}", l.cpus.unwrap_or(0.0));
+                println!("pids:     {}", l.pids.unwrap_or(0));
+                println!("expires:  {}", expires(s.expires_at_ms));
+                println!("init pid: {}", s.init_pid);
+                for (k, v) in &s.labels {
+                    println!("label:    {k}={v}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Session(SessionCommand::Rm { ids }) => {
+            let mut failed = false;
+            for id in ids {
+                match client
+                    .delete_session(DeleteSessionRequest {
+                        session_id: id.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => println!("{id}"),
+                    Err(e) => {
+                        eprintln!("paddock: {id}: {}", e.message());
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Exec(args) => exec(&mut client, args).await,
+    }
+}
+
+async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Result<ExitCode> {
+    let request = CreateSessionRequest {
+        limits: Some(Limits {
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            pids: args.pids,
+        }),
+        ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
+        labels: args.labels.into_iter().collect(),
+    };
+    let s = client
+        .create_session(request)
+        .await
+        .map_err(status)?
+        .into_inner();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+    } else {
+        println!("{}", s.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn exec(client: &mut SessionsClient<Channel>, args: ExecArgs) -> Result<ExitCode> {
+    let mut stdin = Vec::new();
+    if args.stdin {
+        std::io::stdin()
+            .read_to_end(&mut stdin)
+            .context("reading stdin")?;
+    }
+    let request = ExecRequest {
+        session_id: args.id,
+        argv: args.command,
+        shell: String::new(),
+        cwd: args.cwd.unwrap_or_default(),
+        env: args.env.into_iter().collect::<HashMap<_, _>>(),
+        stdin,
+        timeout_ms: args.timeout.map(|t| t.as_millis().max(1) as u64),
+        output_limit_bytes: None,
+    };
+    let r = client.exec(request).await.map_err(status)?.into_inner();
+    std::io::stdout().write_all(&r.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&r.stderr)?;
+    if r.stdout_truncated || r.stderr_truncated {
+        eprintln!("paddock: output truncated at the daemon's output limit");
+    }
+    if r.timed_out {
+        eprintln!("paddock: command timed out and was killed");
+    }
+    let code = match (r.exit_code, r.signal) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 255,
+    };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match SessionState::try_from(state).unwrap_or(SessionState::Unspecified) {
+        SessionState::Creating => "creating",
+        SessionState::Running => "running",
+        SessionState::Stopped => "stopped",
+        SessionState::Unspecified => "unknown",
+    }
+}
+
+fn expires(ms: i64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    format!("in {}s", ((ms - now) / 1000).max(0))
+}
+
+fn session_json(s: &Session) -> serde_json::Value {
+    let l = s.limits.clone().unwrap_or_default();
+    serde_json::json!({
+        "id": s.id,
+        "state": state_name(s.state),
+        "limits": {"memory_bytes": l.memory_bytes, "cpus": l.cpus, "pids": l.pids},
+        "created_at_ms": s.created_at_ms,
+        "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
+        "init_pid": s.init_pid,
+        "labels": s.labels,
+    })
+}

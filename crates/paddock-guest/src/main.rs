@@ -55,20 +55,27 @@ impl Guest for GuestService {
                 .map(|b| b as usize)
                 .unwrap_or(DEFAULT_OUTPUT_LIMIT),
         };
-        match exec::run(&self.reaper, &self.base_env, req, limits).await {
-            Ok(r) => Ok(Response::new(r)),
-            Err(SpawnError::Invalid(msg)) => Err(Status::invalid_argument(msg)),
-            Err(SpawnError::Os { what, err }) => Err(match err.kind() {
-                std::io::ErrorKind::NotFound => Status::not_found(format!("{what}: {err}")),
-                std::io::ErrorKind::PermissionDenied => {
-                    Status::permission_denied(format!("{what}: {err}"))
-                }
-                std::io::ErrorKind::WouldBlock => {
-                    Status::resource_exhausted(format!("{what}: {err}"))
-                }
-                _ => Status::internal(format!("{what}: {err}")),
-            }),
+        exec::run(&self.reaper, &self.base_env, req, limits)
+            .await
+            .map(Response::new)
+            .map_err(spawn_status)
+    }
+}
+
+/// The status a failed spawn is reported with. NOT_FOUND is kept for "no such
+/// session": a missing program or directory is a bad argument of this call.
+fn spawn_status(e: SpawnError) -> Status {
+    match e {
+        SpawnError::Invalid(msg) => Status::invalid_argument(msg),
+        SpawnError::Rejected { what, err } | SpawnError::Os { what, err }
+            if matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) =>
+        {
+            Status::resource_exhausted(format!(
+                "{what}: {err} (the session's pids or memory limit is reached)"
+            ))
         }
+        SpawnError::Rejected { what, err } => Status::invalid_argument(format!("{what}: {err}")),
+        SpawnError::Os { what, err } => Status::internal(format!("{what}: {err}")),
     }
 }
 

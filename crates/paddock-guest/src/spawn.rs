@@ -28,6 +28,10 @@ pub struct Command {
 pub enum SpawnError {
     #[error("{0}")]
     Invalid(String),
+    /// The request named a program or directory that cannot be used.
+    #[error("{what}: {err}")]
+    Rejected { what: String, err: io::Error },
+    /// The sandbox could not do what was asked (fork, pipe, ...).
     #[error("{what}: {err}")]
     Os { what: String, err: io::Error },
 }
@@ -103,11 +107,16 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
         let errno = i32::from_ne_bytes(report[4..].try_into().unwrap());
         // The child _exit'ed; the reaper collects it.
         let what = match stage {
-            STAGE_CWD => format!("cannot change directory to {:?}", cmd.cwd),
-            STAGE_EXEC => format!("cannot execute {program:?}"),
+            STAGE_CWD => format!("cwd: cannot change directory to {:?}", cmd.cwd),
+            STAGE_EXEC => format!("argv[0]: cannot execute {program:?}"),
             _ => "cannot set up the child process".to_string(),
         };
-        return Err(os(&what, io::Error::from_raw_os_error(errno)));
+        let err = io::Error::from_raw_os_error(errno);
+        return Err(if stage == STAGE_SETUP {
+            os(&what, err)
+        } else {
+            SpawnError::Rejected { what, err }
+        });
     }
     Ok(pid)
 }
@@ -191,7 +200,7 @@ fn resolve(program: &str, path_var: &str) -> Result<std::path::PathBuf, SpawnErr
         }
     }
     Err(os(
-        &format!("cannot execute {program:?}"),
+        &format!("argv[0]: cannot execute {program:?}"),
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("not found in PATH {path_var}"),
