@@ -1,1 +1,438 @@
+//! The end-to-end test harness: real daemons on real kernels. Each [`Daemon`]
+//! gets its own state dir, API socket and cgroup parent, so tests run side by
+//! side; dropping it deletes its sessions and checks nothing is left behind.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use paddock_proto::v1::sessions_client::SessionsClient;
+use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits};
+use tonic::transport::{Channel, Endpoint};
+use tower::service_fn;
+
+pub type Client = SessionsClient<Channel>;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn bin(env: &str, default: PathBuf) -> PathBuf {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    assert!(
+        p.is_file(),
+        "{} not found; run scripts/build.sh first (or set {env})",
+        p.display()
+    );
+    p
+}
+
+pub fn paddockd_bin() -> PathBuf {
+    bin(
+        "PADDOCKD_BIN",
+        workspace_root().join("target/release/paddockd"),
+    )
+}
+pub fn paddock_bin() -> PathBuf {
+    bin(
+        "PADDOCK_BIN",
+        workspace_root().join("target/release/paddock"),
+    )
+}
+pub fn guest_bin() -> PathBuf {
+    bin(
+        "PADDOCK_GUEST_BIN",
+        workspace_root().join("target/guest/paddock-guest"),
+    )
+}
+
+/// A tiny busybox root filesystem with the escape probe, built once per
+/// workspace. Fast to mount and enough for most tests.
+pub fn test_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(build_test_image).clone()
+}
+
+fn build_test_image() -> PathBuf {
+    let probe_src = workspace_root().join("tests/probe/escape.c");
+    let stamp = format!(
+        "{:x}",
+        std::fs::read(&probe_src)
+            .unwrap()
+            .iter()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
+    );
+    let dir = workspace_root().join(format!("target/paddock-test-image-{stamp}"));
+    if dir.join("bin/busybox").exists() {
+        return dir;
+    }
+    let tmp = workspace_root().join(format!("target/.paddock-test-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "root",
+        "workspace",
+        "usr/local/bin",
+        "proc",
+        "sys",
+        "dev",
+    ] {
+        std::fs::create_dir_all(tmp.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is not installed (apt-get install busybox-static)");
+    std::fs::copy(busybox, tmp.join("bin/busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(
+        tmp.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(tmp.join("etc/image-marker"), "base image file\n").unwrap();
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(tmp.join("usr/local/bin/escape-probe"))
+        .arg(&probe_src)
+        .status()
+        .expect("cc (gcc) is needed to build the escape probe");
+    assert!(status.success(), "building the escape probe failed");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another test process won the race.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}
+
+/// The Debian base image built by rootfs/build-base.sh, if there is one.
+pub fn debian_image() -> Option<PathBuf> {
+    let p = PathBuf::from(
+        std::env::var("PADDOCK_DEBIAN_IMAGE")
+            .unwrap_or_else(|_| "/var/lib/paddock/images/base/rootfs".into()),
+    );
+    p.join("usr/bin/python3").exists().then_some(p)
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A paddockd of the test's own.
+pub struct Daemon {
+    child: Option<Child>,
+    pub state_dir: PathBuf,
+    pub cgroup_parent: String,
+    pub image: PathBuf,
+    pub extra_args: Vec<String>,
+    /// Also listen on this TCP address (for grpcurl).
+    pub tcp: Option<String>,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        Self::start_with(test_image(), vec![], None)
+    }
+
+    pub fn start_with(image: PathBuf, extra_args: Vec<String>, tcp: Option<String>) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("paddock-test-{}-{n}", std::process::id());
+        let state_dir = PathBuf::from("/tmp").join(&name);
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::fs::create_dir_all(&state_dir).unwrap();
+        let mut d = Daemon {
+            child: None,
+            state_dir,
+            cgroup_parent: name,
+            image,
+            extra_args,
+            tcp,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("api.sock")
+    }
+
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.socket().display())
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("paddockd.log"))
+            .unwrap();
+        let mut cmd = Command::new(paddockd_bin());
+        cmd.arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--image")
+            .arg(&self.image)
+            .arg("--guest-binary")
+            .arg(guest_bin())
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(tcp) = &self.tcp {
+            cmd.arg("--listen").arg(tcp);
+        }
+        self.child = Some(cmd.spawn().expect("starting paddockd"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket().exists() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("paddockd exited at start ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paddockd did not listen within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("paddockd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn client(&self) -> Client {
+        let path = self.socket();
+        let channel = Endpoint::from_static("http://paddockd.invalid")
+            .connect_with_connector(service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connecting to paddockd");
+        SessionsClient::new(channel).max_decoding_message_size(256 << 20)
+    }
+
+    /// Runs the `paddock` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(paddock_bin())
+            .arg("--addr")
+            .arg(self.addr())
+            .args(args)
+            .output()
+            .expect("running paddock")
+    }
+
+    /// What of session `id` is still on the host: cgroup dirs, mounts, files,
+    /// libcontainer state, processes. Empty when the session is fully gone.
+    pub fn leftovers(&self, id: &str, init_pid: i32) -> Vec<String> {
+        let mut found = Vec::new();
+        for root in cgroup_roots() {
+            let d = root.join(&self.cgroup_parent).join(id);
+            if d.exists() {
+                found.push(format!("cgroup {}", d.display()));
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for line in mountinfo.lines().filter(|l| l.contains(id)) {
+            found.push(format!("mount {line}"));
+        }
+        for p in [
+            self.state_dir.join("sandboxes").join(id),
+            self.state_dir.join("runtime").join(id),
+        ] {
+            if p.exists() {
+                found.push(format!("path {}", p.display()));
+            }
+        }
+        if init_pid > 0 && Path::new(&format!("/proc/{init_pid}")).exists() {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+            found.push(format!("process {init_pid}: {stat}"));
+        }
+        found
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Delete what the test left, through the API, as a user would.
+            if let Ok(out) = Command::new(paddock_bin())
+                .arg("--addr")
+                .arg(self.addr())
+                .args(["session", "ls", "--json"])
+                .output()
+            {
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for s in list.as_array().into_iter().flatten() {
+                    if let Some(id) = s["id"].as_str() {
+                        let _ = self.cli(&["session", "rm", id]);
+                    }
+                }
+            }
+        }
+        self.kill9();
+        kill_matching_processes(&self.state_dir);
+        force_cleanup(&self.state_dir, &self.cgroup_parent);
+    }
+}
+
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    std::fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.is_symlink() && p.join("cgroup.procs").exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills processes whose command line mentions `needle` (the daemon's runtime helper).
+fn kill_matching_processes(needle: &Path) {
+    let needle = needle.to_string_lossy().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Removes whatever a failed test left: processes in our cgroups, mounts under
+/// the state dir, the cgroups, the state dir.
+fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
+    for root in cgroup_roots() {
+        let parent = root.join(cgroup_parent);
+        let Ok(children) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            for pid in std::fs::read_to_string(child.path().join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let prefix = state_dir.to_string_lossy().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    for root in cgroup_roots() {
+        let parent = root.join(cgroup_parent);
+        if let Ok(children) = std::fs::read_dir(&parent) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&parent);
+    }
+    let _ = std::fs::remove_dir_all(state_dir);
+}
+
+// ---------------------------------------------------------------- helpers
+
+pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Option<Limits> {
+    Some(Limits {
+        memory_bytes: memory,
+        cpus,
+        pids,
+    })
+}
+
+pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {
+    client
+        .create_session(CreateSessionRequest {
+            limits,
+            ttl_seconds: None,
+            labels: Default::default(),
+        })
+        .await
+        .expect("CreateSession")
+        .into_inner()
+}
+
+pub fn shell(id: &str, command: &str) -> ExecRequest {
+    ExecRequest {
+        session_id: id.to_string(),
+        shell: command.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Runs a shell command; panics on an RPC error.
+pub async fn sh(client: &mut Client, id: &str, command: &str) -> ExecResponse {
+    client
+        .exec(shell(id, command))
+        .await
+        .unwrap_or_else(|e| panic!("Exec {command:?}: {e}"))
+        .into_inner()
+}
+
+/// Runs a shell command that must succeed; returns its stdout.
+pub async fn sh_ok(client: &mut Client, id: &str, command: &str) -> String {
+    let r = sh(client, id, command).await;
+    assert_eq!(
+        r.exit_code,
+        Some(0),
+        "{command:?} failed: signal {:?}, stderr {}",
+        r.signal,
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8(r.stdout).unwrap()
+}

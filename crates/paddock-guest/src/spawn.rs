@@ -199,13 +199,13 @@ fn resolve(program: &str, path_var: &str) -> Result<std::path::PathBuf, SpawnErr
             return Ok(candidate);
         }
     }
-    Err(os(
-        &format!("argv[0]: cannot execute {program:?}"),
-        io::Error::new(
+    Err(SpawnError::Rejected {
+        what: format!("argv[0]: cannot execute {program:?}"),
+        err: io::Error::new(
             io::ErrorKind::NotFound,
             format!("not found in PATH {path_var}"),
         ),
-    ))
+    })
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SpawnError> {

@@ -28,8 +28,8 @@ pub struct DaemonConfig {
     #[arg(long)]
     pub image: Option<PathBuf>,
 
-    /// The static paddock-guest binary. Default: next to paddockd, then
-    /// /usr/local/lib/paddock/paddock-guest.
+    /// The static paddock-guest binary. Default: /usr/local/lib/paddock/paddock-guest,
+    /// then ../guest/paddock-guest beside paddockd (a scripts/build.sh build).
     #[arg(long)]
     pub guest_binary: Option<PathBuf>,
 

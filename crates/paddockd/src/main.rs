@@ -129,22 +129,25 @@ fn install_guest(cfg: &DaemonConfig) -> Result<()> {
 }
 
 fn default_guest_binary() -> Result<PathBuf> {
-    let beside = std::env::current_exe()?.with_file_name("paddock-guest");
+    // An installed guest first, then a development build next to the daemon:
+    // target/release/paddockd finds target/guest/paddock-guest (scripts/build.sh).
+    let exe = std::env::current_exe()?;
+    let dev_build = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("guest/paddock-guest"))
+        .unwrap_or_default();
     let candidates = [
-        beside,
         PathBuf::from("/usr/local/lib/paddock/paddock-guest"),
+        dev_build,
     ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no paddock-guest binary at {} or {}; pass --guest-binary",
-                candidates[0].display(),
-                candidates[1].display()
-            )
-        })
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no paddock-guest binary at {} or {}; build it with scripts/build.sh or pass --guest-binary",
+            candidates[0].display(),
+            candidates[1].display()
+        )
+    })
 }
 
 /// An ELF with a PT_INTERP program header needs a dynamic loader.

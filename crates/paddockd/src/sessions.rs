@@ -71,13 +71,14 @@ impl SessionManager {
                 )))
             }
         };
-        let image = self.cfg.image_rootfs();
-        if !image.is_dir() {
-            return Err(Status::failed_precondition(format!(
-                "the daemon's image {} does not exist; build it with scripts/build-base-image.sh or start paddockd with --image DIR",
-                image.display()
-            )));
-        }
+        // Resolved now, so the session keeps this image version as its lower
+        // layer even if the image's symlink is switched to a newer build later.
+        let image = std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
+            Status::failed_precondition(format!(
+                "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
+                self.cfg.image_rootfs().display()
+            ))
+        })?;
         {
             let sessions = self.sessions.lock().await;
             if sessions.len() >= self.cfg.max_sessions {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests and the end-to-end suite (real daemons, real
+# containers; needs root). Builds first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "the tests make containers, cgroups and mounts: run them as root" >&2
+    exit 1
+fi
+scripts/build.sh
+# Two test threads: the suite's timing checks assume a mostly idle 2-core host.
+cargo test --release --locked --workspace -- --test-threads=2 "$@"

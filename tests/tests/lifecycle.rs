@@ -1,0 +1,253 @@
+//! Session life cycle: delete, TTL, daemon crash and restart, bad input, and a
+//! sandbox that fails to start.
+
+use std::time::Duration;
+
+use paddock_proto::v1::{
+    CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, SessionState,
+};
+use paddock_tests::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_leaves_nothing_behind() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    sh_ok(
+        &mut c,
+        &s.id,
+        "sleep 1000 >/dev/null 2>&1 & echo data > /workspace/f",
+    )
+    .await;
+    assert!(
+        !d.leftovers(&s.id, s.init_pid).is_empty(),
+        "a running session should have host state"
+    );
+
+    c.delete_session(DeleteSessionRequest {
+        session_id: s.id.clone(),
+    })
+    .await
+    .unwrap();
+    let left = d.leftovers(&s.id, s.init_pid);
+    assert!(
+        left.is_empty(),
+        "left behind after delete:\n{}",
+        left.join("\n")
+    );
+    let err = c
+        .get_session(GetSessionRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = c
+        .delete_session(DeleteSessionRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_removes_the_session() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = c
+        .create_session(CreateSessionRequest {
+            ttl_seconds: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.expires_at_ms > s.created_at_ms);
+    let mut gone = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if c.get_session(GetSessionRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .is_err()
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "session outlived its TTL");
+    let left = d.leftovers(&s.id, s.init_pid);
+    assert!(
+        left.is_empty(),
+        "left behind after TTL:\n{}",
+        left.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_survive_a_daemon_crash() {
+    let mut d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    sh_ok(&mut c, &s.id, "echo kept > /workspace/file").await;
+
+    d.kill9();
+    d.restart();
+    let mut c = d.client().await;
+    let got = c
+        .get_session(GetSessionRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.state, SessionState::Running as i32);
+    assert_eq!(got.init_pid, s.init_pid, "the same sandbox, not a new one");
+    assert_eq!(sh_ok(&mut c, &s.id, "cat /workspace/file").await, "kept\n");
+    // And new sessions still work next to it.
+    let t = create(&mut c, None).await;
+    assert_eq!(sh_ok(&mut c, &t.id, "echo new").await, "new\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_made_sandbox_is_cleaned_up_on_restart() {
+    let mut d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    d.kill9();
+    // Make the record look like the daemon died in the middle of creating it.
+    let record_path = d.state_dir.join("sessions").join(format!("{}.json", s.id));
+    let record = std::fs::read_to_string(&record_path)
+        .unwrap()
+        .replace("\"Running\"", "\"Creating\"");
+    std::fs::write(&record_path, record).unwrap();
+    d.restart();
+    let mut c = d.client().await;
+    let err = c
+        .get_session(GetSessionRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let left = d.leftovers(&s.id, s.init_pid);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_limits_are_rejected_naming_the_field() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let cases = [
+        (limits(Some(0), None, None), "limits.memory_bytes"),
+        (limits(Some(-5), None, None), "limits.memory_bytes"),
+        (limits(Some(1 << 60), None, None), "limits.memory_bytes"),
+        (limits(None, Some(0.0), None), "limits.cpus"),
+        (limits(None, Some(-1.0), None), "limits.cpus"),
+        (limits(None, Some(1e9), None), "limits.cpus"),
+        (limits(None, Some(f64::NAN), None), "limits.cpus"),
+        (limits(None, None, Some(0)), "limits.pids"),
+        (limits(None, None, Some(-1)), "limits.pids"),
+        (limits(None, None, Some(1 << 40)), "limits.pids"),
+    ];
+    for (l, field) in cases {
+        let err = c
+            .create_session(CreateSessionRequest {
+                limits: l.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err(&format!("{l:?} should be rejected"));
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{l:?}");
+        assert!(err.message().contains(field), "{l:?}: {}", err.message());
+    }
+    let err = c
+        .create_session(CreateSessionRequest {
+            ttl_seconds: Some(-3),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("ttl_seconds"));
+    assert!(c
+        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
+    // An image with no /bin: the container cannot be made.
+    let empty = std::env::temp_dir().join(format!("paddock-empty-image-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let d = Daemon::start_with(empty.clone(), vec![], None);
+    let mut c = d.client().await;
+    let err = c
+        .create_session(CreateSessionRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal);
+    assert!(err.message().contains("has no /bin"), "{}", err.message());
+    assert!(c
+        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+        .is_empty());
+    let sandboxes: Vec<_> = std::fs::read_dir(d.state_dir.join("sandboxes"))
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
+    let sessions: Vec<_> = std::fs::read_dir(d.state_dir.join("sessions"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(sessions.is_empty(), "session records left: {sessions:?}");
+    std::fs::remove_dir_all(&empty).unwrap();
+
+    // An image whose guest cannot run (a broken /.paddock mount target: a file
+    // where the directory must go) fails at container creation.
+    let bad = std::env::temp_dir().join(format!("paddock-bad-image-{}", std::process::id()));
+    std::fs::create_dir_all(bad.join("bin")).unwrap();
+    std::fs::write(bad.join(".paddock"), "not a directory").unwrap();
+    let d2 = Daemon::start_with(bad.clone(), vec![], None);
+    let mut c2 = d2.client().await;
+    let err = c2
+        .create_session(CreateSessionRequest::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("starting the sandbox"),
+        "{}",
+        err.message()
+    );
+    let sandboxes: Vec<_> = std::fs::read_dir(d2.state_dir.join("sandboxes"))
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(d2.state_dir.to_str().unwrap()),
+        "mounts left under {}",
+        d2.state_dir.display()
+    );
+    for root in cgroup_roots() {
+        let parent = root.join(&d2.cgroup_parent);
+        let children: Vec<_> = std::fs::read_dir(&parent)
+            .map(|r| r.flatten().filter(|e| e.path().is_dir()).collect())
+            .unwrap_or_default();
+        assert!(
+            children.is_empty(),
+            "cgroups left in {}: {children:?}",
+            parent.display()
+        );
+    }
+    std::fs::remove_dir_all(&bad).unwrap();
+}
