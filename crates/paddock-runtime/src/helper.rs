@@ -32,14 +32,21 @@ const IDLE_EXIT: Duration = Duration::from_secs(3);
 enum Request {
     Hello,
     Create(Box<SandboxConfig>),
-    Destroy { dirs: RuntimeDirs, id: String },
+    Destroy {
+        dirs: RuntimeDirs,
+        id: String,
+    },
+    /// Stop serving (the daemon was upgraded); exit once the sandboxes this
+    /// helper is the parent of are gone.
+    Retire,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Response {
-    Hello { version: String, pid: i32 },
+    Hello { pid: i32, exe: String },
     Created(SandboxProcess),
     Destroyed,
+    Retired,
     Error(String),
 }
 
@@ -51,28 +58,37 @@ pub fn serve(socket: &Path) -> Result<()> {
     reserve_listen_fd()?;
     let filter = seccomp::compile_filter()?;
     let _ = fs::remove_file(socket);
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
-    listener.set_nonblocking(true)?;
+    let mut listener =
+        Some(UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?);
+    listener.as_ref().unwrap().set_nonblocking(true)?;
     let mut client: Option<BufReader<UnixStream>> = None;
     let mut children: HashSet<i32> = HashSet::new();
     let mut idle_since = Instant::now();
     tracing::info!(pid = std::process::id(), socket = %socket.display(), "runtime helper serving");
 
     loop {
-        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        if let Some(c) = &client {
-            fds.push(PollFd::new(c.get_ref().as_fd(), PollFlags::POLLIN));
+        let mut fds = Vec::new();
+        if let Some(l) = &listener {
+            fds.push((PollFd::new(l.as_fd(), PollFlags::POLLIN), true));
         }
-        let _ = poll(&mut fds, PollTimeout::from(500u16));
-        let new_conn = fds[0].any().unwrap_or(false);
-        let client_ready = fds.get(1).and_then(|f| f.any()).unwrap_or(false);
+        if let Some(c) = &client {
+            fds.push((PollFd::new(c.get_ref().as_fd(), PollFlags::POLLIN), false));
+        }
+        let mut poll_fds: Vec<PollFd> = fds.iter().map(|(f, _)| *f).collect();
+        let _ = poll(&mut poll_fds, PollTimeout::from(500u16));
+        let ready = |is_listener: bool| {
+            fds.iter()
+                .zip(&poll_fds)
+                .any(|((_, l), f)| *l == is_listener && f.any().unwrap_or(false))
+        };
+        let (new_conn, client_ready) = (ready(true), ready(false));
+        drop(poll_fds);
         drop(fds);
 
         reap_children(&mut children);
 
         if new_conn {
-            if let Ok((stream, _)) = listener.accept() {
+            if let Some(Ok((stream, _))) = listener.as_ref().map(|l| l.accept()) {
                 stream.set_nonblocking(false)?;
                 // The newest daemon wins; the state-dir lock makes sure there is one.
                 client = Some(BufReader::new(stream));
@@ -84,9 +100,20 @@ pub fn serve(socket: &Path) -> Result<()> {
                 Ok(0) | Err(_) => client = None,
                 Ok(_) => {
                     let response = handle(&line, &filter, &mut children);
+                    let retired = matches!(response, Response::Retired);
+                    if retired {
+                        tracing::info!(
+                            sandboxes = children.len(),
+                            "retiring: exiting once my sandboxes are gone"
+                        );
+                        // Gone before the daemon hears back, so its next connect
+                        // starts a new helper on this path instead of reaching us.
+                        listener = None;
+                        let _ = fs::remove_file(socket);
+                    }
                     let mut out = serde_json::to_string(&response)?;
                     out.push('\n');
-                    if conn.get_mut().write_all(out.as_bytes()).is_err() {
+                    if conn.get_mut().write_all(out.as_bytes()).is_err() || retired {
                         client = None;
                     }
                 }
@@ -95,9 +122,11 @@ pub fn serve(socket: &Path) -> Result<()> {
 
         if client.is_some() || !children.is_empty() {
             idle_since = Instant::now();
-        } else if idle_since.elapsed() > IDLE_EXIT {
+        } else if idle_since.elapsed() > IDLE_EXIT || listener.is_none() {
             tracing::info!("runtime helper idle; exiting");
-            let _ = fs::remove_file(socket);
+            if listener.is_some() {
+                let _ = fs::remove_file(socket);
+            }
             return Ok(());
         }
     }
@@ -110,9 +139,10 @@ fn handle(line: &str, filter: &seccompiler::BpfProgram, children: &mut HashSet<i
     };
     match request {
         Request::Hello => Response::Hello {
-            version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id() as i32,
+            exe: own_exe(),
         },
+        Request::Retire => Response::Retired,
         Request::Create(cfg) => match sandbox::create(&cfg, filter) {
             Ok(p) => {
                 children.insert(p.pid);
@@ -139,17 +169,28 @@ fn reserve_listen_fd() -> Result<()> {
     Ok(())
 }
 
+/// Reaps every exited child (sandbox inits and their intermediates) and forgets
+/// the sandboxes whose init is gone, whoever reaped it.
 fn reap_children(children: &mut HashSet<i32>) {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(status) => {
-                if let Some(pid) = status.pid() {
-                    children.remove(&pid.as_raw());
-                }
-            }
-        }
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        match status.pid() {
+            Some(pid) => children.remove(&pid.as_raw()),
+            None => break,
+        };
     }
+    // sandbox::destroy reaps its init itself.
+    children.retain(|pid| {
+        matches!(
+            waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
+}
+
+fn own_exe() -> String {
+    fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- daemon side
@@ -186,7 +227,26 @@ impl RuntimeClient {
     }
 
     /// Connects to the running helper or starts one; returns the helper's pid.
+    /// A helper left running by an older paddockd binary is retired and a new
+    /// one started, so container work always runs this binary's code.
     pub fn hello(&self) -> Result<i32, RuntimeError> {
+        let (pid, exe) = match self.call(&Request::Hello)? {
+            Response::Hello { pid, exe } => (pid, exe),
+            other => return Err(unexpected(other)),
+        };
+        if exe == own_exe() {
+            return Ok(pid);
+        }
+        tracing::info!(
+            pid,
+            exe,
+            "retiring a runtime helper of another paddockd binary"
+        );
+        match self.call(&Request::Retire)? {
+            Response::Retired => {}
+            other => return Err(unexpected(other)),
+        }
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
         match self.call(&Request::Hello)? {
             Response::Hello { pid, .. } => Ok(pid),
             other => Err(unexpected(other)),
