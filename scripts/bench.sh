@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (as root). Results go into BENCHMARKS.md by hand, with
+# this command line.
+#   usage: scripts/bench.sh [ITERATIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh >/dev/null
+cargo build --release --locked -p paddock-tests --bin bench-runtime
+target/release/bench-runtime "$@"

@@ -1,0 +1,162 @@
+//! Runtime benchmark: Paddock's session create-to-first-exec and Exec round
+//! trip against `runc run` / `runc exec` on the same rootfs and `bwrap`, in one
+//! run, with medians and ratios. Not a test: see BENCHMARKS.md.
+//!
+//! usage: bench-runtime [ITERATIONS]   (run as root; scripts/bench.sh builds it)
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use paddock_proto::v1::{CreateSessionRequest, DeleteSessionRequest, ExecRequest};
+use paddock_tests::{test_image, Daemon};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn p90(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 9 / 10).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn time_cmd(n: usize, mut make: impl FnMut(usize) -> Command) -> Vec<Duration> {
+    (0..n)
+        .map(|i| {
+            let mut cmd = make(i);
+            let t = Instant::now();
+            run_ok(&mut cmd);
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// A runc bundle on the shared rootfs: `runc spec`, made non-interactive.
+fn runc_bundle(dir: &Path, rootfs: &Path, args: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    run_ok(Command::new("runc").arg("spec").arg("--bundle").arg(dir));
+    let path = dir.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["root"]["path"] = rootfs.to_string_lossy().into();
+    spec["root"]["readonly"] = true.into();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let rootfs = test_image();
+    let work = std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+
+    // ---- Paddock
+    let daemon = Daemon::start();
+    let mut client = daemon.client().await;
+    let true_req = |id: &str| ExecRequest { session_id: id.to_string(), argv: vec!["/bin/true".into()], ..Default::default() };
+    // Warm up: page cache, helper, first connection.
+    for _ in 0..3 {
+        let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
+        client.exec(true_req(&s.id)).await.unwrap();
+        client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+    }
+    let mut create_to_exec = Vec::new();
+    let mut create_only = Vec::new();
+    let mut delete = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
+        create_only.push(t.elapsed());
+        let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
+        create_to_exec.push(t.elapsed());
+        assert_eq!(r.exit_code, Some(0));
+        let t = Instant::now();
+        client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+        delete.push(t.elapsed());
+    }
+    let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
+    let mut exec_rt = Vec::new();
+    for _ in 0..(n * 4) {
+        let t = Instant::now();
+        let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
+        exec_rt.push(t.elapsed());
+        assert_eq!(r.exit_code, Some(0));
+    }
+    client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+    drop(daemon);
+
+    // ---- runc run (create + start + wait + delete of a container running /bin/true)
+    let runc_root = work.join("runc-state");
+    let bundle = work.join("bundle-true");
+    runc_bundle(&bundle, &rootfs, &["/bin/true"]);
+    let runc_run = time_cmd(n, |i| {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(&runc_root).args(["run", "--bundle"]).arg(&bundle).arg(format!("bench-run-{i}"));
+        c
+    });
+
+    // ---- runc exec into a running container
+    let bundle_sleep = work.join("bundle-sleep");
+    runc_bundle(&bundle_sleep, &rootfs, &["/bin/sleep", "100000"]);
+    run_ok(
+        Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["run", "-d", "--bundle"])
+            .arg(&bundle_sleep)
+            .arg("bench-exec")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let runc_exec = time_cmd(n * 2, |_| {
+        let mut c = Command::new("runc");
+        c.arg("--root").arg(&runc_root).args(["exec", "bench-exec", "/bin/true"]);
+        c
+    });
+    let _ = Command::new("runc").arg("--root").arg(&runc_root).args(["delete", "-f", "bench-exec"]).status();
+
+    // ---- bwrap: a new sandbox per command (it has no exec-into)
+    let bwrap = time_cmd(n * 2, |_| {
+        let mut c = Command::new("bwrap");
+        c.arg("--ro-bind")
+            .arg(&rootfs)
+            .arg("/")
+            .args(["--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "/bin/true"]);
+        c
+    });
+    let _ = std::fs::remove_dir_all(&work);
+
+    let (p_c2e, p_create, p_del, p_exec) =
+        (median(create_to_exec.clone()), median(create_only), median(delete), median(exec_rt.clone()));
+    let (r_run, r_exec, b) = (median(runc_run), median(runc_exec), median(bwrap));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!("runtime benchmark: {n} sessions, {} exec round trips; rootfs {}", n * 4, rootfs.display());
+    println!();
+    println!("| measure | median | p90 |");
+    println!("|---|---|---|");
+    println!("| paddock create-to-first-exec (`/bin/true`) | {} | {} |", ms(p_c2e), ms(p90(create_to_exec)));
+    println!("| paddock CreateSession alone | {} | |", ms(p_create));
+    println!("| paddock DeleteSession | {} | |", ms(p_del));
+    println!("| paddock Exec round trip (`/bin/true`) | {} | {} |", ms(p_exec), ms(p90(exec_rt)));
+    println!("| runc run (`/bin/true`, create to exit and delete) | {} | |", ms(r_run));
+    println!("| runc exec (`/bin/true`) | {} | |", ms(r_exec));
+    println!("| bwrap --unshare-all (`/bin/true`) | {} | |", ms(b));
+    println!();
+    println!("| ratio | value | target |");
+    println!("|---|---|---|");
+    println!("| paddock create-to-first-exec / runc run | {:.2}x | <= 0.5x |", ratio(p_c2e, r_run));
+    println!("| paddock Exec round trip / runc exec | {:.2}x | <= 0.2x |", ratio(p_exec, r_exec));
+    println!("| paddock create-to-first-exec / bwrap | {:.2}x | |", ratio(p_c2e, b));
+    println!("| paddock Exec round trip / bwrap | {:.2}x | |", ratio(p_exec, b));
+}
