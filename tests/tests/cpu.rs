@@ -13,28 +13,14 @@ async fn busy_loop_gets_its_share_of_cpu() {
         .find(|r| r.ends_with("cpuacct") || r.ends_with("cpu,cpuacct"))
         .map(|r| r.join(&d.cgroup_parent).join(&s.id).join("cpuacct.usage"))
         .expect("a cpuacct hierarchy");
-    let read = || {
-        std::fs::read_to_string(&usage_file)
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let read = || std::fs::read_to_string(&usage_file).unwrap().trim().parse::<u64>().unwrap();
 
     let before = read();
     let started = std::time::Instant::now();
-    sh_ok(
-        &mut c,
-        &s.id,
-        "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do :; done",
-    )
-    .await;
+    sh_ok(&mut c, &s.id, "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do :; done").await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = (read() - before) as f64 / 1e9;
     let share = cpu / wall;
     eprintln!("cpu {cpu:.2}s over {wall:.2}s wall: {share:.2} cores");
-    assert!(
-        (0.35..=0.6).contains(&share),
-        "a 0.5-core session used {share:.2} cores"
-    );
+    assert!((0.35..=0.6).contains(&share), "a 0.5-core session used {share:.2} cores");
 }

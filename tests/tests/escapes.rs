@@ -48,11 +48,7 @@ async fn escape_attempts_fail() {
             )),
         }
     }
-    assert!(
-        allowed.is_empty(),
-        "escape attempts that were not denied:\n{}",
-        allowed.join("\n")
-    );
+    assert!(allowed.is_empty(), "escape attempts that were not denied:\n{}", allowed.join("\n"));
 
     // The x32 ABI bypass is closed by the filter itself (EPERM), not by luck.
     let r = sh(&mut c, &s.id, "escape-probe x32-mount").await;

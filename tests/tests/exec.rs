@@ -32,10 +32,7 @@ async fn exit_codes_signals_and_io_are_reported_faithfully() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        String::from_utf8_lossy(&r.stdout),
-        "from stdin\n/tmp\nhello there\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "from stdin\n/tmp\nhello there\n");
 
     // Binary output passes unchanged.
     let r = sh(&mut c, &s.id, "printf '\\000\\377\\376'").await;
@@ -65,10 +62,7 @@ async fn large_output_respects_the_cap() {
     let d = Daemon::start();
     let mut c = d.client().await;
     let s = create(&mut c, None).await;
-    let mut req = shell(
-        &s.id,
-        "yes 0123456789 | head -c 5000000; yes e | head -c 300 >&2",
-    );
+    let mut req = shell(&s.id, "yes 0123456789 | head -c 5000000; yes e | head -c 300 >&2");
     req.output_limit_bytes = Some(1000);
     let r = c.exec(req).await.unwrap().into_inner();
     assert_eq!(r.exit_code, Some(0));
@@ -102,19 +96,12 @@ async fn bad_exec_requests_name_the_field() {
     let s = create(&mut c, None).await;
     let cases: Vec<(ExecRequest, tonic::Code, &str)> = vec![
         (
-            ExecRequest {
-                session_id: s.id.clone(),
-                ..Default::default()
-            },
+            ExecRequest { session_id: s.id.clone(), ..Default::default() },
             tonic::Code::InvalidArgument,
             "argv",
         ),
         (
-            ExecRequest {
-                session_id: s.id.clone(),
-                argv: vec!["".into()],
-                ..Default::default()
-            },
+            ExecRequest { session_id: s.id.clone(), argv: vec!["".into()], ..Default::default() },
             tonic::Code::InvalidArgument,
             "argv[0]",
         ),
@@ -128,59 +115,58 @@ async fn bad_exec_requests_name_the_field() {
             "argv[0]",
         ),
         (
-            ExecRequest {
-                cwd: "/no/such/dir".into(),
-                ..shell(&s.id, "true")
-            },
+            ExecRequest { cwd: "/no/such/dir".into(), ..shell(&s.id, "true") },
             tonic::Code::InvalidArgument,
             "cwd",
         ),
+        (ExecRequest { cwd: "relative".into(), ..shell(&s.id, "true") }, tonic::Code::InvalidArgument, "cwd"),
         (
-            ExecRequest {
-                cwd: "relative".into(),
-                ..shell(&s.id, "true")
-            },
-            tonic::Code::InvalidArgument,
-            "cwd",
-        ),
-        (
-            ExecRequest {
-                timeout_ms: Some(0),
-                ..shell(&s.id, "true")
-            },
+            ExecRequest { timeout_ms: Some(0), ..shell(&s.id, "true") },
             tonic::Code::InvalidArgument,
             "timeout_ms",
         ),
         (
-            ExecRequest {
-                env: [("A=B".to_string(), "x".to_string())].into(),
-                ..shell(&s.id, "true")
-            },
+            ExecRequest { env: [("A=B".to_string(), "x".to_string())].into(), ..shell(&s.id, "true") },
             tonic::Code::InvalidArgument,
             "env",
         ),
-        (
-            shell("ses-0000000000000000", "true"),
-            tonic::Code::NotFound,
-            "ses-0000000000000000",
-        ),
-        (
-            shell("", "true"),
-            tonic::Code::InvalidArgument,
-            "session_id",
-        ),
+        (shell("ses-0000000000000000", "true"), tonic::Code::NotFound, "ses-0000000000000000"),
+        (shell("", "true"), tonic::Code::InvalidArgument, "session_id"),
     ];
     for (req, code, field) in cases {
-        let err = c
-            .exec(req.clone())
-            .await
-            .expect_err(&format!("{req:?} should fail"));
+        let err = c.exec(req.clone()).await.expect_err(&format!("{req:?} should fail"));
         assert_eq!(err.code(), code, "{req:?}: {}", err.message());
-        assert!(
-            err.message().contains(field),
-            "{:?} should name {field}: {}",
-            req,
-            err.message()
-        );
+        assert!(err.message().contains(field), "{:?} should name {field}: {}", req, err.message());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_stream_delivers_output_as_it_is_written() {
+    use paddock_proto::v1::exec_event::Event;
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    let started = Instant::now();
+    let mut events = c
+        .exec_stream(shell(&s.id, "echo first; sleep 1; echo second >&2; exit 3"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    let mut exit = None;
+    while let Some(ev) = events.message().await.unwrap() {
+        match ev.event.unwrap() {
+            Event::Stdout(b) => seen.push(("out", b, started.elapsed())),
+            Event::Stderr(b) => seen.push(("err", b, started.elapsed())),
+            Event::Exit(r) => exit = Some((r, started.elapsed())),
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].0, seen[0].1.as_slice()), ("out", &b"first\n"[..]));
+    assert!(seen[0].2 < Duration::from_millis(800), "first chunk came only after {:?}", seen[0].2);
+    assert_eq!((seen[1].0, seen[1].1.as_slice()), ("err", &b"second\n"[..]));
+    let (r, at) = exit.expect("an exit event");
+    assert_eq!(r.exit_code, Some(3));
+    assert!(r.stdout.is_empty() && r.stderr.is_empty());
+    assert!(at >= Duration::from_secs(1));
 }

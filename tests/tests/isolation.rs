@@ -10,11 +10,7 @@ async fn session_is_confined_and_unprivileged() {
 
     let id_out = sh_ok(&mut c, &s.id, "id").await;
     assert!(id_out.starts_with("uid=0(root)"), "{id_out}");
-    assert_eq!(
-        sh_ok(&mut c, &s.id, "hostname").await.trim(),
-        s.id,
-        "hostname is the session id"
-    );
+    assert_eq!(sh_ok(&mut c, &s.id, "hostname").await.trim(), s.id, "hostname is the session id");
 
     let status = sh_ok(&mut c, &s.id, "cat /proc/self/status").await;
     let field = |name: &str| {
@@ -41,21 +37,10 @@ async fn session_is_confined_and_unprivileged() {
     .unwrap();
     // Docker's default set is 0xa80425fb; ours is that less MKNOD and NET_RAW.
     const DOCKER_DEFAULT: u64 = 0xa80425fb;
-    assert_eq!(
-        cap_eff & !DOCKER_DEFAULT,
-        0,
-        "CapEff {cap_eff:#x} exceeds Docker's default set"
-    );
-    assert!(
-        cap_eff < host_caps,
-        "CapEff {cap_eff:#x} is not reduced from the host's {host_caps:#x}"
-    );
-    for (bit, name) in [
-        (21, "CAP_SYS_ADMIN"),
-        (27, "CAP_MKNOD"),
-        (13, "CAP_NET_RAW"),
-        (16, "CAP_SYS_MODULE"),
-    ] {
+    assert_eq!(cap_eff & !DOCKER_DEFAULT, 0, "CapEff {cap_eff:#x} exceeds Docker's default set");
+    assert!(cap_eff < host_caps, "CapEff {cap_eff:#x} is not reduced from the host's {host_caps:#x}");
+    for (bit, name) in [(21, "CAP_SYS_ADMIN"), (27, "CAP_MKNOD"), (13, "CAP_NET_RAW"), (16, "CAP_SYS_MODULE")]
+    {
         assert_eq!(cap_eff & (1 << bit), 0, "{name} is in CapEff");
     }
 
@@ -71,32 +56,13 @@ async fn session_is_confined_and_unprivileged() {
     std::fs::write(&marker, "host secret").unwrap();
     let r = sh(&mut c, &s.id, &format!("cat {marker}")).await;
     std::fs::remove_file(&marker).unwrap();
-    assert_ne!(
-        r.exit_code,
-        Some(0),
-        "a host file is readable in the sandbox"
-    );
-    assert!(
-        sh_ok(&mut c, &s.id, "ls /")
-            .await
-            .lines()
-            .all(|l| l != "work"),
-        "host / leaked"
-    );
+    assert_ne!(r.exit_code, Some(0), "a host file is readable in the sandbox");
+    assert!(sh_ok(&mut c, &s.id, "ls /").await.lines().all(|l| l != "work"), "host / leaked");
 
     // Network: loopback only, and up.
     let links = sh_ok(&mut c, &s.id, "ls /sys/class/net").await;
-    assert_eq!(
-        links.split_whitespace().collect::<Vec<_>>(),
-        vec!["lo"],
-        "interfaces: {links}"
-    );
-    let lo = sh_ok(
-        &mut c,
-        &s.id,
-        "cat /sys/class/net/lo/operstate; ip -o addr show lo",
-    )
-    .await;
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), vec!["lo"], "interfaces: {links}");
+    let lo = sh_ok(&mut c, &s.id, "cat /sys/class/net/lo/operstate; ip -o addr show lo").await;
     assert!(lo.contains("127.0.0.1"), "{lo}");
 }
 
@@ -107,28 +73,14 @@ async fn files_are_private_to_their_session() {
     let a = create(&mut c, None).await;
     let b = create(&mut c, None).await;
 
-    sh_ok(
-        &mut c,
-        &a.id,
-        "echo from-a > /workspace/note; echo changed > /etc/image-marker",
-    )
-    .await;
-    assert_eq!(
-        sh_ok(&mut c, &a.id, "cat /workspace/note").await,
-        "from-a\n"
-    );
+    sh_ok(&mut c, &a.id, "echo from-a > /workspace/note; echo changed > /etc/image-marker").await;
+    assert_eq!(sh_ok(&mut c, &a.id, "cat /workspace/note").await, "from-a\n");
     let r = sh(&mut c, &b.id, "cat /workspace/note").await;
     assert_ne!(r.exit_code, Some(0), "session b sees session a's file");
-    assert_eq!(
-        sh_ok(&mut c, &b.id, "cat /etc/image-marker").await,
-        "base image file\n"
-    );
+    assert_eq!(sh_ok(&mut c, &b.id, "cat /etc/image-marker").await, "base image file\n");
     // The base image itself is untouched.
     assert!(!d.image.join("workspace/note").exists());
-    assert_eq!(
-        std::fs::read_to_string(d.image.join("etc/image-marker")).unwrap(),
-        "base image file\n"
-    );
+    assert_eq!(std::fs::read_to_string(d.image.join("etc/image-marker")).unwrap(), "base image file\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,9 +104,7 @@ async fn debian_base_image_runs_python() {
     .await;
     assert!(out.starts_with("3\n5."), "{out}");
     assert_eq!(
-        sh_ok(&mut c, &s.id, "cat /etc/os-release | grep VERSION_CODENAME")
-            .await
-            .trim(),
+        sh_ok(&mut c, &s.id, "cat /etc/os-release | grep VERSION_CODENAME").await.trim(),
         "VERSION_CODENAME=bookworm"
     );
 }

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, SessionState,
-};
+use paddock_proto::v1::{CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, SessionState};
 use paddock_tests::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,41 +11,15 @@ async fn delete_leaves_nothing_behind() {
     let d = Daemon::start();
     let mut c = d.client().await;
     let s = create(&mut c, None).await;
-    sh_ok(
-        &mut c,
-        &s.id,
-        "sleep 1000 >/dev/null 2>&1 & echo data > /workspace/f",
-    )
-    .await;
-    assert!(
-        !d.leftovers(&s.id, s.init_pid).is_empty(),
-        "a running session should have host state"
-    );
+    sh_ok(&mut c, &s.id, "sleep 1000 >/dev/null 2>&1 & echo data > /workspace/f").await;
+    assert!(!d.leftovers(&s.id, s.init_pid).is_empty(), "a running session should have host state");
 
-    c.delete_session(DeleteSessionRequest {
-        session_id: s.id.clone(),
-    })
-    .await
-    .unwrap();
+    c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap();
     let left = d.leftovers(&s.id, s.init_pid);
-    assert!(
-        left.is_empty(),
-        "left behind after delete:\n{}",
-        left.join("\n")
-    );
-    let err = c
-        .get_session(GetSessionRequest {
-            session_id: s.id.clone(),
-        })
-        .await
-        .unwrap_err();
+    assert!(left.is_empty(), "left behind after delete:\n{}", left.join("\n"));
+    let err = c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let err = c
-        .delete_session(DeleteSessionRequest {
-            session_id: s.id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
@@ -56,10 +28,7 @@ async fn ttl_removes_the_session() {
     let d = Daemon::start();
     let mut c = d.client().await;
     let s = c
-        .create_session(CreateSessionRequest {
-            ttl_seconds: Some(1),
-            ..Default::default()
-        })
+        .create_session(CreateSessionRequest { ttl_seconds: Some(1), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -67,23 +36,14 @@ async fn ttl_removes_the_session() {
     let mut gone = false;
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if c.get_session(GetSessionRequest {
-            session_id: s.id.clone(),
-        })
-        .await
-        .is_err()
-        {
+        if c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.is_err() {
             gone = true;
             break;
         }
     }
     assert!(gone, "session outlived its TTL");
     let left = d.leftovers(&s.id, s.init_pid);
-    assert!(
-        left.is_empty(),
-        "left behind after TTL:\n{}",
-        left.join("\n")
-    );
+    assert!(left.is_empty(), "left behind after TTL:\n{}", left.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,13 +56,7 @@ async fn sessions_survive_a_daemon_crash() {
     d.kill9();
     d.restart();
     let mut c = d.client().await;
-    let got = c
-        .get_session(GetSessionRequest {
-            session_id: s.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap().into_inner();
     assert_eq!(got.state, SessionState::Running as i32);
     assert_eq!(got.init_pid, s.init_pid, "the same sandbox, not a new one");
     assert_eq!(sh_ok(&mut c, &s.id, "cat /workspace/file").await, "kept\n");
@@ -119,18 +73,11 @@ async fn half_made_sandbox_is_cleaned_up_on_restart() {
     d.kill9();
     // Make the record look like the daemon died in the middle of creating it.
     let record_path = d.state_dir.join("sessions").join(format!("{}.json", s.id));
-    let record = std::fs::read_to_string(&record_path)
-        .unwrap()
-        .replace("\"Running\"", "\"Creating\"");
+    let record = std::fs::read_to_string(&record_path).unwrap().replace("\"Running\"", "\"Creating\"");
     std::fs::write(&record_path, record).unwrap();
     d.restart();
     let mut c = d.client().await;
-    let err = c
-        .get_session(GetSessionRequest {
-            session_id: s.id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let left = d.leftovers(&s.id, s.init_pid);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
@@ -154,20 +101,14 @@ async fn bad_limits_are_rejected_naming_the_field() {
     ];
     for (l, field) in cases {
         let err = c
-            .create_session(CreateSessionRequest {
-                limits: l.clone(),
-                ..Default::default()
-            })
+            .create_session(CreateSessionRequest { limits: l.clone(), ..Default::default() })
             .await
             .expect_err(&format!("{l:?} should be rejected"));
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{l:?}");
         assert!(err.message().contains(field), "{l:?}: {}", err.message());
     }
     let err = c
-        .create_session(CreateSessionRequest {
-            ttl_seconds: Some(-3),
-            ..Default::default()
-        })
+        .create_session(CreateSessionRequest { ttl_seconds: Some(-3), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -186,12 +127,10 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
     // An image with no /bin: the container cannot be made.
     let empty = std::env::temp_dir().join(format!("paddock-empty-image-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let d = Daemon::start_with(empty.clone(), vec![], None);
+    let no_warm = vec!["--warm-sandboxes".to_string(), "0".to_string()];
+    let d = Daemon::start_with(empty.clone(), no_warm.clone(), None);
     let mut c = d.client().await;
-    let err = c
-        .create_session(CreateSessionRequest::default())
-        .await
-        .unwrap_err();
+    let err = c.create_session(CreateSessionRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal);
     assert!(err.message().contains("has no /bin"), "{}", err.message());
     assert!(c
@@ -201,14 +140,10 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
         .into_inner()
         .sessions
         .is_empty());
-    let sandboxes: Vec<_> = std::fs::read_dir(d.state_dir.join("sandboxes"))
-        .map(|r| r.flatten().collect())
-        .unwrap_or_default();
+    let sandboxes: Vec<_> =
+        std::fs::read_dir(d.state_dir.join("sandboxes")).map(|r| r.flatten().collect()).unwrap_or_default();
     assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
-    let sessions: Vec<_> = std::fs::read_dir(d.state_dir.join("sessions"))
-        .unwrap()
-        .flatten()
-        .collect();
+    let sessions: Vec<_> = std::fs::read_dir(d.state_dir.join("sessions")).unwrap().flatten().collect();
     assert!(sessions.is_empty(), "session records left: {sessions:?}");
     std::fs::remove_dir_all(&empty).unwrap();
 
@@ -217,20 +152,12 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
     let bad = std::env::temp_dir().join(format!("paddock-bad-image-{}", std::process::id()));
     std::fs::create_dir_all(bad.join("bin")).unwrap();
     std::fs::write(bad.join(".paddock"), "not a directory").unwrap();
-    let d2 = Daemon::start_with(bad.clone(), vec![], None);
+    let d2 = Daemon::start_with(bad.clone(), no_warm, None);
     let mut c2 = d2.client().await;
-    let err = c2
-        .create_session(CreateSessionRequest::default())
-        .await
-        .unwrap_err();
-    assert!(
-        err.message().contains("starting the sandbox"),
-        "{}",
-        err.message()
-    );
-    let sandboxes: Vec<_> = std::fs::read_dir(d2.state_dir.join("sandboxes"))
-        .map(|r| r.flatten().collect())
-        .unwrap_or_default();
+    let err = c2.create_session(CreateSessionRequest::default()).await.unwrap_err();
+    assert!(err.message().contains("starting the sandbox"), "{}", err.message());
+    let sandboxes: Vec<_> =
+        std::fs::read_dir(d2.state_dir.join("sandboxes")).map(|r| r.flatten().collect()).unwrap_or_default();
     assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
@@ -243,11 +170,55 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
         let children: Vec<_> = std::fs::read_dir(&parent)
             .map(|r| r.flatten().filter(|e| e.path().is_dir()).collect())
             .unwrap_or_default();
-        assert!(
-            children.is_empty(),
-            "cgroups left in {}: {children:?}",
-            parent.display()
-        );
+        assert!(children.is_empty(), "cgroups left in {}: {children:?}", parent.display());
     }
     std::fs::remove_dir_all(&bad).unwrap();
+}
+
+fn sandbox_dirs(d: &Daemon) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(d.state_dir.join("sandboxes"))
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_sandboxes_start_sessions_with_the_limits_asked_for() {
+    let mut d = Daemon::start();
+    let mut c = d.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sandbox_dirs(&d).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the warm pool did not fill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let warm = sandbox_dirs(&d);
+    assert!(c
+        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+        .is_empty());
+
+    let s = create(&mut c, limits(Some(100 << 20), Some(0.25), Some(77))).await;
+    assert!(warm.contains(&s.id), "session {} was not served from the warm pool {warm:?}", s.id);
+    let cg = |controller: &str, file: &str| {
+        let root = cgroup_roots().into_iter().find(|r| r.ends_with(controller)).unwrap();
+        std::fs::read_to_string(root.join(&d.cgroup_parent).join(&s.id).join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cg("memory", "memory.limit_in_bytes"), (100u64 << 20).to_string());
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "25000");
+    assert_eq!(cg("pids", "pids.max"), "77");
+    assert_eq!(sh_ok(&mut c, &s.id, "echo warm").await, "warm\n");
+    let got = c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.limits.unwrap().pids, Some(77));
+
+    // A graceful stop removes the warm sandboxes, never a session's.
+    d.stop();
+    assert_eq!(sandbox_dirs(&d), [s.id.clone()].into_iter().collect());
+    d.restart();
+    let mut c = d.client().await;
+    assert_eq!(sh_ok(&mut c, &s.id, "echo after restart").await, "after restart\n");
 }

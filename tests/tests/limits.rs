@@ -10,12 +10,7 @@ async fn memory_hog_is_killed_inside_its_session_only() {
     let other = create(&mut c, None).await;
 
     // `tail` keeps a newline-free input in memory: 300 MB against a 64 MB limit.
-    let r = sh(
-        &mut c,
-        &small.id,
-        "head -c 300000000 /dev/zero | tail >/dev/null",
-    )
-    .await;
+    let r = sh(&mut c, &small.id, "head -c 300000000 /dev/zero | tail >/dev/null").await;
     // The shell reports the pipeline's last command; run the hog directly too.
     let direct = c
         .exec(paddock_proto::v1::ExecRequest {
@@ -27,11 +22,7 @@ async fn memory_hog_is_killed_inside_its_session_only() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        direct.signal,
-        Some(9),
-        "allocation past the limit: {direct:?}"
-    );
+    assert_eq!(direct.signal, Some(9), "allocation past the limit: {direct:?}");
     assert_eq!(direct.exit_code, None);
     assert!(r.exit_code != Some(0), "the pipeline should fail: {r:?}");
 
@@ -39,32 +30,17 @@ async fn memory_hog_is_killed_inside_its_session_only() {
         cgroup_roots()
             .into_iter()
             .find(|r| r.ends_with("memory"))
-            .map(|r| {
-                r.join(&d.cgroup_parent)
-                    .join(&small.id)
-                    .join("memory.failcnt")
-            })
+            .map(|r| r.join(&d.cgroup_parent).join(&small.id).join("memory.failcnt"))
             .unwrap_or_default(),
     )
     .unwrap_or_else(|_| "1".into());
-    assert!(
-        failcnt.trim().parse::<u64>().unwrap() > 0,
-        "the memory limit was never hit"
-    );
+    assert!(failcnt.trim().parse::<u64>().unwrap() > 0, "the memory limit was never hit");
 
     // The session, the other session and the daemon go on.
-    assert_eq!(
-        sh_ok(&mut c, &small.id, "echo still here").await,
-        "still here\n"
-    );
+    assert_eq!(sh_ok(&mut c, &small.id, "echo still here").await, "still here\n");
     assert_eq!(sh_ok(&mut c, &other.id, "echo fine").await, "fine\n");
     assert_eq!(
-        c.list_sessions(paddock_proto::v1::ListSessionsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .sessions
-            .len(),
+        c.list_sessions(paddock_proto::v1::ListSessionsRequest {}).await.unwrap().into_inner().sessions.len(),
         2
     );
 }
@@ -86,24 +62,12 @@ async fn fork_bomb_is_stopped_by_the_pids_limit() {
         .find(|r| r.ends_with("pids"))
         .map(|r| r.join(&d.cgroup_parent).join(&s.id));
     if let Some(dir) = pids_dir {
-        let max: u64 = std::fs::read_to_string(dir.join("pids.max"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let max: u64 = std::fs::read_to_string(dir.join("pids.max")).unwrap().trim().parse().unwrap();
         assert_eq!(max, 64);
-        let current: u64 = std::fs::read_to_string(dir.join("pids.current"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let current: u64 = std::fs::read_to_string(dir.join("pids.current")).unwrap().trim().parse().unwrap();
         assert!(current <= 64, "pids.current {current} exceeds the limit");
         let events = std::fs::read_to_string(dir.join("pids.events")).unwrap();
-        let hits: u64 = events
-            .trim()
-            .strip_prefix("max ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let hits: u64 = events.trim().strip_prefix("max ").and_then(|n| n.parse().ok()).unwrap_or(0);
         assert!(hits > 0, "the pids limit was never hit: {events:?}");
     }
     // Kill what is left of the bomb, then the session works again.

@@ -22,15 +22,8 @@ pub async fn sessions(addr: &str) -> Result<SessionsClient<Channel>> {
             }))
             .await
     } else {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        Endpoint::from_shared(uri)
-            .with_context(|| format!("bad daemon address {addr:?}"))?
-            .connect()
-            .await
+        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        Endpoint::from_shared(uri).with_context(|| format!("bad daemon address {addr:?}"))?.connect().await
     }
     .with_context(|| {
         format!("cannot reach paddockd at {addr} (is it running? set --addr or PADDOCK_ADDR)")

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetSessionRequest, Limits,
-    ListSessionsRequest, Session, SessionState,
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetSessionRequest, Limits, ListSessionsRequest,
+    Session, SessionState,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 use tonic::transport::Channel;
@@ -21,12 +22,7 @@ use tonic::transport::Channel;
 #[command(name = "paddock", version, about = "Operate Paddock sandboxes")]
 struct Cli {
     /// The daemon: HOST:PORT, http://HOST:PORT or unix:/path.
-    #[arg(
-        long,
-        global = true,
-        env = "PADDOCK_ADDR",
-        default_value = "127.0.0.1:50051"
-    )]
+    #[arg(long, global = true, env = "PADDOCK_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
     #[command(subcommand)]
     command: Command,
@@ -115,10 +111,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -133,20 +126,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
         Command::Session(SessionCommand::Ls { json }) => {
-            let sessions = client
-                .list_sessions(ListSessionsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .sessions;
+            let sessions =
+                client.list_sessions(ListSessionsRequest {}).await.map_err(status)?.into_inner().sessions;
             if json {
                 let list: Vec<_> = sessions.iter().map(session_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
-                    "{:<22} {:<9} {:>8} {:>5} {:>6}  EXPIRES",
-                    "ID", "STATE", "MEMORY", "CPUS", "PIDS"
-                );
+                println!("{:<22} {:<9} {:>8} {:>5} {:>6}  EXPIRES", "ID", "STATE", "MEMORY", "CPUS", "PIDS");
                 for s in &sessions {
                     let l = s.limits.clone().unwrap_or_default();
                     println!(
@@ -163,11 +149,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Session(SessionCommand::Show { id, json }) => {
-            let s = client
-                .get_session(GetSessionRequest { session_id: id })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let s =
+                client.get_session(GetSessionRequest { session_id: id }).await.map_err(status)?.into_inner();
             if json {
                 println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
             } else {
@@ -188,12 +171,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Session(SessionCommand::Rm { ids }) => {
             let mut failed = false;
             for id in ids {
-                match client
-                    .delete_session(DeleteSessionRequest {
-                        session_id: id.clone(),
-                    })
-                    .await
-                {
+                match client.delete_session(DeleteSessionRequest { session_id: id.clone() }).await {
                     Ok(_) => println!("{id}"),
                     Err(e) => {
                         eprintln!("paddock: {id}: {}", e.message());
@@ -201,11 +179,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Exec(args) => exec(&mut client, args).await,
     }
@@ -213,19 +187,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Result<ExitCode> {
     let request = CreateSessionRequest {
-        limits: Some(Limits {
-            memory_bytes: args.memory,
-            cpus: args.cpus,
-            pids: args.pids,
-        }),
+        limits: Some(Limits { memory_bytes: args.memory, cpus: args.cpus, pids: args.pids }),
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
     };
-    let s = client
-        .create_session(request)
-        .await
-        .map_err(status)?
-        .into_inner();
+    let s = client.create_session(request).await.map_err(status)?.into_inner();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
     } else {
@@ -237,9 +203,7 @@ async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Resul
 async fn exec(client: &mut SessionsClient<Channel>, args: ExecArgs) -> Result<ExitCode> {
     let mut stdin = Vec::new();
     if args.stdin {
-        std::io::stdin()
-            .read_to_end(&mut stdin)
-            .context("reading stdin")?;
+        std::io::stdin().read_to_end(&mut stdin).context("reading stdin")?;
     }
     let request = ExecRequest {
         session_id: args.id,
@@ -251,10 +215,22 @@ async fn exec(client: &mut SessionsClient<Channel>, args: ExecArgs) -> Result<Ex
         timeout_ms: args.timeout.map(|t| t.as_millis().max(1) as u64),
         output_limit_bytes: None,
     };
-    let r = client.exec(request).await.map_err(status)?.into_inner();
-    std::io::stdout().write_all(&r.stdout)?;
-    std::io::stdout().flush()?;
-    std::io::stderr().write_all(&r.stderr)?;
+    // Streamed: output shows up as the command writes it.
+    let mut events = client.exec_stream(request).await.map_err(status)?.into_inner();
+    let mut last = None;
+    while let Some(ev) = events.message().await.map_err(status)? {
+        match ev.event {
+            Some(Event::Stdout(b)) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&b)?;
+                out.flush()?;
+            }
+            Some(Event::Stderr(b)) => std::io::stderr().write_all(&b)?,
+            Some(Event::Exit(r)) => last = Some(r),
+            None => {}
+        }
+    }
+    let r = last.context("the daemon ended the stream without the command's exit status")?;
     if r.stdout_truncated || r.stderr_truncated {
         eprintln!("paddock: output truncated at the daemon's output limit");
     }
@@ -286,10 +262,7 @@ fn expires(ms: i64) -> String {
     if ms == 0 {
         return "never".into();
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     format!("in {}s", ((ms - now) / 1000).max(0))
 }
 

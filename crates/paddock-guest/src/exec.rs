@@ -1,15 +1,17 @@
 //! Exec: run one command to completion with stdin bytes, a deadline and capped
-//! output. The command gets its own session; on timeout its whole process group
-//! is killed.
+//! output, streaming its output as it comes. The command gets its own session;
+//! on timeout its whole process group is killed. The unary Exec is this stream
+//! collected.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use paddock_proto::v1::{ExecRequest, ExecResponse};
+use paddock_proto::v1::exec_event::Event;
+use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::reaper::{ExitStatus, Reaper};
 use crate::spawn::{pipe_cloexec, Command, SpawnError};
@@ -17,55 +19,56 @@ use crate::spawn::{pipe_cloexec, Command, SpawnError};
 /// How long output is still collected after the command exited, for descendants
 /// that keep the pipes open (a `cmd &` left running must not hang the call).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(50);
+const READ_CHUNK: usize = 64 * 1024;
 
 pub struct ExecLimits {
     pub timeout: Duration,
     pub output_limit: usize,
 }
 
-pub async fn run(
+/// A started command: its output arrives on `events` (stdout and stderr
+/// chunks, then exactly one exit event, unless the receiver went away).
+pub struct Running {
+    pub events: mpsc::Receiver<ExecEvent>,
+}
+
+/// Validates and starts the command; the rest runs in a background task.
+pub async fn start(
     reaper: &Reaper,
     base_env: &[(String, String)],
     req: ExecRequest,
     limits: ExecLimits,
-) -> Result<ExecResponse, SpawnError> {
+) -> Result<Running, SpawnError> {
     let argv = if !req.shell.is_empty() {
         vec!["/bin/sh".to_string(), "-c".to_string(), req.shell.clone()]
     } else {
         req.argv.clone()
     };
     if argv.is_empty() {
-        return Err(SpawnError::Invalid(
-            "one of argv and shell must be set".into(),
-        ));
+        return Err(SpawnError::Invalid("argv, shell: one of them must be set".into()));
     }
     let mut env: Vec<(String, String)> = base_env.to_vec();
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') {
-            return Err(SpawnError::Invalid(format!(
-                "env: invalid variable name {k:?}"
-            )));
+            return Err(SpawnError::Invalid(format!("env: invalid variable name {k:?}")));
         }
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
-    let cwd = if req.cwd.is_empty() {
-        "/".to_string()
-    } else {
-        req.cwd.clone()
-    };
+    let cwd = if req.cwd.is_empty() { "/".to_string() } else { req.cwd.clone() };
 
     let (stdin_child, stdin_parent) = if req.stdin.is_empty() {
-        (
-            OwnedFd::from(File::open("/dev/null").map_err(|e| os("open /dev/null", e))?),
-            None,
-        )
+        (OwnedFd::from(File::open("/dev/null").map_err(|e| os("open /dev/null", e))?), None)
     } else {
         let (r, w) = pipe_cloexec()?;
         (r, Some(w))
     };
     let (stdout_parent, stdout_child) = pipe_cloexec()?;
     let (stderr_parent, stderr_child) = pipe_cloexec()?;
+    let stdout = receiver(stdout_parent)?;
+    let stderr = receiver(stderr_parent)?;
+    let stdin =
+        stdin_parent.map(|w| pipe::Sender::from_owned_fd(w).map_err(|e| os("stdin pipe", e))).transpose()?;
 
     let cmd = Command {
         argv,
@@ -81,59 +84,80 @@ pub async fn run(
         .map_err(|e| SpawnError::Invalid(format!("spawn task failed: {e}")))??;
     let started = Instant::now();
 
-    if let Some(w) = stdin_parent {
-        let data = req.stdin.clone();
-        let mut sender = pipe::Sender::from_owned_fd(w).map_err(|e| os("stdin pipe", e))?;
+    if let Some(mut sender) = stdin {
+        let data = req.stdin;
         // A command that does not read its stdin makes this fail with EPIPE: fine.
         tokio::spawn(async move {
             let _ = sender.write_all(&data).await;
         });
     }
+
+    let (tx, events) = mpsc::channel(16);
     let limit = limits.output_limit;
     let (stop_readers, stop) = watch::channel(false);
-    let out = tokio::spawn(read_capped(receiver(stdout_parent)?, limit, stop.clone()));
-    let err = tokio::spawn(read_capped(receiver(stderr_parent)?, limit, stop));
+    let out = tokio::spawn(forward(stdout, limit, stop.clone(), tx.clone(), Event::Stdout));
+    let err = tokio::spawn(forward(stderr, limit, stop, tx.clone(), Event::Stderr));
 
-    let mut exit = exit;
-    let mut timed_out = false;
-    let status = match tokio::time::timeout(limits.timeout, &mut exit).await {
-        Ok(status) => status,
-        Err(_) => {
-            timed_out = true;
-            kill_group(pid);
-            // SIGKILL cannot be ignored; the reaper reports the exit shortly.
-            exit.await
+    tokio::spawn(async move {
+        let mut exit = exit;
+        let mut timed_out = false;
+        let status = match tokio::time::timeout(limits.timeout, &mut exit).await {
+            Ok(status) => status,
+            Err(_) => {
+                timed_out = true;
+                kill_group(pid);
+                // SIGKILL cannot be ignored; the reaper reports the exit shortly.
+                exit.await
+            }
+        };
+        let duration = started.elapsed();
+
+        let readers = async { (out.await, err.await) };
+        tokio::pin!(readers);
+        let (out, err) = tokio::select! {
+            r = &mut readers => r,
+            _ = tokio::time::sleep(DRAIN_AFTER_EXIT) => {
+                let _ = stop_readers.send(true);
+                readers.await
+            }
+        };
+        let (exit_code, signal) = match status {
+            Ok(ExitStatus::Exited(c)) => (Some(c), None),
+            Ok(ExitStatus::Signaled(s)) => (None, Some(s)),
+            Err(_) => (None, None),
+        };
+        let last = ExecResponse {
+            exit_code,
+            signal,
+            timed_out,
+            stdout_truncated: out.unwrap_or(false),
+            stderr_truncated: err.unwrap_or(false),
+            duration_us: duration.as_micros() as u64,
+            ..Default::default()
+        };
+        let _ = tx.send(ExecEvent { event: Some(Event::Exit(last)) }).await;
+    });
+    Ok(Running { events })
+}
+
+/// Runs the command to the end and returns everything at once.
+pub async fn run(
+    reaper: &Reaper,
+    base_env: &[(String, String)],
+    req: ExecRequest,
+    limits: ExecLimits,
+) -> Result<ExecResponse, SpawnError> {
+    let mut running = start(reaper, base_env, req, limits).await?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while let Some(ev) = running.events.recv().await {
+        match ev.event {
+            Some(Event::Stdout(b)) => stdout.extend_from_slice(&b),
+            Some(Event::Stderr(b)) => stderr.extend_from_slice(&b),
+            Some(Event::Exit(last)) => return Ok(ExecResponse { stdout, stderr, ..last }),
+            None => {}
         }
-    };
-    let status = status.map_err(|_| SpawnError::Invalid("exit status lost".into()))?;
-    let duration = started.elapsed();
-
-    let readers = async { (out.await, err.await) };
-    tokio::pin!(readers);
-    let (out, err) = tokio::select! {
-        r = &mut readers => r,
-        _ = tokio::time::sleep(DRAIN_AFTER_EXIT) => {
-            let _ = stop_readers.send(true);
-            readers.await
-        }
-    };
-    let (stdout, stdout_truncated) = out.unwrap_or_default();
-    let (stderr, stderr_truncated) = err.unwrap_or_default();
-
-    let (exit_code, signal) = match status {
-        ExitStatus::Exited(c) => (Some(c), None),
-        ExitStatus::Signaled(s) => (None, Some(s)),
-    };
-    Ok(ExecResponse {
-        exit_code,
-        signal,
-        timed_out,
-        stdout,
-        stderr,
-        stdout_truncated,
-        stderr_truncated,
-        duration_us: duration.as_micros() as u64,
-    })
+    }
+    Err(SpawnError::Invalid("the command's exit status was lost".into()))
 }
 
 fn receiver(fd: OwnedFd) -> Result<pipe::Receiver, SpawnError> {
@@ -141,22 +165,22 @@ fn receiver(fd: OwnedFd) -> Result<pipe::Receiver, SpawnError> {
 }
 
 fn os(what: &str, err: std::io::Error) -> SpawnError {
-    SpawnError::Os {
-        what: what.to_string(),
-        err,
-    }
+    SpawnError::Os { what: what.to_string(), err }
 }
 
-/// Reads until EOF (or until told to stop), keeping the first `limit` bytes and
-/// discarding the rest so the writer never blocks on a full pipe.
-async fn read_capped(
+/// Forwards output as chunks until EOF (or until told to stop), sending at most
+/// `limit` bytes and draining the rest so the writer never blocks on a full
+/// pipe. Returns whether anything was cut off.
+async fn forward(
     mut r: impl AsyncRead + Unpin,
     limit: usize,
     mut stop: watch::Receiver<bool>,
-) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
+    tx: mpsc::Sender<ExecEvent>,
+    wrap: fn(Vec<u8>) -> Event,
+) -> bool {
+    let mut sent = 0usize;
     let mut truncated = false;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let n = tokio::select! {
             biased;
@@ -166,13 +190,18 @@ async fn read_capped(
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        let room = limit.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
+        let room = limit.saturating_sub(sent);
         if n > room {
             truncated = true;
         }
+        let keep = n.min(room);
+        if keep > 0 {
+            sent += keep;
+            // A receiver that went away (client gone) still lets us drain.
+            let _ = tx.send(ExecEvent { event: Some(wrap(buf[..keep].to_vec())) }).await;
+        }
     }
-    (kept, truncated)
+    truncated
 }
 
 fn kill_group(pid: i32) {

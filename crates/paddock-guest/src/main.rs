@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use paddock_proto::guest::guest_server::{Guest, GuestServer};
 use paddock_proto::guest::{PingRequest, PingResponse};
-use paddock_proto::v1::{ExecRequest, ExecResponse};
-use tokio_stream::wrappers::UnixListenerStream;
+use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
 use crate::reaper::Reaper;
@@ -45,20 +45,38 @@ impl Guest for GuestService {
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let req = request.into_inner();
-        let limits = exec::ExecLimits {
-            timeout: req
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(DEFAULT_TIMEOUT),
-            output_limit: req
-                .output_limit_bytes
-                .map(|b| b as usize)
-                .unwrap_or(DEFAULT_OUTPUT_LIMIT),
-        };
-        exec::run(&self.reaper, &self.base_env, req, limits)
-            .await
-            .map(Response::new)
-            .map_err(spawn_status)
+        let limits = exec_limits(&req);
+        exec::run(&self.reaper, &self.base_env, req, limits).await.map(Response::new).map_err(spawn_status)
+    }
+
+    type ExecStreamStream = ReceiverStream<Result<ExecEvent, Status>>;
+
+    async fn exec_stream(
+        &self,
+        request: Request<ExecRequest>,
+    ) -> Result<Response<Self::ExecStreamStream>, Status> {
+        let req = request.into_inner();
+        let limits = exec_limits(&req);
+        let mut running =
+            exec::start(&self.reaper, &self.base_env, req, limits).await.map_err(spawn_status)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(ev) = running.events.recv().await {
+                if tx.send(Ok(ev)).await.is_err() {
+                    // The daemon went away; keep draining so the command is not blocked.
+                    while running.events.recv().await.is_some() {}
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn exec_limits(req: &ExecRequest) -> exec::ExecLimits {
+    exec::ExecLimits {
+        timeout: req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT),
+        output_limit: req.output_limit_bytes.map(|b| b as usize).unwrap_or(DEFAULT_OUTPUT_LIMIT),
     }
 }
 
@@ -90,9 +108,7 @@ fn run() -> anyhow::Result<()> {
     // Read and drop our own variables while still single-threaded.
     let fd: i32 = std::env::var(LISTEN_FD_ENV)
         .map_err(|_| {
-            anyhow::anyhow!(
-                "{LISTEN_FD_ENV} is not set; paddock-guest runs only inside a Paddock sandbox"
-            )
+            anyhow::anyhow!("{LISTEN_FD_ENV} is not set; paddock-guest runs only inside a Paddock sandbox")
         })?
         .parse()?;
     std::env::remove_var(LISTEN_FD_ENV);

@@ -45,27 +45,13 @@ const TOOL_OOM_SCORE_ADJ: &[u8] = b"500";
 /// Starts `cmd` in a new session (so its whole process group can be signalled)
 /// with a raised OOM score (see [`TOOL_OOM_SCORE_ADJ`]). Returns its pid once it has exec'd.
 pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
-    let program = cmd
-        .argv
-        .first()
-        .ok_or_else(|| SpawnError::Invalid("argv is empty".into()))?;
-    let path_var = cmd
-        .env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/bin:/bin");
+    let program = cmd.argv.first().ok_or_else(|| SpawnError::Invalid("argv is empty".into()))?;
+    let path_var = cmd.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/bin:/bin");
     let exe = resolve(program, path_var)?;
     let exe = cstring(exe.as_os_str().as_bytes(), "program path")?;
-    let argv = cmd
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes(), "argument"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let envp = cmd
-        .env
-        .iter()
-        .map(|e| cstring(e.as_bytes(), "environment entry"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argv = cmd.argv.iter().map(|a| cstring(a.as_bytes(), "argument")).collect::<Result<Vec<_>, _>>()?;
+    let envp =
+        cmd.env.iter().map(|e| cstring(e.as_bytes(), "environment entry")).collect::<Result<Vec<_>, _>>()?;
     let cwd = cstring(cmd.cwd.as_bytes(), "cwd")?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -76,11 +62,7 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
     // The child reports a failure before exec as (stage, errno) through this pipe;
     // a successful exec closes it (O_CLOEXEC) with nothing written.
     let (err_read, err_write) = pipe_cloexec()?;
-    let fds = [
-        cmd.stdin.as_raw_fd(),
-        cmd.stdout.as_raw_fd(),
-        cmd.stderr.as_raw_fd(),
-    ];
+    let fds = [cmd.stdin.as_raw_fd(), cmd.stdout.as_raw_fd(), cmd.stderr.as_raw_fd()];
 
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -88,15 +70,7 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
     }
     if pid == 0 {
         unsafe {
-            child(
-                fds,
-                err_write.as_raw_fd(),
-                &cwd,
-                oom_path,
-                &exe,
-                &argv_ptrs,
-                &envp_ptrs,
-            );
+            child(fds, err_write.as_raw_fd(), &cwd, oom_path, &exe, &argv_ptrs, &envp_ptrs);
         }
     }
     drop(err_write);
@@ -112,11 +86,7 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
             _ => "cannot set up the child process".to_string(),
         };
         let err = io::Error::from_raw_os_error(errno);
-        return Err(if stage == STAGE_SETUP {
-            os(&what, err)
-        } else {
-            SpawnError::Rejected { what, err }
-        });
+        return Err(if stage == STAGE_SETUP { os(&what, err) } else { SpawnError::Rejected { what, err } });
     }
     Ok(pid)
 }
@@ -173,11 +143,7 @@ unsafe fn child(
     }
     let oom = libc::open(oom_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
     if oom >= 0 {
-        libc::write(
-            oom,
-            TOOL_OOM_SCORE_ADJ.as_ptr().cast(),
-            TOOL_OOM_SCORE_ADJ.len(),
-        );
+        libc::write(oom, TOOL_OOM_SCORE_ADJ.as_ptr().cast(), TOOL_OOM_SCORE_ADJ.len());
         libc::close(oom);
     }
     libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
@@ -201,27 +167,18 @@ fn resolve(program: &str, path_var: &str) -> Result<std::path::PathBuf, SpawnErr
     }
     Err(SpawnError::Rejected {
         what: format!("argv[0]: cannot execute {program:?}"),
-        err: io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("not found in PATH {path_var}"),
-        ),
+        err: io::Error::new(io::ErrorKind::NotFound, format!("not found in PATH {path_var}")),
     })
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| {
-        SpawnError::Invalid(format!(
-            "{what} {:?} contains a NUL byte",
-            OsStr::from_bytes(bytes)
-        ))
+        SpawnError::Invalid(format!("{what} {:?} contains a NUL byte", OsStr::from_bytes(bytes)))
     })
 }
 
 fn os(what: &str, err: io::Error) -> SpawnError {
-    SpawnError::Os {
-        what: what.to_string(),
-        err,
-    }
+    SpawnError::Os { what: what.to_string(), err }
 }
 
 /// A pipe with both ends O_CLOEXEC: (read, write).

@@ -5,8 +5,7 @@ pub mod v1 {
     tonic::include_proto!("paddock.v1");
 
     /// Encoded descriptors of the public API, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("paddock_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("paddock_v1_descriptor");
 }
 
 pub mod guest {

@@ -9,23 +9,19 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::ResourceLimits;
+
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Every directory the sandbox's cgroup has or may have: one per mounted v1
 /// hierarchy on a v1 or hybrid host, a single one on a pure v2 host.
 pub fn sandbox_cgroup_dirs(parent: &str, id: &str) -> Vec<PathBuf> {
-    hierarchy_roots()
-        .into_iter()
-        .map(|root| root.join(parent).join(id))
-        .collect()
+    hierarchy_roots().into_iter().map(|root| root.join(parent).join(id)).collect()
 }
 
 /// The parent cgroup directories (one per hierarchy).
 pub fn parent_cgroup_dirs(parent: &str) -> Vec<PathBuf> {
-    hierarchy_roots()
-        .into_iter()
-        .map(|root| root.join(parent))
-        .collect()
+    hierarchy_roots().into_iter().map(|root| root.join(parent)).collect()
 }
 
 fn hierarchy_roots() -> Vec<PathBuf> {
@@ -45,13 +41,31 @@ fn hierarchy_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// Path of one v1 controller file of a sandbox, e.g. ("memory", "memory.limit_in_bytes").
-pub fn v1_file(controller: &str, parent: &str, id: &str, file: &str) -> PathBuf {
-    Path::new(CGROUP_ROOT)
-        .join(controller)
-        .join(parent)
-        .join(id)
-        .join(file)
+/// Changes the limits of a running sandbox (a warm one handed to a session
+/// that asked for other limits). Lowering memory below what is in use fails.
+pub fn set_limits(parent: &str, id: &str, limits: &ResourceLimits) -> anyhow::Result<()> {
+    let root = Path::new(CGROUP_ROOT);
+    if root.join("cgroup.controllers").exists() {
+        let dir = root.join(parent).join(id);
+        write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+        write(&dir.join("cpu.max"), &format!("{} {}", limits.cpu_quota_us, limits.cpu_period_us))?;
+        return write(&dir.join("pids.max"), &limits.pids.to_string());
+    }
+    let dir = |controller: &str| -> anyhow::Result<PathBuf> {
+        hierarchy_roots()
+            .into_iter()
+            .find(|r| r.file_name().is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller)))
+            .map(|r| r.join(parent).join(id))
+            .ok_or_else(|| anyhow::anyhow!("no {controller} cgroup hierarchy is mounted"))
+    };
+    write(&dir("memory")?.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+    write(&dir("cpu")?.join("cpu.cfs_period_us"), &limits.cpu_period_us.to_string())?;
+    write(&dir("cpu")?.join("cpu.cfs_quota_us"), &limits.cpu_quota_us.to_string())?;
+    write(&dir("pids")?.join("pids.max"), &limits.pids.to_string())
+}
+
+fn write(path: &Path, value: &str) -> anyhow::Result<()> {
+    fs::write(path, value).map_err(|e| anyhow::anyhow!("writing {value} to {}: {e}", path.display()))
 }
 
 /// Kills whatever still runs in the sandbox's cgroups and removes them.

@@ -77,9 +77,7 @@ pub fn serve(socket: &Path) -> Result<()> {
         let mut poll_fds: Vec<PollFd> = fds.iter().map(|(f, _)| *f).collect();
         let _ = poll(&mut poll_fds, PollTimeout::from(500u16));
         let ready = |is_listener: bool| {
-            fds.iter()
-                .zip(&poll_fds)
-                .any(|((_, l), f)| *l == is_listener && f.any().unwrap_or(false))
+            fds.iter().zip(&poll_fds).any(|((_, l), f)| *l == is_listener && f.any().unwrap_or(false))
         };
         let (new_conn, client_ready) = (ready(true), ready(false));
         drop(poll_fds);
@@ -138,10 +136,7 @@ fn handle(line: &str, filter: &seccompiler::BpfProgram, children: &mut HashSet<i
         Err(e) => return Response::Error(format!("malformed request: {e}")),
     };
     match request {
-        Request::Hello => Response::Hello {
-            pid: std::process::id() as i32,
-            exe: own_exe(),
-        },
+        Request::Hello => Response::Hello { pid: std::process::id() as i32, exe: own_exe() },
         Request::Retire => Response::Retired,
         Request::Create(cfg) => match sandbox::create(&cfg, filter) {
             Ok(p) => {
@@ -180,17 +175,12 @@ fn reap_children(children: &mut HashSet<i32>) {
     }
     // sandbox::destroy reaps its init itself.
     children.retain(|pid| {
-        matches!(
-            waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
-            Ok(WaitStatus::StillAlive)
-        )
+        matches!(waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
     });
 }
 
 fn own_exe() -> String {
-    fs::read_link("/proc/self/exe")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- daemon side
@@ -218,12 +208,7 @@ impl RuntimeClient {
     /// `helper_exe` is started as `helper_exe runtime-helper --socket SOCKET`
     /// whenever no helper answers on `socket`.
     pub fn new(socket: PathBuf, helper_exe: PathBuf, log: PathBuf) -> Self {
-        Self {
-            socket,
-            helper_exe,
-            log,
-            conn: Mutex::new(None),
-        }
+        Self { socket, helper_exe, log, conn: Mutex::new(None) }
     }
 
     /// Connects to the running helper or starts one; returns the helper's pid.
@@ -237,11 +222,7 @@ impl RuntimeClient {
         if exe == own_exe() {
             return Ok(pid);
         }
-        tracing::info!(
-            pid,
-            exe,
-            "retiring a runtime helper of another paddockd binary"
-        );
+        tracing::info!(pid, exe, "retiring a runtime helper of another paddockd binary");
         match self.call(&Request::Retire)? {
             Response::Retired => {}
             other => return Err(unexpected(other)),
@@ -261,10 +242,7 @@ impl RuntimeClient {
     }
 
     pub fn destroy(&self, dirs: &RuntimeDirs, id: &str) -> Result<(), RuntimeError> {
-        match self.call(&Request::Destroy {
-            dirs: dirs.clone(),
-            id: id.to_string(),
-        })? {
+        match self.call(&Request::Destroy { dirs: dirs.clone(), id: id.to_string() })? {
             Response::Destroyed => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -291,10 +269,7 @@ impl RuntimeClient {
         if let Ok(s) = UnixStream::connect(&self.socket) {
             return Ok(BufReader::new(s));
         }
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = Command::new(&self.helper_exe);
         cmd.arg("runtime-helper")
             .arg("--socket")
@@ -305,14 +280,10 @@ impl RuntimeClient {
         // Its own session: a signal to the daemon's group does not reach it.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
+                nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
             });
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", self.helper_exe.display()))?;
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", self.helper_exe.display()))?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Ok(s) = UnixStream::connect(&self.socket) {
@@ -321,10 +292,7 @@ impl RuntimeClient {
                 return Ok(BufReader::new(s));
             }
             if let Some(status) = child.try_wait()? {
-                anyhow::bail!(
-                    "exited during start-up ({status}); see {}",
-                    self.log.display()
-                );
+                anyhow::bail!("exited during start-up ({status}); see {}", self.log.display());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -338,9 +306,7 @@ impl RuntimeClient {
 fn exchange(conn: &mut BufReader<UnixStream>, request: &Request) -> Result<Response> {
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    conn.get_mut()
-        .write_all(line.as_bytes())
-        .context("sending the request")?;
+    conn.get_mut().write_all(line.as_bytes()).context("sending the request")?;
     let mut reply = String::new();
     if conn.read_line(&mut reply).context("reading the reply")? == 0 {
         anyhow::bail!("closed the connection (crashed?)");

@@ -11,9 +11,7 @@ pub struct SandboxPaths {
 
 impl SandboxPaths {
     pub fn new(sandboxes_dir: &Path, id: &str) -> Self {
-        Self {
-            dir: sandboxes_dir.join(id),
-        }
+        Self { dir: sandboxes_dir.join(id) }
     }
     /// OCI bundle: `config.json` and the `rootfs` mount point.
     pub fn bundle(&self) -> PathBuf {
@@ -47,13 +45,8 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err(format!("sandbox id {id:?} must be 1 to 64 characters"));
     }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "sandbox id {id:?} may hold only ASCII letters, digits, '-' and '_'"
-        ));
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("sandbox id {id:?} may hold only ASCII letters, digits, '-' and '_'"));
     }
     Ok(())
 }

@@ -18,25 +18,10 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> 
             anyhow::bail!("overlay {what} {s:?} may not contain ',' or ':'");
         }
     }
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .with_context(|| {
-        format!(
-            "mounting the overlay root filesystem at {}",
-            target.display()
-        )
-    })
+    let options =
+        format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .with_context(|| format!("mounting the overlay root filesystem at {}", target.display()))
 }
 
 /// Creates a network namespace with only loopback, up, and pins it with a bind
@@ -47,17 +32,10 @@ pub fn create_loopback_netns(pin: &Path) -> Result<()> {
     File::create(pin).with_context(|| format!("creating {}", pin.display()))?;
     unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
     let result = bring_loopback_up().and_then(|()| {
-        mount(
-            Some("/proc/self/ns/net"),
-            pin,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("pinning the network namespace at {}", pin.display()))
+        mount(Some("/proc/self/ns/net"), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("pinning the network namespace at {}", pin.display()))
     });
-    setns(original.as_fd(), CloneFlags::CLONE_NEWNET)
-        .context("returning to the host network namespace")?;
+    setns(original.as_fd(), CloneFlags::CLONE_NEWNET).context("returning to the host network namespace")?;
     result
 }
 
@@ -93,11 +71,7 @@ pub fn unmount_and_remove(target: &Path) -> Result<()> {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e).with_context(|| format!("unmounting {}", target.display())),
     }
-    let removed = if target.is_dir() {
-        fs::remove_dir(target)
-    } else {
-        fs::remove_file(target)
-    };
+    let removed = if target.is_dir() { fs::remove_dir(target) } else { fs::remove_file(target) };
     match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", target.display()))

@@ -44,31 +44,18 @@ pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess
     }
 }
 
-fn create_in(
-    cfg: &SandboxConfig,
-    paths: &SandboxPaths,
-    filter: &BpfProgram,
-) -> Result<SandboxProcess> {
+fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> Result<SandboxProcess> {
     if !cfg.image_rootfs.join("bin").exists() && !cfg.image_rootfs.join("usr/bin").exists() {
-        anyhow::bail!(
-            "image root filesystem {} has no /bin or /usr/bin",
-            cfg.image_rootfs.display()
-        );
+        anyhow::bail!("image root filesystem {} has no /bin or /usr/bin", cfg.image_rootfs.display());
     }
     for dir in [paths.upper(), paths.work(), paths.rootfs()] {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    mounts::mount_overlay(
-        &cfg.image_rootfs,
-        &paths.upper(),
-        &paths.work(),
-        &paths.rootfs(),
-    )?;
+    mounts::mount_overlay(&cfg.image_rootfs, &paths.upper(), &paths.work(), &paths.rootfs())?;
     mounts::create_loopback_netns(&paths.netns())?;
 
     let spec = build_spec(cfg, &paths.netns())?;
-    spec.save(paths.bundle().join("config.json"))
-        .context("writing config.json")?;
+    spec.save(paths.bundle().join("config.json")).context("writing config.json")?;
 
     let listener = UnixListener::bind(paths.guest_socket())
         .with_context(|| format!("binding {}", paths.guest_socket().display()))?;
@@ -99,10 +86,7 @@ fn create_in(
     drop(listener);
 
     container.start().context("starting the container")?;
-    let pid = container
-        .pid()
-        .context("container has no pid after start")?
-        .as_raw();
+    let pid = container.pid().context("container has no pid after start")?.as_raw();
     let (_, start_time) = read_proc_stat(pid).context("sandbox init exited during start")?;
     Ok(SandboxProcess { pid, start_time })
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 /// Syscalls no sandboxed process may make (EPERM). Docker's default profile blocks
@@ -100,10 +100,8 @@ pub fn compile_filter() -> anyhow::Result<BpfProgram> {
     for (_, nr) in DENIED {
         rules.insert(*nr, vec![]);
     }
-    let clone_rules = NAMESPACE_FLAGS
-        .iter()
-        .map(|flag| masked_bit_set(0, *flag))
-        .collect::<Result<Vec<_>, _>>()?;
+    let clone_rules =
+        NAMESPACE_FLAGS.iter().map(|flag| masked_bit_set(0, *flag)).collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
     let socket_rules = DENIED_SOCKET_FAMILIES
         .iter()
@@ -154,28 +152,15 @@ fn prologue() -> BpfProgram {
         // seccomp_data.nr is at offset 0.
         ins(BPF_LD_W_ABS, 0, 0, 0),
         ins(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        ins(
-            BPF_RET_K,
-            0,
-            0,
-            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        ),
+        ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
         ins(BPF_JEQ_K, 0, 1, libc::SYS_clone3 as u32),
-        ins(
-            BPF_RET_K,
-            0,
-            0,
-            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
-        ),
+        ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
     ]
 }
 
 fn host_arch() -> anyhow::Result<TargetArch> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|e| {
-        anyhow::anyhow!(
-            "seccomp: unsupported host architecture {}: {e:?}",
-            std::env::consts::ARCH
-        )
+        anyhow::anyhow!("seccomp: unsupported host architecture {}: {e:?}", std::env::consts::ARCH)
     })
 }
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use anyhow::Result;
 use libcontainer::oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder,
 };
 
 use crate::SandboxConfig;
@@ -56,13 +56,7 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/firmware",
 ];
 
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Character devices a sandbox may use: null, zero, full, random, urandom, tty,
 /// ptmx and the pseudo-terminals.
@@ -98,11 +92,10 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
 
     // Raising a hard limit needs CAP_SYS_RESOURCE, which root may lack; never
     // ask for more than this process has.
-    let open_files =
-        match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-            Ok((_, hard)) => cfg.limits.open_files.min(hard),
-            Err(_) => cfg.limits.open_files,
-        };
+    let open_files = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) => cfg.limits.open_files.min(hard),
+        Err(_) => cfg.limits.open_files,
+    };
     let process = ProcessBuilder::default()
         .args(vec![GUEST_PATH_IN_SANDBOX.to_string()])
         .env(env)
@@ -134,10 +127,7 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
     })
     .collect::<Result<Vec<_>, _>>()?;
 
-    let mut devices = vec![LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()?];
+    let mut devices = vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?];
     for (major, minor) in ALLOWED_CHAR_DEVICES {
         devices.push(char_device_rule(*major, *minor)?);
     }
@@ -145,17 +135,8 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
     let limits = &cfg.limits;
     let resources = LinuxResourcesBuilder::default()
         .devices(devices)
-        .memory(
-            LinuxMemoryBuilder::default()
-                .limit(limits.memory_bytes)
-                .build()?,
-        )
-        .cpu(
-            LinuxCpuBuilder::default()
-                .quota(limits.cpu_quota_us)
-                .period(limits.cpu_period_us)
-                .build()?,
-        )
+        .memory(LinuxMemoryBuilder::default().limit(limits.memory_bytes).build()?)
+        .cpu(LinuxCpuBuilder::default().quota(limits.cpu_quota_us).period(limits.cpu_period_us).build()?)
         .pids(LinuxPidsBuilder::default().limit(limits.pids).build()?)
         .build()?;
 
@@ -163,18 +144,8 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
         .namespaces(namespaces)
         .cgroups_path(format!("/{}/{}", cfg.dirs.cgroup_parent, cfg.id))
         .resources(resources)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .build()?;
 
     let mut mounts: Vec<Mount> = libcontainer::oci_spec::runtime::get_default_mounts();
@@ -183,23 +154,13 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
             .destination(GUEST_MOUNT_DIR)
             .typ("bind")
             .source(&cfg.guest_dir)
-            .options(vec![
-                "rbind".into(),
-                "ro".into(),
-                "nosuid".into(),
-                "nodev".into(),
-            ])
+            .options(vec!["rbind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
             .build()?,
     );
 
     Ok(SpecBuilder::default()
         .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(false)
-                .build()?,
-        )
+        .root(RootBuilder::default().path("rootfs").readonly(false).build()?)
         .hostname(cfg.hostname.clone())
         .process(process)
         .mounts(mounts)
@@ -208,11 +169,8 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
 }
 
 fn char_device_rule(major: i64, minor: Option<i64>) -> Result<LinuxDeviceCgroup> {
-    let b = LinuxDeviceCgroupBuilder::default()
-        .allow(true)
-        .typ(LinuxDeviceType::C)
-        .major(major)
-        .access("rwm");
+    let b =
+        LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::C).major(major).access("rwm");
     Ok(match minor {
         Some(m) => b.minor(m).build()?,
         None => b.build()?,

@@ -20,10 +20,7 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         }
         None => (s, 1),
     };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 512M"))?;
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size such as 512M"))?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("{s:?} is not a size such as 512M"));
     }
@@ -39,10 +36,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 30s"))?;
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration such as 30s"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -59,12 +53,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Prints a byte count the way [`parse_bytes`] reads it, e.g. `512M`.
 pub fn format_bytes(n: i64) -> String {
-    for (unit, mult) in [
-        ("T", 1i64 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-    ] {
+    for (unit, mult) in [("T", 1i64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
         if n >= mult && n % mult == 0 {
             return format!("{}{unit}", n / mult);
         }

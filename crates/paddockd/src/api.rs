@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use paddock_proto::v1::sessions_server::Sessions;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse, ExecRequest, ExecResponse,
-    GetSessionRequest, Limits, ListSessionsRequest, ListSessionsResponse, Session,
-    SessionState as PbState,
+    CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse, ExecEvent, ExecRequest, ExecResponse,
+    GetSessionRequest, Limits, ListSessionsRequest, ListSessionsResponse, Session, SessionState as PbState,
 };
 use tonic::{Request, Response, Status};
 
@@ -29,10 +28,7 @@ impl Sessions for SessionsApi {
         Ok(Response::new(to_proto(&record)))
     }
 
-    async fn get_session(
-        &self,
-        request: Request<GetSessionRequest>,
-    ) -> Result<Response<Session>, Status> {
+    async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<Session>, Status> {
         let record = self.manager.get(&request.into_inner().session_id).await?;
         Ok(Response::new(to_proto(&record)))
     }
@@ -56,9 +52,16 @@ impl Sessions for SessionsApi {
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Ok(Response::new(
-            self.manager.exec(request.into_inner()).await?,
-        ))
+        Ok(Response::new(self.manager.exec(request.into_inner()).await?))
+    }
+
+    type ExecStreamStream = tonic::Streaming<ExecEvent>;
+
+    async fn exec_stream(
+        &self,
+        request: Request<ExecRequest>,
+    ) -> Result<Response<Self::ExecStreamStream>, Status> {
+        Ok(Response::new(self.manager.exec_stream(request.into_inner()).await?))
     }
 }
 
@@ -66,7 +69,7 @@ fn to_proto(r: &SessionRecord) -> Session {
     Session {
         id: r.id.clone(),
         state: match r.state {
-            SessionState::Creating => PbState::Creating,
+            SessionState::Creating | SessionState::Warm => PbState::Creating,
             SessionState::Running => PbState::Running,
             SessionState::Stopped => PbState::Stopped,
         } as i32,

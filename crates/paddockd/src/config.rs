@@ -8,11 +8,7 @@ use clap::Parser;
 use paddock_units::{parse_bytes, parse_duration};
 
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "paddockd",
-    version,
-    about = "Paddock's host daemon: sandboxes for AI agents' tools"
-)]
+#[command(name = "paddockd", version, about = "Paddock's host daemon: sandboxes for AI agents' tools")]
 pub struct DaemonConfig {
     /// Where sessions, sandboxes and images are kept.
     #[arg(long, default_value = "/var/lib/paddock", env = "PADDOCK_STATE_DIR")]
@@ -53,6 +49,10 @@ pub struct DaemonConfig {
     /// Largest process limit a session may ask for.
     #[arg(long, default_value_t = 32768)]
     pub max_pids: i64,
+    /// Sandboxes kept started ahead of demand (with the default limits), so a
+    /// session starts without waiting for the container runtime. 0 turns it off.
+    #[arg(long, default_value_t = 2)]
+    pub warm_sandboxes: usize,
     /// Most sessions at once.
     #[arg(long, default_value_t = 256)]
     pub max_sessions: usize,
@@ -107,9 +107,7 @@ impl DaemonConfig {
         self.state_dir.join("guest")
     }
     pub fn image_rootfs(&self) -> PathBuf {
-        self.image
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("images/base/rootfs"))
+        self.image.clone().unwrap_or_else(|| self.state_dir.join("images/base/rootfs"))
     }
     pub fn listen_addrs(&self) -> Vec<String> {
         if self.listen.is_empty() {

@@ -26,7 +26,5 @@ pub fn client(socket: PathBuf) -> Guest {
             }
         }),
     );
-    GuestClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
+    GuestClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }

@@ -15,11 +15,7 @@ const MIN_MEMORY: i64 = 16 << 20;
 const MIN_PIDS: i64 = 16;
 const CPU_PERIOD_US: u64 = 100_000;
 
-pub fn resolve(
-    cfg: &DaemonConfig,
-    host_memory: i64,
-    req: Option<&Limits>,
-) -> Result<SessionLimits, Status> {
+pub fn resolve(cfg: &DaemonConfig, host_memory: i64, req: Option<&Limits>) -> Result<SessionLimits, Status> {
     let req = req.cloned().unwrap_or_default();
     let max_memory = cfg.max_memory.unwrap_or(host_memory);
     let memory_bytes = req.memory_bytes.unwrap_or(cfg.default_memory);
@@ -32,9 +28,7 @@ pub fn resolve(
             format_bytes(max_memory)
         )));
     }
-    let host_cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as f64;
+    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let cpus = req.cpus.unwrap_or(cfg.default_cpus.min(host_cpus));
     if !cpus.is_finite() || cpus < 0.01 || cpus > host_cpus {
         return Err(Status::invalid_argument(format!(
@@ -48,11 +42,7 @@ pub fn resolve(
             cfg.max_pids
         )));
     }
-    Ok(SessionLimits {
-        memory_bytes,
-        cpus,
-        pids,
-    })
+    Ok(SessionLimits { memory_bytes, cpus, pids })
 }
 
 pub fn to_kernel(limits: &SessionLimits, open_files: u64) -> ResourceLimits {

@@ -7,6 +7,7 @@ mod limits;
 mod server;
 mod sessions;
 mod store;
+mod warm;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,8 +43,7 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
-    fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
     install_guest(&cfg)?;
 
@@ -56,21 +56,20 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     tracing::info!(helper_pid, state_dir = %cfg.state_dir.display(), "paddockd starting");
 
     let cfg = Arc::new(cfg);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let manager = Arc::new(SessionManager::new(cfg.clone(), runtime)?);
-            manager.recover().await?;
-            tokio::spawn(manager.clone().expire_loop());
-            tokio::select! {
-                r = server::serve(cfg.listen_addrs(), manager) => r,
-                _ = shutdown_signal() => {
-                    tracing::info!("shutting down; sandboxes keep running");
-                    Ok(())
-                }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
+        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime)?);
+        manager.recover().await?;
+        tokio::spawn(manager.clone().expire_loop());
+        tokio::spawn(manager.clone().warm_loop());
+        tokio::select! {
+            r = server::serve(cfg.listen_addrs(), manager.clone()) => r,
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
+                manager.drain_warm().await;
+                Ok(())
             }
-        })
+        }
+    })
 }
 
 async fn shutdown_signal() {
@@ -86,17 +85,9 @@ async fn shutdown_signal() {
 /// One daemon per state dir: a second one would fight the first over sandboxes.
 fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
     let path = dir.join("paddockd.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        anyhow::anyhow!(
-            "another paddockd is using {} ({e}); stop it first",
-            dir.display()
-        )
-    })
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| anyhow::anyhow!("another paddockd is using {} ({e}); stop it first", dir.display()))
 }
 
 /// Copies the guest binary into `<state>/guest/`, the directory bind-mounted
@@ -106,8 +97,7 @@ fn install_guest(cfg: &DaemonConfig) -> Result<()> {
         Some(p) => p.clone(),
         None => default_guest_binary()?,
     };
-    let data = fs::read(&source)
-        .with_context(|| format!("reading the guest binary {}", source.display()))?;
+    let data = fs::read(&source).with_context(|| format!("reading the guest binary {}", source.display()))?;
     if is_dynamically_linked(&data) {
         anyhow::bail!(
             "{} is dynamically linked; the guest must be static (build it with scripts/build.sh)",
@@ -132,15 +122,9 @@ fn default_guest_binary() -> Result<PathBuf> {
     // An installed guest first, then a development build next to the daemon:
     // target/release/paddockd finds target/guest/paddock-guest (scripts/build.sh).
     let exe = std::env::current_exe()?;
-    let dev_build = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|t| t.join("guest/paddock-guest"))
-        .unwrap_or_default();
-    let candidates = [
-        PathBuf::from("/usr/local/lib/paddock/paddock-guest"),
-        dev_build,
-    ];
+    let dev_build =
+        exe.parent().and_then(|d| d.parent()).map(|t| t.join("guest/paddock-guest")).unwrap_or_default();
+    let candidates = [PathBuf::from("/usr/local/lib/paddock/paddock-guest"), dev_build];
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         anyhow::anyhow!(
             "no paddock-guest binary at {} or {}; build it with scripts/build.sh or pass --guest-binary",
@@ -152,23 +136,13 @@ fn default_guest_binary() -> Result<PathBuf> {
 
 /// An ELF with a PT_INTERP program header needs a dynamic loader.
 fn is_dynamically_linked(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        elf.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
-    };
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
     if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) {
         return false; // not a 64-bit ELF: the kernel will say so at exec
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         return false;
     };
     (0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(3)) // PT_INTERP

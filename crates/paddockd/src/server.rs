@@ -19,26 +19,17 @@ pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<(
         let router = router(manager.clone()).await?;
         if let Some(path) = addr.strip_prefix("unix:") {
             let _ = std::fs::remove_file(path);
-            let listener = tokio::net::UnixListener::bind(path)
-                .with_context(|| format!("listening on {addr}"))?;
+            let listener =
+                tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {addr}"))?;
             // Root only: the API starts containers.
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             tracing::info!("serving on {addr}");
-            tasks.spawn(async move {
-                router
-                    .serve_with_incoming(UnixListenerStream::new(listener))
-                    .await
-            });
+            tasks.spawn(async move { router.serve_with_incoming(UnixListenerStream::new(listener)).await });
         } else {
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
             tracing::info!("serving on {}", listener.local_addr()?);
-            tasks.spawn(async move {
-                router
-                    .serve_with_incoming(TcpListenerStream::new(listener))
-                    .await
-            });
+            tasks.spawn(async move { router.serve_with_incoming(TcpListenerStream::new(listener)).await });
         }
     }
     while let Some(done) = tasks.join_next().await {
@@ -49,9 +40,7 @@ pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<(
 
 async fn router(manager: Arc<SessionManager>) -> Result<Router> {
     let (mut health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<SessionsServer<SessionsApi>>()
-        .await;
+    health_reporter.set_serving::<SessionsServer<SessionsApi>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

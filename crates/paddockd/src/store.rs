@@ -17,11 +17,14 @@ pub enum SessionState {
     /// restart marks a half-made sandbox to clean up.
     Creating,
     Running,
+    /// Started ahead of demand with the default limits; not yet handed to a
+    /// caller and not listed (see warm.rs).
+    Warm,
     /// The sandbox's init is gone; its files stay until the session is deleted.
     Stopped,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SessionLimits {
     pub memory_bytes: i64,
     pub cpus: f64,
@@ -38,6 +41,9 @@ pub struct SessionRecord {
     pub labels: BTreeMap<String, String>,
     /// The sandbox's init, once started.
     pub process: Option<SandboxProcess>,
+    /// The image (resolved, versioned path) the sandbox's root sits on.
+    #[serde(default)]
+    pub image: PathBuf,
 }
 
 pub struct Store {
@@ -80,15 +86,9 @@ impl Store {
                 }
                 _ => continue,
             }
-            match fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|d| Ok(serde_json::from_slice(&d)?))
-            {
+            match fs::read(&path).map_err(anyhow::Error::from).and_then(|d| Ok(serde_json::from_slice(&d)?)) {
                 Ok(r) => records.push(r),
-                Err(e) => tracing::error!(
-                    "skipping unreadable session record {}: {e:#}",
-                    path.display()
-                ),
+                Err(e) => tracing::error!("skipping unreadable session record {}: {e:#}", path.display()),
             }
         }
         Ok(records)

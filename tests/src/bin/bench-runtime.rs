@@ -64,7 +64,11 @@ async fn main() {
     // ---- Paddock
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
-    let true_req = |id: &str| ExecRequest { session_id: id.to_string(), argv: vec!["/bin/true".into()], ..Default::default() };
+    let true_req = |id: &str| ExecRequest {
+        session_id: id.to_string(),
+        argv: vec!["/bin/true".into()],
+        ..Default::default()
+    };
     // Warm up: page cache, helper, first connection.
     for _ in 0..3 {
         let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
@@ -129,10 +133,15 @@ async fn main() {
     // ---- bwrap: a new sandbox per command (it has no exec-into)
     let bwrap = time_cmd(n * 2, |_| {
         let mut c = Command::new("bwrap");
-        c.arg("--ro-bind")
-            .arg(&rootfs)
-            .arg("/")
-            .args(["--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "/bin/true"]);
+        c.arg("--ro-bind").arg(&rootfs).arg("/").args([
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--unshare-all",
+            "--die-with-parent",
+            "/bin/true",
+        ]);
         c
     });
     let _ = std::fs::remove_dir_all(&work);
