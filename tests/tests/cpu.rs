@@ -15,12 +15,21 @@ async fn busy_loop_gets_its_share_of_cpu() {
         .expect("a cpuacct hierarchy");
     let read = || std::fs::read_to_string(&usage_file).unwrap().trim().parse::<u64>().unwrap();
 
-    let before = read();
-    let started = std::time::Instant::now();
-    sh_ok(&mut c, &s.id, "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do :; done").await;
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = (read() - before) as f64 / 1e9;
-    let share = cpu / wall;
-    eprintln!("cpu {cpu:.2}s over {wall:.2}s wall: {share:.2} cores");
-    assert!((0.35..=0.6).contains(&share), "a 0.5-core session used {share:.2} cores");
+    // Over the limit is a failure at once; under it can be the host being busy
+    // (other work on 2 cores), so that is measured again, up to three times.
+    let mut shares = Vec::new();
+    for _ in 0..3 {
+        let before = read();
+        let started = std::time::Instant::now();
+        sh_ok(&mut c, &s.id, "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do :; done").await;
+        let wall = started.elapsed().as_secs_f64();
+        let share = (read() - before) as f64 / 1e9 / wall;
+        eprintln!("{share:.2} cores over {wall:.2}s");
+        assert!(share <= 0.6, "a 0.5-core session used {share:.2} cores");
+        shares.push(share);
+        if share >= 0.35 {
+            return;
+        }
+    }
+    panic!("a 0.5-core session got only {shares:.2?} cores, three times");
 }

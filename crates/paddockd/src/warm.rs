@@ -20,6 +20,8 @@ pub struct WarmSandbox {
 
 pub struct WarmPool {
     ready: Mutex<VecDeque<WarmSandbox>>,
+    /// Held while a warm sandbox is being started; `None` once closed.
+    refill: tokio::sync::Mutex<Option<()>>,
     /// How many warm sandboxes to keep.
     pub target: usize,
     /// Woken when one is taken.
@@ -28,7 +30,23 @@ pub struct WarmPool {
 
 impl WarmPool {
     pub fn new(target: usize) -> Self {
-        Self { ready: Mutex::new(VecDeque::new()), target, taken: Notify::new() }
+        Self {
+            ready: Mutex::new(VecDeque::new()),
+            refill: tokio::sync::Mutex::new(Some(())),
+            target,
+            taken: Notify::new(),
+        }
+    }
+
+    /// Permission to start one warm sandbox; `None` after [`close`](Self::close).
+    pub async fn refill_permit(&self) -> Option<tokio::sync::MutexGuard<'_, Option<()>>> {
+        let guard = self.refill.lock().await;
+        guard.is_some().then_some(guard)
+    }
+
+    /// Stops refills, waiting for one in flight to finish.
+    pub async fn close(&self) {
+        *self.refill.lock().await = None;
     }
 
     pub fn len(&self) -> usize {

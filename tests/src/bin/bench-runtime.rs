@@ -61,44 +61,9 @@ async fn main() {
     let work = std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
 
-    // ---- Paddock
-    let daemon = Daemon::start();
-    let mut client = daemon.client().await;
-    let true_req = |id: &str| ExecRequest {
-        session_id: id.to_string(),
-        argv: vec!["/bin/true".into()],
-        ..Default::default()
-    };
-    // Warm up: page cache, helper, first connection.
-    for _ in 0..3 {
-        let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
-        client.exec(true_req(&s.id)).await.unwrap();
-        client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
-    }
-    let mut create_to_exec = Vec::new();
-    let mut create_only = Vec::new();
-    let mut delete = Vec::new();
-    for _ in 0..n {
-        let t = Instant::now();
-        let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
-        create_only.push(t.elapsed());
-        let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
-        create_to_exec.push(t.elapsed());
-        assert_eq!(r.exit_code, Some(0));
-        let t = Instant::now();
-        client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
-        delete.push(t.elapsed());
-    }
-    let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
-    let mut exec_rt = Vec::new();
-    for _ in 0..(n * 4) {
-        let t = Instant::now();
-        let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
-        exec_rt.push(t.elapsed());
-        assert_eq!(r.exit_code, Some(0));
-    }
-    client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
-    drop(daemon);
+    // ---- Paddock, cold (every session made on demand) and warm (from the pool)
+    let cold = measure_paddock(n, 0).await;
+    let warm = measure_paddock(n, 2).await;
 
     // ---- runc run (create + start + wait + delete of a container running /bin/true)
     let runc_root = work.join("runc-state");
@@ -146,26 +111,98 @@ async fn main() {
     });
     let _ = std::fs::remove_dir_all(&work);
 
-    let (p_c2e, p_create, p_del, p_exec) =
-        (median(create_to_exec.clone()), median(create_only), median(delete), median(exec_rt.clone()));
     let (r_run, r_exec, b) = (median(runc_run), median(runc_exec), median(bwrap));
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("runtime benchmark: {n} sessions, {} exec round trips; rootfs {}", n * 4, rootfs.display());
+    println!(
+        "runtime benchmark: {n} sessions, {} exec round trips per daemon; rootfs {}",
+        n * 4,
+        rootfs.display()
+    );
     println!();
     println!("| measure | median | p90 |");
     println!("|---|---|---|");
-    println!("| paddock create-to-first-exec (`/bin/true`) | {} | {} |", ms(p_c2e), ms(p90(create_to_exec)));
-    println!("| paddock CreateSession alone | {} | |", ms(p_create));
-    println!("| paddock DeleteSession | {} | |", ms(p_del));
-    println!("| paddock Exec round trip (`/bin/true`) | {} | {} |", ms(p_exec), ms(p90(exec_rt)));
+    for (name, p) in [("cold", &cold), ("warm", &warm)] {
+        println!(
+            "| paddock ({name}) create-to-first-exec (`/bin/true`) | {} | {} |",
+            ms(median(p.create_to_exec.clone())),
+            ms(p90(p.create_to_exec.clone()))
+        );
+        println!("| paddock ({name}) CreateSession alone | {} | |", ms(median(p.create.clone())));
+        println!("| paddock ({name}) DeleteSession | {} | |", ms(median(p.delete.clone())));
+        println!(
+            "| paddock ({name}) Exec round trip (`/bin/true`) | {} | {} |",
+            ms(median(p.exec.clone())),
+            ms(p90(p.exec.clone()))
+        );
+    }
     println!("| runc run (`/bin/true`, create to exit and delete) | {} | |", ms(r_run));
     println!("| runc exec (`/bin/true`) | {} | |", ms(r_exec));
     println!("| bwrap --unshare-all (`/bin/true`) | {} | |", ms(b));
     println!();
     println!("| ratio | value | target |");
     println!("|---|---|---|");
-    println!("| paddock create-to-first-exec / runc run | {:.2}x | <= 0.5x |", ratio(p_c2e, r_run));
-    println!("| paddock Exec round trip / runc exec | {:.2}x | <= 0.2x |", ratio(p_exec, r_exec));
-    println!("| paddock create-to-first-exec / bwrap | {:.2}x | |", ratio(p_c2e, b));
-    println!("| paddock Exec round trip / bwrap | {:.2}x | |", ratio(p_exec, b));
+    let (cold_c2e, warm_c2e) = (median(cold.create_to_exec), median(warm.create_to_exec));
+    let exec = median(warm.exec);
+    println!("| paddock create-to-first-exec / runc run, warm | {:.2}x | <= 0.5x |", ratio(warm_c2e, r_run));
+    println!("| paddock create-to-first-exec / runc run, cold | {:.2}x | <= 0.5x |", ratio(cold_c2e, r_run));
+    println!("| paddock Exec round trip / runc exec | {:.2}x | <= 0.2x |", ratio(exec, r_exec));
+    println!("| paddock create-to-first-exec / bwrap, warm | {:.2}x | |", ratio(warm_c2e, b));
+    println!("| paddock create-to-first-exec / bwrap, cold | {:.2}x | |", ratio(cold_c2e, b));
+    println!("| paddock Exec round trip / bwrap | {:.2}x | |", ratio(exec, b));
+}
+
+struct PaddockTimes {
+    create_to_exec: Vec<Duration>,
+    create: Vec<Duration>,
+    delete: Vec<Duration>,
+    exec: Vec<Duration>,
+}
+
+/// Sessions on a daemon with `warm` warm sandboxes. With a pool, each create
+/// waits (untimed) for the pool to be full again: the steady state of a host
+/// whose sessions arrive more slowly than it refills.
+async fn measure_paddock(n: usize, warm: usize) -> PaddockTimes {
+    let daemon = Daemon::start_with(test_image(), vec!["--warm-sandboxes".into(), warm.to_string()], None);
+    let mut client = daemon.client().await;
+    let sandboxes = || std::fs::read_dir(daemon.state_dir.join("sandboxes")).map(|r| r.count()).unwrap_or(0);
+    let true_req = |id: &str| ExecRequest {
+        session_id: id.to_string(),
+        argv: vec!["/bin/true".into()],
+        ..Default::default()
+    };
+    let mut t = PaddockTimes { create_to_exec: vec![], create: vec![], delete: vec![], exec: vec![] };
+    for i in 0..(n + 3) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sandboxes() < warm && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if warm > 0 {
+            // A sandbox dir appears when a refill starts; give it time to
+            // finish (about 10 ms), so the measured calls do not queue behind it.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let start = Instant::now();
+        let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
+        let created = start.elapsed();
+        let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
+        let first_exec = start.elapsed();
+        assert_eq!(r.exit_code, Some(0));
+        let start = Instant::now();
+        client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+        // The first three warm up the page cache, the helper and the connection.
+        if i >= 3 {
+            t.create.push(created);
+            t.create_to_exec.push(first_exec);
+            t.delete.push(start.elapsed());
+        }
+    }
+    let s = client.create_session(CreateSessionRequest::default()).await.unwrap().into_inner();
+    for _ in 0..(n * 4) {
+        let start = Instant::now();
+        let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
+        t.exec.push(start.elapsed());
+        assert_eq!(r.exit_code, Some(0));
+    }
+    client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+    t
 }

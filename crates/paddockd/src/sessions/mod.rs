@@ -1,0 +1,309 @@
+//! The session manager: the life cycle of sessions (create, look up, delete,
+//! expire, recover after a restart) and the routing of tool calls to each
+//! session's guest. It owns the in-memory index and keeps the store in step:
+//! every state change is recorded before it is acted on.
+//!
+//! Tool calls are in `tools.rs`; recovery, TTLs and the warm pool in
+//! `background.rs`.
+
+mod background;
+mod tools;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use paddock_proto::guest::PingRequest;
+use paddock_proto::v1::CreateSessionRequest;
+use paddock_runtime::helper::{RuntimeClient, RuntimeError};
+use paddock_runtime::layout::SandboxPaths;
+use paddock_runtime::{RuntimeDirs, SandboxConfig};
+use rand::Rng;
+use tokio::sync::Mutex;
+use tonic::Status;
+
+use crate::config::DaemonConfig;
+use crate::guest::{self, Guest};
+use crate::limits;
+use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
+use crate::warm::WarmPool;
+
+/// Longest TTL a session may ask for: 30 days.
+const MAX_TTL_SECONDS: i64 = 30 * 86400;
+/// Extra time the daemon gives the guest beyond an Exec's own timeout.
+const EXEC_DEADLINE_SLACK: Duration = Duration::from_secs(5);
+
+struct Session {
+    record: SessionRecord,
+    guest: Guest,
+}
+
+pub struct SessionManager {
+    cfg: Arc<DaemonConfig>,
+    runtime: Arc<RuntimeClient>,
+    store: Store,
+    dirs: RuntimeDirs,
+    host_memory: i64,
+    sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    pool: WarmPool,
+}
+
+impl SessionManager {
+    pub fn new(cfg: Arc<DaemonConfig>, runtime: Arc<RuntimeClient>) -> anyhow::Result<Self> {
+        let dirs = RuntimeDirs {
+            sandboxes_dir: cfg.sandboxes_dir(),
+            container_root: cfg.container_root(),
+            cgroup_parent: cfg.cgroup_parent.clone(),
+        };
+        let warm = cfg.warm_sandboxes;
+        Ok(Self {
+            store: Store::open(cfg.sessions_dir())?,
+            cfg,
+            runtime,
+            dirs,
+            host_memory: limits::host_memory(),
+            sessions: Mutex::new(HashMap::new()),
+            pool: WarmPool::new(warm),
+        })
+    }
+
+    // ------------------------------------------------------------ life cycle
+
+    pub async fn create(&self, req: CreateSessionRequest) -> Result<SessionRecord, Status> {
+        let limits = limits::resolve(&self.cfg, self.host_memory, req.limits.as_ref())?;
+        let now = now_ms();
+        let expires_at_ms = match req.ttl_seconds {
+            None => None,
+            Some(t) if (1..=MAX_TTL_SECONDS).contains(&t) => Some(now + t * 1000),
+            Some(t) => {
+                return Err(Status::invalid_argument(format!(
+                "ttl_seconds: {t} is out of range; use 1 to {MAX_TTL_SECONDS} (30 days), or leave it unset"
+            )))
+            }
+        };
+        let image = self.current_image()?;
+        {
+            let sessions = self.sessions.lock().await;
+            if sessions.len() >= self.cfg.max_sessions {
+                return Err(Status::resource_exhausted(format!(
+                    "this daemon already runs {} sessions, its maximum (--max-sessions)",
+                    sessions.len()
+                )));
+            }
+        }
+
+        let (mut record, guest) = match self.take_warm(&image, &limits).await {
+            Some(w) => (w.record, w.guest),
+            None => self.start_sandbox(SessionState::Creating, &image, &limits).await?,
+        };
+        record.state = SessionState::Running;
+        record.limits = limits;
+        record.created_at_ms = now;
+        record.expires_at_ms = expires_at_ms;
+        record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
+        if let Err(e) = self.store.save(&record) {
+            self.destroy_sandbox(&record.id).await;
+            let _ = self.store.remove(&record.id);
+            return Err(internal(e));
+        }
+        self.sessions
+            .lock()
+            .await
+            .insert(record.id.clone(), Arc::new(Mutex::new(Session { record: record.clone(), guest })));
+        Ok(record)
+    }
+
+    /// The image sessions start from now, resolved to its versioned path: a
+    /// session keeps that version as its lower layer even if the image's
+    /// symlink is switched to a newer build later.
+    fn current_image(&self) -> Result<PathBuf, Status> {
+        std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
+            Status::failed_precondition(format!(
+                "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
+                self.cfg.image_rootfs().display()
+            ))
+        })
+    }
+
+    /// Starts a sandbox and waits until its guest answers. The record is saved
+    /// in `state` (Creating or Warm) before anything is made, so a crash leaves
+    /// a record that recovery cleans up; on failure nothing is left.
+    async fn start_sandbox(
+        &self,
+        state: SessionState,
+        image: &Path,
+        limits: &SessionLimits,
+    ) -> Result<(SessionRecord, Guest), Status> {
+        let id = new_session_id();
+        let mut record = SessionRecord {
+            id: id.clone(),
+            state,
+            limits: limits.clone(),
+            created_at_ms: now_ms(),
+            expires_at_ms: None,
+            labels: BTreeMap::new(),
+            process: None,
+            image: image.to_path_buf(),
+        };
+        self.store.save(&record).map_err(internal)?;
+
+        let sandbox = SandboxConfig {
+            id: id.clone(),
+            dirs: self.dirs.clone(),
+            image_rootfs: image.to_path_buf(),
+            guest_dir: self.cfg.guest_dir(),
+            hostname: id.clone(),
+            env: vec![],
+            limits: limits::to_kernel(limits, self.cfg.open_files),
+        };
+        let runtime = self.runtime.clone();
+        let created =
+            tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await.map_err(internal)?;
+        let process = match created {
+            Ok(p) => p,
+            Err(e) => {
+                // The helper has already removed what it made.
+                let _ = self.store.remove(&id);
+                return Err(runtime_status("starting the sandbox", e));
+            }
+        };
+
+        let paths = SandboxPaths::new(&self.dirs.sandboxes_dir, &id);
+        let mut guest = guest::client(paths.guest_socket());
+        if let Err(e) = self.wait_for_guest(&mut guest).await {
+            let log = tail_of(&paths.dir.join("guest.log"), 2048);
+            self.destroy_sandbox(&id).await;
+            let _ = self.store.remove(&id);
+            return Err(Status::internal(format!(
+                "the sandbox started but its guest did not answer: {e}; guest log: {log:?}"
+            )));
+        }
+        record.process = Some(process);
+        Ok((record, guest))
+    }
+
+    async fn wait_for_guest(&self, guest: &mut Guest) -> Result<(), String> {
+        let mut req = tonic::Request::new(PingRequest {});
+        req.set_timeout(self.cfg.start_timeout);
+        tokio::time::timeout(self.cfg.start_timeout, guest.ping(req))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.cfg.start_timeout))?
+            .map(|_| ())
+            .map_err(|s| s.message().to_string())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<SessionRecord, Status> {
+        let session = self.lookup(id).await?;
+        let mut s = session.lock().await;
+        self.refresh_state(&mut s);
+        Ok(s.record.clone())
+    }
+
+    pub async fn list(&self) -> Vec<SessionRecord> {
+        let sessions: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+        let mut out = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let mut s = session.lock().await;
+            self.refresh_state(&mut s);
+            out.push(s.record.clone());
+        }
+        out.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), Status> {
+        let session = self.lookup(id).await?;
+        // Holding the session's lock keeps new calls out while it goes away.
+        let s = session.lock().await;
+        self.runtime_destroy(id).await?;
+        self.store.remove(id).map_err(internal)?;
+        self.sessions.lock().await.remove(id);
+        drop(s);
+        Ok(())
+    }
+
+    async fn runtime_destroy(&self, id: &str) -> Result<(), Status> {
+        let runtime = self.runtime.clone();
+        let dirs = self.dirs.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id))
+            .await
+            .map_err(internal)?
+            .map_err(|e| runtime_status("removing the sandbox", e))
+    }
+
+    async fn destroy_sandbox(&self, id: &str) {
+        if let Err(e) = self.runtime_destroy(id).await {
+            tracing::error!(id, "removing sandbox: {}", e.message());
+        }
+    }
+
+    /// Notices a sandbox whose init has died and records it as stopped.
+    fn refresh_state(&self, s: &mut Session) {
+        if s.record.state == SessionState::Running && !s.record.process.is_some_and(|p| p.is_alive()) {
+            tracing::warn!(id = %s.record.id, "sandbox init is gone; session stopped");
+            s.record.state = SessionState::Stopped;
+            if let Err(e) = self.store.save(&s.record) {
+                tracing::error!(id = %s.record.id, "recording the stop: {e:#}");
+            }
+        }
+    }
+
+    async fn lookup(&self, id: &str) -> Result<Arc<Mutex<Session>>, Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("session_id: must be set"));
+        }
+        self.sessions
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("session {id:?} does not exist")))
+    }
+
+    /// A running session's guest client, or the reason there is none.
+    async fn guest_of(&self, id: &str) -> Result<Guest, Status> {
+        let session = self.lookup(id).await?;
+        let mut s = session.lock().await;
+        self.refresh_state(&mut s);
+        match s.record.state {
+            SessionState::Running => Ok(s.guest.clone()),
+            SessionState::Stopped => Err(Status::failed_precondition(format!(
+                "session {id} has stopped (its sandbox's init exited); delete it"
+            ))),
+            SessionState::Creating | SessionState::Warm => {
+                Err(Status::unavailable(format!("session {id} is still starting")))
+            }
+        }
+    }
+}
+
+fn new_session_id() -> String {
+    format!("ses-{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+fn is_session_id(s: &str) -> bool {
+    s.len() == 20 && s.starts_with("ses-") && s[4..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{e:#}").replace('\n', " "))
+}
+
+fn runtime_status(doing: &str, e: RuntimeError) -> Status {
+    match e {
+        RuntimeError::Failed(msg) => Status::internal(format!("{doing}: {msg}")),
+        RuntimeError::Helper(e) => Status::unavailable(format!("{doing}: runtime helper: {e:#}")),
+    }
+}
+
+/// The last `max` bytes of a file, for error messages.
+fn tail_of(path: &std::path::Path, max: usize) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&data[data.len().saturating_sub(max)..]).trim().to_string()
+}

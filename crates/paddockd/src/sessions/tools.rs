@@ -1,0 +1,106 @@
+//! Routing tool calls to a session's guest: validation, the daemon's defaults,
+//! and what a caller sees when the sandbox goes away under a call.
+
+use std::time::Duration;
+
+use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse};
+use tonic::Status;
+
+use super::{SessionManager, SessionState, EXEC_DEADLINE_SLACK};
+use crate::config::MAX_EXEC_OUTPUT;
+use crate::guest::Guest;
+
+impl SessionManager {
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Status> {
+        let (mut guest, request) = self.prepare_exec(req).await?;
+        let id = request.get_ref().session_id.clone();
+        match guest.exec(request).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => Err(self.guest_failure(&id, status).await),
+        }
+    }
+
+    /// Exec with output streamed as it comes; the guest's stream is passed through.
+    pub async fn exec_stream(&self, req: ExecRequest) -> Result<tonic::Streaming<ExecEvent>, Status> {
+        let (mut guest, request) = self.prepare_exec(req).await?;
+        let id = request.get_ref().session_id.clone();
+        match guest.exec_stream(request).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => Err(self.guest_failure(&id, status).await),
+        }
+    }
+
+    /// Validates an Exec request, fills in the daemon's defaults and finds the
+    /// session's guest.
+    async fn prepare_exec(
+        &self,
+        mut req: ExecRequest,
+    ) -> Result<(Guest, tonic::Request<ExecRequest>), Status> {
+        let has_argv = !req.argv.is_empty();
+        let has_shell = !req.shell.is_empty();
+        if has_argv == has_shell {
+            return Err(Status::invalid_argument(
+                "argv, shell: set exactly one (argv: the program and its arguments; shell: a command line for /bin/sh -c)",
+            ));
+        }
+        if has_argv && req.argv[0].is_empty() {
+            return Err(Status::invalid_argument("argv[0]: the program name is empty"));
+        }
+        if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
+            return Err(Status::invalid_argument(format!("cwd: {:?} must be an absolute path", req.cwd)));
+        }
+        if let Some(k) = req.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+            return Err(Status::invalid_argument(format!("env: {k:?} is not a valid variable name")));
+        }
+        let timeout = match req.timeout_ms {
+            Some(0) => {
+                return Err(Status::invalid_argument(
+                    "timeout_ms: must be positive, or unset for the default",
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => self.cfg.exec_timeout,
+        };
+        req.timeout_ms = Some(timeout.as_millis() as u64);
+        match req.output_limit_bytes {
+            Some(n) if n > MAX_EXEC_OUTPUT => {
+                return Err(Status::invalid_argument(format!(
+                    "output_limit_bytes: {n} is larger than the maximum {MAX_EXEC_OUTPUT}"
+                )))
+            }
+            Some(_) => {}
+            None => req.output_limit_bytes = Some(self.cfg.exec_output_limit as u64),
+        }
+
+        let guest = self.guest_of(&req.session_id).await?;
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(timeout + EXEC_DEADLINE_SLACK);
+        Ok((guest, request))
+    }
+
+    /// Turns a failed guest call into what the caller should see: the guest's own
+    /// answer, or, when the sandbox went away under the call, that.
+    async fn guest_failure(&self, id: &str, status: Status) -> Status {
+        // The guest itself never answers Unavailable; a transport failure does.
+        let transport = status.code() == tonic::Code::Unavailable
+            || (status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some());
+        if !transport {
+            return status;
+        }
+        match self.lookup(id).await {
+            Err(not_found) => not_found,
+            Ok(session) => {
+                let mut s = session.lock().await;
+                self.refresh_state(&mut s);
+                if s.record.state == SessionState::Stopped {
+                    Status::failed_precondition(format!("session {id} stopped during the call"))
+                } else {
+                    Status::unavailable(format!(
+                        "session {id}: the sandbox's guest is unreachable: {}",
+                        status.message()
+                    ))
+                }
+            }
+        }
+    }
+}
