@@ -170,3 +170,18 @@ async fn exec_stream_delivers_output_as_it_is_written() {
     assert!(r.stdout.is_empty() && r.stderr.is_empty());
     assert!(at >= Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guest_reaps_orphans() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    // Each subshell exits at once and leaves its `sleep` to the sandbox's init.
+    sh_ok(&mut c, &s.id, "for i in 1 2 3 4 5; do (sleep 0.2 &); done").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ps = sh_ok(&mut c, &s.id, "ps -o pid,ppid,stat,comm").await;
+    let zombies: Vec<&str> =
+        ps.lines().filter(|l| l.split_whitespace().nth(2).is_some_and(|st| st.starts_with('Z'))).collect();
+    assert!(zombies.is_empty(), "zombies in the sandbox:\n{ps}");
+    assert!(!ps.contains("sleep"), "{ps}");
+}
