@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits};
-use tonic::transport::{Channel, Endpoint};
-use tower::service_fn;
+use tonic::transport::Channel;
 
 pub type Client = SessionsClient<Channel>;
 
@@ -211,17 +209,7 @@ impl Daemon {
     }
 
     pub async fn client(&self) -> Client {
-        let path = self.socket();
-        let channel =
-            Endpoint::from_static("http://paddockd.invalid")
-                .connect_with_connector(service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                    }
-                }))
-                .await
-                .expect("connecting to paddockd");
+        let channel = paddock_proto::dial::unix(self.socket()).await.expect("connecting to paddockd");
         SessionsClient::new(channel).max_decoding_message_size(256 << 20)
     }
 
@@ -367,6 +355,15 @@ pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_prot
         .await
         .expect("CreateSession")
         .into_inner()
+}
+
+pub async fn list(client: &mut Client) -> Vec<paddock_proto::v1::Session> {
+    client
+        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
+        .await
+        .expect("ListSessions")
+        .into_inner()
+        .sessions
 }
 
 pub fn shell(id: &str, command: &str) -> ExecRequest {

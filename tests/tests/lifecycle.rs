@@ -113,13 +113,7 @@ async fn bad_limits_are_rejected_naming_the_field() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("ttl_seconds"));
-    assert!(c
-        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions
-        .is_empty());
+    assert!(list(&mut c).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,13 +127,7 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
     let err = c.create_session(CreateSessionRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal);
     assert!(err.message().contains("has no /bin"), "{}", err.message());
-    assert!(c
-        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions
-        .is_empty());
+    assert!(list(&mut c).await.is_empty());
     let sandboxes: Vec<_> =
         std::fs::read_dir(d.state_dir.join("sandboxes")).map(|r| r.flatten().collect()).unwrap_or_default();
     assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
@@ -191,13 +179,7 @@ async fn warm_sandboxes_start_sessions_with_the_limits_asked_for() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let warm = sandbox_dirs(&d);
-    assert!(c
-        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions
-        .is_empty());
+    assert!(list(&mut c).await.is_empty());
 
     let s = create(&mut c, limits(Some(100 << 20), Some(0.25), Some(77))).await;
     assert!(warm.contains(&s.id), "session {} was not served from the warm pool {warm:?}", s.id);

@@ -39,10 +39,7 @@ async fn memory_hog_is_killed_inside_its_session_only() {
     // The session, the other session and the daemon go on.
     assert_eq!(sh_ok(&mut c, &small.id, "echo still here").await, "still here\n");
     assert_eq!(sh_ok(&mut c, &other.id, "echo fine").await, "fine\n");
-    assert_eq!(
-        c.list_sessions(paddock_proto::v1::ListSessionsRequest {}).await.unwrap().into_inner().sessions.len(),
-        2
-    );
+    assert_eq!(list(&mut c).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,26 +1,14 @@
 //! Dialing the daemon over TCP or a unix socket.
 
 use anyhow::{Context, Result};
-use hyper_util::rt::TokioIo;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use tonic::transport::{Channel, Endpoint};
-use tower::service_fn;
 
 const MAX_MESSAGE: usize = 256 << 20;
 
 pub async fn sessions(addr: &str) -> Result<SessionsClient<Channel>> {
     let channel = if let Some(path) = addr.strip_prefix("unix:") {
-        let path = path.to_string();
-        Endpoint::from_static("http://paddockd.invalid")
-            .connect_with_connector(service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
+        paddock_proto::dial::unix(path).await
     } else {
         let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
         Endpoint::from_shared(uri).with_context(|| format!("bad daemon address {addr:?}"))?.connect().await

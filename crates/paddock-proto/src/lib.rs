@@ -1,5 +1,8 @@
 //! Generated gRPC code for Paddock: the public API (`v1`) and the internal
-//! daemon-to-guest protocol (`guest`). Nothing else lives here.
+//! daemon-to-guest protocol (`guest`), and how to dial them over a unix socket
+//! (`dial`).
+
+pub mod dial;
 
 pub mod v1 {
     tonic::include_proto!("paddock.v1");
