@@ -3,14 +3,14 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let public = proto_root.join("paddock/v1/sessions.proto");
+    let public = [proto_root.join("paddock/v1/sessions.proto"), proto_root.join("paddock/v1/tools.proto")];
     let guest = proto_root.join("paddock/guest/v1/guest.proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());
 
     // Two descriptor sets: reflection on paddockd serves only the public API.
     tonic_build::configure()
         .file_descriptor_set_path(out.join("paddock_v1_descriptor.bin"))
-        .compile_protos(&[&public], &[&proto_root])?;
+        .compile_protos(&public, &[&proto_root])?;
     // Generated into its own directory: this run also emits a paddock.v1.rs
     // (pointing at the extern path), which must not overwrite the real one.
     let guest_out = out.join("guest");

@@ -8,13 +8,14 @@
 mod exec;
 mod reaper;
 mod spawn;
+mod toolset;
 
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
 use paddock_proto::guest::guest_server::{Guest, GuestServer};
 use paddock_proto::guest::{PingRequest, PingResponse};
-use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse};
+use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse, RunToolRequest, ToolResult};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
@@ -22,6 +23,8 @@ use crate::reaper::Reaper;
 use crate::spawn::SpawnError;
 
 const LISTEN_FD_ENV: &str = "PADDOCK_LISTEN_FD";
+/// The session's working directory.
+const WORKDIR: &str = "/workspace";
 /// Limits used when the daemon sends none (it always does).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
@@ -30,6 +33,7 @@ const MAX_MESSAGE: usize = 256 << 20;
 
 struct GuestService {
     reaper: Reaper,
+    tools: toolset::Toolset,
     /// The environment tool processes start with: the sandbox's, minus ours.
     base_env: Vec<(String, String)>,
 }
@@ -70,6 +74,11 @@ impl Guest for GuestService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<ToolResult>, Status> {
+        let req = request.into_inner();
+        self.tools.run(&req.name, &req.input_json).await.map(Response::new)
     }
 }
 
@@ -126,7 +135,11 @@ fn run() -> anyhow::Result<()> {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         let listener = tokio::net::UnixListener::from_std(std_listener)?;
         let reaper = Reaper::start()?;
-        let service = GuestService { reaper, base_env };
+        // Relative tool paths and the bash tool start here.
+        let workdir = std::path::PathBuf::from(WORKDIR);
+        let _ = std::fs::create_dir_all(&workdir);
+        let tools = toolset::Toolset::new(reaper.clone(), workdir, base_env.clone());
+        let service = GuestService { reaper, tools, base_env };
         tonic::transport::Server::builder()
             .add_service(
                 GuestServer::new(service)

@@ -1,12 +1,14 @@
-//! The public gRPC service `paddock.v1.Sessions`: converts between protocol
-//! messages and the session manager. No logic of its own.
+//! The public gRPC services `paddock.v1.Sessions` and `paddock.v1.Tools`: convert between protocol
+//! messages and the session manager. No logic of their own.
 
 use std::sync::Arc;
 
 use paddock_proto::v1::sessions_server::Sessions;
+use paddock_proto::v1::tools_server::Tools;
 use paddock_proto::v1::{
     CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse, ExecEvent, ExecRequest, ExecResponse,
-    GetSessionRequest, Limits, ListSessionsRequest, ListSessionsResponse, Session, SessionState as PbState,
+    GetSessionRequest, Limits, ListSessionsRequest, ListSessionsResponse, RunToolRequest, Session,
+    SessionState as PbState, ToolResult,
 };
 use tonic::{Request, Response, Status};
 
@@ -82,5 +84,17 @@ fn to_proto(r: &SessionRecord) -> Session {
         expires_at_ms: r.expires_at_ms.unwrap_or(0),
         init_pid: r.process.map(|p| p.pid).unwrap_or(0),
         labels: r.labels.clone().into_iter().collect(),
+    }
+}
+
+/// The public gRPC service `paddock.v1.Tools`.
+pub struct ToolsApi {
+    pub manager: Arc<SessionManager>,
+}
+
+#[tonic::async_trait]
+impl Tools for ToolsApi {
+    async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<ToolResult>, Status> {
+        Ok(Response::new(self.manager.run_tool(request.into_inner()).await?))
     }
 }

@@ -24,8 +24,8 @@ pub struct DaemonConfig {
     #[arg(long)]
     pub image: Option<PathBuf>,
 
-    /// The static paddock-guest binary. Default: /usr/local/lib/paddock/paddock-guest,
-    /// then ../guest/paddock-guest beside paddockd (a scripts/build.sh build).
+    /// The static paddock-guest binary. Default: ../guest/paddock-guest beside
+    /// paddockd (a scripts/build.sh build), then /usr/local/lib/paddock/paddock-guest.
     #[arg(long)]
     pub guest_binary: Option<PathBuf>,
 

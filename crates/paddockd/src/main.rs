@@ -119,12 +119,12 @@ fn install_guest(cfg: &DaemonConfig) -> Result<()> {
 }
 
 fn default_guest_binary() -> Result<PathBuf> {
-    // An installed guest first, then a development build next to the daemon:
-    // target/release/paddockd finds target/guest/paddock-guest (scripts/build.sh).
+    // The guest built with this daemon first: target/release/paddockd finds
+    // target/guest/paddock-guest (scripts/build.sh); then the installed one.
     let exe = std::env::current_exe()?;
     let dev_build =
         exe.parent().and_then(|d| d.parent()).map(|t| t.join("guest/paddock-guest")).unwrap_or_default();
-    let candidates = [PathBuf::from("/usr/local/lib/paddock/paddock-guest"), dev_build];
+    let candidates = [dev_build, PathBuf::from("/usr/local/lib/paddock/paddock-guest")];
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         anyhow::anyhow!(
             "no paddock-guest binary at {} or {}; build it with scripts/build.sh or pass --guest-binary",

@@ -1,15 +1,16 @@
-//! Serving the public API: the Sessions service, gRPC health and server
+//! Serving the public API: the Sessions and Tools services, gRPC health and server
 //! reflection (v1 and v1alpha), on every configured TCP or unix address.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use paddock_proto::v1::sessions_server::SessionsServer;
+use paddock_proto::v1::tools_server::ToolsServer;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 
-use crate::api::SessionsApi;
+use crate::api::{SessionsApi, ToolsApi};
 use crate::config::MAX_MESSAGE;
 use crate::sessions::SessionManager;
 
@@ -49,6 +50,9 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
         .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let tools = ToolsServer::new(ToolsApi { manager: manager.clone() })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let sessions = SessionsServer::new(SessionsApi { manager })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -56,5 +60,6 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(sessions))
+        .add_service(sessions)
+        .add_service(tools))
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse};
+use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse, RunToolRequest, ToolResult};
 use tonic::Status;
 
 use super::{SessionManager, SessionState, EXEC_DEADLINE_SLACK};
@@ -11,6 +11,21 @@ use crate::config::MAX_EXEC_OUTPUT;
 use crate::guest::Guest;
 
 impl SessionManager {
+    /// One call of the agent toolset, run by the session's guest.
+    pub async fn run_tool(&self, req: RunToolRequest) -> Result<ToolResult, Status> {
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument(
+                "name: must be set (bash, read, write, edit, glob or grep)",
+            ));
+        }
+        let mut guest = self.guest_of(&req.session_id).await?;
+        let id = req.session_id.clone();
+        match guest.run_tool(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => Err(self.guest_failure(&id, status).await),
+        }
+    }
+
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Status> {
         let (mut guest, request) = self.prepare_exec(req).await?;
         let id = request.get_ref().session_id.clone();
