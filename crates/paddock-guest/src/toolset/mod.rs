@@ -62,7 +62,7 @@ impl Toolset {
                 let (workdir, input) = (self.workdir.clone(), parse(input_json)?);
                 blocking(move || search::glob(&workdir, input)).await
             }
-            "grep" => search::grep(&self.workdir, &self.env, parse(input_json)?).await,
+            "grep" => search::grep(&self.reaper, &self.workdir, &self.env, parse(input_json)?).await,
             other => {
                 return Err(Status::invalid_argument(format!(
                     "name: unknown tool {other:?}; the tools are bash, read, write, edit, glob and grep"

@@ -3,15 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use paddock_proto::v1::ExecRequest;
 use serde::Deserialize;
 
 use super::paths::{canonicalize, resolve, within};
 use super::{text, Outcome};
+use crate::exec::{self, ExecLimits};
+use crate::reaper::Reaper;
 
 const GLOB_RESULT_LIMIT: usize = 200;
 const WALK_MAX_ENTRIES: usize = 50_000;
 const GREP_OUTPUT_LIMIT: usize = 100 * 1024;
 const GREP_MAX_LINE_LENGTH: usize = 2000;
+/// What is read of rg's output before it is cut to GREP_OUTPUT_LIMIT (which
+/// counts characters, so up to four bytes each).
+const RG_OUTPUT_CAP: usize = 4 * GREP_OUTPUT_LIMIT + 4;
+/// rg is bounded by the sandbox's limits; this keeps a pathological search
+/// from holding the call forever.
+const RG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Deserialize)]
 pub struct GlobInput {
@@ -65,19 +74,28 @@ pub fn glob(workdir: &Path, input: GlobInput) -> Outcome {
     Ok(text(listed.join("\n")))
 }
 
-pub async fn grep(workdir: &Path, env: &[(String, String)], input: GrepInput) -> Outcome {
+pub async fn grep(reaper: &Reaper, workdir: &Path, env: &[(String, String)], input: GrepInput) -> Outcome {
     let search = search_root(workdir, input.path.as_deref(), "grep")?;
     if let Some(rg) = find_rg(workdir, env) {
-        let out = tokio::process::Command::new(rg)
-            .args(["--no-config", "-n", "--no-heading", "-e", &input.pattern, "--"])
-            .arg(&search)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| format!("grep: rg failed: {e}"))?;
-        return match out.status.code() {
+        // Through the guest's own spawn: it is PID 1 and reaps every child, so
+        // a child it did not spawn itself would lose its exit status.
+        let request = ExecRequest {
+            argv: vec![
+                rg.to_string_lossy().into_owned(),
+                "--no-config".into(),
+                "-n".into(),
+                "--no-heading".into(),
+                "-e".into(),
+                input.pattern.clone(),
+                "--".into(),
+                search.to_string_lossy().into_owned(),
+            ],
+            ..Default::default()
+        };
+        let limits = ExecLimits { timeout: RG_TIMEOUT, output_limit: RG_OUTPUT_CAP };
+        let out =
+            exec::run(reaper, env, request, limits).await.map_err(|e| format!("grep: rg failed: {e}"))?;
+        return match out.exit_code {
             Some(0) => {
                 let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
                 if s.chars().count() > GREP_OUTPUT_LIMIT {
