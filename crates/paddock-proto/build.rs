@@ -3,7 +3,11 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let public = [proto_root.join("paddock/v1/sessions.proto"), proto_root.join("paddock/v1/tools.proto")];
+    let public = [
+        proto_root.join("paddock/v1/sessions.proto"),
+        proto_root.join("paddock/v1/tools.proto"),
+        proto_root.join("paddock/v1/processes.proto"),
+    ];
     let guest = proto_root.join("paddock/guest/v1/guest.proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());
 

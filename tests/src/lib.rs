@@ -209,8 +209,20 @@ impl Daemon {
     }
 
     pub async fn client(&self) -> Client {
-        let channel = paddock_proto::dial::unix(self.socket()).await.expect("connecting to paddockd");
-        SessionsClient::new(channel).max_decoding_message_size(256 << 20)
+        SessionsClient::new(self.channel().await).max_decoding_message_size(256 << 20)
+    }
+
+    /// A channel to the API socket; retried briefly, then a panic with the log.
+    pub async fn channel(&self) -> Channel {
+        let mut last = None;
+        for _ in 0..50 {
+            match paddock_proto::dial::unix(self.socket()).await {
+                Ok(ch) => return ch,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot connect to paddockd: {last:?}\n{}", self.log());
     }
 
     /// Runs the `paddock` CLI against this daemon.

@@ -12,7 +12,7 @@ async fn tool(
     name: &str,
     input: serde_json::Value,
 ) -> Result<ToolResult, tonic::Status> {
-    let channel = paddock_proto::dial::unix(d.socket()).await.unwrap();
+    let channel = d.channel().await;
     ToolsClient::new(channel)
         .run_tool(RunToolRequest { session_id: id.into(), name: name.into(), input_json: input.to_string() })
         .await

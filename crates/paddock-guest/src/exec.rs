@@ -39,22 +39,8 @@ pub async fn start(
     req: ExecRequest,
     limits: ExecLimits,
 ) -> Result<Running, SpawnError> {
-    let argv = if !req.shell.is_empty() {
-        vec!["/bin/sh".to_string(), "-c".to_string(), req.shell.clone()]
-    } else {
-        req.argv.clone()
-    };
-    if argv.is_empty() {
-        return Err(SpawnError::Invalid("argv, shell: one of them must be set".into()));
-    }
-    let mut env: Vec<(String, String)> = base_env.to_vec();
-    for (k, v) in &req.env {
-        if k.is_empty() || k.contains('=') {
-            return Err(SpawnError::Invalid(format!("env: invalid variable name {k:?}")));
-        }
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
+    let argv = argv_of(&req.argv, &req.shell)?;
+    let env = env_of(base_env, &req.env)?;
     let cwd = if req.cwd.is_empty() { "/".to_string() } else { req.cwd.clone() };
 
     let (stdin_child, stdin_parent) = if req.stdin.is_empty() {
@@ -77,6 +63,8 @@ pub async fn start(
         stdin: stdin_child,
         stdout: stdout_child,
         stderr: stderr_child,
+        controlling_tty: false,
+        user: None,
     };
     let reaper2 = reaper.clone();
     let (pid, exit) = tokio::task::spawn_blocking(move || reaper2.spawn(cmd))
@@ -138,6 +126,31 @@ pub async fn start(
         let _ = tx.send(ExecEvent { event: Some(Event::Exit(last)) }).await;
     });
     Ok(Running { events })
+}
+
+/// The command line: `argv`, or `shell` run by /bin/sh -c.
+pub fn argv_of(argv: &[String], shell: &str) -> Result<Vec<String>, SpawnError> {
+    match (argv.is_empty(), shell.is_empty()) {
+        (true, false) => Ok(vec!["/bin/sh".to_string(), "-c".to_string(), shell.to_string()]),
+        (false, true) => Ok(argv.to_vec()),
+        _ => Err(SpawnError::Invalid("argv, shell: set exactly one of them".into())),
+    }
+}
+
+/// The sandbox's environment with the request's variables on top.
+pub fn env_of(
+    base: &[(String, String)],
+    extra: &std::collections::HashMap<String, String>,
+) -> Result<Vec<(String, String)>, SpawnError> {
+    let mut env = base.to_vec();
+    for (k, v) in extra {
+        if k.is_empty() || k.contains('=') {
+            return Err(SpawnError::Invalid(format!("env: invalid variable name {k:?}")));
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    Ok(env)
 }
 
 /// Runs the command to the end and returns everything at once.

@@ -6,6 +6,7 @@
 //! socket. All tool work runs here, inside the sandbox and under its limits.
 
 mod exec;
+mod processes;
 mod reaper;
 mod spawn;
 mod toolset;
@@ -15,7 +16,12 @@ use std::time::Duration;
 
 use paddock_proto::guest::guest_server::{Guest, GuestServer};
 use paddock_proto::guest::{PingRequest, PingResponse};
-use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse, RunToolRequest, ToolResult};
+use paddock_proto::v1::{
+    AttachProcessRequest, ExecEvent, ExecRequest, ExecResponse, ListProcessesRequest, ListProcessesResponse,
+    ProcessEvent, ProcessInfo, ResizePtyRequest, ResizePtyResponse, RunToolRequest, SignalProcessRequest,
+    SignalProcessResponse, StartProcessRequest, ToolResult, WriteStdinRequest, WriteStdinResponse,
+};
+use std::sync::Arc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
@@ -34,6 +40,7 @@ const MAX_MESSAGE: usize = 256 << 20;
 struct GuestService {
     reaper: Reaper,
     tools: toolset::Toolset,
+    processes: Arc<processes::ProcessTable>,
     /// The environment tool processes start with: the sandbox's, minus ours.
     base_env: Vec<(String, String)>,
 }
@@ -80,6 +87,57 @@ impl Guest for GuestService {
         let req = request.into_inner();
         self.tools.run(&req.name, &req.input_json).await.map(Response::new)
     }
+
+    async fn start_process(
+        &self,
+        request: Request<StartProcessRequest>,
+    ) -> Result<Response<ProcessInfo>, Status> {
+        self.processes.start(request.into_inner()).await.map(Response::new)
+    }
+
+    type AttachProcessStream = ReceiverStream<Result<ProcessEvent, Status>>;
+
+    async fn attach_process(
+        &self,
+        request: Request<AttachProcessRequest>,
+    ) -> Result<Response<Self::AttachProcessStream>, Status> {
+        self.processes.attach(request.into_inner()).map(|rx| Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn write_stdin(
+        &self,
+        request: Request<WriteStdinRequest>,
+    ) -> Result<Response<WriteStdinResponse>, Status> {
+        let r = request.into_inner();
+        self.processes.write_stdin(r.pid, &r.tag, &r.data, r.close).await?;
+        Ok(Response::new(WriteStdinResponse {}))
+    }
+
+    async fn resize_pty(
+        &self,
+        request: Request<ResizePtyRequest>,
+    ) -> Result<Response<ResizePtyResponse>, Status> {
+        let r = request.into_inner();
+        let size = r.size.ok_or_else(|| Status::invalid_argument("size: must be set"))?;
+        self.processes.resize(r.pid, &r.tag, size)?;
+        Ok(Response::new(ResizePtyResponse {}))
+    }
+
+    async fn signal_process(
+        &self,
+        request: Request<SignalProcessRequest>,
+    ) -> Result<Response<SignalProcessResponse>, Status> {
+        let r = request.into_inner();
+        self.processes.signal(r.pid, &r.tag, r.signal, r.group)?;
+        Ok(Response::new(SignalProcessResponse {}))
+    }
+
+    async fn list_processes(
+        &self,
+        _: Request<ListProcessesRequest>,
+    ) -> Result<Response<ListProcessesResponse>, Status> {
+        Ok(Response::new(ListProcessesResponse { processes: self.processes.list() }))
+    }
 }
 
 fn exec_limits(req: &ExecRequest) -> exec::ExecLimits {
@@ -91,7 +149,7 @@ fn exec_limits(req: &ExecRequest) -> exec::ExecLimits {
 
 /// The status a failed spawn is reported with. NOT_FOUND is kept for "no such
 /// session": a missing program or directory is a bad argument of this call.
-fn spawn_status(e: SpawnError) -> Status {
+pub(crate) fn spawn_status(e: SpawnError) -> Status {
     match e {
         SpawnError::Invalid(msg) => Status::invalid_argument(msg),
         SpawnError::Rejected { what, err } | SpawnError::Os { what, err }
@@ -139,7 +197,8 @@ fn run() -> anyhow::Result<()> {
         let workdir = std::path::PathBuf::from(WORKDIR);
         let _ = std::fs::create_dir_all(&workdir);
         let tools = toolset::Toolset::new(reaper.clone(), workdir, base_env.clone());
-        let service = GuestService { reaper, tools, base_env };
+        let processes = processes::ProcessTable::new(reaper.clone(), base_env.clone(), WORKDIR.to_string());
+        let service = GuestService { reaper, tools, processes, base_env };
         tonic::transport::Server::builder()
             .add_service(
                 GuestServer::new(service)

@@ -21,6 +21,10 @@ pub struct Command {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// Make stdin (a pty slave) the controlling terminal of the new session.
+    pub controlling_tty: bool,
+    /// Run as this (uid, gid) instead of the guest's root.
+    pub user: Option<(u32, u32)>,
 }
 
 /// Why a spawn failed, in words for the caller of the tool.
@@ -64,13 +68,14 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
     let (err_read, err_write) = pipe_cloexec()?;
     let fds = [cmd.stdin.as_raw_fd(), cmd.stdout.as_raw_fd(), cmd.stderr.as_raw_fd()];
 
+    let setup = ChildSetup { controlling_tty: cmd.controlling_tty, user: cmd.user };
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(os("fork", io::Error::last_os_error()));
     }
     if pid == 0 {
         unsafe {
-            child(fds, err_write.as_raw_fd(), &cwd, oom_path, &exe, &argv_ptrs, &envp_ptrs);
+            child(fds, err_write.as_raw_fd(), &setup, &cwd, oom_path, &exe, &argv_ptrs, &envp_ptrs);
         }
     }
     drop(err_write);
@@ -83,6 +88,7 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
         let what = match stage {
             STAGE_CWD => format!("cwd: cannot change directory to {:?}", cmd.cwd),
             STAGE_EXEC => format!("argv[0]: cannot execute {program:?}"),
+            STAGE_USER => "user: cannot switch to that user".to_string(),
             _ => "cannot set up the child process".to_string(),
         };
         let err = io::Error::from_raw_os_error(errno);
@@ -94,11 +100,19 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
 const STAGE_SETUP: u32 = 1;
 const STAGE_CWD: u32 = 2;
 const STAGE_EXEC: u32 = 3;
+const STAGE_USER: u32 = 4;
+
+struct ChildSetup {
+    controlling_tty: bool,
+    user: Option<(u32, u32)>,
+}
 
 /// Runs in the forked child. Async-signal-safe calls only; never returns.
+#[allow(clippy::too_many_arguments)]
 unsafe fn child(
     fds: [RawFd; 3],
     err_fd: RawFd,
+    setup: &ChildSetup,
     cwd: &CString,
     oom_path: &std::ffi::CStr,
     exe: &CString,
@@ -136,6 +150,15 @@ unsafe fn child(
     for (i, fd) in high.iter().enumerate() {
         if libc::dup2(*fd, i as i32) < 0 {
             fail(STAGE_SETUP);
+        }
+    }
+    if setup.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+        fail(STAGE_SETUP);
+    }
+    if let Some((uid, gid)) = setup.user {
+        let groups = [gid];
+        if libc::setgroups(1, groups.as_ptr()) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
+            fail(STAGE_USER);
         }
     }
     if libc::chdir(cwd.as_ptr()) < 0 {

@@ -1,14 +1,17 @@
-//! The public gRPC services `paddock.v1.Sessions` and `paddock.v1.Tools`: convert between protocol
+//! The public gRPC services `paddock.v1.Sessions`, `Tools` and `Processes`: convert between protocol
 //! messages and the session manager. No logic of their own.
 
 use std::sync::Arc;
 
+use paddock_proto::v1::processes_server::Processes;
 use paddock_proto::v1::sessions_server::Sessions;
 use paddock_proto::v1::tools_server::Tools;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse, ExecEvent, ExecRequest, ExecResponse,
-    GetSessionRequest, Limits, ListSessionsRequest, ListSessionsResponse, RunToolRequest, Session,
-    SessionState as PbState, ToolResult,
+    AttachProcessRequest, CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse, ExecEvent,
+    ExecRequest, ExecResponse, GetSessionRequest, Limits, ListProcessesRequest, ListProcessesResponse,
+    ListSessionsRequest, ListSessionsResponse, ProcessEvent, ProcessInfo, ResizePtyRequest,
+    ResizePtyResponse, RunToolRequest, Session, SessionState as PbState, SignalProcessRequest,
+    SignalProcessResponse, StartProcessRequest, ToolResult, WriteStdinRequest, WriteStdinResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -96,5 +99,76 @@ pub struct ToolsApi {
 impl Tools for ToolsApi {
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<ToolResult>, Status> {
         Ok(Response::new(self.manager.run_tool(request.into_inner()).await?))
+    }
+}
+
+/// The public gRPC service `paddock.v1.Processes`: each call goes to the
+/// session's guest as it is.
+pub struct ProcessesApi {
+    pub manager: Arc<SessionManager>,
+}
+
+#[tonic::async_trait]
+impl Processes for ProcessesApi {
+    async fn start_process(
+        &self,
+        request: Request<StartProcessRequest>,
+    ) -> Result<Response<ProcessInfo>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        let info = self.manager.call_guest(&id, |mut g| async move { g.start_process(req).await }).await?;
+        Ok(Response::new(info))
+    }
+
+    type AttachProcessStream = tonic::Streaming<ProcessEvent>;
+
+    async fn attach_process(
+        &self,
+        request: Request<AttachProcessRequest>,
+    ) -> Result<Response<Self::AttachProcessStream>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        let stream = self.manager.call_guest(&id, |mut g| async move { g.attach_process(req).await }).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn write_stdin(
+        &self,
+        request: Request<WriteStdinRequest>,
+    ) -> Result<Response<WriteStdinResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        let r = self.manager.call_guest(&id, |mut g| async move { g.write_stdin(req).await }).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn resize_pty(
+        &self,
+        request: Request<ResizePtyRequest>,
+    ) -> Result<Response<ResizePtyResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        let r = self.manager.call_guest(&id, |mut g| async move { g.resize_pty(req).await }).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn signal_process(
+        &self,
+        request: Request<SignalProcessRequest>,
+    ) -> Result<Response<SignalProcessResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        let r = self.manager.call_guest(&id, |mut g| async move { g.signal_process(req).await }).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<ListProcessesRequest>,
+    ) -> Result<Response<ListProcessesResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        let r = self.manager.call_guest(&id, |mut g| async move { g.list_processes(req).await }).await?;
+        Ok(Response::new(r))
     }
 }

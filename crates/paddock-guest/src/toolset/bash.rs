@@ -110,6 +110,8 @@ async fn start(reaper: &Reaper, workdir: &Path, env: &[(String, String)]) -> Res
         stdin: stdin_r,
         stdout: stdout_w,
         stderr: stderr_w,
+        controlling_tty: false,
+        user: None,
     };
     let r = reaper.clone();
     let (pid, exit) = tokio::task::spawn_blocking(move || r.spawn(cmd))

@@ -11,6 +11,20 @@ use crate::config::MAX_EXEC_OUTPUT;
 use crate::guest::Guest;
 
 impl SessionManager {
+    /// Runs `call` against the session's guest; a failure caused by the
+    /// sandbox going away is reported as such (see `guest_failure`).
+    pub async fn call_guest<T, F, Fut>(&self, session_id: &str, call: F) -> Result<T, Status>
+    where
+        F: FnOnce(Guest) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let guest = self.guest_of(session_id).await?;
+        match call(guest).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => Err(self.guest_failure(session_id, status).await),
+        }
+    }
+
     /// One call of the agent toolset, run by the session's guest.
     pub async fn run_tool(&self, req: RunToolRequest) -> Result<ToolResult, Status> {
         if req.name.is_empty() {
@@ -18,12 +32,8 @@ impl SessionManager {
                 "name: must be set (bash, read, write, edit, glob or grep)",
             ));
         }
-        let mut guest = self.guest_of(&req.session_id).await?;
         let id = req.session_id.clone();
-        match guest.run_tool(req).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(status) => Err(self.guest_failure(&id, status).await),
-        }
+        self.call_guest(&id, |mut guest| async move { guest.run_tool(req).await }).await
     }
 
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Status> {
