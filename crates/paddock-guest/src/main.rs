@@ -6,6 +6,7 @@
 //! socket. All tool work runs here, inside the sandbox and under its limits.
 
 mod exec;
+mod files;
 mod processes;
 mod reaper;
 mod spawn;
@@ -17,9 +18,11 @@ use std::time::Duration;
 use paddock_proto::guest::guest_server::{Guest, GuestServer};
 use paddock_proto::guest::{PingRequest, PingResponse};
 use paddock_proto::v1::{
-    AttachProcessRequest, ExecEvent, ExecRequest, ExecResponse, ListProcessesRequest, ListProcessesResponse,
-    ProcessEvent, ProcessInfo, ResizePtyRequest, ResizePtyResponse, RunToolRequest, SignalProcessRequest,
-    SignalProcessResponse, StartProcessRequest, ToolResult, WriteStdinRequest, WriteStdinResponse,
+    AttachProcessRequest, DownloadChunk, DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo,
+    ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse, MakeDirRequest,
+    MoveRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
+    ResizePtyResponse, RunToolRequest, SignalProcessRequest, SignalProcessResponse, StartProcessRequest,
+    StatRequest, ToolResult, UploadRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use std::sync::Arc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -39,6 +42,7 @@ const MAX_MESSAGE: usize = 256 << 20;
 
 struct GuestService {
     reaper: Reaper,
+    files: files::FileService,
     tools: toolset::Toolset,
     processes: Arc<processes::ProcessTable>,
     /// The environment tool processes start with: the sandbox's, minus ours.
@@ -132,6 +136,47 @@ impl Guest for GuestService {
         Ok(Response::new(SignalProcessResponse {}))
     }
 
+    async fn stat(&self, request: Request<StatRequest>) -> Result<Response<FileInfo>, Status> {
+        self.files.stat(&request.into_inner().path).await.map(Response::new)
+    }
+
+    async fn list_dir(&self, request: Request<ListDirRequest>) -> Result<Response<ListDirResponse>, Status> {
+        let r = request.into_inner();
+        self.files.list(&r.path, r.depth).await.map(Response::new)
+    }
+
+    async fn make_dir(&self, request: Request<MakeDirRequest>) -> Result<Response<FileInfo>, Status> {
+        self.files.make_dir(&request.into_inner().path).await.map(Response::new)
+    }
+
+    async fn r#move(&self, request: Request<MoveRequest>) -> Result<Response<FileInfo>, Status> {
+        let r = request.into_inner();
+        self.files.rename(&r.from, &r.to, r.overwrite).await.map(Response::new)
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        let r = request.into_inner();
+        self.files.remove(&r.path, r.recursive).await?;
+        Ok(Response::new(RemoveResponse {}))
+    }
+
+    async fn upload(
+        &self,
+        request: Request<tonic::Streaming<UploadRequest>>,
+    ) -> Result<Response<FileInfo>, Status> {
+        self.files.upload(request.into_inner()).await.map(Response::new)
+    }
+
+    type DownloadStream = ReceiverStream<Result<DownloadChunk, Status>>;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let rx = self.files.download(&request.into_inner().path).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn list_processes(
         &self,
         _: Request<ListProcessesRequest>,
@@ -162,6 +207,15 @@ pub(crate) fn spawn_status(e: SpawnError) -> Status {
         SpawnError::Rejected { what, err } => Status::invalid_argument(format!("{what}: {err}")),
         SpawnError::Os { what, err } => Status::internal(format!("{what}: {err}")),
     }
+}
+
+/// `N` random bytes from the kernel.
+pub(crate) fn urandom<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b
 }
 
 fn main() {
@@ -198,7 +252,8 @@ fn run() -> anyhow::Result<()> {
         let _ = std::fs::create_dir_all(&workdir);
         let tools = toolset::Toolset::new(reaper.clone(), workdir, base_env.clone());
         let processes = processes::ProcessTable::new(reaper.clone(), base_env.clone(), WORKDIR.to_string());
-        let service = GuestService { reaper, tools, processes, base_env };
+        let files = files::FileService::new(std::path::PathBuf::from(WORKDIR));
+        let service = GuestService { reaper, files, tools, processes, base_env };
         tonic::transport::Server::builder()
             .add_service(
                 GuestServer::new(service)

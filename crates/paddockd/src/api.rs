@@ -1,19 +1,23 @@
-//! The public gRPC services `paddock.v1.Sessions`, `Tools` and `Processes`: convert between protocol
+//! The public gRPC services `paddock.v1.Sessions`, `Tools`, `Processes` and `Files`: convert between protocol
 //! messages and the session manager. No logic of their own.
 
 use std::sync::Arc;
 
+use paddock_proto::v1::files_server::Files;
 use paddock_proto::v1::processes_server::Processes;
 use paddock_proto::v1::sessions_server::Sessions;
 use paddock_proto::v1::tools_server::Tools;
 use paddock_proto::v1::{
-    AttachProcessRequest, CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse, ExecEvent,
-    ExecRequest, ExecResponse, GetSessionRequest, Limits, ListProcessesRequest, ListProcessesResponse,
-    ListSessionsRequest, ListSessionsResponse, ProcessEvent, ProcessInfo, ResizePtyRequest,
-    ResizePtyResponse, RunToolRequest, Session, SessionState as PbState, SignalProcessRequest,
-    SignalProcessResponse, StartProcessRequest, ToolResult, WriteStdinRequest, WriteStdinResponse,
+    upload_request, AttachProcessRequest, CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse,
+    DownloadChunk, DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetSessionRequest,
+    Limits, ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse,
+    ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest, ProcessEvent, ProcessInfo,
+    RemoveRequest, RemoveResponse, ResizePtyRequest, ResizePtyResponse, RunToolRequest, Session,
+    SessionState as PbState, SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest,
+    ToolResult, UploadRequest, WriteStdinRequest, WriteStdinResponse,
 };
-use tonic::{Request, Response, Status};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::sessions::SessionManager;
 use crate::store::{SessionRecord, SessionState};
@@ -170,5 +174,121 @@ impl Processes for ProcessesApi {
         let id = req.session_id.clone();
         let r = self.manager.call_guest(&id, |mut g| async move { g.list_processes(req).await }).await?;
         Ok(Response::new(r))
+    }
+}
+
+/// The public gRPC service `paddock.v1.Files`: each call goes to the
+/// session's guest as it is; an upload is routed by its header.
+pub struct FilesApi {
+    pub manager: Arc<SessionManager>,
+}
+
+#[tonic::async_trait]
+impl Files for FilesApi {
+    async fn stat(&self, request: Request<StatRequest>) -> Result<Response<FileInfo>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.stat(req).await }).await?))
+    }
+
+    async fn list_dir(&self, request: Request<ListDirRequest>) -> Result<Response<ListDirResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.list_dir(req).await }).await?))
+    }
+
+    async fn make_dir(&self, request: Request<MakeDirRequest>) -> Result<Response<FileInfo>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.make_dir(req).await }).await?))
+    }
+
+    async fn r#move(&self, request: Request<MoveRequest>) -> Result<Response<FileInfo>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.r#move(req).await }).await?))
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.remove(req).await }).await?))
+    }
+
+    async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Result<Response<FileInfo>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("header: an upload starts with its header"))?;
+        let Some(upload_request::Part::Header(header)) = &first.part else {
+            return Err(Status::invalid_argument(
+                "header: the first message of an upload must be its header",
+            ));
+        };
+        let id = header.session_id.clone();
+        // The guest sees the header, then every data message as it arrives, and
+        // `finish` once the client's stream ended cleanly. A client that fails
+        // mid-way gets no `finish`: the call to the guest is dropped and the
+        // guest discards what it had.
+        let (broken_tx, broken_rx) = tokio::sync::oneshot::channel::<Status>();
+        let outgoing = tokio_stream::once(first).chain(UntilBroken {
+            inner: incoming,
+            broken: Some(broken_tx),
+            finished: false,
+        });
+        let call = self.manager.call_guest(&id, |mut g| async move { g.upload(outgoing).await });
+        let info = tokio::select! {
+            r = call => r?,
+            Ok(e) = broken_rx => return Err(e),
+        };
+        Ok(Response::new(info))
+    }
+
+    type DownloadStream = Streaming<DownloadChunk>;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.download(req).await }).await?))
+    }
+}
+
+/// The client's upload messages, passed on until the client's stream ends
+/// (then this sends `finish` and ends) or fails (then this never ends, and the
+/// failure goes to `broken`).
+struct UntilBroken {
+    inner: Streaming<UploadRequest>,
+    broken: Option<tokio::sync::oneshot::Sender<Status>>,
+    finished: bool,
+}
+
+impl tokio_stream::Stream for UntilBroken {
+    type Item = UploadRequest;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<UploadRequest>> {
+        use std::task::Poll;
+        if self.broken.is_none() {
+            return Poll::Pending; // the caller drops the upload; no wake-up needed
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(m)),
+            Poll::Ready(Some(Err(e))) => {
+                let _ = self.broken.take().expect("checked").send(e);
+                Poll::Pending
+            }
+            // The client's stream is whole: say so, then end.
+            Poll::Ready(None) if !self.finished => {
+                self.finished = true;
+                Poll::Ready(Some(UploadRequest { part: Some(upload_request::Part::Finish(true)) }))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }

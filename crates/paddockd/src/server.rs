@@ -1,9 +1,10 @@
-//! Serving the public API: the Sessions, Tools and Processes services, gRPC health and server
+//! Serving the public API: the Sessions, Tools, Processes and Files services, gRPC health and server
 //! reflection (v1 and v1alpha), on every configured TCP or unix address.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use paddock_proto::v1::files_server::FilesServer;
 use paddock_proto::v1::processes_server::ProcessesServer;
 use paddock_proto::v1::sessions_server::SessionsServer;
 use paddock_proto::v1::tools_server::ToolsServer;
@@ -11,7 +12,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 
-use crate::api::{ProcessesApi, SessionsApi, ToolsApi};
+use crate::api::{FilesApi, ProcessesApi, SessionsApi, ToolsApi};
 use crate::config::MAX_MESSAGE;
 use crate::sessions::SessionManager;
 
@@ -57,6 +58,9 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
     let processes = ProcessesServer::new(ProcessesApi { manager: manager.clone() })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let files = FilesServer::new(FilesApi { manager: manager.clone() })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let sessions = SessionsServer::new(SessionsApi { manager })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -66,5 +70,6 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
         .add_service(reflection_v1alpha)
         .add_service(sessions)
         .add_service(tools)
-        .add_service(processes))
+        .add_service(processes)
+        .add_service(files))
 }

@@ -192,11 +192,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 fn nonce() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::urandom::<16>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A float as Python's repr prints it (120.0, 1.5).
