@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (as root). Results go into BENCHMARKS.md by hand, with
+# Runs the benchmarks (as root): runtime (session start, Exec) and toolset. Results go into BENCHMARKS.md by hand, with
 # this command line.
 #   usage: scripts/bench.sh [ITERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-tools
 target/release/bench-runtime "$@"
+echo
+target/release/bench-tools "$@"
