@@ -106,6 +106,15 @@ impl Tools for ToolsApi {
     }
 }
 
+/// Passes a request unchanged to the session's guest method of the same name.
+macro_rules! to_guest {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let req = $request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new($self.manager.call_guest(&id, |mut g| async move { g.$method(req).await }).await?))
+    }};
+}
+
 /// The public gRPC service `paddock.v1.Processes`: each call goes to the
 /// session's guest as it is.
 pub struct ProcessesApi {
@@ -118,10 +127,7 @@ impl Processes for ProcessesApi {
         &self,
         request: Request<StartProcessRequest>,
     ) -> Result<Response<ProcessInfo>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        let info = self.manager.call_guest(&id, |mut g| async move { g.start_process(req).await }).await?;
-        Ok(Response::new(info))
+        to_guest!(self, request, start_process)
     }
 
     type AttachProcessStream = tonic::Streaming<ProcessEvent>;
@@ -130,50 +136,35 @@ impl Processes for ProcessesApi {
         &self,
         request: Request<AttachProcessRequest>,
     ) -> Result<Response<Self::AttachProcessStream>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        let stream = self.manager.call_guest(&id, |mut g| async move { g.attach_process(req).await }).await?;
-        Ok(Response::new(stream))
+        to_guest!(self, request, attach_process)
     }
 
     async fn write_stdin(
         &self,
         request: Request<WriteStdinRequest>,
     ) -> Result<Response<WriteStdinResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        let r = self.manager.call_guest(&id, |mut g| async move { g.write_stdin(req).await }).await?;
-        Ok(Response::new(r))
+        to_guest!(self, request, write_stdin)
     }
 
     async fn resize_pty(
         &self,
         request: Request<ResizePtyRequest>,
     ) -> Result<Response<ResizePtyResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        let r = self.manager.call_guest(&id, |mut g| async move { g.resize_pty(req).await }).await?;
-        Ok(Response::new(r))
+        to_guest!(self, request, resize_pty)
     }
 
     async fn signal_process(
         &self,
         request: Request<SignalProcessRequest>,
     ) -> Result<Response<SignalProcessResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        let r = self.manager.call_guest(&id, |mut g| async move { g.signal_process(req).await }).await?;
-        Ok(Response::new(r))
+        to_guest!(self, request, signal_process)
     }
 
     async fn list_processes(
         &self,
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        let r = self.manager.call_guest(&id, |mut g| async move { g.list_processes(req).await }).await?;
-        Ok(Response::new(r))
+        to_guest!(self, request, list_processes)
     }
 }
 
@@ -186,21 +177,15 @@ pub struct FilesApi {
 #[tonic::async_trait]
 impl Files for FilesApi {
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<FileInfo>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.stat(req).await }).await?))
+        to_guest!(self, request, stat)
     }
 
     async fn list_dir(&self, request: Request<ListDirRequest>) -> Result<Response<ListDirResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.list_dir(req).await }).await?))
+        to_guest!(self, request, list_dir)
     }
 
     async fn make_dir(&self, request: Request<MakeDirRequest>) -> Result<Response<FileInfo>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.make_dir(req).await }).await?))
+        to_guest!(self, request, make_dir)
     }
 
     async fn r#move(&self, request: Request<MoveRequest>) -> Result<Response<FileInfo>, Status> {
@@ -210,9 +195,7 @@ impl Files for FilesApi {
     }
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.remove(req).await }).await?))
+        to_guest!(self, request, remove)
     }
 
     async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Result<Response<FileInfo>, Status> {
@@ -251,9 +234,7 @@ impl Files for FilesApi {
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.download(req).await }).await?))
+        to_guest!(self, request, download)
     }
 }
 

@@ -23,11 +23,17 @@ fn median_p90(mut v: Vec<Duration>) -> (f64, f64) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let image = debian_image().expect("the Debian base image (rootfs/build-base.sh) is needed: the bash tool needs bash");
+    let image = debian_image()
+        .expect("the Debian base image (rootfs/build-base.sh) is needed: the bash tool needs bash");
     let d = Daemon::start_with(image, vec![], None);
     let mut sessions = d.client().await;
     let s = create(&mut sessions, None).await;
-    sh_ok(&mut sessions, &s.id, "head -c 4095 /dev/zero | tr '\\0' x > /workspace/4k.txt; echo >> /workspace/4k.txt").await;
+    sh_ok(
+        &mut sessions,
+        &s.id,
+        "head -c 4095 /dev/zero | tr '\\0' x > /workspace/4k.txt; echo >> /workspace/4k.txt",
+    )
+    .await;
     let mut tools = ToolsClient::new(d.channel().await).max_encoding_message_size(64 << 20);
     let payload = "y".repeat(1 << 20);
     let cases = [
@@ -37,7 +43,11 @@ async fn main() {
     ];
     let mut ours = Vec::new();
     for (key, name, input) in &cases {
-        let req = RunToolRequest { session_id: s.id.clone(), name: name.to_string(), input_json: input.to_string() };
+        let req = RunToolRequest {
+            session_id: s.id.clone(),
+            name: name.to_string(),
+            input_json: input.to_string(),
+        };
         tools.run_tool(req.clone()).await.unwrap();
         let mut times = Vec::new();
         for _ in 0..n {
@@ -64,7 +74,12 @@ async fn main() {
     let chunks = (0..1024).map(move |i| {
         if i == 0 {
             UploadRequest {
-                part: Some(Part::Header(UploadHeader { session_id: id.clone(), path: "big".into(), tar: false, mode: 0 })),
+                part: Some(Part::Header(UploadHeader {
+                    session_id: id.clone(),
+                    path: "big".into(),
+                    tar: false,
+                    mode: 0,
+                })),
             }
         } else {
             UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20])) }
@@ -75,8 +90,11 @@ async fn main() {
     files.upload(tokio_stream::iter(chunks)).await.unwrap();
     let up = t.elapsed();
     let t = Instant::now();
-    let mut stream =
-        files.download(DownloadRequest { session_id: s.id.clone(), path: "big".into() }).await.unwrap().into_inner();
+    let mut stream = files
+        .download(DownloadRequest { session_id: s.id.clone(), path: "big".into() })
+        .await
+        .unwrap()
+        .into_inner();
     let mut got = 0usize;
     while let Some(c) = stream.message().await.unwrap() {
         got += c.data.len();
