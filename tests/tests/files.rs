@@ -266,3 +266,47 @@ async fn directories_round_trip_as_tar_and_broken_uploads_leave_nothing() {
     let left = sh_ok(&mut c, &id, "ls -A /workspace").await;
     assert!(!left.contains("half"), "a broken upload left: {left}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watching_a_directory_streams_its_changes() {
+    use paddock_proto::v1::{WatchEventKind, WatchRequest};
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    let id = s.id.as_str();
+    let mut f = files(&d).await;
+    f.make_dir(MakeDirRequest { session_id: id.into(), path: "w".into() }).await.unwrap();
+    let mut events = f
+        .watch(WatchRequest { session_id: id.into(), path: "w".into(), recursive: true })
+        .await
+        .unwrap()
+        .into_inner();
+
+    sh_ok(&mut c, id, "cd /workspace/w && echo a > a.txt && mkdir sub && sleep 0.2 && echo b > sub/b.txt && mv a.txt c.txt && rm sub/b.txt").await;
+    let want = [
+        ("/workspace/w/a.txt", WatchEventKind::Created),
+        ("/workspace/w/a.txt", WatchEventKind::Modified),
+        ("/workspace/w/sub", WatchEventKind::Created),
+        ("/workspace/w/sub/b.txt", WatchEventKind::Created),
+        ("/workspace/w/a.txt", WatchEventKind::MovedFrom),
+        ("/workspace/w/c.txt", WatchEventKind::MovedTo),
+        ("/workspace/w/sub/b.txt", WatchEventKind::Removed),
+    ];
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !want.iter().all(|(p, k)| seen.iter().any(|(sp, sk): &(String, i32)| sp == p && *sk == *k as i32)) {
+        let ev = tokio::time::timeout_at(deadline, events.message())
+            .await
+            .unwrap_or_else(|_| panic!("events so far: {seen:?}"))
+            .unwrap()
+            .expect("the watch ended early");
+        seen.push((ev.path, ev.kind));
+    }
+    // Removing the watched directory ends the stream.
+    f.remove(RemoveRequest { session_id: id.into(), path: "w".into(), recursive: true }).await.unwrap();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(_ev) = events.message().await.unwrap() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the watch did not end with its directory");
+}

@@ -11,6 +11,7 @@ mod processes;
 mod reaper;
 mod spawn;
 mod toolset;
+mod watch;
 
 use std::os::fd::FromRawFd;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use paddock_proto::v1::{
     ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse, MakeDirRequest,
     MoveRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
     ResizePtyResponse, RunToolRequest, SignalProcessRequest, SignalProcessResponse, StartProcessRequest,
-    StatRequest, ToolResult, UploadRequest, WriteStdinRequest, WriteStdinResponse,
+    StatRequest, ToolResult, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use std::sync::Arc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -175,6 +176,14 @@ impl Guest for GuestService {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let rx = self.files.download(&request.into_inner().path).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let dir = self.files.path("path", &r.path)?;
+        Ok(Response::new(ReceiverStream::new(watch::watch(dir, r.recursive)?)))
     }
 
     async fn list_processes(

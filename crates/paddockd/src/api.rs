@@ -14,7 +14,7 @@ use paddock_proto::v1::{
     ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest, ProcessEvent, ProcessInfo,
     RemoveRequest, RemoveResponse, ResizePtyRequest, ResizePtyResponse, RunToolRequest, Session,
     SessionState as PbState, SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest,
-    ToolResult, UploadRequest, WriteStdinRequest, WriteStdinResponse,
+    ToolResult, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -226,6 +226,12 @@ impl Files for FilesApi {
             Ok(e) = broken_rx => return Err(e),
         };
         Ok(Response::new(info))
+    }
+
+    type WatchStream = Streaming<WatchEvent>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        to_guest!(self, request, watch)
     }
 
     type DownloadStream = Streaming<DownloadChunk>;
