@@ -5,6 +5,7 @@
 //! daemon's tool requests (the `paddock.guest.v1.Guest` gRPC service) on that
 //! socket. All tool work runs here, inside the sandbox and under its limits.
 
+mod code;
 mod exec;
 mod files;
 mod processes;
@@ -19,11 +20,13 @@ use std::time::Duration;
 use paddock_proto::guest::guest_server::{Guest, GuestServer};
 use paddock_proto::guest::{PingRequest, PingResponse};
 use paddock_proto::v1::{
-    AttachProcessRequest, DownloadChunk, DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo,
-    ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse, MakeDirRequest,
-    MoveRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
-    ResizePtyResponse, RunToolRequest, SignalProcessRequest, SignalProcessResponse, StartProcessRequest,
-    StatRequest, ToolResult, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
+    AttachProcessRequest, CodeContext, ContextRequest, CreateContextRequest, DeleteContextResponse,
+    DownloadChunk, DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, ListContextsRequest,
+    ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse,
+    MakeDirRequest, MoveRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
+    ResizePtyResponse, RunCodeRequest, RunCodeResponse, RunToolRequest, SignalProcessRequest,
+    SignalProcessResponse, StartProcessRequest, StatRequest, ToolResult, UploadRequest, WatchEvent,
+    WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use std::sync::Arc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -43,6 +46,7 @@ const MAX_MESSAGE: usize = 256 << 20;
 
 struct GuestService {
     reaper: Reaper,
+    code: code::Contexts,
     files: files::FileService,
     tools: toolset::Toolset,
     processes: Arc<processes::ProcessTable>,
@@ -186,6 +190,41 @@ impl Guest for GuestService {
         Ok(Response::new(ReceiverStream::new(watch::watch(dir, r.recursive)?)))
     }
 
+    async fn run_code(&self, request: Request<RunCodeRequest>) -> Result<Response<RunCodeResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = r.timeout_ms.map(Duration::from_millis);
+        self.code.run(&r.language, &r.context_id, &r.code, timeout).await.map(Response::new)
+    }
+
+    async fn create_context(
+        &self,
+        request: Request<CreateContextRequest>,
+    ) -> Result<Response<CodeContext>, Status> {
+        self.code.create(&request.into_inner().language, None).map(Response::new)
+    }
+
+    async fn list_contexts(
+        &self,
+        _: Request<ListContextsRequest>,
+    ) -> Result<Response<ListContextsResponse>, Status> {
+        Ok(Response::new(ListContextsResponse { contexts: self.code.list() }))
+    }
+
+    async fn restart_context(
+        &self,
+        request: Request<ContextRequest>,
+    ) -> Result<Response<CodeContext>, Status> {
+        self.code.restart(&request.into_inner().context_id).await.map(Response::new)
+    }
+
+    async fn delete_context(
+        &self,
+        request: Request<ContextRequest>,
+    ) -> Result<Response<DeleteContextResponse>, Status> {
+        self.code.delete(&request.into_inner().context_id).await?;
+        Ok(Response::new(DeleteContextResponse {}))
+    }
+
     async fn list_processes(
         &self,
         _: Request<ListProcessesRequest>,
@@ -262,7 +301,8 @@ fn run() -> anyhow::Result<()> {
         let tools = toolset::Toolset::new(reaper.clone(), workdir, base_env.clone());
         let processes = processes::ProcessTable::new(reaper.clone(), base_env.clone(), WORKDIR.to_string());
         let files = files::FileService::new(std::path::PathBuf::from(WORKDIR));
-        let service = GuestService { reaper, files, tools, processes, base_env };
+        let code = code::Contexts::new(reaper.clone(), base_env.clone(), std::path::PathBuf::from(WORKDIR));
+        let service = GuestService { reaper, code, files, tools, processes, base_env };
         tonic::transport::Server::builder()
             .add_service(
                 GuestServer::new(service)

@@ -1,20 +1,23 @@
-//! The public gRPC services `paddock.v1.Sessions`, `Tools`, `Processes` and `Files`: convert between protocol
+//! The public gRPC services of `paddock.v1` (Sessions, Tools, Processes, Files, Code): convert between protocol
 //! messages and the session manager. No logic of their own.
 
 use std::sync::Arc;
 
+use paddock_proto::v1::code_server::Code;
 use paddock_proto::v1::files_server::Files;
 use paddock_proto::v1::processes_server::Processes;
 use paddock_proto::v1::sessions_server::Sessions;
 use paddock_proto::v1::tools_server::Tools;
 use paddock_proto::v1::{
-    upload_request, AttachProcessRequest, CreateSessionRequest, DeleteSessionRequest, DeleteSessionResponse,
-    DownloadChunk, DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetSessionRequest,
-    Limits, ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse,
-    ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest, ProcessEvent, ProcessInfo,
-    RemoveRequest, RemoveResponse, ResizePtyRequest, ResizePtyResponse, RunToolRequest, Session,
-    SessionState as PbState, SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest,
-    ToolResult, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
+    upload_request, AttachProcessRequest, CodeContext, ContextRequest, CreateContextRequest,
+    CreateSessionRequest, DeleteContextResponse, DeleteSessionRequest, DeleteSessionResponse, DownloadChunk,
+    DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetSessionRequest, Limits,
+    ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
+    ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
+    ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest, ResizePtyResponse,
+    RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SessionState as PbState, SignalProcessRequest,
+    SignalProcessResponse, StartProcessRequest, StatRequest, ToolResult, UploadRequest, WatchEvent,
+    WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -277,5 +280,46 @@ impl tokio_stream::Stream for UntilBroken {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// The public gRPC service `paddock.v1.Code`: each call goes to the session's
+/// guest as it is.
+pub struct CodeApi {
+    pub manager: Arc<SessionManager>,
+}
+
+#[tonic::async_trait]
+impl Code for CodeApi {
+    async fn run_code(&self, request: Request<RunCodeRequest>) -> Result<Response<RunCodeResponse>, Status> {
+        to_guest!(self, request, run_code)
+    }
+
+    async fn create_context(
+        &self,
+        request: Request<CreateContextRequest>,
+    ) -> Result<Response<CodeContext>, Status> {
+        to_guest!(self, request, create_context)
+    }
+
+    async fn list_contexts(
+        &self,
+        request: Request<ListContextsRequest>,
+    ) -> Result<Response<ListContextsResponse>, Status> {
+        to_guest!(self, request, list_contexts)
+    }
+
+    async fn restart_context(
+        &self,
+        request: Request<ContextRequest>,
+    ) -> Result<Response<CodeContext>, Status> {
+        to_guest!(self, request, restart_context)
+    }
+
+    async fn delete_context(
+        &self,
+        request: Request<ContextRequest>,
+    ) -> Result<Response<DeleteContextResponse>, Status> {
+        to_guest!(self, request, delete_context)
     }
 }

@@ -1,9 +1,10 @@
-//! Serving the public API: the Sessions, Tools, Processes and Files services, gRPC health and server
+//! Serving the public API: the Sessions, Tools, Processes, Files and Code services, gRPC health and server
 //! reflection (v1 and v1alpha), on every configured TCP or unix address.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use paddock_proto::v1::code_server::CodeServer;
 use paddock_proto::v1::files_server::FilesServer;
 use paddock_proto::v1::processes_server::ProcessesServer;
 use paddock_proto::v1::sessions_server::SessionsServer;
@@ -12,7 +13,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 
-use crate::api::{FilesApi, ProcessesApi, SessionsApi, ToolsApi};
+use crate::api::{CodeApi, FilesApi, ProcessesApi, SessionsApi, ToolsApi};
 use crate::config::MAX_MESSAGE;
 use crate::sessions::SessionManager;
 
@@ -61,6 +62,9 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
     let files = FilesServer::new(FilesApi { manager: manager.clone() })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let code = CodeServer::new(CodeApi { manager: manager.clone() })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let sessions = SessionsServer::new(SessionsApi { manager })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -71,5 +75,6 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
         .add_service(sessions)
         .add_service(tools)
         .add_service(processes)
-        .add_service(files))
+        .add_service(files)
+        .add_service(code))
 }

@@ -58,6 +58,22 @@ impl BashTool {
             Some(ms) if ms > 0 => ms as f64 / 1000.0,
             _ => DEFAULT_TIMEOUT_SECS,
         };
+        match self.run(reaper, workdir, env, &command, timeout).await? {
+            (out, 0) => Ok(text(out)),
+            (out, _) => Err(out),
+        }
+    }
+
+    /// Runs `command` in the shell (started if need be): its output (stdout
+    /// and stderr merged) and exit code, or the tool's error text.
+    pub async fn run(
+        &mut self,
+        reaper: &Reaper,
+        workdir: &Path,
+        env: &[(String, String)],
+        command: &str,
+        timeout: f64,
+    ) -> Result<(String, i32), String> {
         if self.shell.is_none() {
             self.shell = Some(start(reaper, workdir, env).await.map_err(|e| format!("bash: {e}"))?);
         }
@@ -67,9 +83,8 @@ impl BashTool {
             shell.closed = true;
             return Err("bash: bash session terminated; restart required".into());
         }
-        match exec(shell, &command, timeout).await {
-            Ok((out, 0)) => Ok(text(out)),
-            Ok((out, _)) => Err(out),
+        match exec(shell, command, timeout).await {
+            Ok(r) => Ok(r),
             Err(TimedOut) => {
                 // The timed-out command must not bleed into the next call.
                 kill(shell);
@@ -78,7 +93,7 @@ impl BashTool {
         }
     }
 
-    fn close(&mut self) {
+    pub fn close(&mut self) {
         if let Some(mut shell) = self.shell.take() {
             kill(&mut shell);
         }

@@ -5,7 +5,7 @@
 //! workdir; here the boundary is the sandbox, so paths are absolute in the
 //! sandbox or relative to the session's working directory.
 
-mod bash;
+pub mod bash;
 mod files;
 mod paths;
 mod search;

@@ -1,0 +1,314 @@
+//! Stateful code contexts: a long-lived Python interpreter (`kernel.py`) or
+//! bash shell per context, so variables and imports persist between runs. A
+//! run that passes its timeout is interrupted (SIGINT; Python raises
+//! KeyboardInterrupt and keeps its state) and, if that does not stop it, the
+//! interpreter is restarted.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use paddock_proto::v1::{CodeContext, CodeError, RichOutput, RunCodeResponse};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::Mutex;
+use tonic::Status;
+
+use crate::reaper::Reaper;
+use crate::spawn::{pipe_cloexec, Command};
+use crate::toolset::bash::BashTool;
+
+const KERNEL: &str = include_str!("kernel.py");
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an interrupted Python run may take to stop before a restart.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
+enum Interpreter {
+    Python(Option<PythonKernel>),
+    Bash(BashTool),
+}
+
+struct PythonKernel {
+    pid: i32,
+    stdin: pipe::Sender,
+    stdout: BufReader<pipe::Receiver>,
+}
+
+struct Context {
+    info: CodeContext,
+    interpreter: Interpreter,
+}
+
+pub struct Contexts {
+    reaper: Reaper,
+    env: Vec<(String, String)>,
+    workdir: PathBuf,
+    /// Each context's description (readable while it runs) and its interpreter.
+    table: std::sync::Mutex<HashMap<String, (CodeContext, Arc<Mutex<Context>>)>>,
+}
+
+#[derive(Deserialize)]
+struct KernelReply {
+    stdout: String,
+    stderr: String,
+    result: String,
+    error: Option<KernelError>,
+    outputs: Vec<KernelOutput>,
+}
+
+#[derive(Deserialize)]
+struct KernelError {
+    name: String,
+    value: String,
+    traceback: String,
+}
+
+#[derive(Deserialize)]
+struct KernelOutput {
+    mime_type: String,
+    data: String,
+}
+
+fn check_language(language: &str) -> Result<(), Status> {
+    match language {
+        "python" | "bash" => Ok(()),
+        other => {
+            Err(Status::invalid_argument(format!("language: {other:?} is not supported; use python or bash")))
+        }
+    }
+}
+
+impl Contexts {
+    pub fn new(reaper: Reaper, env: Vec<(String, String)>, workdir: PathBuf) -> Self {
+        Self { reaper, env, workdir, table: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    pub fn create(&self, language: &str, id: Option<String>) -> Result<CodeContext, Status> {
+        check_language(language)?;
+        let id = id.unwrap_or_else(|| {
+            format!("ctx-{}", crate::urandom::<8>().iter().map(|b| format!("{b:02x}")).collect::<String>())
+        });
+        let info = CodeContext { id: id.clone(), language: language.to_string(), created_at_ms: now_ms() };
+        let interpreter = if language == "python" {
+            Interpreter::Python(None)
+        } else {
+            Interpreter::Bash(BashTool::default())
+        };
+        self.table
+            .lock()
+            .unwrap()
+            .insert(id, (info.clone(), Arc::new(Mutex::new(Context { info: info.clone(), interpreter }))));
+        Ok(info)
+    }
+
+    pub fn list(&self) -> Vec<CodeContext> {
+        let table = self.table.lock().unwrap();
+        let mut out: Vec<CodeContext> = table.values().map(|(info, _)| info.clone()).collect();
+        out.sort_by_key(|c| c.created_at_ms);
+        out
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Mutex<Context>>, Status> {
+        self.table
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|(_, ctx)| ctx.clone())
+            .ok_or_else(|| Status::not_found(format!("context_id: no context {id:?} in this session")))
+    }
+
+    pub async fn restart(&self, id: &str) -> Result<CodeContext, Status> {
+        let ctx = self.get(id)?;
+        let mut ctx = ctx.lock().await;
+        ctx.interpreter = match &mut ctx.interpreter {
+            Interpreter::Python(k) => {
+                if let Some(k) = k.take() {
+                    kill(k.pid);
+                }
+                Interpreter::Python(None)
+            }
+            Interpreter::Bash(_) => Interpreter::Bash(BashTool::default()),
+        };
+        Ok(ctx.info.clone())
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), Status> {
+        let ctx = self.table.lock().unwrap().remove(id);
+        let ctx =
+            ctx.ok_or_else(|| Status::not_found(format!("context_id: no context {id:?} in this session")))?;
+        if let Interpreter::Python(Some(k)) = &ctx.1.lock().await.interpreter {
+            kill(k.pid);
+        }
+        Ok(())
+    }
+
+    pub async fn run(
+        &self,
+        language: &str,
+        context_id: &str,
+        code: &str,
+        timeout: Option<Duration>,
+    ) -> Result<RunCodeResponse, Status> {
+        let id = if context_id.is_empty() {
+            check_language(language)?;
+            let default = format!("default-{language}");
+            if self.get(&default).is_err() {
+                self.create(language, Some(default.clone()))?;
+            }
+            default
+        } else {
+            context_id.to_string()
+        };
+        let ctx = self.get(&id)?;
+        let mut ctx = ctx.lock().await;
+        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let mut response = match &mut ctx.interpreter {
+            Interpreter::Python(kernel) => self.run_python(kernel, code, timeout).await?,
+            Interpreter::Bash(shell) => {
+                let secs = timeout.as_secs_f64();
+                match shell.run(&self.reaper, &self.workdir, &self.env, code, secs).await {
+                    Ok((out, exit_code)) => RunCodeResponse { stdout: out, exit_code, ..Default::default() },
+                    Err(message) => {
+                        let timed_out = message.contains("timed out");
+                        // The shell is gone either way; the next run starts a new one.
+                        shell.close();
+                        RunCodeResponse {
+                            timed_out,
+                            error: Some(CodeError {
+                                name: "BashError".into(),
+                                value: message,
+                                traceback: String::new(),
+                            }),
+                            exit_code: -1,
+                            ..Default::default()
+                        }
+                    }
+                }
+            }
+        };
+        response.context_id = id;
+        Ok(response)
+    }
+
+    async fn run_python(
+        &self,
+        kernel: &mut Option<PythonKernel>,
+        code: &str,
+        timeout: Duration,
+    ) -> Result<RunCodeResponse, Status> {
+        if kernel.is_none() {
+            *kernel = Some(self.start_python().await?);
+        }
+        let k = kernel.as_mut().expect("started");
+        let request = serde_json::json!({ "code": code }).to_string() + "\n";
+        if k.stdin.write_all(request.as_bytes()).await.is_err() {
+            kill(k.pid);
+            *kernel = None;
+            return Ok(lost("the Python interpreter had exited; it was restarted, its state is gone"));
+        }
+        let mut line = String::new();
+        let mut timed_out = false;
+        let read = match tokio::time::timeout(timeout, k.stdout.read_line(&mut line)).await {
+            Ok(r) => r,
+            Err(_) => {
+                timed_out = true;
+                unsafe { libc::kill(k.pid, libc::SIGINT) };
+                match tokio::time::timeout(INTERRUPT_GRACE, k.stdout.read_line(&mut line)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        kill(k.pid);
+                        *kernel = None;
+                        let mut r = lost("the run did not stop when interrupted; the interpreter was restarted and its state is gone");
+                        r.timed_out = true;
+                        return Ok(r);
+                    }
+                }
+            }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            kill(k.pid);
+            *kernel = None;
+            return Ok(lost(
+                "the Python interpreter died (out of memory?); it was restarted and its state is gone",
+            ));
+        }
+        let reply: KernelReply = serde_json::from_str(&line)
+            .map_err(|e| Status::internal(format!("the Python kernel answered garbage: {e}")))?;
+        let outputs = reply
+            .outputs
+            .into_iter()
+            .filter_map(|o| {
+                use base64::Engine;
+                let data = base64::engine::general_purpose::STANDARD.decode(o.data).ok()?;
+                Some(RichOutput { mime_type: o.mime_type, data })
+            })
+            .collect();
+        Ok(RunCodeResponse {
+            stdout: reply.stdout,
+            stderr: reply.stderr,
+            result: reply.result,
+            error: reply.error.map(|e| CodeError { name: e.name, value: e.value, traceback: e.traceback }),
+            outputs,
+            timed_out,
+            ..Default::default()
+        })
+    }
+
+    async fn start_python(&self) -> Result<PythonKernel, Status> {
+        let io = |e: crate::spawn::SpawnError| Status::internal(format!("starting Python: {e}"));
+        let (in_r, in_w) = pipe_cloexec().map_err(io)?;
+        let (out_r, out_w) = pipe_cloexec().map_err(io)?;
+        let devnull = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Status::internal(format!("opening /dev/null: {e}")))?;
+        let cmd = Command {
+            argv: vec!["python3".into(), "-u".into(), "-c".into(), KERNEL.into()],
+            env: self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: self.workdir.to_string_lossy().into_owned(),
+            stdin: in_r,
+            stdout: out_w,
+            stderr: devnull.into(),
+            controlling_tty: false,
+            user: None,
+        };
+        let reaper = self.reaper.clone();
+        let (pid, _exit) = tokio::task::spawn_blocking(move || reaper.spawn(cmd))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                crate::spawn::SpawnError::Rejected { .. } => {
+                    Status::failed_precondition(format!("this sandbox has no python3 ({e})"))
+                }
+                other => io(other),
+            })?;
+        let piped = |e: std::io::Error| Status::internal(format!("Python's pipes: {e}"));
+        Ok(PythonKernel {
+            pid,
+            stdin: pipe::Sender::from_owned_fd(in_w).map_err(piped)?,
+            stdout: BufReader::new(pipe::Receiver::from_owned_fd(out_r).map_err(piped)?),
+        })
+    }
+}
+
+fn lost(message: &str) -> RunCodeResponse {
+    RunCodeResponse {
+        error: Some(CodeError {
+            name: "KernelRestarted".into(),
+            value: message.into(),
+            traceback: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn kill(pid: i32) {
+    // The interpreter leads its own process group: its children go too.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

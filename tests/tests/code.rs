@@ -1,0 +1,101 @@
+//! Stateful code execution: contexts keep state, errors come with tracebacks,
+//! plots come back as PNG, and an endless loop is interrupted without losing
+//! the context.
+
+use std::time::{Duration, Instant};
+
+use paddock_proto::v1::code_client::CodeClient;
+use paddock_proto::v1::{ContextRequest, CreateContextRequest, ListContextsRequest, RunCodeRequest};
+use paddock_tests::*;
+
+fn run(id: &str, language: &str, context: &str, code: &str) -> RunCodeRequest {
+    RunCodeRequest {
+        session_id: id.into(),
+        language: language.into(),
+        context_id: context.into(),
+        code: code.into(),
+        timeout_ms: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_contexts_keep_state_and_return_rich_output() {
+    let Some(image) = debian_image() else {
+        assert!(std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(), "the Debian base image is required");
+        eprintln!("skipping: no Debian base image");
+        return;
+    };
+    let d = Daemon::start_with(image, vec![], None);
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    let id = s.id.as_str();
+    let mut code = CodeClient::new(d.channel().await).max_decoding_message_size(64 << 20);
+
+    // The default context: state carries over; a trailing expression is the result.
+    let r =
+        code.run_code(run(id, "python", "", "import math\nx = 40\nprint('hi')")).await.unwrap().into_inner();
+    assert_eq!((r.stdout.as_str(), r.result.as_str()), ("hi\n", ""));
+    assert_eq!(r.context_id, "default-python");
+    let r = code.run_code(run(id, "python", "", "x + 2")).await.unwrap().into_inner();
+    assert_eq!(r.result, "42");
+    let r = code.run_code(run(id, "python", "", "1/0")).await.unwrap().into_inner();
+    let err = r.error.unwrap();
+    assert_eq!(err.name, "ZeroDivisionError");
+    assert!(err.traceback.contains("Traceback"), "{}", err.traceback);
+    let r = code
+        .run_code(run(id, "python", "", "import os; os.system('echo from a child')"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.stdout, "from a child\n");
+
+    // A plot comes back as a PNG.
+    let plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')";
+    let r = code.run_code(run(id, "python", "", plot)).await.unwrap().into_inner();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.outputs.len(), 1);
+    assert_eq!(r.outputs[0].mime_type, "image/png");
+    assert!(r.outputs[0].data.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // A separate context has its own state.
+    let other = code
+        .create_context(CreateContextRequest { session_id: id.into(), language: "python".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = code.run_code(run(id, "", &other.id, "'x' in globals()")).await.unwrap().into_inner();
+    assert_eq!(r.result, "False");
+
+    // An endless loop is interrupted by the timeout; the context survives.
+    let mut looping = run(id, "python", "", "while True:\n    pass");
+    looping.timeout_ms = Some(500);
+    let started = Instant::now();
+    let r = code.run_code(looping).await.unwrap().into_inner();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(r.timed_out);
+    assert_eq!(r.error.unwrap().name, "KeyboardInterrupt");
+    let r = code.run_code(run(id, "python", "", "x")).await.unwrap().into_inner();
+    assert_eq!(r.result, "40", "the context lost its state");
+
+    // Restart clears it; listing and deleting work; bad input is named.
+    code.restart_context(ContextRequest { session_id: id.into(), context_id: "default-python".into() })
+        .await
+        .unwrap();
+    let r = code.run_code(run(id, "python", "", "x")).await.unwrap().into_inner();
+    assert_eq!(r.error.unwrap().name, "NameError");
+    let list = code.list_contexts(ListContextsRequest { session_id: id.into() }).await.unwrap().into_inner();
+    assert_eq!(list.contexts.len(), 2);
+    code.delete_context(ContextRequest { session_id: id.into(), context_id: other.id.clone() })
+        .await
+        .unwrap();
+    let e = code.run_code(run(id, "", &other.id, "1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = code.run_code(run(id, "cobol", "", "1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("language"));
+
+    // bash contexts keep the shell's state too.
+    code.run_code(run(id, "bash", "", "cd /tmp; export V=7")).await.unwrap();
+    let r = code.run_code(run(id, "bash", "", "echo $V $(pwd); false")).await.unwrap().into_inner();
+    assert_eq!((r.stdout.as_str(), r.exit_code), ("7 /tmp", 1));
+}
