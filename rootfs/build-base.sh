@@ -35,7 +35,8 @@ if [ ! -d "$version/rootfs/usr/bin" ]; then
     tmp=$(mktemp -d "$out/.build.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
     echo "base image: building with mmdebstrap (bookworm minbase + $(echo "$include" | tr ',' ' '))"
-    mmdebstrap --variant=minbase --include="$include" \
+    # No Recommends: the image holds what the recipe lists and what that needs.
+    mmdebstrap --variant=minbase --include="$include" --aptopt='APT::Install-Recommends "false"' \
         --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
         --customize-hook='cp -L /etc/resolv.conf "$1/etc/resolv.conf" || true' \
         --customize-hook='mkdir -p "$1/workspace"' \
