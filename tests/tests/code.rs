@@ -19,7 +19,7 @@ fn run(id: &str, language: &str, context: &str, code: &str) -> RunCodeRequest {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn python_contexts_keep_state_and_return_rich_output() {
+async fn code_contexts_keep_state_and_return_rich_output() {
     let Some(image) = debian_image() else {
         assert!(std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(), "the Debian base image is required");
         eprintln!("skipping: no Debian base image");
@@ -93,6 +93,26 @@ async fn python_contexts_keep_state_and_return_rich_output() {
     let e = code.run_code(run(id, "cobol", "", "1")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().starts_with("language"));
+
+    // Node contexts: state, results, errors, and a loop stopped by the timeout.
+    code.run_code(run(
+        id,
+        "node",
+        "",
+        "const os = require('os'); var n = 20; console.log('node', typeof os)",
+    ))
+    .await
+    .unwrap();
+    let r = code.run_code(run(id, "node", "", "n * 2 + 2")).await.unwrap().into_inner();
+    assert_eq!((r.result.as_str(), r.context_id.as_str()), ("42", "default-node"));
+    let r = code.run_code(run(id, "node", "", "null.x")).await.unwrap().into_inner();
+    assert_eq!(r.error.unwrap().name, "TypeError");
+    let mut spin = run(id, "node", "", "while (true) {}");
+    spin.timeout_ms = Some(300);
+    let r = code.run_code(spin).await.unwrap().into_inner();
+    assert!(r.timed_out, "{r:?}");
+    let r = code.run_code(run(id, "node", "", "n")).await.unwrap().into_inner();
+    assert_eq!(r.result, "20", "the node context lost its state");
 
     // bash contexts keep the shell's state too.
     code.run_code(run(id, "bash", "", "cd /tmp; export V=7")).await.unwrap();

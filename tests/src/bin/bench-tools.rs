@@ -8,10 +8,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use paddock_proto::v1::code_client::CodeClient;
 use paddock_proto::v1::files_client::FilesClient;
 use paddock_proto::v1::tools_client::ToolsClient;
 use paddock_proto::v1::upload_request::Part;
-use paddock_proto::v1::{DownloadRequest, RunToolRequest, UploadHeader, UploadRequest};
+use paddock_proto::v1::{DownloadRequest, RunCodeRequest, RunToolRequest, UploadHeader, UploadRequest};
 use paddock_tests::{create, debian_image, sh_ok, Daemon};
 
 fn median_p90(mut v: Vec<Duration>) -> (f64, f64) {
@@ -58,6 +59,24 @@ async fn main() {
         }
         ours.push((*key, median_p90(times)));
     }
+
+    // RunCode `1+1` in a warm Python context.
+    let mut code = CodeClient::new(d.channel().await);
+    let one_plus_one = RunCodeRequest {
+        session_id: s.id.clone(),
+        language: "python".into(),
+        code: "1+1".into(),
+        context_id: String::new(),
+        timeout_ms: None,
+    };
+    assert_eq!(code.run_code(one_plus_one.clone()).await.unwrap().into_inner().result, "2");
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        code.run_code(one_plus_one.clone()).await.unwrap();
+        times.push(t.elapsed());
+    }
+    let run_code = median_p90(times);
 
     // The reference tools on the host.
     let script = paddock_tests::workspace_root().join("tests/differential/bench_reference.py");
@@ -110,6 +129,10 @@ async fn main() {
         let r = reference[key]["median_ms"].as_f64().unwrap();
         println!("| {key} | {median:.3} ms | {p90:.3} ms | {r:.3} ms | {:.2}x |", median / r);
     }
+    println!(
+        "| run_code `1+1` (Python) | {:.3} ms | {:.3} ms | (no reference tool) | |",
+        run_code.0, run_code.1
+    );
     let bash = ours[0].1 .0;
     println!("| runc exec `/bin/true` | | | {runc_exec:.3} ms (runc) | {:.2}x |", bash / runc_exec);
     println!();

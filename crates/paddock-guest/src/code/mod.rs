@@ -1,7 +1,8 @@
-//! Stateful code contexts: a long-lived Python interpreter (`kernel.py`) or
-//! bash shell per context, so variables and imports persist between runs. A
-//! run that passes its timeout is interrupted (SIGINT; Python raises
-//! KeyboardInterrupt and keeps its state) and, if that does not stop it, the
+//! Stateful code contexts: a long-lived Python (`kernel.py`) or Node.js
+//! (`kernel.js`) interpreter, or bash shell, per context, so variables and
+//! imports persist between runs. A run that passes its timeout is interrupted
+//! (Python: SIGINT, which raises KeyboardInterrupt; Node: V8's own script
+//! timeout) and keeps its state; if that does not stop it within 2 s, the
 //! interpreter is restarted.
 
 use std::collections::HashMap;
@@ -20,17 +21,25 @@ use crate::reaper::Reaper;
 use crate::spawn::{pipe_cloexec, Command};
 use crate::toolset::bash::BashTool;
 
-const KERNEL: &str = include_str!("kernel.py");
+const PYTHON_KERNEL: &str = include_str!("kernel.py");
+const NODE_KERNEL: &str = include_str!("kernel.js");
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an interrupted Python run may take to stop before a restart.
+/// How long an interrupted run may take to stop before a restart.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
+#[derive(Clone, Copy, PartialEq)]
+enum KernelKind {
+    Python,
+    Node,
+}
+
 enum Interpreter {
-    Python(Option<PythonKernel>),
+    /// Started on first use, and again after it died or was killed.
+    Kernel(KernelKind, Option<Kernel>),
     Bash(BashTool),
 }
 
-struct PythonKernel {
+struct Kernel {
     pid: i32,
     stdin: pipe::Sender,
     stdout: BufReader<pipe::Receiver>,
@@ -51,6 +60,8 @@ pub struct Contexts {
 
 #[derive(Deserialize)]
 struct KernelReply {
+    #[serde(default)]
+    timed_out: bool,
     stdout: String,
     stderr: String,
     result: String,
@@ -73,10 +84,10 @@ struct KernelOutput {
 
 fn check_language(language: &str) -> Result<(), Status> {
     match language {
-        "python" | "bash" => Ok(()),
-        other => {
-            Err(Status::invalid_argument(format!("language: {other:?} is not supported; use python or bash")))
-        }
+        "python" | "node" | "bash" => Ok(()),
+        other => Err(Status::invalid_argument(format!(
+            "language: {other:?} is not supported; use python, node or bash"
+        ))),
     }
 }
 
@@ -91,10 +102,10 @@ impl Contexts {
             format!("ctx-{}", crate::urandom::<8>().iter().map(|b| format!("{b:02x}")).collect::<String>())
         });
         let info = CodeContext { id: id.clone(), language: language.to_string(), created_at_ms: now_ms() };
-        let interpreter = if language == "python" {
-            Interpreter::Python(None)
-        } else {
-            Interpreter::Bash(BashTool::default())
+        let interpreter = match language {
+            "python" => Interpreter::Kernel(KernelKind::Python, None),
+            "node" => Interpreter::Kernel(KernelKind::Node, None),
+            _ => Interpreter::Bash(BashTool::default()),
         };
         self.table
             .lock()
@@ -123,11 +134,11 @@ impl Contexts {
         let ctx = self.get(id)?;
         let mut ctx = ctx.lock().await;
         ctx.interpreter = match &mut ctx.interpreter {
-            Interpreter::Python(k) => {
+            Interpreter::Kernel(kind, k) => {
                 if let Some(k) = k.take() {
                     kill(k.pid);
                 }
-                Interpreter::Python(None)
+                Interpreter::Kernel(*kind, None)
             }
             Interpreter::Bash(_) => Interpreter::Bash(BashTool::default()),
         };
@@ -138,7 +149,7 @@ impl Contexts {
         let ctx = self.table.lock().unwrap().remove(id);
         let ctx =
             ctx.ok_or_else(|| Status::not_found(format!("context_id: no context {id:?} in this session")))?;
-        if let Interpreter::Python(Some(k)) = &ctx.1.lock().await.interpreter {
+        if let Interpreter::Kernel(_, Some(k)) = &ctx.1.lock().await.interpreter {
             kill(k.pid);
         }
         Ok(())
@@ -165,7 +176,7 @@ impl Contexts {
         let mut ctx = ctx.lock().await;
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
         let mut response = match &mut ctx.interpreter {
-            Interpreter::Python(kernel) => self.run_python(kernel, code, timeout).await?,
+            Interpreter::Kernel(kind, kernel) => self.run_kernel(*kind, kernel, code, timeout).await?,
             Interpreter::Bash(shell) => {
                 let secs = timeout.as_secs_f64();
                 match shell.run(&self.reaper, &self.workdir, &self.env, code, secs).await {
@@ -192,21 +203,23 @@ impl Contexts {
         Ok(response)
     }
 
-    async fn run_python(
+    async fn run_kernel(
         &self,
-        kernel: &mut Option<PythonKernel>,
+        kind: KernelKind,
+        kernel: &mut Option<Kernel>,
         code: &str,
         timeout: Duration,
     ) -> Result<RunCodeResponse, Status> {
         if kernel.is_none() {
-            *kernel = Some(self.start_python().await?);
+            *kernel = Some(self.start_kernel(kind).await?);
         }
         let k = kernel.as_mut().expect("started");
-        let request = serde_json::json!({ "code": code }).to_string() + "\n";
+        let request =
+            serde_json::json!({ "code": code, "timeout_ms": timeout.as_millis() as u64 }).to_string() + "\n";
         if k.stdin.write_all(request.as_bytes()).await.is_err() {
             kill(k.pid);
             *kernel = None;
-            return Ok(lost("the Python interpreter had exited; it was restarted, its state is gone"));
+            return Ok(lost("the interpreter had exited; it was restarted, its state is gone"));
         }
         let mut line = String::new();
         let mut timed_out = false;
@@ -214,7 +227,9 @@ impl Contexts {
             Ok(r) => r,
             Err(_) => {
                 timed_out = true;
-                unsafe { libc::kill(k.pid, libc::SIGINT) };
+                if kind == KernelKind::Python {
+                    unsafe { libc::kill(k.pid, libc::SIGINT) };
+                }
                 match tokio::time::timeout(INTERRUPT_GRACE, k.stdout.read_line(&mut line)).await {
                     Ok(r) => r,
                     Err(_) => {
@@ -230,12 +245,10 @@ impl Contexts {
         if !matches!(read, Ok(n) if n > 0) {
             kill(k.pid);
             *kernel = None;
-            return Ok(lost(
-                "the Python interpreter died (out of memory?); it was restarted and its state is gone",
-            ));
+            return Ok(lost("the interpreter died (out of memory?); it was restarted and its state is gone"));
         }
         let reply: KernelReply = serde_json::from_str(&line)
-            .map_err(|e| Status::internal(format!("the Python kernel answered garbage: {e}")))?;
+            .map_err(|e| Status::internal(format!("the kernel answered garbage: {e}")))?;
         let outputs = reply
             .outputs
             .into_iter()
@@ -251,13 +264,19 @@ impl Contexts {
             result: reply.result,
             error: reply.error.map(|e| CodeError { name: e.name, value: e.value, traceback: e.traceback }),
             outputs,
-            timed_out,
+            timed_out: timed_out || reply.timed_out,
             ..Default::default()
         })
     }
 
-    async fn start_python(&self) -> Result<PythonKernel, Status> {
-        let io = |e: crate::spawn::SpawnError| Status::internal(format!("starting Python: {e}"));
+    async fn start_kernel(&self, kind: KernelKind) -> Result<Kernel, Status> {
+        let (program, argv) = match kind {
+            KernelKind::Python => {
+                ("python3", vec!["python3".into(), "-u".into(), "-c".into(), PYTHON_KERNEL.into()])
+            }
+            KernelKind::Node => ("node", vec!["node".into(), "-e".into(), NODE_KERNEL.into()]),
+        };
+        let io = |e: crate::spawn::SpawnError| Status::internal(format!("starting {program}: {e}"));
         let (in_r, in_w) = pipe_cloexec().map_err(io)?;
         let (out_r, out_w) = pipe_cloexec().map_err(io)?;
         let devnull = std::fs::OpenOptions::new()
@@ -265,7 +284,7 @@ impl Contexts {
             .open("/dev/null")
             .map_err(|e| Status::internal(format!("opening /dev/null: {e}")))?;
         let cmd = Command {
-            argv: vec!["python3".into(), "-u".into(), "-c".into(), KERNEL.into()],
+            argv,
             env: self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             cwd: self.workdir.to_string_lossy().into_owned(),
             stdin: in_r,
@@ -280,12 +299,12 @@ impl Contexts {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| match e {
                 crate::spawn::SpawnError::Rejected { .. } => {
-                    Status::failed_precondition(format!("this sandbox has no python3 ({e})"))
+                    Status::failed_precondition(format!("this sandbox has no {program} ({e})"))
                 }
                 other => io(other),
             })?;
-        let piped = |e: std::io::Error| Status::internal(format!("Python's pipes: {e}"));
-        Ok(PythonKernel {
+        let piped = |e: std::io::Error| Status::internal(format!("the kernel's pipes: {e}"));
+        Ok(Kernel {
             pid,
             stdin: pipe::Sender::from_owned_fd(in_w).map_err(piped)?,
             stdout: BufReader::new(pipe::Receiver::from_owned_fd(out_r).map_err(piped)?),

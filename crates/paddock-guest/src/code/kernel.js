@@ -1,0 +1,55 @@
+// The Node.js side of a Paddock code context: reads one JSON request per line
+// on stdin, runs the code in a vm context that persists, and writes one JSON
+// result per line on stdout. During a run, console output and
+// process.stdout/stderr writes are captured.
+'use strict';
+const vm = require('vm');
+const util = require('util');
+const readline = require('readline');
+
+const OUTPUT_CAP = 1 << 20;
+const realStdoutWrite = process.stdout.write.bind(process.stdout);
+const sandbox = { require, process, Buffer, setTimeout, clearTimeout, setInterval, clearInterval, URL };
+sandbox.globalThis = sandbox;
+const context = vm.createContext(sandbox);
+
+function run(code, timeoutMs) {
+  const out = [];
+  const err = [];
+  const capture = (sink) => (chunk, ...rest) => {
+    sink.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+    const cb = rest.find((a) => typeof a === 'function');
+    if (cb) cb();
+    return true;
+  };
+  const savedOut = process.stdout.write;
+  const savedErr = process.stderr.write;
+  process.stdout.write = capture(out);
+  process.stderr.write = capture(err);
+  context.console = new console.Console({ stdout: process.stdout, stderr: process.stderr });
+  const res = { stdout: '', stderr: '', result: '', error: null, outputs: [], timed_out: false };
+  try {
+    const value = vm.runInContext(code, context, { filename: '<cell>', timeout: timeoutMs });
+    if (value !== undefined) res.result = util.inspect(value);
+  } catch (e) {
+    const timedOut = e && e.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT';
+    res.timed_out = timedOut;
+    res.error = {
+      name: timedOut ? 'TimeoutError' : (e && e.name) || 'Error',
+      value: (e && e.message) || String(e),
+      traceback: (e && e.stack) || String(e),
+    };
+  } finally {
+    process.stdout.write = savedOut;
+    process.stderr.write = savedErr;
+  }
+  res.stdout = out.join('').slice(0, OUTPUT_CAP);
+  res.stderr = err.join('').slice(0, OUTPUT_CAP);
+  return res;
+}
+
+const lines = readline.createInterface({ input: process.stdin, terminal: false });
+lines.on('line', (line) => {
+  const req = JSON.parse(line);
+  realStdoutWrite(JSON.stringify(run(req.code, req.timeout_ms || undefined)) + '\n');
+});
