@@ -14,7 +14,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
 use crate::reaper::{ExitStatus, Reaper};
-use crate::spawn::{pipe_cloexec, Command, SpawnError};
+use crate::spawn::{kill_group, pipe_cloexec, Command, SpawnError};
 
 /// How long output is still collected after the command exited, for descendants
 /// that keep the pipes open (a `cmd &` left running must not hang the call).
@@ -215,11 +215,4 @@ async fn forward(
         }
     }
     truncated
-}
-
-fn kill_group(pid: i32) {
-    // The command leads its own session and process group (see spawn).
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
 }

@@ -257,6 +257,14 @@ pub(crate) fn spawn_status(e: SpawnError) -> Status {
     }
 }
 
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// `N` random bytes from the kernel.
 pub(crate) fn urandom<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];

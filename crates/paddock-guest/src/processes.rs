@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use paddock_proto::v1::process_event::Event;
 use paddock_proto::v1::{
@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, Notify};
 use tonic::Status;
 
 use crate::reaper::{ExitStatus, Reaper};
-use crate::spawn::{pipe_cloexec, Command};
-use crate::spawn_status;
+use crate::spawn::{kill_group, pipe_cloexec, Command};
+use crate::{now_ms, spawn_status};
 
 /// Output kept per process; older output is dropped (the offsets go on).
 const OUTPUT_KEPT: usize = 8 << 20;
@@ -245,7 +245,7 @@ impl ProcessTable {
                     Ok(s) => s,
                     Err(_) => {
                         timed_out = true;
-                        unsafe { libc::kill(-pid, libc::SIGKILL) };
+                        kill_group(pid);
                         exit.await
                     }
                 },
@@ -458,8 +458,4 @@ fn resolve_user(user: &str) -> Result<(u32, u32), Status> {
         Ok(uid) => Ok((uid, uid)),
         Err(_) => Err(bad()),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

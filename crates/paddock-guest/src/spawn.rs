@@ -204,6 +204,14 @@ fn os(what: &str, err: io::Error) -> SpawnError {
     SpawnError::Os { what: what.to_string(), err }
 }
 
+/// SIGKILLs the whole process group of a process started by [`spawn`] (it
+/// leads its own session and group), so its children go with it.
+pub fn kill_group(pid: i32) {
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
 /// A pipe with both ends O_CLOEXEC: (read, write).
 pub fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     let mut fds = [0; 2];

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use paddock_proto::v1::{CodeContext, CodeError, RichOutput, RunCodeResponse};
 use serde::Deserialize;
@@ -17,8 +17,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::Mutex;
 use tonic::Status;
 
+use crate::now_ms;
 use crate::reaper::Reaper;
-use crate::spawn::{pipe_cloexec, Command};
+use crate::spawn::{kill_group, pipe_cloexec, Command};
 use crate::toolset::bash::BashTool;
 
 const PYTHON_KERNEL: &str = include_str!("kernel.py");
@@ -136,7 +137,7 @@ impl Contexts {
         ctx.interpreter = match &mut ctx.interpreter {
             Interpreter::Kernel(kind, k) => {
                 if let Some(k) = k.take() {
-                    kill(k.pid);
+                    kill_group(k.pid);
                 }
                 Interpreter::Kernel(*kind, None)
             }
@@ -150,7 +151,7 @@ impl Contexts {
         let ctx =
             ctx.ok_or_else(|| Status::not_found(format!("context_id: no context {id:?} in this session")))?;
         if let Interpreter::Kernel(_, Some(k)) = &ctx.1.lock().await.interpreter {
-            kill(k.pid);
+            kill_group(k.pid);
         }
         Ok(())
     }
@@ -217,7 +218,7 @@ impl Contexts {
         let request =
             serde_json::json!({ "code": code, "timeout_ms": timeout.as_millis() as u64 }).to_string() + "\n";
         if k.stdin.write_all(request.as_bytes()).await.is_err() {
-            kill(k.pid);
+            kill_group(k.pid);
             *kernel = None;
             return Ok(lost("the interpreter had exited; it was restarted, its state is gone"));
         }
@@ -233,7 +234,7 @@ impl Contexts {
                 match tokio::time::timeout(INTERRUPT_GRACE, k.stdout.read_line(&mut line)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        kill(k.pid);
+                        kill_group(k.pid);
                         *kernel = None;
                         let mut r = lost("the run did not stop when interrupted; the interpreter was restarted and its state is gone");
                         r.timed_out = true;
@@ -243,7 +244,7 @@ impl Contexts {
             }
         };
         if !matches!(read, Ok(n) if n > 0) {
-            kill(k.pid);
+            kill_group(k.pid);
             *kernel = None;
             return Ok(lost("the interpreter died (out of memory?); it was restarted and its state is gone"));
         }
@@ -321,13 +322,4 @@ fn lost(message: &str) -> RunCodeResponse {
         }),
         ..Default::default()
     }
-}
-
-fn kill(pid: i32) {
-    // The interpreter leads its own process group: its children go too.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{text, Outcome};
 use crate::reaper::{ExitStatus, Reaper};
-use crate::spawn::{pipe_cloexec, Command};
+use crate::spawn::{kill_group, pipe_cloexec, Command};
 
 const OUTPUT_LIMIT: usize = 100 * 1024;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
@@ -144,10 +144,8 @@ async fn start(reaper: &Reaper, workdir: &Path, env: &[(String, String)]) -> Res
 
 fn kill(shell: &mut Shell) {
     shell.closed = true;
-    // The shell leads its own process group: its jobs go with it.
-    unsafe {
-        libc::kill(-shell.pid, libc::SIGKILL);
-    }
+    // Its jobs go with it.
+    kill_group(shell.pid);
 }
 
 /// Runs one command: (output, exit code), or a timeout. The exit code is -1
