@@ -102,6 +102,27 @@ pub fn debian_image() -> Option<PathBuf> {
     p.join("usr/bin/python3").exists().then_some(p)
 }
 
+/// The Debian base image for a test that needs it (bash, python3, node). Where
+/// it is missing the test is skipped (returns None), unless
+/// PADDOCK_REQUIRE_DEBIAN_IMAGE is set, as in CI: then it fails.
+pub fn debian_image_or_skip() -> Option<PathBuf> {
+    let image = debian_image();
+    if image.is_none() {
+        assert!(
+            std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(),
+            "the Debian base image is required but missing; run rootfs/build-base.sh"
+        );
+        eprintln!("skipping: no Debian base image (run rootfs/build-base.sh)");
+    }
+    image
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_tcp_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A paddockd of the test's own.
@@ -173,6 +194,18 @@ impl Daemon {
             assert!(Instant::now() < deadline, "paddockd did not listen within 20 s:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The TCP listener comes up after the unix socket.
+        while let Some(tcp) = &self.tcp {
+            if std::net::TcpStream::connect(tcp).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paddockd did not listen on {tcp} within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -209,7 +242,7 @@ impl Daemon {
     }
 
     pub async fn client(&self) -> Client {
-        SessionsClient::new(self.channel().await).max_decoding_message_size(256 << 20)
+        SessionsClient::new(self.channel().await).max_decoding_message_size(paddock_proto::MAX_MESSAGE)
     }
 
     /// A channel to the API socket; retried briefly, then a panic with the log.

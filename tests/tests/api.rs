@@ -4,13 +4,9 @@ use std::process::Command;
 
 use paddock_tests::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcurl_lists_services_and_runs_exec() {
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = free_tcp_addr();
     let d = Daemon::start_with(test_image(), vec![], Some(addr.clone()));
     let grpcurl = |args: &[&str]| {
         let out = Command::new("grpcurl")
@@ -21,13 +17,6 @@ async fn grpcurl_lists_services_and_runs_exec() {
         assert!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    // TCP comes up after the unix socket the harness waits for.
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     let services = grpcurl(&[&addr, "list"]);
     for s in ["paddock.v1.Sessions", "grpc.health.v1.Health"] {
         assert!(services.contains(s), "{s} missing from:\n{services}");

@@ -20,11 +20,7 @@ fn run(id: &str, language: &str, context: &str, code: &str) -> RunCodeRequest {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn code_contexts_keep_state_and_return_rich_output() {
-    let Some(image) = debian_image() else {
-        assert!(std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(), "the Debian base image is required");
-        eprintln!("skipping: no Debian base image");
-        return;
-    };
+    let Some(image) = debian_image_or_skip() else { return };
     let d = Daemon::start_with(image, vec![], None);
     let mut c = d.client().await;
     let s = create(&mut c, None).await;

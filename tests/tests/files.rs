@@ -15,8 +15,8 @@ use tonic::transport::Channel;
 
 async fn files(d: &Daemon) -> FilesClient<Channel> {
     FilesClient::new(d.channel().await)
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20)
+        .max_decoding_message_size(paddock_proto::MAX_MESSAGE)
+        .max_encoding_message_size(paddock_proto::MAX_MESSAGE)
 }
 
 fn header(id: &str, path: &str, tar: bool) -> UploadRequest {

@@ -85,14 +85,7 @@ async fn files_are_private_to_their_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_base_image_runs_python() {
-    let Some(image) = debian_image() else {
-        assert!(
-            std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(),
-            "the Debian base image is required but missing; run rootfs/build-base.sh"
-        );
-        eprintln!("skipping: no Debian base image (run rootfs/build-base.sh)");
-        return;
-    };
+    let Some(image) = debian_image_or_skip() else { return };
     let d = Daemon::start_with(image, vec![], None);
     let mut c = d.client().await;
     let s = create(&mut c, None).await;

@@ -28,27 +28,11 @@ fn text_of(r: &ToolResult) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn toolset_matches_the_reference_implementation() {
-    let Some(image) = debian_image() else {
-        assert!(
-            std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(),
-            "the Debian base image is required but missing; run rootfs/build-base.sh"
-        );
-        eprintln!("skipping: no Debian base image");
-        return;
-    };
-    let addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    );
+    let Some(image) = debian_image_or_skip() else { return };
+    let addr = free_tcp_addr();
     let d = Daemon::start_with(image, vec![], Some(addr.clone()));
     let mut c = d.client().await;
     let s = create(&mut c, None).await;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     let script = workspace_root().join("tests/differential/toolset_diff.py");
     let out = std::process::Command::new("python3").arg(&script).arg(&addr).arg(&s.id).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);

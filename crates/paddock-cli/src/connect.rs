@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use paddock_proto::v1::sessions_client::SessionsClient;
 use tonic::transport::{Channel, Endpoint};
 
-const MAX_MESSAGE: usize = 256 << 20;
+use paddock_proto::MAX_MESSAGE;
 
 pub async fn sessions(addr: &str) -> Result<SessionsClient<Channel>> {
     let channel = if let Some(path) = addr.strip_prefix("unix:") {

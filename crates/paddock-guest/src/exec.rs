@@ -14,7 +14,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
 use crate::reaper::{ExitStatus, Reaper};
-use crate::spawn::{kill_group, pipe_cloexec, Command, SpawnError};
+use crate::spawn::{kill_group, os, pipe_cloexec, Command, SpawnError};
 
 /// How long output is still collected after the command exited, for descendants
 /// that keep the pipes open (a `cmd &` left running must not hang the call).
@@ -26,11 +26,10 @@ pub struct ExecLimits {
     pub output_limit: usize,
 }
 
-/// A started command: its output arrives on `events` (stdout and stderr
-/// chunks, then exactly one exit event, unless the receiver went away).
-pub struct Running {
-    pub events: mpsc::Receiver<ExecEvent>,
-}
+/// A started command's events: stdout and stderr chunks, then exactly one exit
+/// event. Dropping the receiver does not stop the command; its output is still
+/// drained so it never blocks on a full pipe.
+pub type Events = mpsc::Receiver<Result<ExecEvent, tonic::Status>>;
 
 /// Validates and starts the command; the rest runs in a background task.
 pub async fn start(
@@ -38,7 +37,7 @@ pub async fn start(
     base_env: &[(String, String)],
     req: ExecRequest,
     limits: ExecLimits,
-) -> Result<Running, SpawnError> {
+) -> Result<Events, SpawnError> {
     let argv = argv_of(&req.argv, &req.shell)?;
     let env = env_of(base_env, &req.env)?;
     let cwd = if req.cwd.is_empty() { "/".to_string() } else { req.cwd.clone() };
@@ -123,9 +122,9 @@ pub async fn start(
             duration_us: duration.as_micros() as u64,
             ..Default::default()
         };
-        let _ = tx.send(ExecEvent { event: Some(Event::Exit(last)) }).await;
+        let _ = tx.send(Ok(ExecEvent { event: Some(Event::Exit(last)) })).await;
     });
-    Ok(Running { events })
+    Ok(events)
 }
 
 /// The command line: `argv`, or `shell` run by /bin/sh -c.
@@ -160,9 +159,9 @@ pub async fn run(
     req: ExecRequest,
     limits: ExecLimits,
 ) -> Result<ExecResponse, SpawnError> {
-    let mut running = start(reaper, base_env, req, limits).await?;
+    let mut events = start(reaper, base_env, req, limits).await?;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    while let Some(ev) = running.events.recv().await {
+    while let Some(Ok(ev)) = events.recv().await {
         match ev.event {
             Some(Event::Stdout(b)) => stdout.extend_from_slice(&b),
             Some(Event::Stderr(b)) => stderr.extend_from_slice(&b),
@@ -177,10 +176,6 @@ fn receiver(fd: OwnedFd) -> Result<pipe::Receiver, SpawnError> {
     pipe::Receiver::from_owned_fd(fd).map_err(|e| os("output pipe", e))
 }
 
-fn os(what: &str, err: std::io::Error) -> SpawnError {
-    SpawnError::Os { what: what.to_string(), err }
-}
-
 /// Forwards output as chunks until EOF (or until told to stop), sending at most
 /// `limit` bytes and draining the rest so the writer never blocks on a full
 /// pipe. Returns whether anything was cut off.
@@ -188,7 +183,7 @@ async fn forward(
     mut r: impl AsyncRead + Unpin,
     limit: usize,
     mut stop: watch::Receiver<bool>,
-    tx: mpsc::Sender<ExecEvent>,
+    tx: mpsc::Sender<Result<ExecEvent, tonic::Status>>,
     wrap: fn(Vec<u8>) -> Event,
 ) -> bool {
     let mut sent = 0usize;
@@ -211,7 +206,7 @@ async fn forward(
         if keep > 0 {
             sent += keep;
             // A receiver that went away (client gone) still lets us drain.
-            let _ = tx.send(ExecEvent { event: Some(wrap(buf[..keep].to_vec())) }).await;
+            let _ = tx.send(Ok(ExecEvent { event: Some(wrap(buf[..keep].to_vec())) })).await;
         }
     }
     truncated

@@ -28,6 +28,7 @@ use paddock_proto::v1::{
     SignalProcessResponse, StartProcessRequest, StatRequest, ToolResult, UploadRequest, WatchEvent,
     WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
+use paddock_proto::MAX_MESSAGE;
 use std::sync::Arc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
@@ -41,8 +42,6 @@ const WORKDIR: &str = "/workspace";
 /// Limits used when the daemon sends none (it always does).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
-/// Messages carry file contents and command output.
-const MAX_MESSAGE: usize = 256 << 20;
 
 struct GuestService {
     reaper: Reaper,
@@ -77,19 +76,8 @@ impl Guest for GuestService {
     ) -> Result<Response<Self::ExecStreamStream>, Status> {
         let req = request.into_inner();
         let limits = exec_limits(&req);
-        let mut running =
-            exec::start(&self.reaper, &self.base_env, req, limits).await.map_err(spawn_status)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Some(ev) = running.events.recv().await {
-                if tx.send(Ok(ev)).await.is_err() {
-                    // The daemon went away; keep draining so the command is not blocked.
-                    while running.events.recv().await.is_some() {}
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let events = exec::start(&self.reaper, &self.base_env, req, limits).await.map_err(spawn_status)?;
+        Ok(Response::new(ReceiverStream::new(events)))
     }
 
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<ToolResult>, Status> {

@@ -200,7 +200,8 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, SpawnError> {
     })
 }
 
-fn os(what: &str, err: io::Error) -> SpawnError {
+/// A failure of the sandbox's own machinery (fork, pipe, ...).
+pub fn os(what: &str, err: io::Error) -> SpawnError {
     SpawnError::Os { what: what.to_string(), err }
 }
 

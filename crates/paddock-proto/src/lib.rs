@@ -4,6 +4,10 @@
 
 pub mod dial;
 
+/// The largest gRPC message either side sends or accepts: file contents and
+/// command output travel in single messages.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
 pub mod v1 {
     tonic::include_proto!("paddock.v1");
 

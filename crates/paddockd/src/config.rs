@@ -87,8 +87,6 @@ pub enum Subcommand {
 
 /// The largest Exec output cap a request may ask for (it travels in one message).
 pub const MAX_EXEC_OUTPUT: u64 = 64 << 20;
-/// The largest gRPC message accepted or sent.
-pub const MAX_MESSAGE: usize = 256 << 20;
 
 impl DaemonConfig {
     pub fn sessions_dir(&self) -> PathBuf {

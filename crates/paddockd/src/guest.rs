@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use paddock_proto::guest::guest_client::GuestClient;
 use tonic::transport::Channel;
 
-use crate::config::MAX_MESSAGE;
+use paddock_proto::MAX_MESSAGE;
 
 pub type Guest = GuestClient<Channel>;
 

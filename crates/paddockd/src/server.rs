@@ -14,8 +14,8 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 
 use crate::api::{CodeApi, FilesApi, ProcessesApi, SessionsApi, ToolsApi};
-use crate::config::MAX_MESSAGE;
 use crate::sessions::SessionManager;
+use paddock_proto::MAX_MESSAGE;
 
 pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
@@ -45,33 +45,26 @@ pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<(
 async fn router(manager: Arc<SessionManager>) -> Result<Router> {
     let (mut health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SessionsServer<SessionsApi>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let tools = ToolsServer::new(ToolsApi { manager: manager.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let processes = ProcessesServer::new(ProcessesApi { manager: manager.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let files = FilesServer::new(FilesApi { manager: manager.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let code = CodeServer::new(CodeApi { manager: manager.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let sessions = SessionsServer::new(SessionsApi { manager })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(paddock_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Every service takes and sends messages up to the protocol's cap.
+    macro_rules! capped {
+        ($server:expr) => {
+            $server.max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+        };
+    }
+    let sessions = capped!(SessionsServer::new(SessionsApi { manager: manager.clone() }));
+    let tools = capped!(ToolsServer::new(ToolsApi { manager: manager.clone() }));
+    let processes = capped!(ProcessesServer::new(ProcessesApi { manager: manager.clone() }));
+    let files = capped!(FilesServer::new(FilesApi { manager: manager.clone() }));
+    let code = capped!(CodeServer::new(CodeApi { manager }));
     Ok(Server::builder()
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(sessions)
         .add_service(tools)
         .add_service(processes)

@@ -46,17 +46,12 @@ struct Kernel {
     stdout: BufReader<pipe::Receiver>,
 }
 
-struct Context {
-    info: CodeContext,
-    interpreter: Interpreter,
-}
-
 pub struct Contexts {
     reaper: Reaper,
     env: Vec<(String, String)>,
     workdir: PathBuf,
     /// Each context's description (readable while it runs) and its interpreter.
-    table: std::sync::Mutex<HashMap<String, (CodeContext, Arc<Mutex<Context>>)>>,
+    table: std::sync::Mutex<HashMap<String, (CodeContext, Arc<Mutex<Interpreter>>)>>,
 }
 
 #[derive(Deserialize)]
@@ -108,10 +103,7 @@ impl Contexts {
             "node" => Interpreter::Kernel(KernelKind::Node, None),
             _ => Interpreter::Bash(BashTool::default()),
         };
-        self.table
-            .lock()
-            .unwrap()
-            .insert(id, (info.clone(), Arc::new(Mutex::new(Context { info: info.clone(), interpreter }))));
+        self.table.lock().unwrap().insert(id, (info.clone(), Arc::new(Mutex::new(interpreter))));
         Ok(info)
     }
 
@@ -122,19 +114,19 @@ impl Contexts {
         out
     }
 
-    fn get(&self, id: &str) -> Result<Arc<Mutex<Context>>, Status> {
+    fn get(&self, id: &str) -> Result<(CodeContext, Arc<Mutex<Interpreter>>), Status> {
         self.table
             .lock()
             .unwrap()
             .get(id)
-            .map(|(_, ctx)| ctx.clone())
+            .cloned()
             .ok_or_else(|| Status::not_found(format!("context_id: no context {id:?} in this session")))
     }
 
     pub async fn restart(&self, id: &str) -> Result<CodeContext, Status> {
-        let ctx = self.get(id)?;
-        let mut ctx = ctx.lock().await;
-        ctx.interpreter = match &mut ctx.interpreter {
+        let (info, interpreter) = self.get(id)?;
+        let mut interpreter = interpreter.lock().await;
+        *interpreter = match &mut *interpreter {
             Interpreter::Kernel(kind, k) => {
                 if let Some(k) = k.take() {
                     kill_group(k.pid);
@@ -143,14 +135,14 @@ impl Contexts {
             }
             Interpreter::Bash(_) => Interpreter::Bash(BashTool::default()),
         };
-        Ok(ctx.info.clone())
+        Ok(info)
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), Status> {
         let ctx = self.table.lock().unwrap().remove(id);
         let ctx =
             ctx.ok_or_else(|| Status::not_found(format!("context_id: no context {id:?} in this session")))?;
-        if let Interpreter::Kernel(_, Some(k)) = &ctx.1.lock().await.interpreter {
+        if let Interpreter::Kernel(_, Some(k)) = &*ctx.1.lock().await {
             kill_group(k.pid);
         }
         Ok(())
@@ -173,10 +165,10 @@ impl Contexts {
         } else {
             context_id.to_string()
         };
-        let ctx = self.get(&id)?;
-        let mut ctx = ctx.lock().await;
+        let (_, interpreter) = self.get(&id)?;
+        let mut interpreter = interpreter.lock().await;
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut response = match &mut ctx.interpreter {
+        let mut response = match &mut *interpreter {
             Interpreter::Kernel(kind, kernel) => self.run_kernel(*kind, kernel, code, timeout).await?,
             Interpreter::Bash(shell) => {
                 let secs = timeout.as_secs_f64();

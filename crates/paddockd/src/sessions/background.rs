@@ -6,11 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_runtime::layout::SandboxPaths;
 use tokio::sync::Mutex;
 
 use super::{is_session_id, now_ms, Session, SessionManager};
-use crate::guest;
 use crate::limits;
 use crate::store::{SessionLimits, SessionState};
 use crate::warm::WarmSandbox;
@@ -119,8 +117,7 @@ impl SessionManager {
             if record.state == SessionState::Warm {
                 known.insert(id.clone());
                 if record.process.is_some_and(|p| p.is_alive()) {
-                    let guest =
-                        guest::client(SandboxPaths::new(&self.dirs.sandboxes_dir, &id).guest_socket());
+                    let guest = self.guest_client(&id);
                     self.pool.put(WarmSandbox { record, guest });
                 } else {
                     self.discard(&id).await;
@@ -133,7 +130,7 @@ impl SessionManager {
                 self.store.save(&record)?;
             }
             known.insert(id.clone());
-            let guest = guest::client(SandboxPaths::new(&self.dirs.sandboxes_dir, &id).guest_socket());
+            let guest = self.guest_client(&id);
             self.sessions.lock().await.insert(id, Arc::new(Mutex::new(Session { record, guest })));
         }
         for orphan in self.orphans(&known) {

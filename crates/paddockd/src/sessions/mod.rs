@@ -170,7 +170,7 @@ impl SessionManager {
         };
 
         let paths = SandboxPaths::new(&self.dirs.sandboxes_dir, &id);
-        let mut guest = guest::client(paths.guest_socket());
+        let mut guest = self.guest_client(&id);
         if let Err(e) = self.wait_for_guest(&mut guest).await {
             let log = tail_of(&paths.dir.join("guest.log"), 2048);
             self.destroy_sandbox(&id).await;
@@ -181,6 +181,11 @@ impl SessionManager {
         }
         record.process = Some(process);
         Ok((record, guest))
+    }
+
+    /// A client for the guest of sandbox `id` (connects on first use).
+    fn guest_client(&self, id: &str) -> Guest {
+        guest::client(SandboxPaths::new(&self.dirs.sandboxes_dir, id).guest_socket())
     }
 
     async fn wait_for_guest(&self, guest: &mut Guest) -> Result<(), String> {

@@ -37,30 +37,21 @@ impl SessionManager {
     }
 
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Status> {
-        let (mut guest, request) = self.prepare_exec(req).await?;
+        let request = self.prepare_exec(req)?;
         let id = request.get_ref().session_id.clone();
-        match guest.exec(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(status) => Err(self.guest_failure(&id, status).await),
-        }
+        self.call_guest(&id, |mut guest| async move { guest.exec(request).await }).await
     }
 
     /// Exec with output streamed as it comes; the guest's stream is passed through.
     pub async fn exec_stream(&self, req: ExecRequest) -> Result<tonic::Streaming<ExecEvent>, Status> {
-        let (mut guest, request) = self.prepare_exec(req).await?;
+        let request = self.prepare_exec(req)?;
         let id = request.get_ref().session_id.clone();
-        match guest.exec_stream(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(status) => Err(self.guest_failure(&id, status).await),
-        }
+        self.call_guest(&id, |mut guest| async move { guest.exec_stream(request).await }).await
     }
 
-    /// Validates an Exec request, fills in the daemon's defaults and finds the
-    /// session's guest.
-    async fn prepare_exec(
-        &self,
-        mut req: ExecRequest,
-    ) -> Result<(Guest, tonic::Request<ExecRequest>), Status> {
+    /// Validates an Exec request and fills in the daemon's defaults; the
+    /// guest's deadline is the command's timeout plus some slack.
+    fn prepare_exec(&self, mut req: ExecRequest) -> Result<tonic::Request<ExecRequest>, Status> {
         let has_argv = !req.argv.is_empty();
         let has_shell = !req.shell.is_empty();
         if has_argv == has_shell {
@@ -97,10 +88,9 @@ impl SessionManager {
             None => req.output_limit_bytes = Some(self.cfg.exec_output_limit as u64),
         }
 
-        let guest = self.guest_of(&req.session_id).await?;
         let mut request = tonic::Request::new(req);
         request.set_timeout(timeout + EXEC_DEADLINE_SLACK);
-        Ok((guest, request))
+        Ok(request)
     }
 
     /// Turns a failed guest call into what the caller should see: the guest's own
