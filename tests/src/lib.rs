@@ -282,7 +282,11 @@ impl Daemon {
         for line in mountinfo.lines().filter(|l| l.contains(id)) {
             found.push(format!("mount {line}"));
         }
-        for p in [self.state_dir.join("sandboxes").join(id), self.state_dir.join("runtime").join(id)] {
+        for p in [
+            self.state_dir.join("sandboxes").join(id),
+            self.state_dir.join("runtime").join(id),
+            self.state_dir.join("session-files").join(id),
+        ] {
             if p.exists() {
                 found.push(format!("path {}", p.display()));
             }
@@ -396,7 +400,7 @@ pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Opti
 
 pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {
     client
-        .create_session(CreateSessionRequest { limits, ttl_seconds: None, labels: Default::default() })
+        .create_session(CreateSessionRequest { limits, ..Default::default() })
         .await
         .expect("CreateSession")
         .into_inner()

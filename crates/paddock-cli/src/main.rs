@@ -13,7 +13,7 @@ use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
     CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetSessionRequest, Limits, ListSessionsRequest,
-    Session, SessionState,
+    Session, SessionResource, SessionState, StopSessionRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 use tonic::transport::Channel;
@@ -52,6 +52,12 @@ enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop sessions: end their sandboxes but keep them, and their
+    /// /mnt/session/outputs, until they are deleted.
+    Stop {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Delete sessions: kill their processes and remove everything they had.
     Rm {
         #[arg(required = true)]
@@ -76,9 +82,28 @@ struct CreateArgs {
     /// A label KEY=VALUE; repeatable.
     #[arg(long = "label", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
+    /// A local file to place read-only in the session: FILE (at
+    /// /mnt/session/uploads/<its name>) or FILE=PATH (PATH relative to
+    /// /mnt/session/uploads); repeatable.
+    #[arg(long = "upload", value_parser = parse_upload)]
+    uploads: Vec<(String, String)>,
     /// Print the session as JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_upload(s: &str) -> Result<(String, String), String> {
+    let (local, remote) = match s.split_once('=') {
+        Some((l, r)) => (l.to_string(), r.to_string()),
+        None => {
+            let name = std::path::Path::new(s).file_name().ok_or(format!("{s:?} names no file"))?;
+            (s.to_string(), name.to_string_lossy().into_owned())
+        }
+    };
+    if local.is_empty() || remote.is_empty() {
+        return Err(format!("{s:?} is not FILE or FILE=PATH"));
+    }
+    Ok((local, remote))
 }
 
 #[derive(Args)]
@@ -165,31 +190,62 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for (k, v) in &s.labels {
                     println!("label:    {k}={v}");
                 }
+                for r in &s.resources {
+                    println!("resource: {r}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Session(SessionCommand::Stop { ids }) => {
+            for_each_session(ids, |id| {
+                let mut c = client.clone();
+                async move { c.stop_session(StopSessionRequest { session_id: id }).await.map(|_| ()) }
+            })
+            .await
+        }
         Command::Session(SessionCommand::Rm { ids }) => {
-            let mut failed = false;
-            for id in ids {
-                match client.delete_session(DeleteSessionRequest { session_id: id.clone() }).await {
-                    Ok(_) => println!("{id}"),
-                    Err(e) => {
-                        eprintln!("paddock: {id}: {}", e.message());
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            for_each_session(ids, |id| {
+                let mut c = client.clone();
+                async move { c.delete_session(DeleteSessionRequest { session_id: id }).await.map(|_| ()) }
+            })
+            .await
         }
         Command::Exec(args) => exec(&mut client, args).await,
     }
 }
 
+/// Runs `op` on each id, printing the ids it succeeded for; fails if any failed.
+async fn for_each_session<F, Fut>(ids: Vec<String>, op: F) -> Result<ExitCode>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut failed = false;
+    for id in ids {
+        match op(id.clone()).await {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                eprintln!("paddock: {id}: {}", e.message());
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
 async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Result<ExitCode> {
+    let mut resources = Vec::with_capacity(args.uploads.len());
+    for (local, path) in args.uploads {
+        let content = std::fs::read(&local).with_context(|| format!("--upload {local}"))?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&local)?.permissions());
+        resources.push(SessionResource { path, content, mode: mode & 0o555 });
+    }
     let request = CreateSessionRequest {
         limits: Some(Limits { memory_bytes: args.memory, cpus: args.cpus, pids: args.pids }),
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
+        resources,
+        ..Default::default()
     };
     let s = client.create_session(request).await.map_err(status)?.into_inner();
     if args.json {
@@ -276,5 +332,6 @@ fn session_json(s: &Session) -> serde_json::Value {
         "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
         "init_pid": s.init_pid,
         "labels": s.labels,
+        "resources": s.resources,
     })
 }

@@ -1,72 +1,22 @@
-//! The Files service inside the sandbox: stat, list, mkdir, move, remove, and
-//! streamed upload and download of files and (as tar) directories. Uploads go
-//! to a temporary name and are renamed into place only when complete.
+//! The Files service inside the sandbox: mkdir, move, remove, and streamed
+//! upload of files and (as tar) directories; stat, list and download come from
+//! paddock-files. Uploads go to a temporary name and are renamed into place
+//! only when complete.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
+use paddock_files::{blocking, fs_status, info};
 use paddock_proto::v1::upload_request::Part;
-use paddock_proto::v1::{DownloadChunk, FileInfo, FileType, ListDirResponse, UploadHeader, UploadRequest};
+use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, UploadHeader, UploadRequest};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 
-const CHUNK: usize = 1 << 20;
-const LIST_MAX_ENTRIES: usize = 100_000;
-
 pub struct FileService {
     workdir: PathBuf,
-}
-
-/// A file-system error as a status naming the path.
-fn fs_status(path: &Path, e: io::Error) -> Status {
-    let msg = format!("{}: {e}", path.display());
-    match e.kind() {
-        io::ErrorKind::NotFound => Status::not_found(msg),
-        io::ErrorKind::AlreadyExists => Status::already_exists(msg),
-        io::ErrorKind::PermissionDenied => Status::permission_denied(msg),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Status::resource_exhausted(msg),
-        _ => match e.raw_os_error() {
-            Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::ELOOP) => {
-                Status::failed_precondition(msg)
-            }
-            _ => Status::internal(msg),
-        },
-    }
-}
-
-pub fn info(path: &Path) -> io::Result<FileInfo> {
-    let meta = fs::symlink_metadata(path)?;
-    let ft = meta.file_type();
-    let typ = if ft.is_symlink() {
-        FileType::Symlink
-    } else if ft.is_dir() {
-        FileType::Directory
-    } else if ft.is_file() {
-        FileType::File
-    } else {
-        FileType::Other
-    };
-    Ok(FileInfo {
-        path: path.to_string_lossy().into_owned(),
-        r#type: typ as i32,
-        size: meta.len(),
-        mode: meta.mode() & 0o7777,
-        modified_at_ms: meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        link_target: if ft.is_symlink() {
-            fs::read_link(path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default()
-        } else {
-            String::new()
-        },
-    })
 }
 
 impl FileService {
@@ -86,37 +36,11 @@ impl FileService {
     }
 
     pub async fn stat(&self, path: &str) -> Result<FileInfo, Status> {
-        let p = self.path("path", path)?;
-        blocking(move || info(&p).map_err(|e| fs_status(&p, e))).await
+        paddock_files::stat(self.path("path", path)?).await
     }
 
     pub async fn list(&self, path: &str, depth: u32) -> Result<ListDirResponse, Status> {
-        let root = self.path("path", path)?;
-        let depth = depth.max(1);
-        blocking(move || {
-            let mut entries = Vec::new();
-            let mut queue = vec![(root.clone(), 1u32)];
-            // Read the root first so that "not a directory" is an error, not an empty list.
-            fs::read_dir(&root).map_err(|e| fs_status(&root, e))?;
-            while let Some((dir, level)) = queue.pop() {
-                let Ok(read) = fs::read_dir(&dir) else { continue };
-                let mut names: Vec<_> = read.flatten().map(|e| e.path()).collect();
-                names.sort();
-                for p in names {
-                    if entries.len() >= LIST_MAX_ENTRIES {
-                        return Ok(ListDirResponse { entries, truncated: true });
-                    }
-                    let Ok(i) = info(&p) else { continue };
-                    if i.r#type == FileType::Directory as i32 && level < depth {
-                        queue.push((p.clone(), level + 1));
-                    }
-                    entries.push(i);
-                }
-            }
-            entries.sort_by(|a, b| a.path.cmp(&b.path));
-            Ok(ListDirResponse { entries, truncated: false })
-        })
-        .await
+        paddock_files::list(self.path("path", path)?, depth).await
     }
 
     pub async fn make_dir(&self, path: &str) -> Result<FileInfo, Status> {
@@ -225,45 +149,13 @@ impl FileService {
         &self,
         path: &str,
     ) -> Result<mpsc::Receiver<Result<DownloadChunk, Status>>, Status> {
-        let p = self.path("path", path)?;
-        let first = info(&p).map_err(|e| fs_status(&p, e))?;
-        let meta = fs::metadata(&p).map_err(|e| fs_status(&p, e))?;
-        if !meta.is_dir() && !meta.is_file() {
-            return Err(Status::failed_precondition(format!(
-                "{}: not a regular file or directory (devices, FIFOs and sockets are not downloaded)",
-                p.display()
-            )));
-        }
-        let (tx, rx) = mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let mut out = ChunkSender { tx: tx.clone(), info: Some(first), buf: Vec::with_capacity(CHUNK) };
-            let result = if meta.is_dir() {
-                let mut builder = tar::Builder::new(&mut out);
-                builder.follow_symlinks(false);
-                builder.append_dir_all(".", &p).and_then(|_| builder.into_inner().map(|_| ()))
-            } else {
-                fs::File::open(&p).and_then(|mut f| io::copy(&mut f, &mut out).map(|_| ()))
-            };
-            match result.and_then(|_| out.flush()) {
-                Ok(()) => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(fs_status(&p, e)));
-                }
-            }
-        });
-        Ok(rx)
+        paddock_files::download(self.path("path", path)?).await
     }
 }
 
 fn cstr(p: &Path) -> Result<std::ffi::CString, Status> {
     std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
         .map_err(|_| Status::invalid_argument(format!("{}: contains a NUL byte", p.display())))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(e.to_string()))?
 }
 
 /// Writes the chunks to a temporary file beside `target` and renames it into
@@ -344,39 +236,5 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
-    }
-}
-
-/// Sends what is written as 1 MiB chunks; the first carries the file's info.
-struct ChunkSender {
-    tx: mpsc::Sender<Result<DownloadChunk, Status>>,
-    info: Option<FileInfo>,
-    buf: Vec<u8>,
-}
-
-impl ChunkSender {
-    fn send(&mut self) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(DownloadChunk { info: self.info.take(), data }))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChunkSender {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() || self.info.is_some() {
-            self.send()?;
-        }
-        Ok(())
     }
 }

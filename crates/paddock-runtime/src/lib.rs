@@ -55,6 +55,18 @@ pub struct SandboxConfig {
     /// Extra `KEY=VALUE` entries for the sandbox's environment.
     pub env: Vec<String>,
     pub limits: ResourceLimits,
+    /// Host directories bind-mounted into the sandbox (after the image's own).
+    #[serde(default)]
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory shown at `destination` inside the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// Absolute path in the sandbox; made if missing.
+    pub destination: PathBuf,
+    pub read_only: bool,
 }
 
 /// A started sandbox: its init on the host, identified beyond pid reuse.

@@ -157,6 +157,20 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
             .options(vec!["rbind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
             .build()?,
     );
+    for bind in &cfg.binds {
+        let mut options = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
+        if bind.read_only {
+            options.push("ro".into());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(&bind.destination)
+                .typ("bind")
+                .source(&bind.source)
+                .options(options)
+                .build()?,
+        );
+    }
 
     Ok(SpecBuilder::default()
         .version("1.0.2")

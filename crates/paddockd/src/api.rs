@@ -16,10 +16,12 @@ use paddock_proto::v1::{
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
     ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest, ResizePtyResponse,
     RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SessionState as PbState, SignalProcessRequest,
-    SignalProcessResponse, StartProcessRequest, StatRequest, ToolResult, UploadRequest, WatchEvent,
-    WatchRequest, WriteStdinRequest, WriteStdinResponse,
+    SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest, ToolResult, UploadRequest,
+    WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
-use tokio_stream::StreamExt;
+use std::pin::Pin;
+
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::sessions::SessionManager;
@@ -51,6 +53,12 @@ impl Sessions for SessionsApi {
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let sessions = self.manager.list().await.iter().map(to_proto).collect();
         Ok(Response::new(ListSessionsResponse { sessions }))
+    }
+
+    async fn stop_session(&self, request: Request<StopSessionRequest>) -> Result<Response<Session>, Status> {
+        let record = self.manager.stop(&request.into_inner().session_id).await?;
+        tracing::info!(id = %record.id, "session stopped");
+        Ok(Response::new(to_proto(&record)))
     }
 
     async fn delete_session(
@@ -94,6 +102,7 @@ fn to_proto(r: &SessionRecord) -> Session {
         expires_at_ms: r.expires_at_ms.unwrap_or(0),
         init_pid: r.process.map(|p| p.pid).unwrap_or(0),
         labels: r.labels.clone().into_iter().collect(),
+        resources: r.resources.clone(),
     }
 }
 
@@ -180,10 +189,18 @@ pub struct FilesApi {
 #[tonic::async_trait]
 impl Files for FilesApi {
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<FileInfo>, Status> {
+        let req = request.get_ref();
+        if let Some(outputs) = self.manager.stopped_outputs(&req.session_id).await? {
+            return Ok(Response::new(outputs.stat_output(&req.path).await?));
+        }
         to_guest!(self, request, stat)
     }
 
     async fn list_dir(&self, request: Request<ListDirRequest>) -> Result<Response<ListDirResponse>, Status> {
+        let req = request.get_ref();
+        if let Some(outputs) = self.manager.stopped_outputs(&req.session_id).await? {
+            return Ok(Response::new(outputs.list_outputs(&req.path, req.depth).await?));
+        }
         to_guest!(self, request, list_dir)
     }
 
@@ -237,13 +254,20 @@ impl Files for FilesApi {
         to_guest!(self, request, watch)
     }
 
-    type DownloadStream = Streaming<DownloadChunk>;
+    type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadChunk, Status>> + Send>>;
 
     async fn download(
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        to_guest!(self, request, download)
+        let req = request.into_inner();
+        if let Some(outputs) = self.manager.stopped_outputs(&req.session_id).await? {
+            let chunks = outputs.download_output(&req.path).await?;
+            return Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(chunks))));
+        }
+        let id = req.session_id.clone();
+        let chunks = self.manager.call_guest(&id, |mut g| async move { g.download(req).await }).await?;
+        Ok(Response::new(Box::pin(chunks)))
     }
 }
 

@@ -92,6 +92,10 @@ impl DaemonConfig {
     pub fn sessions_dir(&self) -> PathBuf {
         self.state_dir.join("sessions")
     }
+    /// Per-session uploads and outputs (see sessions/session_files.rs).
+    pub fn session_files_dir(&self) -> PathBuf {
+        self.state_dir.join("session-files")
+    }
     pub fn sandboxes_dir(&self) -> PathBuf {
         self.state_dir.join("sandboxes")
     }

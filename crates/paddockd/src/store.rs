@@ -20,7 +20,8 @@ pub enum SessionState {
     /// Started ahead of demand with the default limits; not yet handed to a
     /// caller and not listed (see warm.rs).
     Warm,
-    /// The sandbox's init is gone; its files stay until the session is deleted.
+    /// The sandbox's init is gone (it died, or StopSession removed the
+    /// sandbox); the outputs stay until the session is deleted.
     Stopped,
 }
 
@@ -44,6 +45,9 @@ pub struct SessionRecord {
     /// The image (resolved, versioned path) the sandbox's root sits on.
     #[serde(default)]
     pub image: PathBuf,
+    /// Sandbox paths of the resources given at create.
+    #[serde(default)]
+    pub resources: Vec<String>,
 }
 
 pub struct Store {

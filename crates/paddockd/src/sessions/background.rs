@@ -47,9 +47,12 @@ impl SessionManager {
         }
     }
 
-    /// Destroys a sandbox that no session owns and drops its record.
-    async fn discard(&self, id: &str) {
+    /// Destroys a sandbox that no session owns, its resources and its record.
+    pub(super) async fn discard(&self, id: &str) {
         self.destroy_sandbox(id).await;
+        if let Err(e) = self.session_files(id).remove() {
+            tracing::error!(id, "removing the resources of a discarded sandbox: {e}");
+        }
         if let Err(e) = self.store.remove(id) {
             tracing::error!(id, "removing the record of a discarded sandbox: {e:#}");
         }
@@ -129,6 +132,12 @@ impl SessionManager {
                 record.state = SessionState::Stopped;
                 self.store.save(&record)?;
             }
+            if record.state == SessionState::Stopped && record.process.is_some_and(|p| p.is_alive()) {
+                tracing::warn!(id, "finishing a StopSession cut short by a crash");
+                self.destroy_sandbox(&id).await;
+                record.process = None;
+                self.store.save(&record)?;
+            }
             known.insert(id.clone());
             let guest = self.guest_client(&id);
             self.sessions.lock().await.insert(id, Arc::new(Mutex::new(Session { record, guest })));
@@ -136,6 +145,9 @@ impl SessionManager {
         for orphan in self.orphans(&known) {
             tracing::warn!(id = orphan, "removing sandbox leftovers that no session owns");
             self.destroy_sandbox(&orphan).await;
+            if let Err(e) = self.session_files(&orphan).remove() {
+                tracing::error!(id = orphan, "removing leftover session resources: {e}");
+            }
         }
         tracing::info!(sessions = known.len(), "recovered sessions");
         Ok(())
@@ -143,7 +155,11 @@ impl SessionManager {
 
     /// Ids that have a sandbox dir, container state or cgroup but no record.
     fn orphans(&self, known: &HashSet<String>) -> Vec<String> {
-        let mut dirs = vec![self.dirs.sandboxes_dir.clone(), self.dirs.container_root.clone()];
+        let mut dirs = vec![
+            self.dirs.sandboxes_dir.clone(),
+            self.dirs.container_root.clone(),
+            self.cfg.session_files_dir(),
+        ];
         dirs.extend(paddock_runtime::cgroups::parent_cgroup_dirs(&self.dirs.cgroup_parent));
         let mut found = BTreeSet::new();
         for dir in dirs {

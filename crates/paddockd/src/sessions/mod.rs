@@ -7,6 +7,7 @@
 //! `background.rs`.
 
 mod background;
+pub mod session_files;
 mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use crate::guest::{self, Guest};
 use crate::limits;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::warm::WarmPool;
+use session_files::SessionFiles;
 
 /// Longest TTL a session may ask for: 30 days.
 const MAX_TTL_SECONDS: i64 = 30 * 86400;
@@ -82,6 +84,7 @@ impl SessionManager {
             )))
             }
         };
+        let uploads = session_files::validate(&req.resources)?;
         let image = self.current_image()?;
         {
             let sessions = self.sessions.lock().await;
@@ -102,10 +105,19 @@ impl SessionManager {
         record.created_at_ms = now;
         record.expires_at_ms = expires_at_ms;
         record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
-        if let Err(e) = self.store.save(&record) {
-            self.destroy_sandbox(&record.id).await;
-            let _ = self.store.remove(&record.id);
-            return Err(internal(e));
+        let placed = if uploads.is_empty() {
+            Ok(vec![])
+        } else {
+            // Usually small; a large one is at most one message (MAX_MESSAGE).
+            tokio::task::block_in_place(|| self.session_files(&record.id).write_uploads(&uploads))
+        };
+        let saved = placed.and_then(|placed| {
+            record.resources = placed;
+            self.store.save(&record).map_err(internal)
+        });
+        if let Err(e) = saved {
+            self.discard(&record.id).await;
+            return Err(e);
         }
         self.sessions
             .lock()
@@ -145,8 +157,14 @@ impl SessionManager {
             labels: BTreeMap::new(),
             process: None,
             image: image.to_path_buf(),
+            resources: vec![],
         };
         self.store.save(&record).map_err(internal)?;
+        let files = self.session_files(&id);
+        if let Err(e) = files.create() {
+            let _ = self.store.remove(&id);
+            return Err(internal(format!("making the session's resource directories: {e}")));
+        }
 
         let sandbox = SandboxConfig {
             id: id.clone(),
@@ -156,6 +174,7 @@ impl SessionManager {
             hostname: id.clone(),
             env: vec![],
             limits: limits::to_kernel(limits, self.cfg.open_files),
+            binds: files.binds(),
         };
         let runtime = self.runtime.clone();
         let created =
@@ -164,6 +183,7 @@ impl SessionManager {
             Ok(p) => p,
             Err(e) => {
                 // The helper has already removed what it made.
+                let _ = files.remove();
                 let _ = self.store.remove(&id);
                 return Err(runtime_status("starting the sandbox", e));
             }
@@ -173,14 +193,17 @@ impl SessionManager {
         let mut guest = self.guest_client(&id);
         if let Err(e) = self.wait_for_guest(&mut guest).await {
             let log = tail_of(&paths.dir.join("guest.log"), 2048);
-            self.destroy_sandbox(&id).await;
-            let _ = self.store.remove(&id);
+            self.discard(&id).await;
             return Err(Status::internal(format!(
                 "the sandbox started but its guest did not answer: {e}; guest log: {log:?}"
             )));
         }
         record.process = Some(process);
         Ok((record, guest))
+    }
+
+    fn session_files(&self, id: &str) -> SessionFiles {
+        SessionFiles::new(&self.cfg.session_files_dir(), id)
     }
 
     /// A client for the guest of sandbox `id` (connects on first use).
@@ -222,10 +245,29 @@ impl SessionManager {
         // Holding the session's lock keeps new calls out while it goes away.
         let s = session.lock().await;
         self.runtime_destroy(id).await?;
+        self.session_files(id).remove().map_err(internal)?;
         self.store.remove(id).map_err(internal)?;
         self.sessions.lock().await.remove(id);
         drop(s);
         Ok(())
+    }
+
+    /// Removes the session's sandbox and keeps its record and outputs.
+    pub async fn stop(&self, id: &str) -> Result<SessionRecord, Status> {
+        let session = self.lookup(id).await?;
+        let mut s = session.lock().await;
+        if s.record.state == SessionState::Running {
+            // Recorded first: after a crash in between, recovery finds a stopped
+            // session with a live init and finishes the stop.
+            s.record.state = SessionState::Stopped;
+            self.store.save(&s.record).map_err(internal)?;
+        }
+        if s.record.process.is_some() {
+            self.runtime_destroy(id).await?;
+            s.record.process = None;
+            self.store.save(&s.record).map_err(internal)?;
+        }
+        Ok(s.record.clone())
     }
 
     async fn runtime_destroy(&self, id: &str) -> Result<(), Status> {
@@ -267,6 +309,15 @@ impl SessionManager {
             .ok_or_else(|| Status::not_found(format!("session {id:?} does not exist")))
     }
 
+    /// The outputs of a stopped session, which paddockd serves itself; `None`
+    /// while the session runs (its guest serves every path).
+    pub async fn stopped_outputs(&self, id: &str) -> Result<Option<SessionFiles>, Status> {
+        let session = self.lookup(id).await?;
+        let mut s = session.lock().await;
+        self.refresh_state(&mut s);
+        Ok((s.record.state == SessionState::Stopped).then(|| self.session_files(id)))
+    }
+
     /// A running session's guest client, or the reason there is none.
     async fn guest_of(&self, id: &str) -> Result<Guest, Status> {
         let session = self.lookup(id).await?;
@@ -275,7 +326,7 @@ impl SessionManager {
         match s.record.state {
             SessionState::Running => Ok(s.guest.clone()),
             SessionState::Stopped => Err(Status::failed_precondition(format!(
-                "session {id} has stopped (its sandbox's init exited); delete it"
+                "session {id} has stopped; only Files.Stat, ListDir and Download of /mnt/session/outputs remain until it is deleted"
             ))),
             SessionState::Creating | SessionState::Warm => {
                 Err(Status::unavailable(format!("session {id} is still starting")))
