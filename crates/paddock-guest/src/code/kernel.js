@@ -14,10 +14,20 @@ sandbox.globalThis = sandbox;
 const context = vm.createContext(sandbox);
 
 function run(code, timeoutMs) {
-  const out = [];
-  const err = [];
+  const out = { parts: [], size: 0 };
+  const err = { parts: [], size: 0 };
+  let truncated = false;
+  // Keeps the first OUTPUT_CAP characters: a loop that prints until the
+  // timeout must not fill the interpreter's memory.
   const capture = (sink) => (chunk, ...rest) => {
-    sink.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
+    const room = OUTPUT_CAP - sink.size;
+    if (text.length > room) truncated = true;
+    if (room > 0) {
+      const kept = text.length > room ? text.slice(0, room) : text;
+      sink.parts.push(kept);
+      sink.size += kept.length;
+    }
     const cb = rest.find((a) => typeof a === 'function');
     if (cb) cb();
     return true;
@@ -27,7 +37,7 @@ function run(code, timeoutMs) {
   process.stdout.write = capture(out);
   process.stderr.write = capture(err);
   context.console = new console.Console({ stdout: process.stdout, stderr: process.stderr });
-  const res = { stdout: '', stderr: '', result: '', error: null, outputs: [], timed_out: false };
+  const res = { stdout: '', stderr: '', result: '', error: null, outputs: [], timed_out: false, truncated: false };
   try {
     const value = vm.runInContext(code, context, { filename: '<cell>', timeout: timeoutMs });
     if (value !== undefined) res.result = util.inspect(value);
@@ -43,8 +53,13 @@ function run(code, timeoutMs) {
     process.stdout.write = savedOut;
     process.stderr.write = savedErr;
   }
-  res.stdout = out.join('').slice(0, OUTPUT_CAP);
-  res.stderr = err.join('').slice(0, OUTPUT_CAP);
+  res.stdout = out.parts.join('');
+  res.stderr = err.parts.join('');
+  if (res.result.length > OUTPUT_CAP) {
+    res.result = res.result.slice(0, OUTPUT_CAP);
+    truncated = true;
+  }
+  res.truncated = truncated;
   return res;
 }
 

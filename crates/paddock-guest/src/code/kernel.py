@@ -11,7 +11,7 @@ namespace = {"__name__": "__main__", "__builtins__": __builtins__}
 
 
 def run(code):
-    res = {"stdout": "", "stderr": "", "result": "", "error": None, "outputs": []}
+    res = {"stdout": "", "stderr": "", "result": "", "error": None, "outputs": [], "truncated": False}
     out_f, err_f = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     saved = os.dup(1), os.dup(2)
     sys.stdout.flush(); sys.stderr.flush()
@@ -26,6 +26,9 @@ def run(code):
             value = eval(compile(last, "<cell>", "eval"), namespace)
             if value is not None:
                 res["result"] = repr(value)
+                if len(res["result"]) > OUTPUT_CAP:
+                    res["result"] = res["result"][:OUTPUT_CAP]
+                    res["truncated"] = True
     except BaseException as e:  # KeyboardInterrupt from a timeout too
         res["error"] = {
             "name": type(e).__name__,
@@ -48,7 +51,11 @@ def run(code):
         plt.close("all")
     for f, key in ((out_f, "stdout"), (err_f, "stderr")):
         f.seek(0)
-        res[key] = f.read(OUTPUT_CAP).decode(errors="replace")
+        data = f.read(OUTPUT_CAP + 1)
+        if len(data) > OUTPUT_CAP:
+            data = data[:OUTPUT_CAP]
+            res["truncated"] = True
+        res[key] = data.decode(errors="replace")
         f.close()
     return res
 

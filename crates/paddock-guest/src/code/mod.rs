@@ -58,6 +58,8 @@ pub struct Contexts {
 struct KernelReply {
     #[serde(default)]
     timed_out: bool,
+    #[serde(default)]
+    truncated: bool,
     stdout: String,
     stderr: String,
     result: String,
@@ -216,14 +218,14 @@ impl Contexts {
         }
         let mut line = String::new();
         let mut timed_out = false;
-        let read = match tokio::time::timeout(timeout, k.stdout.read_line(&mut line)).await {
+        let read = match tokio::time::timeout(timeout, read_reply(&mut k.stdout, &mut line)).await {
             Ok(r) => r,
             Err(_) => {
                 timed_out = true;
                 if kind == KernelKind::Python {
                     unsafe { libc::kill(k.pid, libc::SIGINT) };
                 }
-                match tokio::time::timeout(INTERRUPT_GRACE, k.stdout.read_line(&mut line)).await {
+                match tokio::time::timeout(INTERRUPT_GRACE, read_reply(&mut k.stdout, &mut line)).await {
                     Ok(r) => r,
                     Err(_) => {
                         kill_group(k.pid);
@@ -235,13 +237,24 @@ impl Contexts {
                 }
             }
         };
-        if !matches!(read, Ok(n) if n > 0) {
-            kill_group(k.pid);
-            *kernel = None;
-            return Ok(lost("the interpreter died (out of memory?); it was restarted and its state is gone"));
-        }
-        let reply: KernelReply = serde_json::from_str(&line)
-            .map_err(|e| Status::internal(format!("the kernel answered garbage: {e}")))?;
+        let reply = match read {
+            Ok(0) => Err("the interpreter died (out of memory?)".to_string()),
+            Ok(_) if !line.ends_with('\n') => {
+                Err(format!("the interpreter's answer grew past {} MiB", MAX_REPLY >> 20))
+            }
+            Ok(_) => serde_json::from_str::<KernelReply>(&line).map_err(|e| {
+                format!("the interpreter's answer was garbled (was its stdout written to?): {e}")
+            }),
+            Err(e) => Err(format!("reading the interpreter's answer: {e}")),
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(why) => {
+                kill_group(k.pid);
+                *kernel = None;
+                return Ok(lost(&format!("{why}; it was restarted and its state is gone")));
+            }
+        };
         let outputs = reply
             .outputs
             .into_iter()
@@ -258,6 +271,7 @@ impl Contexts {
             error: reply.error.map(|e| CodeError { name: e.name, value: e.value, traceback: e.traceback }),
             outputs,
             timed_out: timed_out || reply.timed_out,
+            output_truncated: reply.truncated,
             ..Default::default()
         })
     }
@@ -314,4 +328,14 @@ fn lost(message: &str) -> RunCodeResponse {
         }),
         ..Default::default()
     }
+}
+
+/// Largest answer taken from an interpreter: outputs are capped at 1 MiB each
+/// on its side, figures are not, and user code can write to the answer pipe.
+const MAX_REPLY: u64 = 64 << 20;
+
+/// One answer line, at most [`MAX_REPLY`] bytes (then without its newline).
+async fn read_reply(reader: &mut BufReader<pipe::Receiver>, line: &mut String) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    reader.take(MAX_REPLY).read_line(line).await
 }
