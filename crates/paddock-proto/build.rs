@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Two descriptor sets: reflection on paddockd serves only the public API.
     tonic_build::configure()
         .file_descriptor_set_path(out.join("paddock_v1_descriptor.bin"))
+        // File transfer payloads as `Bytes`: decoding slices the receive
+        // buffer instead of copying each megabyte (measured: BENCHMARKS.md).
+        .bytes([".paddock.v1.UploadRequest", ".paddock.v1.DownloadChunk"])
         .compile_protos(&public, &[&proto_root])?;
     // Generated into its own directory: this run also emits a paddock.v1.rs
     // (pointing at the extern path), which must not overwrite the real one.

@@ -152,7 +152,7 @@ impl ChunkSender {
     fn send(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.tx
-            .blocking_send(Ok(DownloadChunk { info: self.info.take(), data }))
+            .blocking_send(Ok(DownloadChunk { info: self.info.take(), data: data.into() }))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }

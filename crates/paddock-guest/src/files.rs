@@ -13,6 +13,7 @@ use paddock_proto::v1::upload_request::Part;
 use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, UploadHeader, UploadRequest};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
+use tonic::codegen::Bytes;
 use tonic::{Status, Streaming};
 
 pub struct FileService {
@@ -95,7 +96,7 @@ impl FileService {
         };
         let target = self.path("header.path", &header.path)?;
         // Bytes flow to a blocking writer through a small queue (back-pressure).
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
         let writer = {
             let target = target.clone();
             let mode = if header.mode == 0 { 0o644 } else { header.mode & 0o7777 };
@@ -139,7 +140,7 @@ impl FileService {
             let _ = writer.await;
             return Err(e);
         }
-        let _ = tx.send(Vec::new()); // end marker: complete, keep it
+        let _ = tx.send(Bytes::new()); // end marker: complete, keep it
         drop(tx);
         writer.await.map_err(|e| Status::internal(e.to_string()))?.map_err(|e| fs_status(&target, e))?;
         info(&target).map_err(|e| fs_status(&target, e))
@@ -160,7 +161,7 @@ fn cstr(p: &Path) -> Result<std::ffi::CString, Status> {
 
 /// Writes the chunks to a temporary file beside `target` and renames it into
 /// place once the empty end marker arrives; without it, removes it.
-fn write_file(target: &Path, mode: u32, rx: std::sync::mpsc::Receiver<Vec<u8>>) -> io::Result<()> {
+fn write_file(target: &Path, mode: u32, rx: std::sync::mpsc::Receiver<Bytes>) -> io::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(parent)?;
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -202,15 +203,15 @@ fn unpack(dir: &Path, reader: ChannelReader) -> io::Result<()> {
 
 /// Reads the upload's chunks as one byte stream; the empty chunk ends it.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
     pos: usize,
     complete: bool,
 }
 
 impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
-        Self { rx, current: Vec::new(), pos: 0, complete: false }
+    fn new(rx: std::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self { rx, current: Bytes::new(), pos: 0, complete: false }
     }
 }
 

@@ -300,6 +300,7 @@ fn run() -> anyhow::Result<()> {
         let code = code::Contexts::new(reaper.clone(), base_env.clone(), std::path::PathBuf::from(WORKDIR));
         let service = GuestService { reaper, code, files, tools, processes, base_env };
         tonic::transport::Server::builder()
+            .max_frame_size(paddock_proto::MAX_FRAME)
             .add_service(
                 GuestServer::new(service)
                     .max_decoding_message_size(MAX_MESSAGE)

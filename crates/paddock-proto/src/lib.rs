@@ -8,6 +8,10 @@ pub mod dial;
 /// command output travel in single messages.
 pub const MAX_MESSAGE: usize = 256 << 20;
 
+/// HTTP/2 frame size the servers accept (the protocol's default is 16 KiB):
+/// file transfers move 1 MiB messages, and fewer, larger frames cost less CPU.
+pub const MAX_FRAME: u32 = 1 << 20;
+
 pub mod v1 {
     tonic::include_proto!("paddock.v1");
 

@@ -62,6 +62,7 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
     let files = capped!(FilesServer::new(FilesApi { manager: manager.clone() }));
     let code = capped!(CodeServer::new(CodeApi { manager }));
     Ok(Server::builder()
+        .max_frame_size(paddock_proto::MAX_FRAME)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -101,10 +101,11 @@ async fn main() {
                 })),
             }
         } else {
-            UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20])) }
+            UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20].into())) }
         }
     });
-    let chunks = chunks.chain(std::iter::once(UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20])) }));
+    let chunks =
+        chunks.chain(std::iter::once(UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20].into())) }));
     let t = Instant::now();
     files.upload(tokio_stream::iter(chunks)).await.unwrap();
     let up = t.elapsed();
