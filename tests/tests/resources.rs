@@ -192,3 +192,28 @@ async fn bad_resources_are_refused_and_leave_nothing() {
     // Only the warm pool's sandboxes remain, each with its record.
     assert_eq!(warm_or_none, records, "session-files left behind by refused creates");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_uploads_files_and_stops_sessions() {
+    let d = Daemon::start();
+    let local = d.state_dir.join("train.py");
+    std::fs::write(&local, "print('training')\n").unwrap();
+    let arg = format!("{}=src/train.py", local.display());
+    let out = d.cli(&["session", "create", "--upload", &arg, "--upload", local.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut c = d.client().await;
+    assert_eq!(sh_ok(&mut c, &id, "cat /mnt/session/uploads/src/train.py").await, "print('training')\n");
+    assert_eq!(sh_ok(&mut c, &id, "cat /mnt/session/uploads/train.py").await, "print('training')\n");
+    let show = String::from_utf8(d.cli(&["session", "show", &id]).stdout).unwrap();
+    assert!(show.contains("resource: /mnt/session/uploads/src/train.py"), "{show}");
+
+    let missing = d.cli(&["session", "create", "--upload", "/nonexistent/file"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--upload /nonexistent/file"));
+
+    let out = d.cli(&["session", "stop", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let show = String::from_utf8(d.cli(&["session", "show", &id]).stdout).unwrap();
+    assert!(show.contains("state:    stopped"), "{show}");
+}
