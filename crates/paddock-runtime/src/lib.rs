@@ -3,7 +3,7 @@
 //!
 //! - [`spec`]: the OCI runtime spec (namespaces, mounts, capabilities, limits).
 //! - [`seccomp`]: the syscall filter; [`executor`] installs it in the container's init.
-//! - [`mounts`], [`cgroups`]: host-side pieces libcontainer does not own.
+//! - [`mounts`], [`cgroups`], [`netdev`]: host-side pieces libcontainer does not own.
 //! - [`sandbox`]: create and destroy, the steps in order, with cleanup on failure.
 //! - [`helper`]: the runtime helper process that runs [`sandbox`] on behalf of the
 //!   daemon, because libcontainer forks and must not run in a multithreaded process.
@@ -13,6 +13,7 @@ pub mod executor;
 pub mod helper;
 pub mod layout;
 pub mod mounts;
+pub mod netdev;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
@@ -55,6 +56,9 @@ pub struct SandboxConfig {
     /// Extra `KEY=VALUE` entries for the sandbox's environment.
     pub env: Vec<String>,
     pub limits: ResourceLimits,
+    /// The veth link to the host; `None`: loopback only.
+    #[serde(default)]
+    pub network: Option<netdev::SandboxNet>,
 }
 
 /// A started sandbox: its init on the host, identified beyond pid reuse.

@@ -44,6 +44,12 @@ pub struct SessionRecord {
     /// The image (resolved, versioned path) the sandbox's root sits on.
     #[serde(default)]
     pub image: PathBuf,
+    /// The sandbox's link to the host (chosen before the sandbox is made).
+    #[serde(default)]
+    pub net: Option<paddock_runtime::netdev::SandboxNet>,
+    /// The egress policy in force (set when the session is handed out).
+    #[serde(default)]
+    pub network: Option<crate::network::policy::PolicySpec>,
 }
 
 pub struct Store {

@@ -7,6 +7,7 @@
 //! `background.rs`.
 
 mod background;
+mod network;
 mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,7 @@ use tonic::Status;
 use crate::config::DaemonConfig;
 use crate::guest::{self, Guest};
 use crate::limits;
+use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::warm::WarmPool;
 
@@ -47,10 +49,15 @@ pub struct SessionManager {
     host_memory: i64,
     sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
     pool: WarmPool,
+    net: Arc<NetManager>,
 }
 
 impl SessionManager {
-    pub fn new(cfg: Arc<DaemonConfig>, runtime: Arc<RuntimeClient>) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: Arc<DaemonConfig>,
+        runtime: Arc<RuntimeClient>,
+        net: Arc<NetManager>,
+    ) -> anyhow::Result<Self> {
         let dirs = RuntimeDirs {
             sandboxes_dir: cfg.sandboxes_dir(),
             container_root: cfg.container_root(),
@@ -65,6 +72,7 @@ impl SessionManager {
             host_memory: limits::host_memory(),
             sessions: Mutex::new(HashMap::new()),
             pool: WarmPool::new(warm),
+            net,
         })
     }
 
@@ -72,6 +80,7 @@ impl SessionManager {
 
     pub async fn create(&self, req: CreateSessionRequest) -> Result<SessionRecord, Status> {
         let limits = limits::resolve(&self.cfg, self.host_memory, req.limits.as_ref())?;
+        let policy = self.net.policy_from(req.network.as_ref(), "network")?;
         let now = now_ms();
         let expires_at_ms = match req.ttl_seconds {
             None => None,
@@ -102,10 +111,14 @@ impl SessionManager {
         record.created_at_ms = now;
         record.expires_at_ms = expires_at_ms;
         record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
-        if let Err(e) = self.store.save(&record) {
-            self.destroy_sandbox(&record.id).await;
-            let _ = self.store.remove(&record.id);
-            return Err(internal(e));
+        record.network = Some(policy.clone());
+        let applied = match &record.net {
+            Some(net) => self.net.apply(&record.id, net, &self.netns_of(&record.id), &policy).await,
+            None => Ok(()),
+        };
+        if let Err(e) = applied.and_then(|()| self.store.save(&record).map_err(internal)) {
+            self.remove_sandbox(&record).await;
+            return Err(e);
         }
         self.sessions
             .lock()
@@ -136,6 +149,7 @@ impl SessionManager {
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Status> {
         let id = new_session_id();
+        let net = self.net.allocate()?;
         let mut record = SessionRecord {
             id: id.clone(),
             state,
@@ -145,8 +159,13 @@ impl SessionManager {
             labels: BTreeMap::new(),
             process: None,
             image: image.to_path_buf(),
+            net: Some(net.clone()),
+            network: None,
         };
-        self.store.save(&record).map_err(internal)?;
+        if let Err(e) = self.store.save(&record) {
+            self.net.release(&net);
+            return Err(internal(e));
+        }
 
         let sandbox = SandboxConfig {
             id: id.clone(),
@@ -154,8 +173,9 @@ impl SessionManager {
             image_rootfs: image.to_path_buf(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: vec![],
+            env: self.net.sandbox_env(&net),
             limits: limits::to_kernel(limits, self.cfg.open_files),
+            network: Some(net.clone()),
         };
         let runtime = self.runtime.clone();
         let created =
@@ -165,6 +185,7 @@ impl SessionManager {
             Err(e) => {
                 // The helper has already removed what it made.
                 let _ = self.store.remove(&id);
+                self.net.release(&net);
                 return Err(runtime_status("starting the sandbox", e));
             }
         };
@@ -173,8 +194,7 @@ impl SessionManager {
         let mut guest = self.guest_client(&id);
         if let Err(e) = self.wait_for_guest(&mut guest).await {
             let log = tail_of(&paths.dir.join("guest.log"), 2048);
-            self.destroy_sandbox(&id).await;
-            let _ = self.store.remove(&id);
+            self.remove_sandbox(&record).await;
             return Err(Status::internal(format!(
                 "the sandbox started but its guest did not answer: {e}; guest log: {log:?}"
             )));
@@ -222,6 +242,9 @@ impl SessionManager {
         // Holding the session's lock keeps new calls out while it goes away.
         let s = session.lock().await;
         self.runtime_destroy(id).await?;
+        if let Some(net) = &s.record.net {
+            self.net.release(net);
+        }
         self.store.remove(id).map_err(internal)?;
         self.sessions.lock().await.remove(id);
         drop(s);
@@ -236,6 +259,21 @@ impl SessionManager {
             .await
             .map_err(internal)?
             .map_err(|e| runtime_status("removing the sandbox", e))
+    }
+
+    /// Destroys a sandbox no caller owns, frees its link and drops its record.
+    async fn remove_sandbox(&self, record: &SessionRecord) {
+        self.destroy_sandbox(&record.id).await;
+        if let Some(net) = &record.net {
+            self.net.release(net);
+        }
+        if let Err(e) = self.store.remove(&record.id) {
+            tracing::error!(id = %record.id, "removing the record of a removed sandbox: {e:#}");
+        }
+    }
+
+    fn netns_of(&self, id: &str) -> PathBuf {
+        SandboxPaths::new(&self.dirs.sandboxes_dir, id).netns()
     }
 
     async fn destroy_sandbox(&self, id: &str) {
@@ -292,7 +330,7 @@ fn is_session_id(s: &str) -> bool {
     s.len() == 20 && s.starts_with("ses-") && s[4..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
