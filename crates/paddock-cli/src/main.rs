@@ -1,6 +1,7 @@
 //! paddock: the operator CLI. Human output by default, `--json` for scripts.
 
 mod connect;
+mod network;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetSessionRequest, Limits, ListSessionsRequest,
-    Session, SessionState,
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, Limits,
+    ListSessionsRequest, Session, SessionState, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 use tonic::transport::Channel;
@@ -52,6 +53,15 @@ enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a session's network policy and denials, or change its policy
+    /// (with any network flag) while it runs.
+    Network {
+        id: String,
+        #[command(flatten)]
+        policy: network::NetworkArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete sessions: kill their processes and remove everything they had.
     Rm {
         #[arg(required = true)]
@@ -76,6 +86,8 @@ struct CreateArgs {
     /// A label KEY=VALUE; repeatable.
     #[arg(long = "label", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
+    #[command(flatten)]
+    network: network::NetworkArgs,
     /// Print the session as JSON.
     #[arg(long)]
     json: bool,
@@ -149,10 +161,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Session(SessionCommand::Show { id, json }) => {
-            let s =
-                client.get_session(GetSessionRequest { session_id: id }).await.map_err(status)?.into_inner();
+            let s = client
+                .get_session(GetSessionRequest { session_id: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let net =
+                client.get_network(GetNetworkRequest { session_id: id }).await.map_err(status)?.into_inner();
             if json {
-                println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+                let mut v = session_json(&s);
+                v["network_status"] = network::status_json(&net);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let l = s.limits.clone().unwrap_or_default();
                 println!("id:       {}", s.id);
@@ -165,6 +184,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for (k, v) in &s.labels {
                     println!("label:    {k}={v}");
                 }
+                network::print_status(&net, 10);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Session(SessionCommand::Network { id, policy, json }) => {
+            let net = match policy.policy() {
+                Some(p) => client
+                    .update_network(UpdateNetworkRequest { session_id: id, network: Some(p) })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+                None => client
+                    .get_network(GetNetworkRequest { session_id: id })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&network::status_json(&net))?);
+            } else {
+                network::print_status(&net, 100);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -190,6 +230,7 @@ async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Resul
         limits: Some(Limits { memory_bytes: args.memory, cpus: args.cpus, pids: args.pids }),
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
+        network: args.network.policy(),
     };
     let s = client.create_session(request).await.map_err(status)?.into_inner();
     if args.json {
@@ -276,5 +317,7 @@ fn session_json(s: &Session) -> serde_json::Value {
         "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
         "init_pid": s.init_pid,
         "labels": s.labels,
+        "network": s.network.as_ref().map(network::policy_json),
+        "network_denied_total": s.network_denied_total,
     })
 }
