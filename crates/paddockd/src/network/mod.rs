@@ -101,6 +101,7 @@ impl NetManager {
         let IpAddr::V4(net_addr) = subnet.addr else { unreachable!() };
         let mask = u32::MAX << (32 - subnet.prefix as u32);
         let tag = tag_of(&cfg.state_dir);
+        check_subnet_is_free(&subnet, &format!("pd{tag}"))?;
         let mut allowed_private = Vec::new();
         for c in &cfg.net_allow_private {
             allowed_private
@@ -409,4 +410,31 @@ fn tag_of(state_dir: &Path) -> String {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
     format!("{:06x}", h & 0xff_ffff)
+}
+
+/// Refuses a sandbox subnet that overlaps a network the host already routes
+/// (its own links from an earlier run aside): sandboxes would shadow it.
+fn check_subnet_is_free(subnet: &Cidr, own_prefix: &str) -> Result<()> {
+    let IpAddr::V4(net) = subnet.addr else { return Ok(()) };
+    let mask = u32::MAX << (32 - subnet.prefix as u32);
+    let table = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dev), Some(dst), Some(m)) = (f.first(), f.get(1), f.get(7)) else { continue };
+        let (Ok(dst), Ok(m)) = (u32::from_str_radix(dst, 16), u32::from_str_radix(m, 16)) else { continue };
+        // /proc/net/route prints the raw (network order) words as native integers.
+        let (dst, m) = (u32::from_be_bytes(dst.to_ne_bytes()), u32::from_be_bytes(m.to_ne_bytes()));
+        if m == 0 || dev.starts_with(own_prefix) {
+            continue;
+        }
+        let common = mask & m;
+        if dst & common == u32::from(net) & common {
+            anyhow::bail!(
+                "--sandbox-subnet {subnet} overlaps the host's route to {}/{} on {dev}; pick another subnet",
+                Ipv4Addr::from(dst),
+                m.count_ones()
+            );
+        }
+    }
+    Ok(())
 }
