@@ -401,9 +401,12 @@ async fn links_are_removed_on_delete_crash_and_exhaustion() {
     assert_eq!(status(&mut c, &a.id).await.policy.unwrap().allowed_hosts, vec!["web.test"]);
     // A link a crash left without a sandbox is removed at start.
     let stray = format!("{prefix}ffff");
-    let out =
-        std::process::Command::new("ip").args(["link", "add", &stray, "type", "dummy"]).output().unwrap();
-    assert!(out.status.success());
+    let peer = format!("pdts{:x}", std::process::id() % 0xffffff);
+    let out = std::process::Command::new("ip")
+        .args(["link", "add", &stray, "type", "veth", "peer", "name", &peer])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.restart();
     let mut c = d.client().await;
     assert!(!links_with_prefix(&prefix).contains(&stray), "stray link survived a restart");
