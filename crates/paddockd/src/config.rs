@@ -73,7 +73,8 @@ pub struct DaemonConfig {
 
     /// IPv4 subnet the sandboxes' links to the host are numbered from, a /30
     /// each (a /16 holds 16384 sandboxes). Must not overlap any other network
-    /// of the host, nor another paddockd's.
+    /// of the host, nor another paddockd's. `off`: no links, no nft table,
+    /// loopback-only sandboxes (only network mode none).
     #[arg(long, default_value = "10.88.0.0/16")]
     pub sandbox_subnet: String,
     /// Network mode of a session that asks for none: none, limited or

@@ -93,7 +93,8 @@ impl NetManager {
     /// Reads the network configuration, installs this daemon's nft table and
     /// starts the proxy and resolver. Call inside the tokio runtime.
     pub async fn start(cfg: &DaemonConfig) -> Result<Arc<Self>> {
-        let subnet = Cidr::parse(&cfg.sandbox_subnet)
+        let off = cfg.sandbox_subnet == "off";
+        let subnet = Cidr::parse(if off { "0.0.0.0/28" } else { &cfg.sandbox_subnet })
             .filter(|c| c.addr.is_ipv4() && (8..=28).contains(&c.prefix))
             .with_context(|| {
                 format!("--sandbox-subnet {:?} is not an IPv4 CIDR of /8 to /28", cfg.sandbox_subnet)
@@ -101,7 +102,9 @@ impl NetManager {
         let IpAddr::V4(net_addr) = subnet.addr else { unreachable!() };
         let mask = u32::MAX << (32 - subnet.prefix as u32);
         let tag = tag_of(&cfg.state_dir);
-        check_subnet_is_free(&subnet, &format!("pd{tag}"))?;
+        if !off {
+            check_subnet_is_free(&subnet, &format!("pd{tag}"))?;
+        }
         let mut allowed_private = Vec::new();
         for c in &cfg.net_allow_private {
             allowed_private
@@ -139,7 +142,7 @@ impl NetManager {
         let manager = Arc::new(Self {
             subnet,
             base: u32::from(net_addr) & mask,
-            slot_count: (1u32 << (32 - subnet.prefix as u32)) / 4,
+            slot_count: if off { 0 } else { (1u32 << (32 - subnet.prefix as u32)) / 4 },
             if_prefix: format!("pd{tag}"),
             table: format!("paddock_{tag}"),
             guard: AddressGuard { allowed_private, sandbox_subnet: subnet },
@@ -151,6 +154,10 @@ impl NetManager {
             by_addr: RwLock::new(HashMap::new()),
         });
         std::fs::write(cfg.state_dir.join("network-tag"), &tag)?;
+        if off {
+            tracing::warn!("networking is off (--sandbox-subnet off): sandboxes get loopback only");
+            return Ok(manager);
+        }
 
         let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         let explicit = tokio::net::TcpListener::bind(any).await.context("binding the HTTP proxy")?;
@@ -174,6 +181,9 @@ impl NetManager {
     /// the sandboxes' links down: sandboxes outlive the daemon, and with no
     /// table and no proxy nothing may pass until the next daemon is ready.
     pub fn shutdown(&self, nets: &[SandboxNet]) {
+        if self.slot_count == 0 {
+            return;
+        }
         for n in nets {
             if let Err(e) = netdev::set_host_link(&n.host_if, false) {
                 tracing::warn!(link = %n.host_if, "taking a sandbox link down: {e:#}");
@@ -198,8 +208,11 @@ impl NetManager {
 
     // -------------------------------------------------------------- links
 
-    /// A free /30 for a new sandbox.
-    pub fn allocate(&self) -> Result<SandboxNet, Status> {
+    /// A free /30 for a new sandbox; `None` with networking off.
+    pub fn allocate(&self) -> Result<Option<SandboxNet>, Status> {
+        if self.slot_count == 0 {
+            return Ok(None);
+        }
         let mut slots = self.slots.lock().unwrap();
         let slot = (0..self.slot_count).find(|s| !slots.contains(s)).ok_or_else(|| {
             Status::resource_exhausted(format!(
@@ -208,7 +221,7 @@ impl NetManager {
             ))
         })?;
         slots.insert(slot);
-        Ok(self.net_of(slot))
+        Ok(Some(self.net_of(slot)))
     }
 
     fn net_of(&self, slot: u32) -> SandboxNet {

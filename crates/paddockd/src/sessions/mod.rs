@@ -27,6 +27,7 @@ use tonic::Status;
 use crate::config::DaemonConfig;
 use crate::guest::{self, Guest};
 use crate::limits;
+use crate::network::policy::Mode;
 use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::warm::WarmPool;
@@ -114,7 +115,10 @@ impl SessionManager {
         record.network = Some(policy.clone());
         let applied = match &record.net {
             Some(net) => self.net.apply(&record.id, net, &self.netns_of(&record.id), &policy).await,
-            None => Ok(()),
+            None if policy.mode == Mode::None => Ok(()),
+            None => Err(Status::failed_precondition(
+                "network: this daemon runs with networking off (--sandbox-subnet off); only mode none is possible",
+            )),
         };
         if let Err(e) = applied.and_then(|()| self.store.save(&record).map_err(internal)) {
             self.remove_sandbox(&record).await;
@@ -159,11 +163,11 @@ impl SessionManager {
             labels: BTreeMap::new(),
             process: None,
             image: image.to_path_buf(),
-            net: Some(net.clone()),
+            net: net.clone(),
             network: None,
         };
         if let Err(e) = self.store.save(&record) {
-            self.net.release(&net);
+            net.iter().for_each(|n| self.net.release(n));
             return Err(internal(e));
         }
 
@@ -173,9 +177,9 @@ impl SessionManager {
             image_rootfs: image.to_path_buf(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: self.net.sandbox_env(&net),
+            env: net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default(),
             limits: limits::to_kernel(limits, self.cfg.open_files),
-            network: Some(net.clone()),
+            network: net.clone(),
         };
         let runtime = self.runtime.clone();
         let created =
@@ -185,7 +189,7 @@ impl SessionManager {
             Err(e) => {
                 // The helper has already removed what it made.
                 let _ = self.store.remove(&id);
-                self.net.release(&net);
+                net.iter().for_each(|n| self.net.release(n));
                 return Err(runtime_status("starting the sandbox", e));
             }
         };
