@@ -32,7 +32,7 @@ fn host_routes() -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// A `/prefix` under `first.X.Y.0` that no route of the host overlaps, picked
+/// A private `/prefix` at `first.X.Y.0` that no route of the host overlaps, picked
 /// from this process's id and a counter (tests run side by side).
 pub fn free_subnet(first: &str, prefix: u8) -> String {
     let first: u32 = first.parse().unwrap();
@@ -40,7 +40,9 @@ pub fn free_subnet(first: &str, prefix: u8) -> String {
     let pid = std::process::id() as u32;
     for _ in 0..1000 {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst) as u32;
-        let (x, y) = (64 + (pid.wrapping_mul(7) + n / 256) % 128, (pid + n) % 256);
+        // Private ranges only: 172.16.0.0/12, or 10.64.0.0/10 and up.
+        let (low, span) = if first == 172 { (16, 16) } else { (64, 128) };
+        let (x, y) = (low + (pid.wrapping_mul(7) + n / 256) % span, (pid + n) % 256);
         let net = (first << 24) | (x << 16) | (y << 8);
         if host_routes().iter().all(|(d, m)| d & (m & mask) != net & (m & mask)) {
             return format!("{first}.{x}.{y}.0/{prefix}");

@@ -14,6 +14,7 @@ pub mod helper;
 pub mod layout;
 pub mod mounts;
 pub mod netdev;
+mod netlink;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
