@@ -5,6 +5,7 @@
 //!   proxy and through the HTTP proxy; the same curl build on both sides;
 //! - create-to-first-exec with networking off, and on in modes none and
 //!   limited, cold and warm.
+//!
 //! Not a test: see BENCHMARKS.md.
 //!
 //! usage: bench-network [ITERATIONS]   (run as root, with the Debian base image)

@@ -243,7 +243,10 @@ impl NetManager {
     /// to this subnet (the daemon was restarted with another one).
     pub fn claim(&self, net: &SandboxNet) -> bool {
         match self.slot_of(net) {
-            Some(s) => self.slots.lock().unwrap().insert(s) || true,
+            Some(s) => {
+                self.slots.lock().unwrap().insert(s);
+                true
+            }
             None => false,
         }
     }

@@ -6,6 +6,7 @@
 //!   destination from conntrack (SO_ORIGINAL_DST); the name is read from the TLS
 //!   SNI or the HTTP Host header, and the dialled address must be one of that
 //!   name's. Without a name the address alone decides.
+//!
 //! Both dial only what `NetManager::authorize` returns, and splice bytes.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};

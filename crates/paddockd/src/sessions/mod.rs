@@ -120,7 +120,11 @@ impl SessionManager {
                 "network: this daemon runs with networking off (--sandbox-subnet off); only mode none is possible",
             )),
         };
-        if let Err(e) = applied.and_then(|()| self.store.save(&record).map_err(internal)) {
+        let saved = match applied {
+            Ok(()) => self.store.save(&record).map_err(internal),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
             self.remove_sandbox(&record).await;
             return Err(e);
         }
