@@ -31,8 +31,9 @@ pub struct SandboxNet {
 }
 
 /// Creates the veth pair with `eth0` in the network namespace pinned at `pin`,
-/// addresses both ends and brings them up; `eth0` gets a default route via the
-/// host end. Changes the calling thread's network namespace for a moment, so run
+/// addresses both ends and brings the host end up. `eth0` stays down (no
+/// route): [`set_sandbox_link`] brings it up when a policy lets traffic out,
+/// so a session in mode none costs nothing more at hand-out. Changes the calling thread's network namespace for a moment, so run
 /// it on the single-threaded helper (or a thread of its own).
 pub fn wire_veth(pin: &Path, net: &SandboxNet) -> Result<()> {
     let ns = File::open(pin).with_context(|| format!("opening {}", pin.display()))?;
@@ -40,11 +41,7 @@ pub fn wire_veth(pin: &Path, net: &SandboxNet) -> Result<()> {
         .with_context(|| format!("creating the veth pair {}", net.host_if))?;
     set_address(&net.host_if, net.host_addr, net.prefix_len)?;
     set_up(&net.host_if, true)?;
-    in_netns(pin, || {
-        set_address(SANDBOX_IF, net.sandbox_addr, net.prefix_len)?;
-        set_up(SANDBOX_IF, true)?;
-        add_default_route(net.host_addr)
-    })
+    in_netns(pin, || set_address(SANDBOX_IF, net.sandbox_addr, net.prefix_len))
 }
 
 /// Brings the sandbox's `eth0` up (with its default route) or down (then the

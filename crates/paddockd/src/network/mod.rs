@@ -86,6 +86,8 @@ pub struct NetManager {
     system_resolver: bool,
     pub default_policy: PolicySpec,
     slots: Mutex<BTreeSet<u32>>,
+    /// Whether each sandbox's eth0 is up, where known (it is made down).
+    links_up: Mutex<HashMap<Ipv4Addr, bool>>,
     by_addr: RwLock<HashMap<Ipv4Addr, Arc<SessionNet>>>,
 }
 
@@ -151,6 +153,7 @@ impl NetManager {
             system_resolver: !cfg.no_system_resolver,
             default_policy,
             slots: Mutex::new(BTreeSet::new()),
+            links_up: Mutex::new(HashMap::new()),
             by_addr: RwLock::new(HashMap::new()),
         });
         std::fs::write(cfg.state_dir.join("network-tag"), &tag)?;
@@ -251,9 +254,15 @@ impl NetManager {
         }
     }
 
+    /// Notes a sandbox just made: its eth0 is down (netdev::wire_veth).
+    pub fn created(&self, net: &SandboxNet) {
+        self.links_up.lock().unwrap().insert(net.sandbox_addr, false);
+    }
+
     /// Forgets a removed sandbox's link and its session.
     pub fn release(&self, net: &SandboxNet) {
         self.by_addr.write().unwrap().remove(&net.sandbox_addr);
+        self.links_up.lock().unwrap().remove(&net.sandbox_addr);
         if let Some(s) = self.slot_of(net) {
             self.slots.lock().unwrap().remove(&s);
         }
@@ -293,14 +302,19 @@ impl NetManager {
         spec: &PolicySpec,
     ) -> Result<(), Status> {
         let up = spec.mode != Mode::None;
-        let (pin, n) = (pin.to_path_buf(), net.clone());
-        tokio::task::spawn_blocking(move || {
-            netdev::set_host_link(&n.host_if, true)?;
-            netdev::set_sandbox_link(&pin, &n, up)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(format!("setting the sandbox's link: {e:#}")))?;
+        let link_error = |e: anyhow::Error| Status::internal(format!("setting the sandbox's link: {e:#}"));
+        // One ioctl; the host end is down only after a graceful shutdown.
+        netdev::set_host_link(&net.host_if, true).map_err(link_error)?;
+        // Entering the sandbox's namespace takes a thread: only when the state changes.
+        let known = self.links_up.lock().unwrap().get(&net.sandbox_addr).copied();
+        if known != Some(up) {
+            let (pin, n) = (pin.to_path_buf(), net.clone());
+            tokio::task::spawn_blocking(move || netdev::set_sandbox_link(&pin, &n, up))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(link_error)?;
+            self.links_up.lock().unwrap().insert(net.sandbox_addr, up);
+        }
         let policy = Arc::new(Policy::compile(spec.clone(), &self.registries));
         let mut map = self.by_addr.write().unwrap();
         match map.get(&net.sandbox_addr) {

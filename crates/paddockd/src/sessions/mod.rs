@@ -189,7 +189,10 @@ impl SessionManager {
         let created =
             tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await.map_err(internal)?;
         let process = match created {
-            Ok(p) => p,
+            Ok(p) => {
+                net.iter().for_each(|n| self.net.created(n));
+                p
+            }
             Err(e) => {
                 // The helper has already removed what it made.
                 let _ = self.store.remove(&id);
