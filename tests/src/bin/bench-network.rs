@@ -72,65 +72,84 @@ async fn main() {
     assert_eq!(c.exec(put).await.unwrap().into_inner().exit_code, Some(0));
     let host_ca = ca.display().to_string();
 
-    // ---- throughput: 100 MB, 3 runs each, curl's own average speed
-    let big = |scheme: &str, host: &str| format!("{scheme}://{host}/bytes/{SIZE}");
-    let download = |flags: &str, url: String, ca: &str| {
-        format!("for i in 1 2 3; do curl -sS --cacert {ca} {flags} -o /dev/null -w '%{{speed_download}}\\n' {url}; done")
-    };
-    let mut rows = Vec::new();
-    for scheme in ["http", "https"] {
-        // The certificate names bulk.test; the host reaches it by --resolve.
-        let resolve = format!("--resolve bulk.test:443:{ip} --resolve bulk.test:80:{ip}");
-        let direct =
-            median(numbers(&mut c, None, &download(&resolve, big(scheme, "bulk.test"), &host_ca)).await);
-        let transparent = median(
-            numbers(&mut c, Some(&s.id), &download("--noproxy '*'", big(scheme, "bulk.test"), "/tmp/ca.pem"))
-                .await,
-        );
-        let proxied = median(
-            numbers(&mut c, Some(&s.id), &download("", big(scheme, "bulk.test"), "/tmp/ca.pem")).await,
-        );
-        rows.push((scheme, direct, transparent, proxied));
+    // Each round runs every path once, so load from elsewhere on the host
+    // falls on all of them alike.
+    // The certificate names bulk.test; the host reaches it by --resolve.
+    let resolve = format!("--resolve bulk.test:443:{ip} --resolve bulk.test:80:{ip}");
+    let paths: [(&str, Option<&str>, String); 4] = [
+        ("host direct", None, resolve.clone()),
+        ("sandbox, transparent + DNS", Some(&s.id), "--noproxy '*'".into()),
+        ("sandbox, transparent", Some(&s.id), format!("--noproxy '*' {resolve}")),
+        ("sandbox, HTTP proxy", Some(&s.id), String::new()),
+    ];
+    let ca_of =
+        |session: Option<&str>| if session.is_some() { "/tmp/ca.pem".to_string() } else { host_ca.clone() };
+
+    // ---- throughput: 100 MB per run, curl's own average speed
+    let rounds = 5;
+    let mut speed = vec![vec![Vec::new(); paths.len()]; 2];
+    for _ in 0..rounds {
+        for (k, scheme) in ["http", "https"].iter().enumerate() {
+            for (i, (_, session, flags)) in paths.iter().enumerate() {
+                let cmd = format!(
+                    "curl -sS --cacert {} {flags} -o /dev/null -w '%{{speed_download}}\n' {scheme}://bulk.test/bytes/{SIZE}",
+                    ca_of(*session)
+                );
+                speed[k][i].extend(numbers(&mut c, *session, &cmd).await);
+            }
+        }
     }
 
-    // ---- latency: n sequential small requests, a new connection each
-    let small = |flags: &str, scheme: &str, ca: &str| {
-        format!(
-            "for i in $(seq {n}); do curl -sS --cacert {ca} {flags} -o /dev/null -w '%{{time_total}}\\n' {scheme}://bulk.test/; done"
-        )
-    };
-    let mut lat = Vec::new();
-    for scheme in ["http", "https"] {
-        let resolve = format!("--resolve bulk.test:443:{ip} --resolve bulk.test:80:{ip}");
-        let direct = median(numbers(&mut c, None, &small(&resolve, scheme, &host_ca)).await);
-        let transparent =
-            median(numbers(&mut c, Some(&s.id), &small("--noproxy '*'", scheme, "/tmp/ca.pem")).await);
-        let proxied = median(numbers(&mut c, Some(&s.id), &small("", scheme, "/tmp/ca.pem")).await);
-        lat.push((scheme, direct, transparent, proxied));
+    // ---- latency: small requests, a new connection each, curl's own time
+    let per_round = 10;
+    let mut time = vec![vec![Vec::new(); paths.len()]; 2];
+    for _ in 0..n.div_ceil(per_round) {
+        for (k, scheme) in ["http", "https"].iter().enumerate() {
+            for (i, (_, session, flags)) in paths.iter().enumerate() {
+                let cmd = format!(
+                    "for i in $(seq {per_round}); do curl -sS --cacert {} {flags} -o /dev/null -w '%{{time_total}}\n' {scheme}://bulk.test/; done",
+                    ca_of(*session)
+                );
+                time[k][i].extend(numbers(&mut c, *session, &cmd).await);
+            }
+        }
     }
-    c.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+    c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap();
     drop(daemon);
 
     println!(
-        "network benchmark: {} MB x3 per path, {n} small requests per path; server {ip} in netns {}",
+        "network benchmark: {rounds} x {} MB and {} small requests per path and scheme, interleaved; server {ip} in netns {}",
         SIZE >> 20,
+        n.div_ceil(per_round) * per_round,
         inet.netns
     );
     println!();
-    println!(
-        "| download (100 MB) | host direct | sandbox, transparent | ratio | sandbox, HTTP proxy | ratio |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for (scheme, d, t, p) in &rows {
-        let mbs = |b: f64| format!("{:.0} MB/s", b / 1e6);
-        println!("| {scheme} | {} | {} | {:.2} | {} | {:.2} |", mbs(*d), mbs(*t), t / d, mbs(*p), p / d);
+    println!("| download (100 MB), median | http | ratio | https | ratio |");
+    println!("|---|---|---|---|---|");
+    let base_speed = [median(speed[0][0].clone()), median(speed[1][0].clone())];
+    for (i, (name, _, _)) in paths.iter().enumerate() {
+        let (h, t) = (median(speed[0][i].clone()), median(speed[1][i].clone()));
+        println!(
+            "| {name} | {:.0} MB/s | {:.2} | {:.0} MB/s | {:.2} |",
+            h / 1e6,
+            h / base_speed[0],
+            t / 1e6,
+            t / base_speed[1]
+        );
     }
     println!();
-    println!("| small request (median, new connection) | host direct | sandbox, transparent | added | sandbox, HTTP proxy | added |");
-    println!("|---|---|---|---|---|---|");
-    for (scheme, d, t, p) in &lat {
-        let ms = |s: f64| format!("{:.3} ms", s * 1e3);
-        println!("| {scheme} | {} | {} | {} | {} | {} |", ms(*d), ms(*t), ms(t - d), ms(*p), ms(p - d));
+    println!("| small request, median | http | added | https | added |");
+    println!("|---|---|---|---|---|");
+    let base_time = [median(time[0][0].clone()), median(time[1][0].clone())];
+    for (i, (name, _, _)) in paths.iter().enumerate() {
+        let (h, t) = (median(time[0][i].clone()), median(time[1][i].clone()));
+        println!(
+            "| {name} | {:.3} ms | {:+.3} ms | {:.3} ms | {:+.3} ms |",
+            h * 1e3,
+            (h - base_time[0]) * 1e3,
+            t * 1e3,
+            (t - base_time[1]) * 1e3
+        );
     }
 
     // ---- session creation with and without networking
