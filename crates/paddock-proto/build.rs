@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let public = [
         proto_root.join("paddock/v1/sessions.proto"),
+        proto_root.join("paddock/v1/network.proto"),
         proto_root.join("paddock/v1/tools.proto"),
         proto_root.join("paddock/v1/processes.proto"),
         proto_root.join("paddock/v1/files.proto"),

@@ -12,6 +12,8 @@ use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits};
 use tonic::transport::Channel;
 
+pub mod net;
+
 pub type Client = SessionsClient<Channel>;
 
 pub fn workspace_root() -> PathBuf {
@@ -134,6 +136,9 @@ pub struct Daemon {
     pub extra_args: Vec<String>,
     /// Also listen on this TCP address (for grpcurl).
     pub tcp: Option<String>,
+    /// The daemon's tag in kernel object names: nft table `paddock_<tag>`,
+    /// host links `pd<tag>*`.
+    pub net_tag: String,
 }
 
 impl Daemon {
@@ -147,7 +152,22 @@ impl Daemon {
         let state_dir = PathBuf::from("/tmp").join(&name);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).unwrap();
-        let mut d = Daemon { child: None, state_dir, cgroup_parent: name, image, extra_args, tcp };
+        let mut extra_args = extra_args;
+        // Every test daemon gets a subnet of its own, and never asks the host's
+        // resolver (no lookup leaves the machine).
+        if !extra_args.iter().any(|a| a == "--sandbox-subnet") {
+            extra_args.extend(["--sandbox-subnet".into(), net::free_subnet("10", 24)]);
+        }
+        extra_args.push("--no-system-resolver".into());
+        let mut d = Daemon {
+            child: None,
+            state_dir,
+            cgroup_parent: name,
+            image,
+            extra_args,
+            tcp,
+            net_tag: String::new(),
+        };
         d.spawn();
         d
     }
@@ -194,6 +214,7 @@ impl Daemon {
             assert!(Instant::now() < deadline, "paddockd did not listen within 20 s:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(5));
         }
+        self.net_tag = std::fs::read_to_string(self.state_dir.join("network-tag")).unwrap_or_default();
         // The TCP listener comes up after the unix socket.
         while let Some(tcp) = &self.tcp {
             if std::net::TcpStream::connect(tcp).is_ok() {
@@ -301,6 +322,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let graceful = self.child.is_some();
         if self.child.is_some() {
             // Delete what the test left, through the API, as a user would.
             if let Ok(out) = Command::new(paddock_bin())
@@ -321,7 +343,14 @@ impl Drop for Daemon {
         // The runtime helper has no sandbox left to parent now; don't wait
         // for it to notice it is idle.
         kill_matching_processes(&self.state_dir);
+        // A daemon stopped gracefully removes its nft table and every link;
+        // one that was killed leaves them for the next daemon (or us) to remove.
+        let left = net::remove_daemon_leftovers(&self.net_tag);
+        let log = if left.is_empty() { String::new() } else { self.log() };
         force_cleanup(&self.state_dir, &self.cgroup_parent);
+        if graceful && !left.is_empty() && !std::thread::panicking() {
+            panic!("the daemon left kernel network objects behind: {left:?}\n{log}");
+        }
     }
 }
 

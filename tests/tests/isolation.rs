@@ -59,9 +59,13 @@ async fn session_is_confined_and_unprivileged() {
     assert_ne!(r.exit_code, Some(0), "a host file is readable in the sandbox");
     assert!(sh_ok(&mut c, &s.id, "ls /").await.lines().all(|l| l != "work"), "host / leaked");
 
-    // Network: loopback only, and up.
+    // Network, mode none (the default): loopback up; the link to the host
+    // (eth0) down, so there is no route at all (tests/tests/network.rs has more).
     let links = sh_ok(&mut c, &s.id, "ls /sys/class/net").await;
-    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), vec!["lo"], "interfaces: {links}");
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), vec!["eth0", "lo"], "interfaces: {links}");
+    assert_eq!(sh_ok(&mut c, &s.id, "cat /sys/class/net/eth0/operstate").await.trim(), "down");
+    let routes = sh_ok(&mut c, &s.id, "cat /proc/net/route").await;
+    assert_eq!(routes.lines().count(), 1, "routes in mode none: {routes}");
     let lo = sh_ok(&mut c, &s.id, "cat /sys/class/net/lo/operstate; ip -o addr show lo").await;
     assert!(lo.contains("127.0.0.1"), "{lo}");
 }

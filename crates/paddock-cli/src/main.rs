@@ -1,6 +1,7 @@
 //! paddock: the operator CLI. Human output by default, `--json` for scripts.
 
 mod connect;
+mod network;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetSessionRequest, Limits, ListSessionsRequest,
-    Session, SessionResource, SessionState, StopSessionRequest,
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, Limits,
+    ListSessionsRequest, Session, SessionResource, SessionState, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 use tonic::transport::Channel;
@@ -58,6 +59,15 @@ enum SessionCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Show a session's network policy and denials, or change its policy
+    /// (with any network flag) while it runs.
+    Network {
+        id: String,
+        #[command(flatten)]
+        policy: network::NetworkArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete sessions: kill their processes and remove everything they had.
     Rm {
         #[arg(required = true)]
@@ -87,6 +97,8 @@ struct CreateArgs {
     /// /mnt/session/uploads); repeatable.
     #[arg(long = "upload", value_parser = parse_upload)]
     uploads: Vec<(String, String)>,
+    #[command(flatten)]
+    network: network::NetworkArgs,
     /// Print the session as JSON.
     #[arg(long)]
     json: bool,
@@ -174,10 +186,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Session(SessionCommand::Show { id, json }) => {
-            let s =
-                client.get_session(GetSessionRequest { session_id: id }).await.map_err(status)?.into_inner();
+            let s = client
+                .get_session(GetSessionRequest { session_id: id.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let net =
+                client.get_network(GetNetworkRequest { session_id: id }).await.map_err(status)?.into_inner();
             if json {
-                println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+                let mut v = session_json(&s);
+                v["network_status"] = network::status_json(&net);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let l = s.limits.clone().unwrap_or_default();
                 println!("id:       {}", s.id);
@@ -193,6 +212,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for r in &s.resources {
                     println!("resource: {r}");
                 }
+                network::print_status(&net, 10);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Session(SessionCommand::Network { id, policy, json }) => {
+            let net = match policy.policy() {
+                Some(p) => client
+                    .update_network(UpdateNetworkRequest { session_id: id, network: Some(p) })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+                None => client
+                    .get_network(GetNetworkRequest { session_id: id })
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&network::status_json(&net))?);
+            } else {
+                network::print_status(&net, 100);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -245,6 +285,7 @@ async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Resul
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
         resources,
+        network: args.network.policy(),
         ..Default::default()
     };
     let s = client.create_session(request).await.map_err(status)?.into_inner();
@@ -333,5 +374,7 @@ fn session_json(s: &Session) -> serde_json::Value {
         "init_pid": s.init_pid,
         "labels": s.labels,
         "resources": s.resources,
+        "network": s.network.as_ref().map(network::policy_json),
+        "network_denied_total": s.network_denied_total,
     })
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`spec`]: the OCI runtime spec (namespaces, mounts, capabilities, limits).
 //! - [`seccomp`]: the syscall filter; [`executor`] installs it in the container's init.
-//! - [`mounts`], [`cgroups`]: host-side pieces libcontainer does not own.
+//! - [`mounts`], [`cgroups`], [`netdev`]: host-side pieces libcontainer does not own.
 //! - [`sandbox`]: create and destroy, the steps in order, with cleanup on failure.
 //! - [`helper`]: the runtime helper process that runs [`sandbox`] on behalf of the
 //!   daemon, because libcontainer forks and must not run in a multithreaded process.
@@ -13,6 +13,8 @@ pub mod executor;
 pub mod helper;
 pub mod layout;
 pub mod mounts;
+pub mod netdev;
+mod netlink;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
@@ -58,6 +60,9 @@ pub struct SandboxConfig {
     /// Host directories bind-mounted into the sandbox (after the image's own).
     #[serde(default)]
     pub binds: Vec<BindMount>,
+    /// The veth link to the host; `None`: loopback only.
+    #[serde(default)]
+    pub network: Option<netdev::SandboxNet>,
 }
 
 /// A host directory shown at `destination` inside the sandbox.

@@ -24,7 +24,7 @@ use seccompiler::BpfProgram;
 use crate::executor::SandboxExecutor;
 use crate::layout::{validate_id, SandboxPaths};
 use crate::spec::{build_spec, LISTEN_FD};
-use crate::{cgroups, mounts, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
+use crate::{cgroups, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
 pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess> {
@@ -53,6 +53,11 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     }
     mounts::mount_overlay(&cfg.image_rootfs, &paths.upper(), &paths.work(), &paths.rootfs())?;
     mounts::create_loopback_netns(&paths.netns())?;
+    if let Some(net) = &cfg.network {
+        fs::write(paths.host_if_file(), &net.host_if).context("recording the host link's name")?;
+        netdev::wire_veth(&paths.netns(), net)?;
+        write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+    }
 
     let spec = build_spec(cfg, &paths.netns())?;
     spec.save(paths.bundle().join("config.json")).context("writing config.json")?;
@@ -122,6 +127,11 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     if let Err(e) = cgroups::remove_sandbox_cgroups(&dirs.cgroup_parent, id) {
         errors.push(format!("{e:#}"));
     }
+    if let Ok(host_if) = fs::read_to_string(paths.host_if_file()) {
+        if let Err(e) = netdev::delete_link(host_if.trim()) {
+            errors.push(format!("{e:#}"));
+        }
+    }
     for target in [paths.rootfs(), paths.netns()] {
         if let Err(e) = mounts::unmount_and_remove(&target) {
             errors.push(format!("{e:#}"));
@@ -137,6 +147,30 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     } else {
         anyhow::bail!("sandbox {id}: {}", errors.join("; "))
     }
+}
+
+/// Points the sandbox's resolver at the daemon's DNS server on the host end of
+/// its link. Written into the overlay from the host before the sandbox runs; an
+/// image's symlink there is replaced, never followed.
+fn write_resolv_conf(rootfs: &std::path::Path, nameserver: std::net::Ipv4Addr) -> Result<()> {
+    let etc = rootfs.join("etc");
+    if !fs::symlink_metadata(&etc).map(|m| m.is_dir()).unwrap_or(false) {
+        return Ok(()); // no /etc (or a symlink): nothing to configure
+    }
+    let path = etc.join("resolv.conf");
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("replacing {}", path.display()))
+        }
+        _ => {}
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("nameserver {nameserver}\noptions ndots:0\n").as_bytes())?;
+    Ok(())
 }
 
 /// Waits for our child `pid` to exit, so no zombie outlives the sandbox. A pid

@@ -11,13 +11,14 @@ use paddock_proto::v1::tools_server::Tools;
 use paddock_proto::v1::{
     upload_request, AttachProcessRequest, CodeContext, ContextRequest, CreateContextRequest,
     CreateSessionRequest, DeleteContextResponse, DeleteSessionRequest, DeleteSessionResponse, DownloadChunk,
-    DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetSessionRequest, Limits,
-    ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
+    DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetNetworkRequest, GetSessionRequest,
+    Limits, ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
-    ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest, ResizePtyResponse,
-    RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SessionState as PbState, SignalProcessRequest,
-    SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest, ToolResult, UploadRequest,
-    WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
+    NetworkStatus, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
+    ResizePtyResponse, RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SessionState as PbState,
+    SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest,
+    ToolResult, UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest,
+    WriteStdinResponse,
 };
 use std::pin::Pin;
 
@@ -39,26 +40,27 @@ impl Sessions for SessionsApi {
     ) -> Result<Response<Session>, Status> {
         let record = self.manager.create(request.into_inner()).await?;
         tracing::info!(id = %record.id, "session created");
-        Ok(Response::new(to_proto(&record)))
+        Ok(Response::new(to_proto(&record, 0)))
     }
 
     async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<Session>, Status> {
         let record = self.manager.get(&request.into_inner().session_id).await?;
-        Ok(Response::new(to_proto(&record)))
+        Ok(Response::new(to_proto(&record, self.manager.denied_total(&record))))
     }
 
     async fn list_sessions(
         &self,
         _: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let sessions = self.manager.list().await.iter().map(to_proto).collect();
+        let records = self.manager.list().await;
+        let sessions = records.iter().map(|r| to_proto(r, self.manager.denied_total(r))).collect();
         Ok(Response::new(ListSessionsResponse { sessions }))
     }
 
     async fn stop_session(&self, request: Request<StopSessionRequest>) -> Result<Response<Session>, Status> {
         let record = self.manager.stop(&request.into_inner().session_id).await?;
         tracing::info!(id = %record.id, "session stopped");
-        Ok(Response::new(to_proto(&record)))
+        Ok(Response::new(to_proto(&record, self.manager.denied_total(&record))))
     }
 
     async fn delete_session(
@@ -83,9 +85,23 @@ impl Sessions for SessionsApi {
     ) -> Result<Response<Self::ExecStreamStream>, Status> {
         Ok(Response::new(self.manager.exec_stream(request.into_inner()).await?))
     }
+
+    async fn update_network(
+        &self,
+        request: Request<UpdateNetworkRequest>,
+    ) -> Result<Response<NetworkStatus>, Status> {
+        Ok(Response::new(self.manager.update_network(request.into_inner()).await?))
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<GetNetworkRequest>,
+    ) -> Result<Response<NetworkStatus>, Status> {
+        Ok(Response::new(self.manager.network_status(&request.into_inner().session_id).await?))
+    }
 }
 
-fn to_proto(r: &SessionRecord) -> Session {
+fn to_proto(r: &SessionRecord, denied_total: u64) -> Session {
     Session {
         id: r.id.clone(),
         state: match r.state {
@@ -103,6 +119,8 @@ fn to_proto(r: &SessionRecord) -> Session {
         init_pid: r.process.map(|p| p.pid).unwrap_or(0),
         labels: r.labels.clone().into_iter().collect(),
         resources: r.resources.clone(),
+        network: r.network.as_ref().map(|p| p.to_proto()),
+        network_denied_total: denied_total,
     }
 }
 

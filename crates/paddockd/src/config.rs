@@ -71,6 +71,41 @@ pub struct DaemonConfig {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub start_timeout: Duration,
 
+    /// IPv4 subnet the sandboxes' links to the host are numbered from, a /30
+    /// each (a /16 holds 16384 sandboxes). Must not overlap any other network
+    /// of the host, nor another paddockd's. `off`: no links, no nft table,
+    /// loopback-only sandboxes (only network mode none).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub sandbox_subnet: String,
+    /// Network mode of a session that asks for none: none, limited or
+    /// unrestricted. With limited, --default-allow-host lists the hosts.
+    #[arg(long, default_value = "none")]
+    pub default_network: String,
+    /// A host allowed by the default `limited` policy; repeatable.
+    #[arg(long)]
+    pub default_allow_host: Vec<String>,
+    /// A private range (CIDR) sandboxes may reach when a policy allows it, e.g.
+    /// an internal package mirror's; repeatable. Private ranges are closed
+    /// otherwise, in every mode.
+    #[arg(long)]
+    pub net_allow_private: Vec<String>,
+    /// A name the egress proxy and the sandboxes' resolver map to an address,
+    /// NAME=IP, before the host's resolver; repeatable.
+    #[arg(long)]
+    pub net_host: Vec<String>,
+    /// Resolve only --net-host names; never ask the host's resolver.
+    #[arg(long)]
+    pub no_system_resolver: bool,
+    /// A package registry (URL or host[:port]) that allow_package_managers
+    /// opens, besides those in the host's package-manager configuration; repeatable.
+    #[arg(long)]
+    pub package_registry: Vec<String>,
+    /// Read registries from these package-manager configuration files (apt
+    /// *.list/*.sources, pip.conf, .npmrc, cargo config.toml) instead of the
+    /// host's usual ones and PIP_INDEX_URL; repeatable.
+    #[arg(long)]
+    pub package_manager_config: Vec<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Subcommand>,
 }

@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod guest;
 mod limits;
+mod network;
 mod server;
 mod sessions;
 mod store;
@@ -57,7 +58,8 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
 
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime)?);
+        let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
+        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net)?);
         manager.recover().await?;
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
@@ -66,6 +68,7 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;
+                manager.shutdown_network().await;
                 Ok(())
             }
         }

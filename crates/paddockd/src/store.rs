@@ -48,6 +48,12 @@ pub struct SessionRecord {
     /// Sandbox paths of the resources given at create.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// The sandbox's link to the host (chosen before the sandbox is made).
+    #[serde(default)]
+    pub net: Option<paddock_runtime::netdev::SandboxNet>,
+    /// The egress policy in force (set when the session is handed out).
+    #[serde(default)]
+    pub network: Option<crate::network::policy::PolicySpec>,
 }
 
 pub struct Store {

@@ -26,7 +26,7 @@ impl SessionManager {
         loop {
             let (warm, stale) = self.pool.take(image);
             for w in stale {
-                self.discard(&w.record.id).await;
+                self.remove_sandbox(&w.record).await;
             }
             let mut w = warm?;
             if w.record.limits != *limits {
@@ -38,23 +38,12 @@ impl SessionManager {
                 .await;
                 if !matches!(applied, Ok(Ok(()))) {
                     tracing::warn!(id = %w.record.id, "could not apply limits to a warm sandbox: {applied:?}");
-                    self.discard(&w.record.id).await;
+                    self.remove_sandbox(&w.record).await;
                     continue;
                 }
                 w.record.limits = limits.clone();
             }
             return Some(w);
-        }
-    }
-
-    /// Destroys a sandbox that no session owns, its resources and its record.
-    pub(super) async fn discard(&self, id: &str) {
-        self.destroy_sandbox(id).await;
-        if let Err(e) = self.session_files(id).remove() {
-            tracing::error!(id, "removing the resources of a discarded sandbox: {e}");
-        }
-        if let Err(e) = self.store.remove(id) {
-            tracing::error!(id, "removing the record of a discarded sandbox: {e:#}");
         }
     }
 
@@ -64,7 +53,7 @@ impl SessionManager {
         // Stop the refill loop and let a start in flight land in the pool first.
         self.pool.close().await;
         for w in self.pool.drain() {
-            self.discard(&w.record.id).await;
+            self.remove_sandbox(&w.record).await;
         }
     }
 
@@ -89,7 +78,7 @@ impl SessionManager {
                         Ok(()) => self.pool.put(WarmSandbox { record, guest }),
                         Err(e) => {
                             tracing::error!("recording a warm sandbox: {e:#}");
-                            self.discard(&record.id).await;
+                            self.remove_sandbox(&record).await;
                         }
                     },
                     Err(e) => {
@@ -109,8 +98,17 @@ impl SessionManager {
     /// no record owns are cleaned up.
     pub async fn recover(&self) -> anyhow::Result<()> {
         let mut known = HashSet::new();
+        let mut links = Vec::new();
         for mut record in self.store.load_all()? {
             let id = record.id.clone();
+            if record.state != SessionState::Creating {
+                if let Some(net) = &record.net {
+                    if !self.net.claim(net) {
+                        tracing::warn!(id, link = %net.host_if, "sandbox link is outside --sandbox-subnet");
+                    }
+                    links.push(net.clone());
+                }
+            }
             if record.state == SessionState::Creating {
                 tracing::warn!(id, "removing a sandbox left half-made by a crash");
                 self.destroy_sandbox(&id).await;
@@ -123,7 +121,7 @@ impl SessionManager {
                     let guest = self.guest_client(&id);
                     self.pool.put(WarmSandbox { record, guest });
                 } else {
-                    self.discard(&id).await;
+                    self.remove_sandbox(&record).await;
                 }
                 continue;
             }
@@ -139,8 +137,20 @@ impl SessionManager {
                 self.store.save(&record)?;
             }
             known.insert(id.clone());
+            if let (SessionState::Running, Some(net)) = (record.state, &record.net) {
+                let policy = record.network.clone().unwrap_or_default();
+                if let Err(e) = self.net.apply(&id, net, &self.netns_of(&id), &policy).await {
+                    tracing::error!(id, "restoring the session's network: {}", e.message());
+                }
+            }
             let guest = self.guest_client(&id);
             self.sessions.lock().await.insert(id, Arc::new(Mutex::new(Session { record, guest })));
+        }
+        for link in self.net.stray_links(&links) {
+            tracing::warn!(link, "removing a sandbox link that no session owns");
+            if let Err(e) = paddock_runtime::netdev::delete_link(&link) {
+                tracing::error!(link, "{e:#}");
+            }
         }
         for orphan in self.orphans(&known) {
             tracing::warn!(id = orphan, "removing sandbox leftovers that no session owns");

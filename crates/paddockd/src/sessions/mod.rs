@@ -7,6 +7,7 @@
 //! `background.rs`.
 
 mod background;
+mod network;
 pub mod session_files;
 mod tools;
 
@@ -27,6 +28,8 @@ use tonic::Status;
 use crate::config::DaemonConfig;
 use crate::guest::{self, Guest};
 use crate::limits;
+use crate::network::policy::Mode;
+use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::warm::WarmPool;
 use session_files::SessionFiles;
@@ -49,10 +52,15 @@ pub struct SessionManager {
     host_memory: i64,
     sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
     pool: WarmPool,
+    net: Arc<NetManager>,
 }
 
 impl SessionManager {
-    pub fn new(cfg: Arc<DaemonConfig>, runtime: Arc<RuntimeClient>) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: Arc<DaemonConfig>,
+        runtime: Arc<RuntimeClient>,
+        net: Arc<NetManager>,
+    ) -> anyhow::Result<Self> {
         let dirs = RuntimeDirs {
             sandboxes_dir: cfg.sandboxes_dir(),
             container_root: cfg.container_root(),
@@ -67,6 +75,7 @@ impl SessionManager {
             host_memory: limits::host_memory(),
             sessions: Mutex::new(HashMap::new()),
             pool: WarmPool::new(warm),
+            net,
         })
     }
 
@@ -74,6 +83,7 @@ impl SessionManager {
 
     pub async fn create(&self, req: CreateSessionRequest) -> Result<SessionRecord, Status> {
         let limits = limits::resolve(&self.cfg, self.host_memory, req.limits.as_ref())?;
+        let policy = self.net.policy_from(req.network.as_ref(), "network")?;
         let now = now_ms();
         let expires_at_ms = match req.ttl_seconds {
             None => None,
@@ -105,18 +115,26 @@ impl SessionManager {
         record.created_at_ms = now;
         record.expires_at_ms = expires_at_ms;
         record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
-        let placed = if uploads.is_empty() {
-            Ok(vec![])
-        } else {
+        record.network = Some(policy.clone());
+        let applied = match &record.net {
+            Some(net) => self.net.apply(&record.id, net, &self.netns_of(&record.id), &policy).await,
+            None if policy.mode == Mode::None => Ok(()),
+            None => Err(Status::failed_precondition(
+                "network: this daemon runs with networking off (--sandbox-subnet off); only mode none is possible",
+            )),
+        };
+        let placed = match applied {
+            Ok(()) if uploads.is_empty() => Ok(vec![]),
             // Usually small; a large one is at most one message (MAX_MESSAGE).
-            tokio::task::block_in_place(|| self.session_files(&record.id).write_uploads(&uploads))
+            Ok(()) => tokio::task::block_in_place(|| self.session_files(&record.id).write_uploads(&uploads)),
+            Err(e) => Err(e),
         };
         let saved = placed.and_then(|placed| {
             record.resources = placed;
             self.store.save(&record).map_err(internal)
         });
         if let Err(e) = saved {
-            self.discard(&record.id).await;
+            self.remove_sandbox(&record).await;
             return Err(e);
         }
         self.sessions
@@ -148,6 +166,7 @@ impl SessionManager {
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Status> {
         let id = new_session_id();
+        let net = self.net.allocate()?;
         let mut record = SessionRecord {
             id: id.clone(),
             state,
@@ -158,11 +177,17 @@ impl SessionManager {
             process: None,
             image: image.to_path_buf(),
             resources: vec![],
+            net: net.clone(),
+            network: None,
         };
-        self.store.save(&record).map_err(internal)?;
+        if let Err(e) = self.store.save(&record) {
+            net.iter().for_each(|n| self.net.release(n));
+            return Err(internal(e));
+        }
         let files = self.session_files(&id);
         if let Err(e) = files.create() {
             let _ = self.store.remove(&id);
+            net.iter().for_each(|n| self.net.release(n));
             return Err(internal(format!("making the session's resource directories: {e}")));
         }
 
@@ -172,19 +197,24 @@ impl SessionManager {
             image_rootfs: image.to_path_buf(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: vec![],
+            env: net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default(),
             limits: limits::to_kernel(limits, self.cfg.open_files),
             binds: files.binds(),
+            network: net.clone(),
         };
         let runtime = self.runtime.clone();
         let created =
             tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await.map_err(internal)?;
         let process = match created {
-            Ok(p) => p,
+            Ok(p) => {
+                net.iter().for_each(|n| self.net.created(n));
+                p
+            }
             Err(e) => {
                 // The helper has already removed what it made.
                 let _ = files.remove();
                 let _ = self.store.remove(&id);
+                net.iter().for_each(|n| self.net.release(n));
                 return Err(runtime_status("starting the sandbox", e));
             }
         };
@@ -193,7 +223,7 @@ impl SessionManager {
         let mut guest = self.guest_client(&id);
         if let Err(e) = self.wait_for_guest(&mut guest).await {
             let log = tail_of(&paths.dir.join("guest.log"), 2048);
-            self.discard(&id).await;
+            self.remove_sandbox(&record).await;
             return Err(Status::internal(format!(
                 "the sandbox started but its guest did not answer: {e}; guest log: {log:?}"
             )));
@@ -246,6 +276,9 @@ impl SessionManager {
         let s = session.lock().await;
         self.runtime_destroy(id).await?;
         self.session_files(id).remove().map_err(internal)?;
+        if let Some(net) = &s.record.net {
+            self.net.release(net);
+        }
         self.store.remove(id).map_err(internal)?;
         self.sessions.lock().await.remove(id);
         drop(s);
@@ -264,6 +297,9 @@ impl SessionManager {
         }
         if s.record.process.is_some() {
             self.runtime_destroy(id).await?;
+            if let Some(net) = s.record.net.take() {
+                self.net.release(&net);
+            }
             s.record.process = None;
             self.store.save(&s.record).map_err(internal)?;
         }
@@ -278,6 +314,25 @@ impl SessionManager {
             .await
             .map_err(internal)?
             .map_err(|e| runtime_status("removing the sandbox", e))
+    }
+
+    /// Destroys a sandbox no caller owns, frees its link and drops its
+    /// resources and record.
+    pub(super) async fn remove_sandbox(&self, record: &SessionRecord) {
+        self.destroy_sandbox(&record.id).await;
+        if let Some(net) = &record.net {
+            self.net.release(net);
+        }
+        if let Err(e) = self.session_files(&record.id).remove() {
+            tracing::error!(id = %record.id, "removing the resources of a removed sandbox: {e}");
+        }
+        if let Err(e) = self.store.remove(&record.id) {
+            tracing::error!(id = %record.id, "removing the record of a removed sandbox: {e:#}");
+        }
+    }
+
+    fn netns_of(&self, id: &str) -> PathBuf {
+        SandboxPaths::new(&self.dirs.sandboxes_dir, id).netns()
     }
 
     async fn destroy_sandbox(&self, id: &str) {
@@ -343,7 +398,7 @@ fn is_session_id(s: &str) -> bool {
     s.len() == 20 && s.starts_with("ses-") && s[4..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
