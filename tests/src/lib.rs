@@ -396,7 +396,7 @@ pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Opti
 
 pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {
     client
-        .create_session(CreateSessionRequest { limits, ttl_seconds: None, labels: Default::default() })
+        .create_session(CreateSessionRequest { limits, ..Default::default() })
         .await
         .expect("CreateSession")
         .into_inner()

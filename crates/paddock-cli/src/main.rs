@@ -76,6 +76,13 @@ struct CreateArgs {
     /// A label KEY=VALUE; repeatable.
     #[arg(long = "label", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
+    /// Start from this environment (name or id) instead of the base image.
+    #[arg(long)]
+    env: Option<String>,
+    /// If the environment is not built yet, build it (or wait for its build)
+    /// instead of failing.
+    #[arg(long)]
+    wait_for_build: bool,
     /// Print the session as JSON.
     #[arg(long)]
     json: bool,
@@ -190,6 +197,8 @@ async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Resul
         limits: Some(Limits { memory_bytes: args.memory, cpus: args.cpus, pids: args.pids }),
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
+        environment: args.env.unwrap_or_default(),
+        wait_for_build: args.wait_for_build,
     };
     let s = client.create_session(request).await.map_err(status)?.into_inner();
     if args.json {
@@ -276,5 +285,6 @@ fn session_json(s: &Session) -> serde_json::Value {
         "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
         "init_pid": s.init_pid,
         "labels": s.labels,
+        "environment": if s.environment_name.is_empty() { None } else { Some(&s.environment_name) },
     })
 }

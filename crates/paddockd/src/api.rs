@@ -94,6 +94,8 @@ fn to_proto(r: &SessionRecord) -> Session {
         expires_at_ms: r.expires_at_ms.unwrap_or(0),
         init_pid: r.process.map(|p| p.pid).unwrap_or(0),
         labels: r.labels.clone().into_iter().collect(),
+        environment_id: r.environment_id.clone(),
+        environment_name: r.environment_name.clone(),
     }
 }
 

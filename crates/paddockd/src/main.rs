@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod environments;
 mod guest;
 mod limits;
 mod server;
@@ -18,6 +19,7 @@ use clap::Parser;
 use paddock_runtime::helper::RuntimeClient;
 
 use crate::config::{DaemonConfig, Subcommand};
+use crate::environments::EnvironmentManager;
 use crate::sessions::SessionManager;
 
 fn main() {
@@ -57,12 +59,14 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
 
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime)?);
+        let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
+        envs.recover().await?;
+        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, envs.clone())?);
         manager.recover().await?;
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
         tokio::select! {
-            r = server::serve(cfg.listen_addrs(), manager.clone()) => r,
+            r = server::serve(cfg.listen_addrs(), manager.clone(), envs) => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;

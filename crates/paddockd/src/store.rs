@@ -44,6 +44,11 @@ pub struct SessionRecord {
     /// The image (resolved, versioned path) the sandbox's root sits on.
     #[serde(default)]
     pub image: PathBuf,
+    /// The environment the session was started from; empty for the base image.
+    #[serde(default)]
+    pub environment_id: String,
+    #[serde(default)]
+    pub environment_name: String,
 }
 
 pub struct Store {

@@ -10,7 +10,7 @@ mod background;
 mod tools;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tonic::Status;
 
 use crate::config::DaemonConfig;
+use crate::environments::{EnvironmentManager, SessionImage};
 use crate::guest::{self, Guest};
 use crate::limits;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
@@ -47,15 +48,16 @@ pub struct SessionManager {
     host_memory: i64,
     sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
     pool: WarmPool,
+    envs: Arc<EnvironmentManager>,
 }
 
 impl SessionManager {
-    pub fn new(cfg: Arc<DaemonConfig>, runtime: Arc<RuntimeClient>) -> anyhow::Result<Self> {
-        let dirs = RuntimeDirs {
-            sandboxes_dir: cfg.sandboxes_dir(),
-            container_root: cfg.container_root(),
-            cgroup_parent: cfg.cgroup_parent.clone(),
-        };
+    pub fn new(
+        cfg: Arc<DaemonConfig>,
+        runtime: Arc<RuntimeClient>,
+        envs: Arc<EnvironmentManager>,
+    ) -> anyhow::Result<Self> {
+        let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
         Ok(Self {
             store: Store::open(cfg.sessions_dir())?,
@@ -65,6 +67,7 @@ impl SessionManager {
             host_memory: limits::host_memory(),
             sessions: Mutex::new(HashMap::new()),
             pool: WarmPool::new(warm),
+            envs,
         })
     }
 
@@ -82,7 +85,12 @@ impl SessionManager {
             )))
             }
         };
-        let image = self.current_image()?;
+        // A session on an environment starts cold: the warm pool holds
+        // sandboxes of the daemon's base image only.
+        let image = match req.environment.as_str() {
+            "" => SessionImage::base(self.current_image()?),
+            key => self.envs.session_image(key, req.wait_for_build).await?,
+        };
         {
             let sessions = self.sessions.lock().await;
             if sessions.len() >= self.cfg.max_sessions {
@@ -93,7 +101,11 @@ impl SessionManager {
             }
         }
 
-        let (mut record, guest) = match self.take_warm(&image, &limits).await {
+        let warm = match image.environment_id.is_empty() {
+            true => self.take_warm(&image.rootfs, &limits).await,
+            false => None,
+        };
+        let (mut record, guest) = match warm {
             Some(w) => (w.record, w.guest),
             None => self.start_sandbox(SessionState::Creating, &image, &limits).await?,
         };
@@ -132,7 +144,7 @@ impl SessionManager {
     async fn start_sandbox(
         &self,
         state: SessionState,
-        image: &Path,
+        image: &SessionImage,
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Status> {
         let id = new_session_id();
@@ -144,18 +156,24 @@ impl SessionManager {
             expires_at_ms: None,
             labels: BTreeMap::new(),
             process: None,
-            image: image.to_path_buf(),
+            image: image.rootfs.clone(),
+            environment_id: image.environment_id.clone(),
+            environment_name: image.environment_name.clone(),
         };
         self.store.save(&record).map_err(internal)?;
 
         let sandbox = SandboxConfig {
             id: id.clone(),
             dirs: self.dirs.clone(),
-            image_rootfs: image.to_path_buf(),
+            image_rootfs: image.rootfs.clone(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: vec![],
+            env: image.env.clone(),
             limits: limits::to_kernel(limits, self.cfg.open_files),
+            layers: image.layers.clone(),
+            upper: None,
+            host_network: false,
+            binds: vec![],
         };
         let runtime = self.runtime.clone();
         let created =
@@ -228,6 +246,32 @@ impl SessionManager {
         Ok(())
     }
 
+    /// Deletes environment `key` unless a session (running or stopped: its
+    /// root still sits on the environment's layers) was started from it.
+    pub async fn delete_environment(&self, envs: &EnvironmentManager, key: &str) -> Result<(), Status> {
+        let env = envs.get(key).await?;
+        // Holding the index keeps a new session from starting on it meanwhile.
+        let sessions = self.sessions.lock().await;
+        let mut users = Vec::new();
+        for s in sessions.values() {
+            let s = s.lock().await;
+            if s.record.environment_id == env.id {
+                users.push(s.record.id.clone());
+            }
+        }
+        if !users.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "environment {:?} is used by {} session(s) ({}); delete them first",
+                env.name,
+                users.len(),
+                users.join(", ")
+            )));
+        }
+        envs.delete(&env.id).await?;
+        drop(sessions);
+        Ok(())
+    }
+
     async fn runtime_destroy(&self, id: &str) -> Result<(), Status> {
         let runtime = self.runtime.clone();
         let dirs = self.dirs.clone();
@@ -292,11 +336,11 @@ fn is_session_id(s: &str) -> bool {
     s.len() == 20 && s.starts_with("ses-") && s[4..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{e:#}").replace('\n', " "))
 }
 
