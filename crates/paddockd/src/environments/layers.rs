@@ -80,10 +80,6 @@ impl LayerStore {
         Ok(())
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The files of layer `digest` (an overlay lower layer).
     pub fn diff(&self, digest: &str) -> PathBuf {
         self.dir.join(digest).join("diff")
@@ -93,12 +89,6 @@ impl LayerStore {
     pub fn get(&self, digest: &str) -> Option<LayerRecord> {
         let data = fs::read(self.dir.join(digest).join("layer.json")).ok()?;
         serde_json::from_slice(&data).ok()
-    }
-
-    /// Every finished layer.
-    pub fn list(&self) -> Vec<LayerRecord> {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return vec![] };
-        entries.flatten().filter_map(|e| self.get(&e.file_name().to_string_lossy())).collect()
     }
 
     /// Held while layer `digest` is looked up and, if missing, built.

@@ -71,6 +71,8 @@ python3 -m pip install --no-cache-dir --break-system-packages --root-user-action
 /// Prepended to every script: a missing tool is named, with the fix.
 pub const PRELUDE: &str = "need() { command -v \"$1\" >/dev/null 2>&1 || { echo \"paddock: this step needs '$1' in the image; add the Debian package that provides it to packages.apt\" >&2; exit 127; }; }
 ";
+/// What PRELUDE prints when the tool is missing: no package is to blame.
+const MISSING_TOOL: &str = "paddock: this step needs";
 
 /// Debian packages that provide the step's tool, in order of preference; the
 /// first one installed gives the tool version in the layer key.
@@ -111,6 +113,9 @@ pub fn blame<'a>(m: Manager, specs: &'a [String], output: &str) -> Option<&'a st
         "cannot",
         "unknown",
     ];
+    if output.contains(MISSING_TOOL) {
+        return None;
+    }
     let names: Vec<(&str, &str)> = specs.iter().map(|s| (m.package_name(s), s.as_str())).collect();
     for line in output.lines().rev().filter(|l| MARKERS.iter().any(|k| l.contains(k))) {
         // Longest names first: `six` must not claim a line about `sixer`.

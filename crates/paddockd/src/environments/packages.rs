@@ -144,10 +144,6 @@ impl Packages {
         }
         Ok(out)
     }
-
-    pub fn is_empty(&self) -> bool {
-        Manager::ALL.iter().all(|m| self.list(*m).is_empty())
-    }
 }
 
 fn normalize(m: Manager, spec: &str) -> String {
