@@ -360,3 +360,146 @@ async fn a_daemon_crash_mid_build_leaves_nothing_that_looks_finished() {
     assert_done(&events);
     assert_eq!(steps(&events)[0].1, "built");
 }
+
+/// A directory served over HTTP on loopback (build containers share the
+/// host's network): the test's own package registry.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Registry {
+    fn serve(dir: &Path) -> Self {
+        let addr = free_tcp_addr();
+        let (host, port) = addr.split_once(':').unwrap();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", host, port, "--directory"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "the test registry did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Registry { child, addr }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Go module proxy (GOPROXY protocol: list, info, mod, zip) holding
+/// example.com/hello v1.0.0, a main package.
+fn write_go_proxy(root: &Path) {
+    let v = root.join("example.com/hello/@v");
+    std::fs::create_dir_all(&v).unwrap();
+    let go_mod = "module example.com/hello\n\ngo 1.19\n";
+    std::fs::write(v.join("list"), "v1.0.0\n").unwrap();
+    std::fs::write(v.join("v1.0.0.info"), "{\"Version\":\"v1.0.0\",\"Time\":\"2024-01-01T00:00:00Z\"}")
+        .unwrap();
+    std::fs::write(v.join("v1.0.0.mod"), go_mod).unwrap();
+    let main =
+        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello from a local go module\") }\n";
+    let script = format!(
+        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nz.writestr('example.com/hello@v1.0.0/go.mod', {go_mod:?})\nz.writestr('example.com/hello@v1.0.0/main.go', {main:?})\nz.close()\n"
+    );
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(v.join("v1.0.0.zip"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargo_gem_and_go_packages() {
+    let Some(image) = debian_image_or_skip() else { return };
+    let work = std::env::temp_dir().join(format!("paddock-test-registries-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("gems")).unwrap();
+    write_go_proxy(&work.join("goproxy"));
+    let registry = Registry::serve(&work);
+    std::fs::write(work.join("gemrc"), format!(":sources:\n- http://{}/gems/\n", registry.addr)).unwrap();
+    let d = Daemon::start_with_env(
+        image,
+        vec!["--warm-sandboxes".into(), "0".into()],
+        None,
+        vec![
+            ("GOPROXY".into(), format!("http://{}/goproxy", registry.addr)),
+            ("GOSUMDB".into(), "off".into()),
+            ("GEMRC".into(), work.join("gemrc").to_string_lossy().into()),
+        ],
+    );
+    let mut envs = d.environments().await;
+    let mut client = d.client().await;
+    let tools = ["ruby", "golang-go", "cargo-web"];
+
+    // The gem is made with real RubyGems, in a session on an environment that
+    // has Ruby (its apt layer is the one the next environment reuses).
+    create_env(&mut envs, "tools", pkgs(&tools, &[], &[])).await;
+    let s = session_on(&mut client, "tools", true).await.expect("session on tools");
+    let gem_src = r#"set -e
+mkdir -p /tmp/g/bin /tmp/repo/gems && cd /tmp/g
+printf '#!/usr/bin/env ruby\nputs "hello from a local gem"\n' > bin/paddock-hello
+cat > paddock-hello.gemspec <<'SPEC'
+Gem::Specification.new do |s|
+  s.name = "paddock-hello"
+  s.version = "0.1.0"
+  s.summary = "test gem"
+  s.authors = ["paddock"]
+  s.files = ["bin/paddock-hello"]
+  s.executables = ["paddock-hello"]
+  s.license = "MIT"
+end
+SPEC
+gem build -q paddock-hello.gemspec >/dev/null
+cp paddock-hello-0.1.0.gem /tmp/repo/gems/
+gem generate_index -q -d /tmp/repo >/dev/null
+tar -C /tmp/repo -cf - . | base64 -w0"#;
+    let tarball = sh_ok(&mut client, &s.id, gem_src).await;
+    let tar = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("base64 -d | tar -C {} -xf -", work.join("gems").display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin.as_ref().unwrap().write_all(tarball.trim().as_bytes()).unwrap();
+    assert!(tar.wait_with_output().unwrap().status.success());
+    client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+
+    let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let packages = Packages {
+        apt: v(&tools),
+        cargo: v(&["hello-world-rs@1.0.0"]),
+        gem: v(&["paddock-hello:0.1.0"]),
+        go: v(&["example.com/hello@v1.0.0"]),
+        ..Default::default()
+    };
+    create_env(&mut envs, "langs", Some(packages)).await;
+    let events = build_env(&mut envs, "langs").await;
+    assert_done(&events);
+    let kinds: Vec<_> = steps(&events).into_iter().map(|(m, k, _)| format!("{m}:{k}")).collect();
+    assert_eq!(kinds, ["apt:hit", "cargo:built", "gem:built", "go:built"]);
+
+    let s = session_on(&mut client, "langs", false).await.unwrap();
+    let out =
+        sh_ok(&mut client, &s.id, "command -v hello-world-rs paddock-hello hello; paddock-hello; hello")
+            .await;
+    assert_eq!(
+        out,
+        "/usr/local/bin/hello-world-rs\n/usr/local/bin/paddock-hello\n/usr/local/bin/hello\n\
+         hello from a local gem\nhello from a local go module\n"
+    );
+    sh_ok(&mut client, &s.id, "hello-world-rs").await;
+    client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&work);
+}

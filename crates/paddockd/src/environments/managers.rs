@@ -79,7 +79,8 @@ const MISSING_TOOL: &str = "paddock: this step needs";
 pub fn tool_packages(m: Manager) -> &'static [&'static str] {
     match m {
         Manager::Apt => &["apt"],
-        Manager::Cargo => &["cargo"],
+        // cargo-web: bookworm's current toolchain (plain `cargo` there predates the sparse index).
+        Manager::Cargo => &["cargo-web", "cargo"],
         Manager::Gem => &["ruby-rubygems", "ruby"],
         Manager::Go => &["golang-go"],
         Manager::Npm => &["npm"],
