@@ -490,9 +490,12 @@ tar -C /tmp/repo -cf - . | base64 -w0"#;
     assert_eq!(kinds, ["apt:hit", "cargo:built", "gem:built", "go:built"]);
 
     let s = session_on(&mut client, "langs", false).await.unwrap();
-    let out =
-        sh_ok(&mut client, &s.id, "command -v hello-world-rs paddock-hello hello; paddock-hello; hello")
-            .await;
+    let out = sh_ok(
+        &mut client,
+        &s.id,
+        "for c in hello-world-rs paddock-hello hello; do command -v $c; done; paddock-hello; hello",
+    )
+    .await;
     assert_eq!(
         out,
         "/usr/local/bin/hello-world-rs\n/usr/local/bin/paddock-hello\n/usr/local/bin/hello\n\
