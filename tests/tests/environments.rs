@@ -10,8 +10,8 @@ use paddock_proto::v1::build_event::Event;
 use paddock_proto::v1::environments_client::EnvironmentsClient;
 use paddock_proto::v1::{
     BuildEvent, BuildFailed, BuildState, CreateEnvironmentRequest, CreateSessionRequest,
-    DeleteEnvironmentRequest, DeleteSessionRequest, Environment, GetEnvironmentRequest, Packages,
-    UpdateEnvironmentRequest,
+    DeleteEnvironmentRequest, DeleteSessionRequest, Environment, ExportEnvironmentRequest,
+    GetEnvironmentRequest, ImportEnvironmentRequest, Packages, UpdateEnvironmentRequest,
 };
 use paddock_tests::*;
 use tonic::transport::Channel;
@@ -322,6 +322,56 @@ async fn unknown_packages_registry_errors_and_concurrent_builds() {
     assert_eq!(sh_ok(&mut client, &s.id, "echo $GREETING; jq -n 1+1").await, "hi\n2\n");
     let counts: HashMap<_, _> = [("layers", layer_dirs(&d).0.len())].into();
     assert_eq!(counts["layers"], 2, "apt jq and pip six layers only: {:?}", layer_dirs(&d));
+
+    // Export as an OCI layout that skopeo and umoci read; import it back as
+    // the base of a new environment, whose sessions see the same files.
+    let layout = d.state_dir.with_extension("oci");
+    let _ = std::fs::remove_dir_all(&layout);
+    let exported = envs
+        .export_environment(ExportEnvironmentRequest {
+            environment: "c3".into(),
+            directory: layout.to_string_lossy().into(),
+        })
+        .await
+        .expect("ExportEnvironment")
+        .into_inner();
+    assert!(exported.manifest_digest.starts_with("sha256:"));
+    let inspect = std::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}", layout.display()))
+        .output()
+        .expect("skopeo (apt-get install skopeo)");
+    assert!(inspect.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&inspect.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 2, "{info}");
+    assert!(info["Env"].to_string().contains("GREETING=hi"), "{info}");
+    let umoci = std::process::Command::new("umoci").args(["ls", "--layout"]).arg(&layout).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&umoci.stdout).trim(), "c3", "umoci ls: {umoci:?}");
+    let stat = std::process::Command::new("umoci")
+        .arg("stat")
+        .arg("--image")
+        .arg(format!("{}:c3", layout.display()))
+        .output()
+        .unwrap();
+    assert!(stat.status.success(), "umoci stat: {stat:?}");
+
+    let imported = envs
+        .import_environment(ImportEnvironmentRequest {
+            name: "c3-copy".into(),
+            directory: layout.to_string_lossy().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ImportEnvironment")
+        .into_inner();
+    assert_eq!(imported.state, BuildState::Ready as i32);
+    assert!(imported.imported_base.starts_with("sha256:"));
+    let copy = session_on(&mut client, "c3-copy", false).await.unwrap();
+    let fingerprint =
+        "echo $GREETING; jq --version; sha256sum /usr/bin/jq /var/lib/dpkg/status /etc/os-release; \
+                       find /usr /etc /var/lib -xdev | LC_ALL=C sort | sha256sum";
+    assert_eq!(sh_ok(&mut client, &copy.id, fingerprint).await, sh_ok(&mut client, &s.id, fingerprint).await);
+    let _ = std::fs::remove_dir_all(&layout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,8 @@ pub struct LayerRecord {
     pub digest: String,
     /// Digest of the layer below (a base's digest for the first step).
     pub parent: String,
-    pub manager: Manager,
+    /// The package manager that made it, or "base" for an imported image.
+    pub manager: String,
     pub packages: Vec<String>,
     pub tool_version: String,
     /// Disk used by the layer's files.

@@ -370,7 +370,7 @@ impl EnvironmentManager {
         let record = LayerRecord {
             digest: digest.into(),
             parent: parent.into(),
-            manager: m,
+            manager: m.name().into(),
             packages: step.packages.to_vec(),
             tool_version: tool.into(),
             size_bytes: 0,
@@ -464,11 +464,7 @@ impl EnvironmentManager {
 }
 
 fn to_layer(l: &LayerRecord) -> Layer {
-    Layer {
-        digest: format!("sha256:{}", l.digest),
-        manager: l.manager.name().into(),
-        size_bytes: l.size_bytes,
-    }
+    Layer { digest: format!("sha256:{}", l.digest), manager: l.manager.clone(), size_bytes: l.size_bytes }
 }
 
 fn validate_name(name: &str) -> Result<(), Status> {

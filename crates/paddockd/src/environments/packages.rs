@@ -120,6 +120,10 @@ impl Packages {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        Manager::ALL.iter().all(|m| self.list(*m).is_empty())
+    }
+
     /// Checks every entry (the error names the field, e.g. `packages.pip[1]`)
     /// and returns the lists normalized: trimmed, names in their canonical
     /// case, sorted, duplicates removed.
