@@ -241,6 +241,23 @@ fn write_tar(root: &Path, out: &mut HashingWriter) -> io::Result<()> {
                 tar.append_data(&mut h, wh, io::empty())?;
                 continue;
             }
+            let ft = meta.file_type();
+            if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+                // Built by hand: the tar crate names special files by their host path.
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata(&meta);
+                h.set_entry_type(match () {
+                    _ if ft.is_char_device() => tar::EntryType::Char,
+                    _ if ft.is_block_device() => tar::EntryType::Block,
+                    _ => tar::EntryType::Fifo,
+                });
+                let dev = meta.rdev();
+                h.set_device_major(nix::sys::stat::major(dev) as u32)?;
+                h.set_device_minor(nix::sys::stat::minor(dev) as u32)?;
+                h.set_size(0);
+                tar.append_data(&mut h, &rel, io::empty())?;
+                continue;
+            }
             tar.append_path_with_name(&path, &rel)?;
             if meta.is_dir() {
                 if xattr_is_set(&path, OPAQUE_XATTR) {
