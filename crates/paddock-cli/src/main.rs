@@ -1,6 +1,7 @@
 //! paddock: the operator CLI. Human output by default, `--json` for scripts.
 
 mod connect;
+mod env;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -35,6 +36,9 @@ enum Command {
     Session(SessionCommand),
     /// Run a command in a session; exits with its exit code (128+N for signal N).
     Exec(ExecArgs),
+    /// Declare, build, list, export and import environments.
+    #[command(subcommand)]
+    Env(env::EnvCommand),
 }
 
 #[derive(Subcommand)]
@@ -109,7 +113,7 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
@@ -129,8 +133,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Env(cmd) = cli.command {
+        return env::run(&cli.addr, cmd).await;
+    }
     let mut client = connect::sessions(&cli.addr).await?;
     match cli.command {
+        Command::Env(_) => unreachable!("handled above"),
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
         Command::Session(SessionCommand::Ls { json }) => {
             let sessions =
@@ -169,6 +177,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("pids:     {}", l.pids.unwrap_or(0));
                 println!("expires:  {}", expires(s.expires_at_ms));
                 println!("init pid: {}", s.init_pid);
+                if !s.environment_name.is_empty() {
+                    println!("env:      {} ({})", s.environment_name, s.environment_id);
+                }
                 for (k, v) in &s.labels {
                     println!("label:    {k}={v}");
                 }
@@ -254,7 +265,7 @@ async fn exec(client: &mut SessionsClient<Channel>, args: ExecArgs) -> Result<Ex
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())
 }
 
