@@ -556,3 +556,58 @@ tar -C /tmp/repo -cf - . | base64 -w0"#;
     drop(registry);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_env_commands() {
+    let Some(image) = debian_image_or_skip() else { return };
+    let d = Daemon::start_with(image, vec!["--warm-sandboxes".into(), "0".into()], None);
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = d.state_dir.join("tools.toml");
+    std::fs::write(&file, "name = \"tools\"\n[packages]\napt = [\"jq\"]\n[env]\nMODE = \"toml\"\n").unwrap();
+    let id = ok(d.cli(&["env", "create", "-f", file.to_str().unwrap()]));
+    assert!(id.starts_with("env-"), "{id}");
+    let yaml = d.state_dir.join("more.yaml");
+    std::fs::write(&yaml, "packages:\n  apt: [jq]\nenv:\n  MODE: yaml\n").unwrap();
+    ok(d.cli(&["env", "create", "more", "-f", yaml.to_str().unwrap(), "--env", "EXTRA=1"]));
+    let bad = d.cli(&["env", "create", "bad", "--pip", "six==="]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("packages.pip[0]"), "{bad:?}");
+
+    // Not on a terminal: plain lines, one per event.
+    let built = ok(d.cli(&["env", "build", "tools"]));
+    assert!(built.contains("[1/1] apt   start: jq"), "{built}");
+    assert!(built.contains("[1/1] apt   | "), "{built}");
+    assert!(built.contains("[1/1] apt   built sha256:"), "{built}");
+    assert!(built.contains("built tools in"), "{built}");
+    let cached = ok(d.cli(&["env", "build", "more"]));
+    assert!(cached.contains("[1/1] apt   cached sha256:"), "{cached}");
+
+    let list: serde_json::Value = serde_json::from_str(&ok(d.cli(&["env", "ls", "--json"]))).unwrap();
+    let names: Vec<_> =
+        list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["more", "tools"]);
+    assert_eq!(list[0]["state"], "ready");
+    assert_eq!(list[0]["env"]["MODE"], "yaml");
+    let shown = ok(d.cli(&["env", "show", "tools"]));
+    assert!(shown.contains("package:  apt:jq") && shown.contains("layer:    apt"), "{shown}");
+
+    let ses = ok(d.cli(&["session", "create", "--env", "tools"])).trim().to_string();
+    let out = ok(d.cli(&["exec", &ses, "--", "sh", "-c", "echo $MODE; jq -n 2+3"]));
+    assert_eq!(out, "toml\n5\n");
+    let refused = d.cli(&["env", "rm", "tools"]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains(&ses),
+        "{refused:?}"
+    );
+    ok(d.cli(&["session", "rm", &ses]));
+    ok(d.cli(&["env", "rm", "tools", "more"]));
+    assert_eq!(ok(d.cli(&["env", "ls", "--json"])).trim(), "[]");
+}
