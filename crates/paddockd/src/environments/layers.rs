@@ -139,15 +139,15 @@ impl LayerStore {
     }
 }
 
-/// `rm -rf`, also through directories a build left without write permission
-/// (overlayfs' work dir, Go's module cache).
+/// `rm -rf PATH` without following a symlink at PATH; absent is fine.
 pub fn remove_tree(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(_) if path.is_file() || path.is_symlink() => Ok(fs::remove_file(path)?),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-    }
+    let removed = match path.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+    };
+    removed.with_context(|| format!("removing {}", path.display()))
 }
 
 /// Disk used by the files under `dir`, each inode counted once.

@@ -48,10 +48,19 @@ impl EnvironmentManager {
         env.extend(image.layer_env.iter().map(|(k, v)| format!("{k}={v}")));
         env.extend(record.env.iter().map(|(k, v)| format!("{k}={v}")));
         let (dir, name) = (dir.to_path_buf(), record.name.clone());
-        tokio::task::spawn_blocking(move || write_layout(&dir, &name, &trees, env))
-            .await
-            .map_err(internal)?
-            .map_err(|e| Status::internal(format!("exporting: {e:#}")))
+        tokio::task::spawn_blocking(move || {
+            // The directory was absent or empty: a failed export leaves it so.
+            write_layout(&dir, &name, &trees, env).inspect_err(|_| {
+                if let Ok(entries) = fs::read_dir(&dir) {
+                    for e in entries.flatten() {
+                        let _ = remove_tree(&e.path());
+                    }
+                }
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| Status::internal(format!("exporting: {e:#}")))
     }
 
     /// Makes environment `name` with the image of the OCI layout in `dir` as
@@ -359,6 +368,18 @@ fn unpack_layers(dir: &Path, manifest: &ImageManifest, target: &Path) -> Result<
     Ok(())
 }
 
+/// Whether no component of `rel` under `root` is a symlink.
+fn no_symlinks(root: &Path, rel: &Path) -> bool {
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        if p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return false;
+        }
+    }
+    true
+}
+
 struct HashingReader<R> {
     inner: R,
     hash: Sha256,
@@ -386,6 +407,11 @@ fn apply_layer(data: impl Read, target: &Path) -> Result<()> {
         let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
         if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             bail!("entry {} leaves the image", path.display());
+        }
+        // Whiteouts delete through a path no earlier entry may have made a
+        // symlink out of the image (unpack_in guards the other entries).
+        if name.starts_with(".wh.") && !no_symlinks(target, &parent) {
+            bail!("whiteout {} points through a symlink", path.display());
         }
         if name == ".wh..wh..opq" {
             for child in fs::read_dir(target.join(&parent)).into_iter().flatten().flatten() {
