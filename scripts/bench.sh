@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (as root): runtime (session start, Exec), toolset and network. Results go into BENCHMARKS.md by hand, with
+# Runs the benchmarks (as root): runtime (session start, Exec), toolset, network
+# and environments (cold/warm builds against by hand, disk, env session start;
+# takes minutes). Results go into BENCHMARKS.md by hand, with
 # this command line.
 #   usage: scripts/bench.sh [ITERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-tools --bin bench-network
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-tools --bin bench-network --bin bench-env
 target/release/bench-runtime "$@"
 echo
 target/release/bench-tools "$@"
 echo
 target/release/bench-network "$@"
+echo
+target/release/bench-env

@@ -22,7 +22,8 @@ apt-get update -q
 # tests' small image; runc, bubblewrap, hyperfine: benchmark peers; skopeo,
 # umoci: OCI checks; nftables, iproute2: networking (the daemon's nft table; the
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
-# benchmark's certificates, servers and host-side client.
+# benchmark's certificates, servers and host-side client, and the environment
+# tests' local package registries (http.server).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use paddock_proto::v1::environments_client::EnvironmentsClient;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits};
 use tonic::transport::Channel;
@@ -139,6 +140,8 @@ pub struct Daemon {
     /// The daemon's tag in kernel object names: nft table `paddock_<tag>`,
     /// host links `pd<tag>*`.
     pub net_tag: String,
+    /// Extra variables in the daemon's environment (e.g. a package registry's address).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -147,6 +150,15 @@ impl Daemon {
     }
 
     pub fn start_with(image: PathBuf, extra_args: Vec<String>, tcp: Option<String>) -> Self {
+        Self::start_with_env(image, extra_args, tcp, vec![])
+    }
+
+    pub fn start_with_env(
+        image: PathBuf,
+        extra_args: Vec<String>,
+        tcp: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("paddock-test-{}-{n}", std::process::id());
         let state_dir = PathBuf::from("/tmp").join(&name);
@@ -167,6 +179,7 @@ impl Daemon {
             extra_args,
             tcp,
             net_tag: String::new(),
+            env,
         };
         d.spawn();
         d
@@ -199,6 +212,7 @@ impl Daemon {
             .arg("--cgroup-parent")
             .arg(&self.cgroup_parent)
             .args(&self.extra_args)
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -264,6 +278,10 @@ impl Daemon {
 
     pub async fn client(&self) -> Client {
         SessionsClient::new(self.channel().await).max_decoding_message_size(paddock_proto::MAX_MESSAGE)
+    }
+
+    pub async fn environments(&self) -> EnvironmentsClient<Channel> {
+        EnvironmentsClient::new(self.channel().await)
     }
 
     /// A channel to the API socket; retried briefly, then a panic with the log.
@@ -442,6 +460,23 @@ pub async fn list(client: &mut Client) -> Vec<paddock_proto::v1::Session> {
         .expect("ListSessions")
         .into_inner()
         .sessions
+}
+
+/// Runs BuildEnvironment to its end; returns every event.
+pub async fn build_env(
+    envs: &mut EnvironmentsClient<Channel>,
+    name: &str,
+) -> Vec<paddock_proto::v1::BuildEvent> {
+    let mut stream = envs
+        .build_environment(paddock_proto::v1::BuildEnvironmentRequest { environment: name.into() })
+        .await
+        .expect("BuildEnvironment")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(e) = stream.message().await.expect("build stream") {
+        events.push(e);
+    }
+    events
 }
 
 pub fn shell(id: &str, command: &str) -> ExecRequest {

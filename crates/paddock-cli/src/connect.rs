@@ -7,6 +7,12 @@ use tonic::transport::{Channel, Endpoint};
 use paddock_proto::MAX_MESSAGE;
 
 pub async fn sessions(addr: &str) -> Result<SessionsClient<Channel>> {
+    Ok(SessionsClient::new(channel(addr).await?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+pub async fn channel(addr: &str) -> Result<Channel> {
     let channel = if let Some(path) = addr.strip_prefix("unix:") {
         paddock_proto::dial::unix(path).await
     } else {
@@ -16,7 +22,5 @@ pub async fn sessions(addr: &str) -> Result<SessionsClient<Channel>> {
     .with_context(|| {
         format!("cannot reach paddockd at {addr} (is it running? set --addr or PADDOCK_ADDR)")
     })?;
-    Ok(SessionsClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+    Ok(channel)
 }

@@ -1,6 +1,7 @@
 //! paddock: the operator CLI. Human output by default, `--json` for scripts.
 
 mod connect;
+mod env;
 mod network;
 
 use std::collections::HashMap;
@@ -36,6 +37,9 @@ enum Command {
     Session(SessionCommand),
     /// Run a command in a session; exits with its exit code (128+N for signal N).
     Exec(ExecArgs),
+    /// Declare, build, list, export and import environments.
+    #[command(subcommand)]
+    Env(env::EnvCommand),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +96,13 @@ struct CreateArgs {
     /// A label KEY=VALUE; repeatable.
     #[arg(long = "label", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
+    /// Start from this environment (name or id) instead of the base image.
+    #[arg(long)]
+    env: Option<String>,
+    /// If the environment is not built yet, build it (or wait for its build)
+    /// instead of failing.
+    #[arg(long)]
+    wait_for_build: bool,
     /// A local file to place read-only in the session: FILE (at
     /// /mnt/session/uploads/<its name>) or FILE=PATH (PATH relative to
     /// /mnt/session/uploads); repeatable.
@@ -139,7 +150,7 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
@@ -159,8 +170,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Env(cmd) = cli.command {
+        return env::run(&cli.addr, cmd).await;
+    }
     let mut client = connect::sessions(&cli.addr).await?;
     match cli.command {
+        Command::Env(_) => unreachable!("handled above"),
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
         Command::Session(SessionCommand::Ls { json }) => {
             let sessions =
@@ -206,6 +221,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("pids:     {}", l.pids.unwrap_or(0));
                 println!("expires:  {}", expires(s.expires_at_ms));
                 println!("init pid: {}", s.init_pid);
+                if !s.environment_name.is_empty() {
+                    println!("env:      {} ({})", s.environment_name, s.environment_id);
+                }
                 for (k, v) in &s.labels {
                     println!("label:    {k}={v}");
                 }
@@ -284,6 +302,8 @@ async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Resul
         limits: Some(Limits { memory_bytes: args.memory, cpus: args.cpus, pids: args.pids }),
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
+        environment: args.env.unwrap_or_default(),
+        wait_for_build: args.wait_for_build,
         resources,
         network: args.network.policy(),
         ..Default::default()
@@ -342,7 +362,7 @@ async fn exec(client: &mut SessionsClient<Channel>, args: ExecArgs) -> Result<Ex
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())
 }
 
@@ -373,6 +393,7 @@ fn session_json(s: &Session) -> serde_json::Value {
         "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
         "init_pid": s.init_pid,
         "labels": s.labels,
+        "environment": if s.environment_name.is_empty() { None } else { Some(&s.environment_name) },
         "resources": s.resources,
         "network": s.network.as_ref().map(network::policy_json),
         "network_denied_total": s.network_denied_total,

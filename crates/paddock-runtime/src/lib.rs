@@ -57,6 +57,18 @@ pub struct SandboxConfig {
     /// Extra `KEY=VALUE` entries for the sandbox's environment.
     pub env: Vec<String>,
     pub limits: ResourceLimits,
+    /// Read-only layers stacked on `image_rootfs`, lowest first (an
+    /// environment's package layers). Shared by every sandbox that uses them.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+    /// A writable layer kept outside the sandbox dir (`<dir>/diff` and
+    /// `<dir>/work`), so it survives `destroy`: a build container's output.
+    #[serde(default)]
+    pub upper: Option<PathBuf>,
+    /// Stay in the host's network namespace. For build containers only, which
+    /// must reach the package registries the host reaches; sessions never get it.
+    #[serde(default)]
+    pub host_network: bool,
     /// Host directories bind-mounted into the sandbox (after the image's own).
     #[serde(default)]
     pub binds: Vec<BindMount>,

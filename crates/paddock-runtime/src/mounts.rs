@@ -9,17 +9,20 @@ use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
-/// Mounts `lower` (read-only, shared by every session) under `upper` (this session's
-/// writable layer) at `target`.
-pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    for (what, p) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
+/// Mounts `lowers` (read-only, shared by every session; lowest first) under
+/// `upper` (this session's writable layer) at `target`.
+pub fn mount_overlay(lowers: &[&Path], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    let named = lowers.iter().map(|p| ("lowerdir", *p)).chain([("upperdir", upper), ("workdir", work)]);
+    for (what, p) in named {
         let s = p.to_string_lossy();
         if s.contains(',') || s.contains(':') {
             anyhow::bail!("overlay {what} {s:?} may not contain ',' or ':'");
         }
     }
+    // overlayfs lists the topmost lower layer first.
+    let lower: Vec<String> = lowers.iter().rev().map(|p| p.display().to_string()).collect();
     let options =
-        format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
     mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
         .with_context(|| format!("mounting the overlay root filesystem at {}", target.display()))
 }

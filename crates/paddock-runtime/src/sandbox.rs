@@ -48,11 +48,19 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     if !cfg.image_rootfs.join("bin").exists() && !cfg.image_rootfs.join("usr/bin").exists() {
         anyhow::bail!("image root filesystem {} has no /bin or /usr/bin", cfg.image_rootfs.display());
     }
-    for dir in [paths.upper(), paths.work(), paths.rootfs()] {
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (upper, work) = match &cfg.upper {
+        Some(dir) => (dir.join("diff"), dir.join("work")),
+        None => (paths.upper(), paths.work()),
+    };
+    for dir in [&upper, &work, &paths.rootfs()] {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    mounts::mount_overlay(&cfg.image_rootfs, &paths.upper(), &paths.work(), &paths.rootfs())?;
-    mounts::create_loopback_netns(&paths.netns())?;
+    let mut lowers = vec![cfg.image_rootfs.as_path()];
+    lowers.extend(cfg.layers.iter().map(|p| p.as_path()));
+    mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?;
+    if !cfg.host_network {
+        mounts::create_loopback_netns(&paths.netns())?;
+    }
     if let Some(net) = &cfg.network {
         fs::write(paths.host_if_file(), &net.host_if).context("recording the host link's name")?;
         netdev::wire_veth(&paths.netns(), net)?;

@@ -121,6 +121,8 @@ fn to_proto(r: &SessionRecord, denied_total: u64) -> Session {
         resources: r.resources.clone(),
         network: r.network.as_ref().map(|p| p.to_proto()),
         network_denied_total: denied_total,
+        environment_id: r.environment_id.clone(),
+        environment_name: r.environment_name.clone(),
     }
 }
 

@@ -67,6 +67,13 @@ pub struct DaemonConfig {
     #[arg(long, default_value = "1M", value_parser = parse_bytes)]
     pub exec_output_limit: i64,
 
+    /// Longest a package manager's build step may run, e.g. 30m.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub build_timeout: Duration,
+    /// Memory limit of a build container.
+    #[arg(long, default_value = "4G", value_parser = parse_bytes)]
+    pub build_memory: i64,
+
     /// How long a new sandbox may take to answer its first request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub start_timeout: Duration,
@@ -136,6 +143,13 @@ impl DaemonConfig {
     }
     pub fn container_root(&self) -> PathBuf {
         self.state_dir.join("runtime")
+    }
+    pub fn runtime_dirs(&self) -> paddock_runtime::RuntimeDirs {
+        paddock_runtime::RuntimeDirs {
+            sandboxes_dir: self.sandboxes_dir(),
+            container_root: self.container_root(),
+            cgroup_parent: self.cgroup_parent.clone(),
+        }
     }
     pub fn helper_socket(&self) -> PathBuf {
         self.state_dir.join("runtime-helper.sock")

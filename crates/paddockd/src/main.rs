@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod environments;
 mod guest;
 mod limits;
 mod network;
@@ -19,6 +20,7 @@ use clap::Parser;
 use paddock_runtime::helper::RuntimeClient;
 
 use crate::config::{DaemonConfig, Subcommand};
+use crate::environments::EnvironmentManager;
 use crate::sessions::SessionManager;
 
 fn main() {
@@ -59,12 +61,14 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
-        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net)?);
+        let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
+        envs.recover().await?;
+        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone())?);
         manager.recover().await?;
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
         tokio::select! {
-            r = server::serve(cfg.listen_addrs(), manager.clone()) => r,
+            r = server::serve(cfg.listen_addrs(), manager.clone(), envs) => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;

@@ -1,10 +1,11 @@
-//! Serving the public API: the Sessions, Tools, Processes, Files and Code services, gRPC health and server
+//! Serving the public API: the Sessions, Tools, Processes, Files, Code and Environments services, gRPC health and server
 //! reflection (v1 and v1alpha), on every configured TCP or unix address.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use paddock_proto::v1::code_server::CodeServer;
+use paddock_proto::v1::environments_server::EnvironmentsServer;
 use paddock_proto::v1::files_server::FilesServer;
 use paddock_proto::v1::processes_server::ProcessesServer;
 use paddock_proto::v1::sessions_server::SessionsServer;
@@ -14,13 +15,19 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 
 use crate::api::{CodeApi, FilesApi, ProcessesApi, SessionsApi, ToolsApi};
+use crate::environments::api::EnvironmentsApi;
+use crate::environments::EnvironmentManager;
 use crate::sessions::SessionManager;
 use paddock_proto::MAX_MESSAGE;
 
-pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<()> {
+pub async fn serve(
+    addrs: Vec<String>,
+    manager: Arc<SessionManager>,
+    envs: Arc<EnvironmentManager>,
+) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for addr in addrs {
-        let router = router(manager.clone()).await?;
+        let router = router(manager.clone(), envs.clone()).await?;
         if let Some(path) = addr.strip_prefix("unix:") {
             let _ = std::fs::remove_file(path);
             let listener =
@@ -42,7 +49,7 @@ pub async fn serve(addrs: Vec<String>, manager: Arc<SessionManager>) -> Result<(
     Ok(())
 }
 
-async fn router(manager: Arc<SessionManager>) -> Result<Router> {
+async fn router(manager: Arc<SessionManager>, envs: Arc<EnvironmentManager>) -> Result<Router> {
     let (mut health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SessionsServer<SessionsApi>>().await;
     let reflection = || {
@@ -60,6 +67,7 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
     let tools = capped!(ToolsServer::new(ToolsApi { manager: manager.clone() }));
     let processes = capped!(ProcessesServer::new(ProcessesApi { manager: manager.clone() }));
     let files = capped!(FilesServer::new(FilesApi { manager: manager.clone() }));
+    let environments = capped!(EnvironmentsServer::new(EnvironmentsApi { envs, sessions: manager.clone() }));
     let code = capped!(CodeServer::new(CodeApi { manager }));
     Ok(Server::builder()
         .max_frame_size(paddock_proto::MAX_FRAME)
@@ -70,5 +78,6 @@ async fn router(manager: Arc<SessionManager>) -> Result<Router> {
         .add_service(tools)
         .add_service(processes)
         .add_service(files)
-        .add_service(code))
+        .add_service(code)
+        .add_service(environments))
 }

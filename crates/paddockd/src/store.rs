@@ -54,6 +54,11 @@ pub struct SessionRecord {
     /// The egress policy in force (set when the session is handed out).
     #[serde(default)]
     pub network: Option<crate::network::policy::PolicySpec>,
+    /// The environment the session was started from; empty for the base image.
+    #[serde(default)]
+    pub environment_id: String,
+    #[serde(default)]
+    pub environment_name: String,
 }
 
 pub struct Store {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::{is_session_id, now_ms, Session, SessionManager};
+use crate::environments::SessionImage;
 use crate::limits;
 use crate::store::{SessionLimits, SessionState};
 use crate::warm::WarmSandbox;
@@ -70,7 +71,9 @@ impl SessionManager {
             while self.pool.len() < self.pool.target {
                 let Some(_refilling) = self.pool.refill_permit().await else { return };
                 let started = match self.current_image() {
-                    Ok(image) => self.start_sandbox(SessionState::Warm, &image, &defaults).await,
+                    Ok(image) => {
+                        self.start_sandbox(SessionState::Warm, &SessionImage::base(image), &defaults).await
+                    }
                     Err(e) => Err(e),
                 };
                 match started {

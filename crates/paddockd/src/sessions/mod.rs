@@ -12,7 +12,7 @@ pub mod session_files;
 mod tools;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 use tonic::Status;
 
 use crate::config::DaemonConfig;
+use crate::environments::{EnvironmentManager, SessionImage};
 use crate::guest::{self, Guest};
 use crate::limits;
 use crate::network::policy::Mode;
@@ -53,6 +54,7 @@ pub struct SessionManager {
     sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
     pool: WarmPool,
     net: Arc<NetManager>,
+    envs: Arc<EnvironmentManager>,
 }
 
 impl SessionManager {
@@ -60,12 +62,9 @@ impl SessionManager {
         cfg: Arc<DaemonConfig>,
         runtime: Arc<RuntimeClient>,
         net: Arc<NetManager>,
+        envs: Arc<EnvironmentManager>,
     ) -> anyhow::Result<Self> {
-        let dirs = RuntimeDirs {
-            sandboxes_dir: cfg.sandboxes_dir(),
-            container_root: cfg.container_root(),
-            cgroup_parent: cfg.cgroup_parent.clone(),
-        };
+        let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
         Ok(Self {
             store: Store::open(cfg.sessions_dir())?,
@@ -76,6 +75,7 @@ impl SessionManager {
             sessions: Mutex::new(HashMap::new()),
             pool: WarmPool::new(warm),
             net,
+            envs,
         })
     }
 
@@ -95,7 +95,12 @@ impl SessionManager {
             }
         };
         let uploads = session_files::validate(&req.resources)?;
-        let image = self.current_image()?;
+        // A session on an environment starts cold: the warm pool holds
+        // sandboxes of the daemon's base image only.
+        let image = match req.environment.as_str() {
+            "" => SessionImage::base(self.current_image()?),
+            key => self.envs.session_image(key, req.wait_for_build).await?,
+        };
         {
             let sessions = self.sessions.lock().await;
             if sessions.len() >= self.cfg.max_sessions {
@@ -106,7 +111,11 @@ impl SessionManager {
             }
         }
 
-        let (mut record, guest) = match self.take_warm(&image, &limits).await {
+        let warm = match image.environment_id.is_empty() {
+            true => self.take_warm(&image.rootfs, &limits).await,
+            false => None,
+        };
+        let (mut record, guest) = match warm {
             Some(w) => (w.record, w.guest),
             None => self.start_sandbox(SessionState::Creating, &image, &limits).await?,
         };
@@ -162,7 +171,7 @@ impl SessionManager {
     async fn start_sandbox(
         &self,
         state: SessionState,
-        image: &Path,
+        image: &SessionImage,
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Status> {
         let id = new_session_id();
@@ -175,7 +184,9 @@ impl SessionManager {
             expires_at_ms: None,
             labels: BTreeMap::new(),
             process: None,
-            image: image.to_path_buf(),
+            image: image.rootfs.clone(),
+            environment_id: image.environment_id.clone(),
+            environment_name: image.environment_name.clone(),
             resources: vec![],
             net: net.clone(),
             network: None,
@@ -194,11 +205,15 @@ impl SessionManager {
         let sandbox = SandboxConfig {
             id: id.clone(),
             dirs: self.dirs.clone(),
-            image_rootfs: image.to_path_buf(),
+            image_rootfs: image.rootfs.clone(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default(),
+            env: [image.env.clone(), net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default()]
+                .concat(),
             limits: limits::to_kernel(limits, self.cfg.open_files),
+            layers: image.layers.clone(),
+            upper: None,
+            host_network: false,
             binds: files.binds(),
             network: net.clone(),
         };
@@ -306,6 +321,33 @@ impl SessionManager {
         Ok(s.record.clone())
     }
 
+    /// Deletes environment `key` unless a session whose sandbox still exists
+    /// (running, or dead but not yet stopped or deleted: its root sits on the
+    /// environment's layers) was started from it.
+    pub async fn delete_environment(&self, envs: &EnvironmentManager, key: &str) -> Result<(), Status> {
+        let env = envs.get(key).await?;
+        // Holding the index keeps a new session from starting on it meanwhile.
+        let sessions = self.sessions.lock().await;
+        let mut users = Vec::new();
+        for s in sessions.values() {
+            let s = s.lock().await;
+            if s.record.environment_id == env.id && s.record.process.is_some() {
+                users.push(s.record.id.clone());
+            }
+        }
+        if !users.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "environment {:?} is used by {} session(s) ({}); delete them first",
+                env.name,
+                users.len(),
+                users.join(", ")
+            )));
+        }
+        envs.delete(&env.id).await?;
+        drop(sessions);
+        Ok(())
+    }
+
     async fn runtime_destroy(&self, id: &str) -> Result<(), Status> {
         let runtime = self.runtime.clone();
         let dirs = self.dirs.clone();
@@ -402,7 +444,7 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{e:#}").replace('\n', " "))
 }
 

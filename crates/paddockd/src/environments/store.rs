@@ -1,0 +1,106 @@
+//! Environment records: one JSON file per environment under
+//! `<state>/environments/`, written atomically like session records.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::packages::Packages;
+use crate::store::write_atomic;
+
+/// Where an environment's image starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Base {
+    /// The daemon's base image (`--image`), resolved when a build starts.
+    Daemon,
+    /// An imported OCI image, unpacked as layer `digest`'s files.
+    Imported { digest: String },
+}
+
+/// A finished build: what it was built from and the layers it made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Image {
+    /// The base's root filesystem (versioned path) and its digest.
+    pub base_rootfs: PathBuf,
+    pub base_digest: String,
+    /// The packages (normalized) this image holds.
+    pub packages: Packages,
+    /// Layer digests, lowest first (the base not included).
+    pub layers: Vec<String>,
+    /// Variables the layers need (e.g. NODE_PATH), before the operator's own.
+    pub layer_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Normalized package lists.
+    pub packages: Packages,
+    pub env: BTreeMap<String, String>,
+    pub base: Base,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The last successful build; current when its packages and base match.
+    pub image: Option<Image>,
+    /// Why the last build of the current packages failed.
+    pub build_error: Option<String>,
+}
+
+impl EnvironmentRecord {
+    /// The built image, if it holds the current packages.
+    pub fn current_image(&self, base_rootfs: &std::path::Path) -> Option<&Image> {
+        self.image.as_ref().filter(|i| i.packages == self.packages && i.base_rootfs == base_rootfs)
+    }
+}
+
+pub struct EnvironmentStore {
+    dir: PathBuf,
+}
+
+impl EnvironmentStore {
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn save(&self, record: &EnvironmentRecord) -> Result<()> {
+        write_atomic(&self.path(&record.id), &serde_json::to_vec_pretty(record)?)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(fs::File::open(&self.dir)?.sync_all()?),
+        }
+    }
+
+    /// Every record; interrupted saves are dropped, unreadable records skipped.
+    pub fn load_all(&self) -> Result<Vec<EnvironmentRecord>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => {}
+                Some("tmp") => {
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+                _ => continue,
+            }
+            match fs::read(&path).map_err(anyhow::Error::from).and_then(|d| Ok(serde_json::from_slice(&d)?)) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!("skipping unreadable environment {}: {e:#}", path.display()),
+            }
+        }
+        Ok(out)
+    }
+}
