@@ -441,3 +441,42 @@ async fn cli_sets_and_shows_the_network() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("network.allowed_hosts[0]"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environments_rules_apply_to_its_sessions_unless_they_bring_their_own() {
+    let inet = TestInternet::start(&["web.test", "nope.test"]);
+    let Some(d) = daemon(&inet, &[]) else { return };
+    let run = |args: &[&str]| {
+        let out = d.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["env", "create", "webenv", "--allow-host", "web.test"]);
+    run(&["env", "build", "webenv", "--plain"]);
+    let show = run(&["env", "show", "webenv"]);
+    assert!(show.contains("network:  limited") && show.contains("allow:    web.test"), "{show}");
+
+    let get = |id: &str, host: &str| {
+        d.cli(&["exec", id, "--", "curl", "-sS", "-m", "5", "--noproxy", "*", &format!("http://{host}/")])
+            .status
+            .success()
+    };
+    // The environment's rules.
+    let on_env = run(&["session", "create", "--env", "webenv"]).trim().to_string();
+    assert!(get(&on_env, "web.test"));
+    assert!(!get(&on_env, "nope.test"));
+    assert!(run(&["session", "show", &on_env]).contains("network:  limited"));
+    // A session's own rules win.
+    let own = run(&["session", "create", "--env", "webenv", "--network", "none"]).trim().to_string();
+    assert!(!get(&own, "web.test"));
+    assert!(run(&["session", "show", &own]).contains("network:  none"));
+
+    // The same from a file; a bad host is named.
+    let file = d.state_dir.join("env.toml");
+    std::fs::write(&file, "name = \"fileenv\"\n[network]\nmode = \"unrestricted\"\n").unwrap();
+    run(&["env", "create", "-f", file.to_str().unwrap()]);
+    assert!(run(&["env", "show", "fileenv"]).contains("network:  unrestricted"));
+    let bad = d.cli(&["env", "create", "badenv", "--allow-host", "x..y"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("network.allowed_hosts[0]"));
+}

@@ -21,6 +21,7 @@ use paddock_units::format_bytes;
 use serde::Deserialize;
 use tonic::transport::Channel;
 
+use crate::network::{policy_json, print_policy, NetworkArgs, NetworkFile};
 use crate::{connect, parse_key_value, status};
 
 #[derive(Subcommand)]
@@ -92,6 +93,9 @@ pub struct CreateArgs {
     /// A variable baked into the image, KEY=VALUE; repeatable.
     #[arg(long = "env", value_parser = parse_key_value)]
     env: Vec<(String, String)>,
+    /// Egress rules of the environment's sessions (a session's own override them).
+    #[command(flatten)]
+    network: NetworkArgs,
     #[arg(long)]
     json: bool,
 }
@@ -106,6 +110,7 @@ struct EnvFile {
     packages: PackagesFile,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    network: Option<NetworkFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -242,11 +247,18 @@ async fn create(envs: &mut EnvironmentsClient<Channel>, args: CreateArgs) -> Res
     };
     let mut env: HashMap<String, String> = file.env.into_iter().collect();
     env.extend(args.env);
+    // Network flags replace the file's network table as a whole.
+    let network = match (args.network.policy(), file.network) {
+        (Some(p), _) => Some(p),
+        (None, Some(f)) => f.args()?.policy(),
+        (None, None) => None,
+    };
     let req = CreateEnvironmentRequest {
         name,
         description: args.description.or(file.description).unwrap_or_default(),
         packages: Some(packages),
         env,
+        network,
     };
     let e = envs.create_environment(req).await.map_err(status)?.into_inner();
     if args.json {
@@ -373,6 +385,9 @@ fn show(e: &Environment) {
     for l in &e.layers {
         println!("layer:    {:<6} {}", l.manager, layer_text(l));
     }
+    if let Some(p) = &e.network {
+        print_policy(p);
+    }
     if !e.imported_base.is_empty() {
         println!("imported: {}", e.imported_base);
     }
@@ -393,5 +408,6 @@ fn env_json(e: &Environment) -> serde_json::Value {
         "layers": e.layers.iter().map(|l| serde_json::json!({"digest": l.digest, "manager": l.manager, "size_bytes": l.size_bytes})).collect::<Vec<_>>(),
         "build_error": if e.build_error.is_empty() { None } else { Some(&e.build_error) },
         "imported_base": if e.imported_base.is_empty() { None } else { Some(&e.imported_base) },
+        "network": e.network.as_ref().map(policy_json),
     })
 }

@@ -89,10 +89,22 @@ pub fn status_json(s: &NetworkStatus) -> serde_json::Value {
 /// denials, newest last.
 pub fn print_status(s: &NetworkStatus, recent: usize) {
     let p = s.policy.clone().unwrap_or_default();
-    println!("network:  {}", mode_name(p.mode));
+    print_policy(&p);
     if !s.address.is_empty() {
         println!("address:  {}", s.address);
     }
+    println!("denied:   {}", s.denied_total);
+    let skip = s.recent_denials.len().saturating_sub(recent);
+    for d in &s.recent_denials[skip..] {
+        let secs = d.time_ms / 1000;
+        let (h, m, sec) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        println!("  {h:02}:{m:02}:{sec:02} UTC  {:<11} {}  ({})", d.via, d.destination, d.reason);
+    }
+}
+
+/// The policy's lines of `session show` and `env show`.
+pub fn print_policy(p: &NetworkPolicy) {
+    println!("network:  {}", mode_name(p.mode));
     for h in &p.allowed_hosts {
         println!("allow:    {h}");
     }
@@ -104,11 +116,35 @@ pub fn print_status(s: &NetworkStatus, recent: usize) {
             println!("allow:    MCP server {m}");
         }
     }
-    println!("denied:   {}", s.denied_total);
-    let skip = s.recent_denials.len().saturating_sub(recent);
-    for d in &s.recent_denials[skip..] {
-        let secs = d.time_ms / 1000;
-        let (h, m, sec) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-        println!("  {h:02}:{m:02}:{sec:02} UTC  {:<11} {}  ({})", d.via, d.destination, d.reason);
+}
+
+/// The `network` table of an environment file (TOML or YAML), with the same
+/// meaning as the flags.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    mode: Option<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    allow_package_managers: bool,
+    #[serde(default)]
+    mcp_servers: Vec<String>,
+}
+
+impl NetworkFile {
+    pub fn args(self) -> anyhow::Result<NetworkArgs> {
+        let network = match self.mode.as_deref() {
+            None => None,
+            Some(m) => Some(Mode::from_str(m, true).map_err(|_| {
+                anyhow::anyhow!("network.mode: {m:?} is not one of none, limited, unrestricted")
+            })?),
+        };
+        Ok(NetworkArgs {
+            network,
+            allow_host: self.allowed_hosts,
+            allow_package_managers: self.allow_package_managers,
+            mcp_server: self.mcp_servers,
+        })
     }
 }

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::packages::Packages;
 use super::{Base, EnvironmentManager, EnvironmentRecord};
+use crate::network::policy::PolicySpec;
 use crate::sessions::SessionManager;
 
 pub struct EnvironmentsApi {
@@ -28,6 +29,10 @@ pub struct EnvironmentsApi {
 fn packages(p: Option<PbPackages>) -> Packages {
     let p = p.unwrap_or_default();
     Packages { apt: p.apt, cargo: p.cargo, gem: p.gem, go: p.go, npm: p.npm, pip: p.pip }
+}
+
+fn network(p: Option<&paddock_proto::v1::NetworkPolicy>) -> Result<Option<PolicySpec>, Status> {
+    p.map(|p| PolicySpec::from_proto(p, "network")).transpose()
 }
 
 fn absolute(field: &str, dir: &str) -> Result<PathBuf, Status> {
@@ -46,7 +51,9 @@ impl Environments for EnvironmentsApi {
     ) -> Result<Response<Environment>, Status> {
         let r = request.into_inner();
         let env: BTreeMap<_, _> = r.env.into_iter().collect();
-        let record = self.envs.create(r.name, r.description, packages(r.packages), env, Base::Daemon).await?;
+        let network = network(r.network.as_ref())?;
+        let record =
+            self.envs.create(r.name, r.description, packages(r.packages), env, Base::Daemon, network).await?;
         tracing::info!(id = %record.id, name = %record.name, "environment created");
         Ok(Response::new(self.to_proto(&record)))
     }
@@ -74,7 +81,8 @@ impl Environments for EnvironmentsApi {
         let r = request.into_inner();
         let env = r.update_env.then(|| r.env.into_iter().collect());
         let pk = r.packages.map(|p| packages(Some(p)));
-        let record = self.envs.update(&r.environment, pk, env, r.description).await?;
+        let network = network(r.network.as_ref())?;
+        let record = self.envs.update(&r.environment, pk, env, r.description, network).await?;
         Ok(Response::new(self.to_proto(&record)))
     }
 
@@ -146,6 +154,7 @@ impl EnvironmentsApi {
                 npm: p.npm.clone(),
                 pip: p.pip.clone(),
             }),
+            network: r.network.as_ref().map(|p| p.to_proto()),
             env: r.env.clone().into_iter().collect(),
             state: state as i32,
             layers: current.map(|i| self.envs.image_layers(i)).unwrap_or_default(),

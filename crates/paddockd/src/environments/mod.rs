@@ -36,6 +36,7 @@ use self::packages::{Manager, Packages};
 use self::store::EnvironmentStore;
 pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
+use crate::network::policy::PolicySpec;
 use crate::sessions::{internal, now_ms};
 
 /// What a session on an environment starts from.
@@ -46,6 +47,8 @@ pub struct SessionImage {
     /// Layer directories, lowest first.
     pub layers: Vec<PathBuf>,
     pub env: Vec<String>,
+    /// The environment's egress rules, unless the session brings its own.
+    pub network: Option<PolicySpec>,
 }
 
 impl SessionImage {
@@ -57,6 +60,7 @@ impl SessionImage {
             rootfs,
             layers: vec![],
             env: vec![],
+            network: None,
         }
     }
 }
@@ -124,6 +128,7 @@ impl EnvironmentManager {
         packages: Packages,
         env: BTreeMap<String, String>,
         base: Base,
+        network: Option<PolicySpec>,
     ) -> Result<EnvironmentRecord, Status> {
         validate_name(&name)?;
         let packages = packages.normalized().map_err(Status::invalid_argument)?;
@@ -144,6 +149,7 @@ impl EnvironmentManager {
             updated_at_ms: now,
             image: None,
             build_error: None,
+            network,
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
@@ -176,6 +182,7 @@ impl EnvironmentManager {
         packages: Option<Packages>,
         env: Option<BTreeMap<String, String>>,
         description: Option<String>,
+        network: Option<PolicySpec>,
     ) -> Result<EnvironmentRecord, Status> {
         let id = self.get(key).await?.id;
         let packages = packages.map(|p| p.normalized()).transpose().map_err(Status::invalid_argument)?;
@@ -198,6 +205,9 @@ impl EnvironmentManager {
         }
         if let Some(d) = description {
             record.description = d;
+        }
+        if network.is_some() {
+            record.network = network;
         }
         record.updated_at_ms = now_ms();
         self.store.save(&record).map_err(internal)?;
@@ -459,6 +469,7 @@ impl EnvironmentManager {
             rootfs: image.base_rootfs.clone(),
             layers: image.layers.iter().map(|d| self.layers.diff(d)).collect(),
             env,
+            network: record.network.clone(),
         })
     }
 }

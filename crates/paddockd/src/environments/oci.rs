@@ -106,8 +106,9 @@ impl EnvironmentManager {
             image_env(dir, &manifest).into_iter().filter(|(k, _)| k != "PATH" && k != "HOME").collect();
         all_env.extend(env);
         let base = Base::Imported { digest: digest.clone() };
-        let record =
-            self.create(name, format!("imported from {}", dir.display()), packages, all_env, base).await?;
+        let record = self
+            .create(name, format!("imported from {}", dir.display()), packages, all_env, base, None)
+            .await?;
         if record.packages.is_empty() {
             // Nothing to install: the imported base is the whole image.
             let image = Image {

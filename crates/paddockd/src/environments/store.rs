@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::packages::Packages;
+use crate::network::policy::PolicySpec;
 use crate::store::write_atomic;
 
 /// Where an environment's image starts.
@@ -49,6 +50,9 @@ pub struct EnvironmentRecord {
     pub image: Option<Image>,
     /// Why the last build of the current packages failed.
     pub build_error: Option<String>,
+    /// Egress rules for sessions on it; `None`: the daemon's default.
+    #[serde(default)]
+    pub network: Option<PolicySpec>,
 }
 
 impl EnvironmentRecord {

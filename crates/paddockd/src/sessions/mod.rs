@@ -83,7 +83,6 @@ impl SessionManager {
 
     pub async fn create(&self, req: CreateSessionRequest) -> Result<SessionRecord, Status> {
         let limits = limits::resolve(&self.cfg, self.host_memory, req.limits.as_ref())?;
-        let policy = self.net.policy_from(req.network.as_ref(), "network")?;
         let now = now_ms();
         let expires_at_ms = match req.ttl_seconds {
             None => None,
@@ -95,12 +94,19 @@ impl SessionManager {
             }
         };
         let uploads = session_files::validate(&req.resources)?;
+        let requested = match &req.network {
+            Some(p) => Some(self.net.policy_from(Some(p), "network")?),
+            None => None,
+        };
         // A session on an environment starts cold: the warm pool holds
         // sandboxes of the daemon's base image only.
         let image = match req.environment.as_str() {
             "" => SessionImage::base(self.current_image()?),
             key => self.envs.session_image(key, req.wait_for_build).await?,
         };
+        // The session's own rules, else its environment's, else the daemon's.
+        let policy =
+            requested.or_else(|| image.network.clone()).unwrap_or_else(|| self.net.default_policy.clone());
         {
             let sessions = self.sessions.lock().await;
             if sessions.len() >= self.cfg.max_sessions {
