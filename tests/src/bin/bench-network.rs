@@ -21,7 +21,7 @@ use paddock_tests::{debian_image, sh_ok, test_image, Client, Daemon};
 
 const SIZE: u64 = 100 << 20;
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -154,36 +154,38 @@ async fn main() {
 
     // ---- session creation with and without networking
     println!();
-    println!("| create-to-first-exec (median of {n}) | cold | warm |");
-    println!("|---|---|---|");
+    println!("| median of {n} | create-to-first-exec, cold | warm | DeleteSession (warm run) |");
+    println!("|---|---|---|---|");
     let none = NetworkPolicy { mode: NetworkMode::None as i32, ..Default::default() };
     let limited = NetworkPolicy {
         mode: NetworkMode::Limited as i32,
         allowed_hosts: vec!["bulk.test".into()],
         ..Default::default()
     };
-    let mut base = (0.0, 0.0);
+    let mut base = (0.0, 0.0, 0.0);
     for (name, subnet_off, p) in [
         ("networking off", true, None),
         ("mode none", false, Some(none)),
         ("mode limited", false, Some(limited)),
     ] {
-        let cold = create_to_exec(n, 0, subnet_off, p.clone(), &inet).await;
-        let warm = create_to_exec(n, 2, subnet_off, p, &inet).await;
+        let (cold, _) = create_to_exec(n, 0, subnet_off, p.clone(), &inet).await;
+        let (warm, delete) = create_to_exec(n, 2, subnet_off, p, &inet).await;
         if subnet_off {
-            base = (cold, warm);
-            println!("| {name} | {cold:.2} ms | {warm:.2} ms |");
+            base = (cold, warm, delete);
+            println!("| {name} | {cold:.2} ms | {warm:.2} ms | {delete:.2} ms |");
         } else {
             println!(
-                "| {name} | {cold:.2} ms (+{:.2}) | {warm:.2} ms (+{:.2}) |",
+                "| {name} | {cold:.2} ms ({:+.2}) | {warm:.2} ms ({:+.2}) | {delete:.2} ms ({:+.2}) |",
                 cold - base.0,
-                warm - base.1
+                warm - base.1,
+                delete - base.2
             );
         }
     }
 }
 
-/// Median create-to-first-exec in ms on a fresh daemon (busybox image).
+/// Median create-to-first-exec and DeleteSession in ms on a fresh daemon
+/// (busybox image).
 async fn create_to_exec(
     n: usize,
     warm: usize,
@@ -198,16 +200,24 @@ async fn create_to_exec(
     }
     let daemon = Daemon::start_with(test_image(), args, None);
     let mut c = daemon.client().await;
-    let sandboxes = || std::fs::read_dir(daemon.state_dir.join("sandboxes")).map(|r| r.count()).unwrap_or(0);
-    let mut times = Vec::new();
+    // Warm sandboxes ready to hand out: their records say so once started.
+    let ready = || {
+        std::fs::read_dir(daemon.state_dir.join("sessions"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"Warm\"")))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (mut times, mut deletes) = (Vec::new(), Vec::new());
     for i in 0..(n + 3) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while sandboxes() < warm && Instant::now() < deadline {
+        while ready() < warm && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        if warm > 0 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        // Let the kernel finish tearing down the last session's namespaces.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let start = Instant::now();
         let req = CreateSessionRequest { network: network.clone(), ..Default::default() };
         let s = c.create_session(req).await.unwrap().into_inner();
@@ -215,10 +225,12 @@ async fn create_to_exec(
             ExecRequest { session_id: s.id.clone(), argv: vec!["/bin/true".into()], ..Default::default() };
         assert_eq!(c.exec(exec).await.unwrap().into_inner().exit_code, Some(0));
         let took = start.elapsed();
+        let start = Instant::now();
         c.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
         if i >= 3 {
             times.push(took.as_secs_f64() * 1e3);
+            deletes.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
-    median(times)
+    (median(times), median(deletes))
 }
