@@ -21,7 +21,7 @@ use paddock_tests::{debian_image, sh_ok, test_image, Client, Daemon};
 
 const SIZE: u64 = 100 << 20;
 
-fn median(mut v: Vec<f64>) -> (f64, f64) {
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -192,7 +192,7 @@ async fn create_to_exec(
     off: bool,
     network: Option<NetworkPolicy>,
     inet: &TestInternet,
-) -> f64 {
+) -> (f64, f64) {
     let mut args = inet.daemon_args();
     args.extend(["--warm-sandboxes".into(), warm.to_string()]);
     if off {
