@@ -9,7 +9,8 @@
 //!   no sandbox may reach; `registries.rs`: package registries from the host's
 //!   configuration.
 //! - `nft.rs`: the daemon's table; `proxy.rs`: HTTP proxy and transparent TCP
-//!   proxy; `sniff.rs`: SNI and Host; `dns.rs`: the resolver.
+//!   proxy; `relay.rs`: splicing bytes; `sniff.rs`: SNI and Host; `dns.rs`: the
+//!   resolver.
 
 mod addrs;
 mod dns;
@@ -17,6 +18,7 @@ mod nft;
 pub mod policy;
 mod proxy;
 mod registries;
+mod relay;
 mod sniff;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
