@@ -45,8 +45,48 @@ async fn numbers(c: &mut Client, session: Option<&str>, script: &str) -> Vec<f64
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
-    let image = debian_image().expect("the Debian base image is needed (rootfs/build-base.sh)");
+    // `bench-network N start`: only the session-start part.
+    let start_only = std::env::args().nth(2).as_deref() == Some("start");
     let inet = TestInternet::start(&["bulk.test"]);
+    if !start_only {
+        transfers(n, &inet).await;
+    }
+
+    // ---- session creation with and without networking
+    println!();
+    println!("| median of {n} | create-to-first-exec, cold | warm | DeleteSession (warm run) |");
+    println!("|---|---|---|---|");
+    let none = NetworkPolicy { mode: NetworkMode::None as i32, ..Default::default() };
+    let limited = NetworkPolicy {
+        mode: NetworkMode::Limited as i32,
+        allowed_hosts: vec!["bulk.test".into()],
+        ..Default::default()
+    };
+    let mut base = (0.0, 0.0, 0.0);
+    for (name, subnet_off, p) in [
+        ("networking off", true, None),
+        ("mode none", false, Some(none)),
+        ("mode limited", false, Some(limited)),
+    ] {
+        let (cold, _) = create_to_exec(n, 0, subnet_off, p.clone(), &inet).await;
+        let (warm, delete) = create_to_exec(n, 2, subnet_off, p, &inet).await;
+        if subnet_off {
+            base = (cold, warm, delete);
+            println!("| {name} | {cold:.2} ms | {warm:.2} ms | {delete:.2} ms |");
+        } else {
+            println!(
+                "| {name} | {cold:.2} ms ({:+.2}) | {warm:.2} ms ({:+.2}) | {delete:.2} ms ({:+.2}) |",
+                cold - base.0,
+                warm - base.1,
+                delete - base.2
+            );
+        }
+    }
+}
+
+/// The download and request-latency tables.
+async fn transfers(n: usize, inet: &TestInternet) {
+    let image = debian_image().expect("the Debian base image is needed (rootfs/build-base.sh)");
     let ip = inet.ip("bulk.test");
     let ca = inet.dir().join("ca.pem");
     let mut args = inet.daemon_args();
@@ -151,37 +191,6 @@ async fn main() {
             (t - base_time[1]) * 1e3
         );
     }
-
-    // ---- session creation with and without networking
-    println!();
-    println!("| median of {n} | create-to-first-exec, cold | warm | DeleteSession (warm run) |");
-    println!("|---|---|---|---|");
-    let none = NetworkPolicy { mode: NetworkMode::None as i32, ..Default::default() };
-    let limited = NetworkPolicy {
-        mode: NetworkMode::Limited as i32,
-        allowed_hosts: vec!["bulk.test".into()],
-        ..Default::default()
-    };
-    let mut base = (0.0, 0.0, 0.0);
-    for (name, subnet_off, p) in [
-        ("networking off", true, None),
-        ("mode none", false, Some(none)),
-        ("mode limited", false, Some(limited)),
-    ] {
-        let (cold, _) = create_to_exec(n, 0, subnet_off, p.clone(), &inet).await;
-        let (warm, delete) = create_to_exec(n, 2, subnet_off, p, &inet).await;
-        if subnet_off {
-            base = (cold, warm, delete);
-            println!("| {name} | {cold:.2} ms | {warm:.2} ms | {delete:.2} ms |");
-        } else {
-            println!(
-                "| {name} | {cold:.2} ms ({:+.2}) | {warm:.2} ms ({:+.2}) | {delete:.2} ms ({:+.2}) |",
-                cold - base.0,
-                warm - base.1,
-                delete - base.2
-            );
-        }
-    }
 }
 
 /// Median create-to-first-exec and DeleteSession in ms on a fresh daemon
@@ -211,13 +220,17 @@ async fn create_to_exec(
             .unwrap_or(0)
     };
     let (mut times, mut deletes) = (Vec::new(), Vec::new());
+    // PADDOCK_BENCH_SETTLE_MS: the pause before each create (default 100).
+    let settle = Duration::from_millis(
+        std::env::var("PADDOCK_BENCH_SETTLE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(100),
+    );
     for i in 0..(n + 3) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while ready() < warm && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // Let the kernel finish tearing down the last session's namespaces.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(settle).await;
         let start = Instant::now();
         let req = CreateSessionRequest { network: network.clone(), ..Default::default() };
         let s = c.create_session(req).await.unwrap().into_inner();
