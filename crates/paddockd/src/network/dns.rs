@@ -144,7 +144,12 @@ async fn answer(net: &NetManager, peer: SocketAddr, query: &[u8]) -> Option<Vec<
         }
         return Some(reply(&q, SERVFAIL, &[]));
     }
-    session.answered.lock().unwrap().insert(name, reachable.clone());
+    let mut answered = session.answered.lock().unwrap();
+    if answered.len() >= super::ANSWERS_KEPT {
+        answered.clear(); // bounded memory; a forgotten name is simply resolved again
+    }
+    answered.insert(name, reachable.clone());
+    drop(answered);
     Some(reply(&q, NOERROR, &reachable))
 }
 

@@ -41,6 +41,8 @@ use crate::config::DaemonConfig;
 pub const PROXY_PORT: u16 = 3128;
 /// Denials kept per session.
 const DENIALS_KEPT: usize = 100;
+/// Names whose DNS answers a session remembers (then it starts afresh).
+const ANSWERS_KEPT: usize = 4096;
 
 /// The network side of one session, looked up by the sandbox's address.
 pub struct SessionNet {
@@ -59,8 +61,13 @@ impl SessionNet {
     }
 
     fn deny(&self, destination: String, via: &str, reason: String) -> String {
-        tracing::info!(session = %self.id, destination, via, reason, "egress denied");
-        self.denied_total.fetch_add(1, Ordering::Relaxed);
+        // A sandbox can refuse itself in a loop: the daemon's log gets the first
+        // denials of a session and then one in a thousand; the API has them all
+        // counted and the last 100 kept.
+        let n = self.denied_total.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 50 || n % 1000 == 0 {
+            tracing::info!(session = %self.id, denied_total = n, destination, via, reason, "egress denied");
+        }
         let mut d = self.denials.lock().unwrap();
         if d.len() == DENIALS_KEPT {
             d.pop_front();
