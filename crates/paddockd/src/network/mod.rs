@@ -65,7 +65,7 @@ impl SessionNet {
         // denials of a session and then one in a thousand; the API has them all
         // counted and the last 100 kept.
         let n = self.denied_total.fetch_add(1, Ordering::Relaxed) + 1;
-        if n <= 50 || n % 1000 == 0 {
+        if n <= 50 || n.rem_euclid(1000) == 0 {
             tracing::info!(session = %self.id, denied_total = n, destination, via, reason, "egress denied");
         }
         let mut d = self.denials.lock().unwrap();
