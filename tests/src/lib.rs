@@ -276,6 +276,14 @@ impl Daemon {
         self.spawn();
     }
 
+    /// SIGTERM, then a new daemon on the same state dir; `between` runs while
+    /// no daemon is up.
+    pub fn restart_gracefully(&mut self, between: impl FnOnce(&Self)) {
+        self.stop();
+        between(self);
+        self.spawn();
+    }
+
     pub async fn client(&self) -> Client {
         SessionsClient::new(self.channel().await).max_decoding_message_size(paddock_proto::MAX_MESSAGE)
     }

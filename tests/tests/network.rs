@@ -408,8 +408,21 @@ async fn links_are_removed_on_delete_crash_and_exhaustion() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.restart();
-    let mut c = d.client().await;
     assert!(!links_with_prefix(&prefix).contains(&stray), "stray link survived a restart");
+    // A graceful stop takes the table away and, first, the sandboxes' links
+    // down (nothing passes unfiltered); the next daemon brings them back.
+    d.restart_gracefully(|d| {
+        let tables = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap().stdout;
+        let table = format!("paddock_{}", d.net_tag);
+        assert!(!String::from_utf8_lossy(&tables).contains(&table), "the table outlived the daemon");
+        for link in links_with_prefix(&prefix) {
+            let state = std::fs::read_to_string(format!("/sys/class/net/{link}/flags")).unwrap();
+            let flags = u32::from_str_radix(state.trim().trim_start_matches("0x"), 16).unwrap();
+            assert_eq!(flags & 1, 0, "{link} is still up with no daemon");
+        }
+    });
+    let mut c = d.client().await;
+    fetch(&mut c, &a.id, "direct", "https", "web.test").await.unwrap();
     for s in more.iter().chain([&a]) {
         c.delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap();
     }

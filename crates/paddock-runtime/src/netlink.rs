@@ -61,7 +61,7 @@ impl Msg {
     }
 
     fn pad(&mut self) {
-        while !self.0.len().is_multiple_of(4) {
+        while self.0.len() & 3 != 0 {
             self.0.push(0);
         }
     }

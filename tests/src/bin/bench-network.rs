@@ -45,8 +45,48 @@ async fn numbers(c: &mut Client, session: Option<&str>, script: &str) -> Vec<f64
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
-    let image = debian_image().expect("the Debian base image is needed (rootfs/build-base.sh)");
+    // `bench-network N start`: only the session-start part.
+    let start_only = std::env::args().nth(2).as_deref() == Some("start");
     let inet = TestInternet::start(&["bulk.test"]);
+    if !start_only {
+        transfers(n, &inet).await;
+    }
+
+    // ---- session creation with and without networking
+    println!();
+    println!("| median of {n} | create-to-first-exec, cold | warm | DeleteSession (warm run) |");
+    println!("|---|---|---|---|");
+    let none = NetworkPolicy { mode: NetworkMode::None as i32, ..Default::default() };
+    let limited = NetworkPolicy {
+        mode: NetworkMode::Limited as i32,
+        allowed_hosts: vec!["bulk.test".into()],
+        ..Default::default()
+    };
+    let mut base = (0.0, 0.0, 0.0);
+    for (name, subnet_off, p) in [
+        ("networking off", true, None),
+        ("mode none", false, Some(none)),
+        ("mode limited", false, Some(limited)),
+    ] {
+        let (cold, _) = create_to_exec(n, 0, subnet_off, p.clone(), &inet).await;
+        let (warm, delete) = create_to_exec(n, 2, subnet_off, p, &inet).await;
+        if subnet_off {
+            base = (cold, warm, delete);
+            println!("| {name} | {cold:.2} ms | {warm:.2} ms | {delete:.2} ms |");
+        } else {
+            println!(
+                "| {name} | {cold:.2} ms ({:+.2}) | {warm:.2} ms ({:+.2}) | {delete:.2} ms ({:+.2}) |",
+                cold - base.0,
+                warm - base.1,
+                delete - base.2
+            );
+        }
+    }
+}
+
+/// The download and request-latency tables.
+async fn transfers(n: usize, inet: &TestInternet) {
+    let image = debian_image().expect("the Debian base image is needed (rootfs/build-base.sh)");
     let ip = inet.ip("bulk.test");
     let ca = inet.dir().join("ca.pem");
     let mut args = inet.daemon_args();
@@ -151,46 +191,17 @@ async fn main() {
             (t - base_time[1]) * 1e3
         );
     }
-
-    // ---- session creation with and without networking
-    println!();
-    println!("| create-to-first-exec (median of {n}) | cold | warm |");
-    println!("|---|---|---|");
-    let none = NetworkPolicy { mode: NetworkMode::None as i32, ..Default::default() };
-    let limited = NetworkPolicy {
-        mode: NetworkMode::Limited as i32,
-        allowed_hosts: vec!["bulk.test".into()],
-        ..Default::default()
-    };
-    let mut base = (0.0, 0.0);
-    for (name, subnet_off, p) in [
-        ("networking off", true, None),
-        ("mode none", false, Some(none)),
-        ("mode limited", false, Some(limited)),
-    ] {
-        let cold = create_to_exec(n, 0, subnet_off, p.clone(), &inet).await;
-        let warm = create_to_exec(n, 2, subnet_off, p, &inet).await;
-        if subnet_off {
-            base = (cold, warm);
-            println!("| {name} | {cold:.2} ms | {warm:.2} ms |");
-        } else {
-            println!(
-                "| {name} | {cold:.2} ms (+{:.2}) | {warm:.2} ms (+{:.2}) |",
-                cold - base.0,
-                warm - base.1
-            );
-        }
-    }
 }
 
-/// Median create-to-first-exec in ms on a fresh daemon (busybox image).
+/// Median create-to-first-exec and DeleteSession in ms on a fresh daemon
+/// (busybox image).
 async fn create_to_exec(
     n: usize,
     warm: usize,
     off: bool,
     network: Option<NetworkPolicy>,
     inet: &TestInternet,
-) -> f64 {
+) -> (f64, f64) {
     let mut args = inet.daemon_args();
     args.extend(["--warm-sandboxes".into(), warm.to_string()]);
     if off {
@@ -198,16 +209,28 @@ async fn create_to_exec(
     }
     let daemon = Daemon::start_with(test_image(), args, None);
     let mut c = daemon.client().await;
-    let sandboxes = || std::fs::read_dir(daemon.state_dir.join("sandboxes")).map(|r| r.count()).unwrap_or(0);
-    let mut times = Vec::new();
+    // Warm sandboxes ready to hand out: their records say so once started.
+    let ready = || {
+        std::fs::read_dir(daemon.state_dir.join("sessions"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"Warm\"")))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (mut times, mut deletes) = (Vec::new(), Vec::new());
+    // PADDOCK_BENCH_SETTLE_MS: the pause before each create (default 100).
+    let settle = Duration::from_millis(
+        std::env::var("PADDOCK_BENCH_SETTLE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(100),
+    );
     for i in 0..(n + 3) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while sandboxes() < warm && Instant::now() < deadline {
+        while ready() < warm && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        if warm > 0 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        // Let the kernel finish tearing down the last session's namespaces.
+        tokio::time::sleep(settle).await;
         let start = Instant::now();
         let req = CreateSessionRequest { network: network.clone(), ..Default::default() };
         let s = c.create_session(req).await.unwrap().into_inner();
@@ -215,10 +238,12 @@ async fn create_to_exec(
             ExecRequest { session_id: s.id.clone(), argv: vec!["/bin/true".into()], ..Default::default() };
         assert_eq!(c.exec(exec).await.unwrap().into_inner().exit_code, Some(0));
         let took = start.elapsed();
+        let start = Instant::now();
         c.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
         if i >= 3 {
             times.push(took.as_secs_f64() * 1e3);
+            deletes.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
-    median(times)
+    (median(times), median(deletes))
 }

@@ -158,7 +158,7 @@ fn normalize(m: Manager, spec: &str) -> String {
             let canonical = Regex::new(r"[-_.]+").unwrap().replace_all(&name.to_lowercase(), "-").to_string();
             format!("{canonical}{}", &spec[name.len()..])
         }
-        // crates.io names are case-insensitive; `-` and `_` are distinct crates.
+        // Crate names on the registry are case-insensitive; `-` and `_` are distinct crates.
         Manager::Cargo => {
             let name = m.package_name(spec);
             format!("{}{}", name.to_lowercase(), &spec[name.len()..])

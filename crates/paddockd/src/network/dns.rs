@@ -144,6 +144,52 @@ async fn answer(net: &NetManager, peer: SocketAddr, query: &[u8]) -> Option<Vec<
         }
         return Some(reply(&q, SERVFAIL, &[]));
     }
-    session.answered.lock().unwrap().insert(name, reachable.clone());
+    let mut answered = session.answered.lock().unwrap();
+    if answered.len() >= super::ANSWERS_KEPT {
+        answered.clear(); // bounded memory; a forgotten name is simply resolved again
+    }
+    answered.insert(name, reachable.clone());
+    drop(answered);
     Some(reply(&q, NOERROR, &reachable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query for `name` of type `qtype`, as a stub resolver sends it.
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend(label.as_bytes());
+        }
+        q.push(0);
+        q.extend(qtype.to_be_bytes());
+        q.extend(1u16.to_be_bytes());
+        q
+    }
+
+    #[test]
+    fn answers_a_query() {
+        let q = parse(&query("Web.Test", TYPE_A)).unwrap();
+        assert_eq!((q.id, q.name.as_str(), q.qtype), (0x1234, "Web.Test", TYPE_A));
+        let ips = ["172.20.0.2".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let r = reply(&q, NOERROR, &ips);
+        assert_eq!(&r[..2], &[0x12, 0x34]);
+        assert_eq!(r[2] & 0x80, 0x80, "a response");
+        assert_eq!(r[3] & 0x0f, NOERROR);
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1, "one A record (the AAAA address is left out)");
+        assert_eq!(&r[r.len() - 4..], &[172, 20, 0, 2]);
+        let nx = reply(&q, NXDOMAIN, &[]);
+        assert_eq!((nx[3] & 0x0f, u16::from_be_bytes([nx[6], nx[7]])), (NXDOMAIN, 0));
+    }
+
+    #[test]
+    fn ignores_what_is_not_one_question() {
+        let mut r = query("a.test", TYPE_A);
+        r[2] |= 0x80; // a response
+        assert!(parse(&r).is_none());
+        assert!(parse(&[0u8; 5]).is_none());
+    }
 }

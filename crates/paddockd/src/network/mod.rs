@@ -5,18 +5,22 @@
 //! resolver decide per session, by the policy of the sandbox the packet came
 //! from (known by its source address).
 //!
-//! - `policy.rs`: policies as given and their matching; `addrs.rs`: addresses
+//! - `decide.rs`: the decision on one connection, with resolution and the
+//!   address check; `policy.rs`: policies as given and their matching; `addrs.rs`: addresses
 //!   no sandbox may reach; `registries.rs`: package registries from the host's
 //!   configuration.
 //! - `nft.rs`: the daemon's table; `proxy.rs`: HTTP proxy and transparent TCP
-//!   proxy; `sniff.rs`: SNI and Host; `dns.rs`: the resolver.
+//!   proxy; `relay.rs`: splicing bytes; `sniff.rs`: SNI and Host; `dns.rs`: the
+//!   resolver.
 
 mod addrs;
+mod decide;
 mod dns;
 mod nft;
 pub mod policy;
 mod proxy;
 mod registries;
+mod relay;
 mod sniff;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -31,7 +35,7 @@ use paddock_runtime::netdev::{self, SandboxNet};
 use tonic::Status;
 
 use self::addrs::{AddressGuard, Cidr};
-use self::policy::{Mode, Policy, PolicySpec, Rule, Target};
+use self::policy::{Mode, Policy, PolicySpec, Rule};
 use crate::config::DaemonConfig;
 
 /// Port the sandbox's HTTP(S)_PROXY names on its gateway; nft sends it to the
@@ -39,6 +43,8 @@ use crate::config::DaemonConfig;
 pub const PROXY_PORT: u16 = 3128;
 /// Denials kept per session.
 const DENIALS_KEPT: usize = 100;
+/// Names whose DNS answers a session remembers (then it starts afresh).
+const ANSWERS_KEPT: usize = 4096;
 
 /// The network side of one session, looked up by the sandbox's address.
 pub struct SessionNet {
@@ -57,8 +63,13 @@ impl SessionNet {
     }
 
     fn deny(&self, destination: String, via: &str, reason: String) -> String {
-        tracing::info!(session = %self.id, destination, via, reason, "egress denied");
-        self.denied_total.fetch_add(1, Ordering::Relaxed);
+        // A sandbox can refuse itself in a loop: the daemon's log gets the first
+        // denials of a session and then one in a thousand; the API has them all
+        // counted and the last 100 kept.
+        let n = self.denied_total.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 50 || n.rem_euclid(1000) == 0 {
+            tracing::info!(session = %self.id, denied_total = n, destination, via, reason, "egress denied");
+        }
         let mut d = self.denials.lock().unwrap();
         if d.len() == DENIALS_KEPT {
             d.pop_front();
@@ -96,6 +107,7 @@ impl NetManager {
     /// starts the proxy and resolver. Call inside the tokio runtime.
     pub async fn start(cfg: &DaemonConfig) -> Result<Arc<Self>> {
         let off = cfg.sandbox_subnet == "off";
+        // Off: a placeholder subnet, and no slots in it (see `slot_count`).
         let subnet = Cidr::parse(if off { "0.0.0.0/28" } else { &cfg.sandbox_subnet })
             .filter(|c| c.addr.is_ipv4() && (8..=28).contains(&c.prefix))
             .with_context(|| {
@@ -348,86 +360,6 @@ impl NetManager {
     fn session_of(&self, peer: SocketAddr) -> Option<Arc<SessionNet>> {
         let IpAddr::V4(ip) = addrs::normalize(peer.ip()) else { return None };
         self.by_addr.read().unwrap().get(&ip).cloned()
-    }
-
-    /// Resolves `name`: the operator's static names first, then (unless turned
-    /// off) the host's resolver.
-    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
-        if let Some(ips) = self.static_hosts.get(name) {
-            return Ok(ips.clone());
-        }
-        if !self.system_resolver {
-            return Err(format!("{name} does not resolve (only --net-host names are resolved)"));
-        }
-        match tokio::net::lookup_host((name, 0)).await {
-            Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
-            Err(e) => Err(format!("{name} does not resolve: {e}")),
-        }
-    }
-
-    /// Decides a connection from `session` to `host` (a name or an IP literal)
-    /// on `port`, and returns the addresses to dial. `dialled`: the address the
-    /// sandbox actually connected to (transparent), which must then be one of
-    /// `host`'s. Refusals are recorded.
-    async fn authorize(
-        &self,
-        session: &SessionNet,
-        host: &str,
-        dialled: Option<IpAddr>,
-        port: u16,
-        via: &str,
-    ) -> Result<Vec<SocketAddr>, String> {
-        let destination = format!("{host}:{port}");
-        let literal: Option<IpAddr> = host.parse().ok();
-        let target = Target {
-            name: if literal.is_some() { None } else { Some(host.to_string()) },
-            ip: literal.or(dialled),
-            port,
-        };
-        if let Err(reason) = session.policy().allows(&target) {
-            return Err(session.deny(destination, via, reason));
-        }
-        let candidates = match (literal, &target.name) {
-            (Some(ip), _) => vec![ip],
-            (None, Some(name)) => {
-                let mut ips = match self.resolve(name).await {
-                    Ok(ips) => ips,
-                    Err(reason) => return Err(session.deny(destination, via, reason)),
-                };
-                if let Some(given) = session.answered.lock().unwrap().get(name) {
-                    ips.extend(given.iter().copied());
-                }
-                match dialled {
-                    Some(d) if ips.contains(&d) => vec![d],
-                    Some(d) => {
-                        return Err(session.deny(
-                            destination,
-                            via,
-                            format!("{d} is not an address of {name} (the name came from SNI or Host)"),
-                        ))
-                    }
-                    None => ips,
-                }
-            }
-            (None, None) => unreachable!("a target has a name or an address"),
-        };
-        let mut first_refusal = None;
-        let ok: Vec<SocketAddr> = candidates
-            .into_iter()
-            .filter(|ip| match self.guard.check(*ip) {
-                Ok(()) => true,
-                Err(r) => {
-                    first_refusal.get_or_insert(r);
-                    false
-                }
-            })
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
-        if ok.is_empty() {
-            let reason = first_refusal.unwrap_or_else(|| format!("{host} has no address"));
-            return Err(session.deny(destination, via, reason));
-        }
-        Ok(ok)
     }
 }
 

@@ -7,7 +7,7 @@
 //!   SNI or the HTTP Host header, and the dialled address must be one of that
 //!   name's. Without a name the address alone decides.
 //!
-//! Both dial only what `NetManager::authorize` returns, and splice bytes.
+//! Both dial only what `NetManager::authorize` returns, then relay (`relay.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::relay::relay;
 use super::sniff::{self, Sniffed};
 use super::{NetManager, SessionNet};
 
@@ -85,7 +86,7 @@ async fn explicit(mut client: TcpStream, net: &NetManager, session: &SessionNet)
         };
         client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
         upstream.write_all(&rest).await?;
-        splice(client, upstream).await
+        relay(client, upstream).await
     } else {
         let Some(after) = head.target.strip_prefix("http://") else {
             return respond(&mut client, 400, "a proxy request needs an absolute http:// URL").await;
@@ -116,7 +117,7 @@ async fn explicit(mut client: TcpStream, net: &NetManager, session: &SessionNet)
         out.push_str("Connection: close\r\n\r\n");
         upstream.write_all(out.as_bytes()).await?;
         upstream.write_all(&rest).await?;
-        splice(client, upstream).await
+        relay(client, upstream).await
     }
 }
 
@@ -159,7 +160,7 @@ async fn transparent(mut client: TcpStream, net: &NetManager, session: &SessionN
     };
     let Some(mut upstream) = dial(&addrs).await else { return Ok(()) };
     upstream.write_all(&buf).await?;
-    splice(client, upstream).await
+    relay(client, upstream).await
 }
 
 async fn dial(addrs: &[SocketAddr]) -> Option<TcpStream> {
@@ -170,10 +171,6 @@ async fn dial(addrs: &[SocketAddr]) -> Option<TcpStream> {
         }
     }
     None
-}
-
-async fn splice(mut a: TcpStream, mut b: TcpStream) -> std::io::Result<()> {
-    tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await.map(|_| ())
 }
 
 async fn respond(client: &mut TcpStream, code: u16, reason: &str) -> std::io::Result<()> {
