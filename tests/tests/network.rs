@@ -381,6 +381,11 @@ async fn links_are_removed_on_delete_crash_and_exhaustion() {
     let b = create(&mut c, None).await;
     assert_eq!(links_with_prefix(&prefix).len(), 2);
     c.delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: b.id.clone() }).await.unwrap();
+    // The link goes in the background, right after DeleteSession returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while links_with_prefix(&prefix).len() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(links_with_prefix(&prefix).len(), 1, "delete left the link");
     assert!(d.leftovers(&b.id, b.init_pid).is_empty());
 

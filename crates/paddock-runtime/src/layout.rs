@@ -33,11 +33,6 @@ impl SandboxPaths {
     pub fn netns(&self) -> PathBuf {
         self.dir.join("netns")
     }
-    /// Name of the host end of the sandbox's veth pair, written before the pair
-    /// is made, so `destroy` finds it even after a crash mid-create.
-    pub fn host_if_file(&self) -> PathBuf {
-        self.dir.join("host-if")
-    }
     /// The guest's listening socket. Bound on the host, handed to the guest as an
     /// fd, never mounted into the sandbox: the sandbox cannot swap it for a symlink.
     pub fn guest_socket(&self) -> PathBuf {

@@ -62,7 +62,6 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
         mounts::create_loopback_netns(&paths.netns())?;
     }
     if let Some(net) = &cfg.network {
-        fs::write(paths.host_if_file(), &net.host_if).context("recording the host link's name")?;
         netdev::wire_veth(&paths.netns(), net)?;
         write_resolv_conf(&paths.rootfs(), net.host_addr)?;
     }
@@ -134,11 +133,6 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     }
     if let Err(e) = cgroups::remove_sandbox_cgroups(&dirs.cgroup_parent, id) {
         errors.push(format!("{e:#}"));
-    }
-    if let Ok(host_if) = fs::read_to_string(paths.host_if_file()) {
-        if let Err(e) = netdev::delete_link(host_if.trim()) {
-            errors.push(format!("{e:#}"));
-        }
     }
     for target in [paths.rootfs(), paths.netns()] {
         if let Err(e) = mounts::unmount_and_remove(&target) {
