@@ -221,7 +221,8 @@ impl Daemon {
         }
         self.child = Some(cmd.spawn().expect("starting paddockd"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.socket().exists() {
+        // Ready once a connection is accepted (the file appears at bind, before listen).
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("paddockd exited at start ({status}):\n{}", self.log());
             }
