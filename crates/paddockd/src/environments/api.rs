@@ -30,11 +30,11 @@ fn packages(p: Option<PbPackages>) -> Packages {
     Packages { apt: p.apt, cargo: p.cargo, gem: p.gem, go: p.go, npm: p.npm, pip: p.pip }
 }
 
-fn absolute(field: &str, dir: &str) -> Result<PathBuf, Status> {
+fn absolute(field: &str, dir: &str) -> Result<PathBuf, Box<Status>> {
     if dir.starts_with('/') {
         Ok(PathBuf::from(dir))
     } else {
-        Err(Status::invalid_argument(format!("{field}: {dir:?} must be an absolute host path")))
+        Err(Box::new(Status::invalid_argument(format!("{field}: {dir:?} must be an absolute host path"))))
     }
 }
 
@@ -103,7 +103,7 @@ impl Environments for EnvironmentsApi {
         request: Request<ExportEnvironmentRequest>,
     ) -> Result<Response<ExportEnvironmentResponse>, Status> {
         let r = request.into_inner();
-        let dir = absolute("directory", &r.directory)?;
+        let dir = absolute("directory", &r.directory).map_err(|e| *e)?;
         let manifest_digest = self.envs.export(&r.environment, &dir).await?;
         Ok(Response::new(ExportEnvironmentResponse { manifest_digest }))
     }
@@ -113,7 +113,7 @@ impl Environments for EnvironmentsApi {
         request: Request<ImportEnvironmentRequest>,
     ) -> Result<Response<Environment>, Status> {
         let r = request.into_inner();
-        let dir = absolute("directory", &r.directory)?;
+        let dir = absolute("directory", &r.directory).map_err(|e| *e)?;
         let env: BTreeMap<_, _> = r.env.into_iter().collect();
         let record = self.envs.import(r.name, &dir, &r.reference, packages(r.packages), env).await?;
         Ok(Response::new(self.to_proto(&record)))

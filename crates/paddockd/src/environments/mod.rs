@@ -125,9 +125,9 @@ impl EnvironmentManager {
         env: BTreeMap<String, String>,
         base: Base,
     ) -> Result<EnvironmentRecord, Status> {
-        validate_name(&name)?;
+        validate_name(&name).map_err(Status::invalid_argument)?;
         let packages = packages.normalized().map_err(Status::invalid_argument)?;
-        validate_env(&env)?;
+        validate_env(&env).map_err(Status::invalid_argument)?;
         let mut records = self.records.lock().await;
         if records.values().any(|r| r.name == name) {
             return Err(Status::already_exists(format!("an environment named {name:?} already exists")));
@@ -180,7 +180,7 @@ impl EnvironmentManager {
         let id = self.get(key).await?.id;
         let packages = packages.map(|p| p.normalized()).transpose().map_err(Status::invalid_argument)?;
         if let Some(env) = &env {
-            validate_env(env)?;
+            validate_env(env).map_err(Status::invalid_argument)?;
         }
         let mut records = self.records.lock().await;
         let mut record = records
@@ -223,14 +223,14 @@ impl EnvironmentManager {
     }
 
     /// The base's root filesystem (versioned path) and digest.
-    pub fn resolve_base(&self, base: &Base) -> Result<(PathBuf, String), Status> {
+    pub fn resolve_base(&self, base: &Base) -> Result<(PathBuf, String), String> {
         match base {
             Base::Daemon => {
                 let path = std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
-                    Status::failed_precondition(format!(
+                    format!(
                         "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh",
                         self.cfg.image_rootfs().display()
-                    ))
+                    )
                 })?;
                 let digest = layers::hex(&Sha256::digest(format!("paddock-base-v1\n{}", path.display())));
                 Ok((path, digest))
@@ -258,8 +258,7 @@ impl EnvironmentManager {
         let _building = lock.lock().await;
         let started = Instant::now();
         let record = self.get(id).await.map_err(|s| s.message().to_string())?;
-        let (base_rootfs, base_digest) =
-            self.resolve_base(&record.base).map_err(|s| s.message().to_string())?;
+        let (base_rootfs, base_digest) = self.resolve_base(&record.base)?;
         let packages = record.packages.clone();
         let managers: Vec<Manager> =
             Manager::ALL.into_iter().filter(|m| !packages.list(*m).is_empty()).collect();
@@ -425,7 +424,7 @@ impl EnvironmentManager {
     /// with `wait`, is built first (or its running build waited for).
     pub async fn session_image(&self, key: &str, wait: bool) -> Result<SessionImage, Status> {
         let record = self.get(key).await?;
-        let (base_rootfs, _) = self.resolve_base(&record.base)?;
+        let (base_rootfs, _) = self.resolve_base(&record.base).map_err(Status::failed_precondition)?;
         let image = match record.current_image(&base_rootfs) {
             Some(i) => i.clone(),
             None if !wait => {
@@ -467,7 +466,7 @@ fn to_layer(l: &LayerRecord) -> Layer {
     Layer { digest: format!("sha256:{}", l.digest), manager: l.manager.clone(), size_bytes: l.size_bytes }
 }
 
-fn validate_name(name: &str) -> Result<(), Status> {
+fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -476,22 +475,22 @@ fn validate_name(name: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(format!(
             "name: {name:?} must be 1 to 63 letters, digits, '.', '_' or '-', start with a letter or digit, and not start with \"env-\""
-        )))
+        ))
     }
 }
 
-fn validate_env(env: &BTreeMap<String, String>) -> Result<(), Status> {
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), String> {
     for (k, v) in env {
         let ok = !k.is_empty()
             && !k.starts_with(|c: char| c.is_ascii_digit())
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
-            return Err(Status::invalid_argument(format!("env: {k:?} is not a valid variable name")));
+            return Err(format!("env: {k:?} is not a valid variable name"));
         }
         if v.contains('\0') {
-            return Err(Status::invalid_argument(format!("env.{k}: the value holds a NUL byte")));
+            return Err(format!("env.{k}: the value holds a NUL byte"));
         }
     }
     Ok(())

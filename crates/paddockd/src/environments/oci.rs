@@ -32,7 +32,7 @@ impl EnvironmentManager {
     /// returns the manifest's digest.
     pub async fn export(&self, key: &str, dir: &Path) -> Result<String, Status> {
         let record = self.get(key).await?;
-        let (base_rootfs, _) = self.resolve_base(&record.base)?;
+        let (base_rootfs, _) = self.resolve_base(&record.base).map_err(Status::failed_precondition)?;
         let image = record.current_image(&base_rootfs).cloned().ok_or_else(|| {
             Status::failed_precondition(format!("environment {:?} is not built; build it first", record.name))
         })?;
