@@ -104,10 +104,16 @@ impl EnvironmentManager {
         }
         for id in ids {
             tracing::warn!(id, "removing a build container left by a crash");
-            let (runtime, dirs) = (self.builder.runtime.clone(), dirs.clone());
-            tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id)).await??;
+            let (runtime, dirs, id2) = (self.builder.runtime.clone(), dirs.clone(), id.clone());
+            // Logged, not fatal: the daemon must come up to serve its sessions.
+            match tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id2)).await {
+                Ok(Ok(())) => {}
+                other => tracing::error!(id, "removing a build container: {other:?}"),
+            }
         }
-        self.layers.recover()?;
+        if let Err(e) = self.layers.recover() {
+            tracing::error!("removing unfinished layer builds: {e:#}");
+        }
         let mut records = self.records.lock().await;
         for r in self.store.load_all()? {
             records.insert(r.id.clone(), r);

@@ -73,6 +73,10 @@ impl EnvironmentManager {
         packages: Packages,
         env: BTreeMap<String, String>,
     ) -> Result<EnvironmentRecord, Status> {
+        // Before the (long) unpack: a taken name fails at once.
+        if self.get(&name).await.is_ok() {
+            return Err(Status::already_exists(format!("an environment named {name:?} already exists")));
+        }
         let (manifest, manifest_digest) = pick_manifest(dir, reference)
             .map_err(|e| Status::invalid_argument(format!("directory: {e:#}")))?;
         let digest = hex(&Sha256::digest(format!("paddock-import-v1\n{manifest_digest}")));
