@@ -7,6 +7,7 @@
 //!
 //! usage: bench-env [ROUNDS] [N_ENVS]   (run as root; needs the Debian base image)
 //!        bench-env scratch              (both sides start with mmdebstrap: minutes more)
+//!        bench-env scratch-by-hand      (only the by-hand side of that)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -133,10 +134,16 @@ async fn paddock_cold(image: &Path) -> (Duration, Daemon) {
 /// From nothing: Paddock builds its base with rootfs/build-base.sh (mmdebstrap)
 /// and then the environment; by hand is one mmdebstrap with the base's
 /// packages plus the apt ones, then npm and pip in a chroot.
-async fn from_scratch() {
+async fn from_scratch(paddock_side: bool) {
     let root = paddock_tests::workspace_root();
     let scratch = PathBuf::from(format!("/tmp/paddock-bench-scratch-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
+    let paddock = if paddock_side { paddock_from_scratch(&root, &scratch).await } else { Duration::ZERO };
+    by_hand_from_scratch(&root, &scratch, paddock).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+async fn paddock_from_scratch(root: &Path, scratch: &Path) -> Duration {
     let t = Instant::now();
     sh(&format!(
         "{} {} >/dev/null",
@@ -153,7 +160,11 @@ async fn from_scratch() {
         secs(base_time),
         secs(build_time)
     );
+    paddock
+}
 
+/// The by-hand side of `from_scratch`; prints the ratio when `paddock` is set.
+async fn by_hand_from_scratch(root: &Path, scratch: &Path, paddock: Duration) {
     let list = std::fs::read_to_string(root.join("rootfs/debian-base.packages")).unwrap();
     let mut include: Vec<&str> =
         list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
@@ -168,6 +179,11 @@ async fn from_scratch() {
     if let Some(home) = std::env::var_os("HOME") {
         let _ = std::fs::copy(Path::new(&home).join(".npmrc"), hand.join("tmp/npmrc"));
     }
+    // As build-base.sh does: the host's CA bundle and resolver.
+    sh(&format!(
+        "cp /etc/ssl/certs/ca-certificates.crt {h}/etc/ssl/certs/ && cp -L /etc/resolv.conf {h}/etc/",
+        h = hand.display()
+    ));
     let script = format!(
         "set -e; export NPM_CONFIG_USERCONFIG=/tmp/npmrc HOME=/root
 npm install --global --no-fund --no-audit --no-update-notifier {npm}
@@ -185,13 +201,14 @@ python3 -m pip install --no-cache-dir --break-system-packages --root-user-action
         secs(by_hand),
         paddock.as_secs_f64() / by_hand.as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    if std::env::args().nth(1).as_deref() == Some("scratch") {
-        return from_scratch().await;
+    match std::env::args().nth(1).as_deref() {
+        Some("scratch") => return from_scratch(true).await,
+        Some("scratch-by-hand") => return from_scratch(false).await,
+        _ => {}
     }
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2);
     let n_envs: usize =

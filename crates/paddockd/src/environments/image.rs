@@ -35,8 +35,21 @@ impl EnvironmentManager {
         let lock = self.build_lock(id);
         let _building = lock.lock().await;
         let started = Instant::now();
-        let record = self.get(id).await.map_err(|s| s.message().to_string())?;
-        let (base_rootfs, base_digest) = self.resolve_base(&record.base)?;
+        let resolved = match self.get(id).await {
+            Ok(r) => self.resolve_base(&r.base).map(|b| (r, b)),
+            Err(s) => Err(s.message().to_string()),
+        };
+        let (record, (base_rootfs, base_digest)) = match resolved {
+            Ok(r) => r,
+            Err(message) => {
+                // Every build stream ends with `done` or `failed`.
+                let failed = BuildFailed { message: message.clone(), ..Default::default() };
+                let event =
+                    BuildEvent { event: Some(build_event::Event::Failed(failed)), ..Default::default() };
+                let _ = tx.send(event).await;
+                return Err(message);
+            }
+        };
         let packages = record.packages.clone();
         let managers: Vec<Manager> =
             Manager::ALL.into_iter().filter(|m| !packages.list(*m).is_empty()).collect();
