@@ -6,6 +6,8 @@
 //! BENCHMARKS.md.
 //!
 //! usage: bench-env [ROUNDS] [N_ENVS]   (run as root; needs the Debian base image)
+//!        bench-env scratch              (both sides start with mmdebstrap: minutes more)
+//!        bench-env scratch-by-hand      (only the by-hand side of that)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -129,8 +131,85 @@ async fn paddock_cold(image: &Path) -> (Duration, Daemon) {
     (elapsed, d)
 }
 
+/// From nothing: Paddock builds its base with rootfs/build-base.sh (mmdebstrap)
+/// and then the environment; by hand is one mmdebstrap with the base's
+/// packages plus the apt ones, then npm and pip in a chroot.
+async fn from_scratch(paddock_side: bool) {
+    let root = paddock_tests::workspace_root();
+    let scratch = PathBuf::from(format!("/tmp/paddock-bench-scratch-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let paddock = if paddock_side { paddock_from_scratch(&root, &scratch).await } else { Duration::ZERO };
+    by_hand_from_scratch(&root, &scratch, paddock).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+async fn paddock_from_scratch(root: &Path, scratch: &Path) -> Duration {
+    let t = Instant::now();
+    sh(&format!(
+        "{} {} >/dev/null",
+        root.join("rootfs/build-base.sh").display(),
+        scratch.join("base").display()
+    ));
+    let base_time = t.elapsed();
+    let (build_time, d) = paddock_cold(&scratch.join("base/rootfs")).await;
+    drop(d);
+    let paddock = base_time + build_time;
+    println!(
+        "from scratch: paddock {} (base {} + environment {})",
+        secs(paddock),
+        secs(base_time),
+        secs(build_time)
+    );
+    paddock
+}
+
+/// The by-hand side of `from_scratch`; prints the ratio when `paddock` is set.
+async fn by_hand_from_scratch(root: &Path, scratch: &Path, paddock: Duration) {
+    let list = std::fs::read_to_string(root.join("rootfs/debian-base.packages")).unwrap();
+    let mut include: Vec<&str> =
+        list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    include.extend(APT);
+    let hand = scratch.join("hand");
+    let t = Instant::now();
+    sh(&format!(
+        "mmdebstrap -q --variant=minbase --include={} --aptopt='APT::Install-Recommends \"false\"' bookworm {} /etc/apt/sources.list.d/*.sources",
+        include.join(","),
+        hand.display()
+    ));
+    if let Some(home) = std::env::var_os("HOME") {
+        let _ = std::fs::copy(Path::new(&home).join(".npmrc"), hand.join("tmp/npmrc"));
+    }
+    // As build-base.sh does: the host's CA bundle and resolver.
+    sh(&format!(
+        "cp /etc/ssl/certs/ca-certificates.crt {h}/etc/ssl/certs/ && cp -L /etc/resolv.conf {h}/etc/",
+        h = hand.display()
+    ));
+    let script = format!(
+        "set -e; export NPM_CONFIG_USERCONFIG=/tmp/npmrc HOME=/root
+npm install --global --no-fund --no-audit --no-update-notifier {npm}
+python3 -m pip install --no-cache-dir --break-system-packages --root-user-action=ignore {pip}",
+        npm = NPM.join(" "),
+        pip = PIP.join(" ")
+    );
+    sh(&format!("mount --rbind /dev {h}/dev && mount -t proc proc {h}/proc", h = hand.display()));
+    let out = Command::new("chroot").arg(&hand).args(["/bin/sh", "-c", &script]).output().unwrap();
+    sh(&format!("umount -R {h}/dev; umount {h}/proc", h = hand.display()));
+    assert!(out.status.success(), "by hand: {}", String::from_utf8_lossy(&out.stderr));
+    let by_hand = t.elapsed();
+    println!(
+        "from scratch: by hand {} -> ratio {:.2}x",
+        secs(by_hand),
+        paddock.as_secs_f64() / by_hand.as_secs_f64()
+    );
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("scratch") => return from_scratch(true).await,
+        Some("scratch-by-hand") => return from_scratch(false).await,
+        _ => {}
+    }
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2);
     let n_envs: usize =
         std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(10).clamp(1, PREINSTALLED.len());

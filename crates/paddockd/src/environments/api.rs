@@ -35,11 +35,11 @@ fn network(p: Option<&paddock_proto::v1::NetworkPolicy>) -> Result<Option<Policy
     p.map(|p| PolicySpec::from_proto(p, "network")).transpose()
 }
 
-fn absolute(field: &str, dir: &str) -> Result<PathBuf, Status> {
+fn absolute(field: &str, dir: &str) -> Result<PathBuf, Box<Status>> {
     if dir.starts_with('/') {
         Ok(PathBuf::from(dir))
     } else {
-        Err(Status::invalid_argument(format!("{field}: {dir:?} must be an absolute host path")))
+        Err(Box::new(Status::invalid_argument(format!("{field}: {dir:?} must be an absolute host path"))))
     }
 }
 
@@ -111,7 +111,7 @@ impl Environments for EnvironmentsApi {
         request: Request<ExportEnvironmentRequest>,
     ) -> Result<Response<ExportEnvironmentResponse>, Status> {
         let r = request.into_inner();
-        let dir = absolute("directory", &r.directory)?;
+        let dir = absolute("directory", &r.directory).map_err(|e| *e)?;
         let manifest_digest = self.envs.export(&r.environment, &dir).await?;
         Ok(Response::new(ExportEnvironmentResponse { manifest_digest }))
     }
@@ -121,7 +121,7 @@ impl Environments for EnvironmentsApi {
         request: Request<ImportEnvironmentRequest>,
     ) -> Result<Response<Environment>, Status> {
         let r = request.into_inner();
-        let dir = absolute("directory", &r.directory)?;
+        let dir = absolute("directory", &r.directory).map_err(|e| *e)?;
         let env: BTreeMap<_, _> = r.env.into_iter().collect();
         let record = self.envs.import(r.name, &dir, &r.reference, packages(r.packages), env).await?;
         Ok(Response::new(self.to_proto(&record)))

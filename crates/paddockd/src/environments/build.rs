@@ -206,7 +206,8 @@ fn host_config(dir: &Path) -> anyhow::Result<Vec<String>> {
     let home = PathBuf::from(vars.get("HOME").cloned().unwrap_or_else(|| "/root".into()));
     let var_path = |k: &str| vars.get(k).map(PathBuf::from);
     // (file in dir, variable that points a tool at it, candidates, most specific first)
-    let files: [(&str, Option<&str>, Vec<Option<PathBuf>>); 6] = [
+    type ConfigFile<'a> = (&'a str, Option<&'a str>, Vec<Option<PathBuf>>);
+    let files: [ConfigFile; 6] = [
         (
             "pip.conf",
             Some("PIP_CONFIG_FILE"),

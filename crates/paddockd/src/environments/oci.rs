@@ -32,7 +32,7 @@ impl EnvironmentManager {
     /// returns the manifest's digest.
     pub async fn export(&self, key: &str, dir: &Path) -> Result<String, Status> {
         let record = self.get(key).await?;
-        let (base_rootfs, _) = self.resolve_base(&record.base)?;
+        let (base_rootfs, _) = self.resolve_base(&record.base).map_err(Status::failed_precondition)?;
         let image = record.current_image(&base_rootfs).cloned().ok_or_else(|| {
             Status::failed_precondition(format!("environment {:?} is not built; build it first", record.name))
         })?;
@@ -73,6 +73,10 @@ impl EnvironmentManager {
         packages: Packages,
         env: BTreeMap<String, String>,
     ) -> Result<EnvironmentRecord, Status> {
+        // Before the (long) unpack: a taken name fails at once.
+        if self.get(&name).await.is_ok() {
+            return Err(Status::already_exists(format!("an environment named {name:?} already exists")));
+        }
         let (manifest, manifest_digest) = pick_manifest(dir, reference)
             .map_err(|e| Status::invalid_argument(format!("directory: {e:#}")))?;
         let digest = hex(&Sha256::digest(format!("paddock-import-v1\n{manifest_digest}")));
@@ -429,4 +433,51 @@ fn apply_layer(data: impl Read, target: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An overlayfs upper dir (a whiteout and an opaque directory) exported as
+    /// a tar layer and applied over its lower dir gives the merged view.
+    #[test]
+    fn whiteouts_survive_export_and_import() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root (mknod, trusted xattrs)");
+            return;
+        }
+        let tmp = std::env::temp_dir().join(format!("paddock-oci-unit-{}", std::process::id()));
+        let (lower, upper, blobs) = (tmp.join("lower"), tmp.join("upper"), tmp.join("blobs"));
+        for d in [lower.join("d"), upper.join("d"), blobs.clone()] {
+            fs::create_dir_all(d).unwrap();
+        }
+        for f in ["gone", "kept", "d/old"] {
+            fs::write(lower.join(f), f).unwrap();
+        }
+        fs::write(upper.join("d/new"), "new").unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let (p, n) = (
+            std::ffi::CString::new(upper.join("d").as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(OPAQUE_XATTR).unwrap(),
+        );
+        assert_eq!(unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"y".as_ptr().cast(), 1, 0) }, 0);
+
+        let (digest, _) = write_blob(&blobs, |w| write_tar(&upper, w)).unwrap();
+        apply_layer(File::open(blobs.join(digest)).unwrap(), &lower).unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        for f in ["gone", "kept", "d/old", "d/new"] {
+            if lower.join(f).exists() {
+                seen.push(f.into());
+            }
+        }
+        assert_eq!(seen, ["kept", "d/new"]);
+        let _ = fs::remove_dir_all(&tmp);
+    }
 }

@@ -195,8 +195,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_entries_naming_the_field() {
-        let mut p = Packages::default();
-        p.pip = vec!["six".into(), "six===".into()];
+        let p = Packages { pip: vec!["six".into(), "six===".into()], ..Default::default() };
         assert_eq!(
             p.normalized().unwrap_err(),
             "packages.pip[1]: \"six===\" is not a valid pip package; use `name` or `name==1.2.3`"
@@ -217,8 +216,10 @@ mod tests {
 
     #[test]
     fn normalizes_sorts_and_dedups() {
-        let mut p = Packages::default();
-        p.pip = vec!["Six==1.16.0".into(), " zope.interface".into(), "six==1.16.0".into()];
+        let p = Packages {
+            pip: vec!["Six==1.16.0".into(), " zope.interface".into(), "six==1.16.0".into()],
+            ..Default::default()
+        };
         assert_eq!(p.normalized().unwrap().pip, vec!["six==1.16.0", "zope-interface"]);
         assert_eq!(Manager::Npm.package_name("@types/node@20.1.0"), "@types/node");
         assert_eq!(Manager::Pip.package_name("requests[socks]==2"), "requests");
