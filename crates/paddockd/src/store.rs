@@ -1,14 +1,17 @@
-//! The session store: one JSON record per session under `<state>/sessions/`,
-//! written atomically (temp file, fsync, rename, fsync of the directory), so a
-//! crash leaves either the old record or the new one, never a torn one.
+//! Records on disk: one JSON file per record (sessions under
+//! `<state>/sessions/`, environments under `<state>/environments/`), written
+//! atomically (temp file, fsync, rename, fsync of the directory), so a crash
+//! leaves either the old record or the new one, never a torn one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use paddock_runtime::SandboxProcess;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,23 +64,38 @@ pub struct SessionRecord {
     pub environment_name: String,
 }
 
-pub struct Store {
-    dir: PathBuf,
+impl Record for SessionRecord {
+    const KIND: &'static str = "session record";
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
-impl Store {
+/// What a [`Store`] keeps: one JSON file per record, named by its id.
+pub trait Record: Serialize + DeserializeOwned {
+    /// What a record is called in log lines.
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+}
+
+/// A directory of JSON records (sessions, environments), each written atomically.
+pub struct Store<T> {
+    dir: PathBuf,
+    _records: PhantomData<T>,
+}
+
+impl<T: Record> Store<T> {
     pub fn open(dir: PathBuf) -> Result<Self> {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir })
+        Ok(Self { dir, _records: PhantomData })
     }
 
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
 
-    pub fn save(&self, record: &SessionRecord) -> Result<()> {
-        let data = serde_json::to_vec_pretty(record)?;
-        write_atomic(&self.path(&record.id), &data)
+    pub fn save(&self, record: &T) -> Result<()> {
+        write_atomic(&self.path(record.id()), &serde_json::to_vec_pretty(record)?)
     }
 
     pub fn remove(&self, id: &str) -> Result<()> {
@@ -88,7 +106,7 @@ impl Store {
     }
 
     /// Every record; unreadable ones are reported and skipped, not deleted.
-    pub fn load_all(&self) -> Result<Vec<SessionRecord>> {
+    pub fn load_all(&self) -> Result<Vec<T>> {
         let mut records = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -103,7 +121,7 @@ impl Store {
             }
             match fs::read(&path).map_err(anyhow::Error::from).and_then(|d| Ok(serde_json::from_slice(&d)?)) {
                 Ok(r) => records.push(r),
-                Err(e) => tracing::error!("skipping unreadable session record {}: {e:#}", path.display()),
+                Err(e) => tracing::error!("skipping unreadable {} {}: {e:#}", T::KIND, path.display()),
             }
         }
         Ok(records)

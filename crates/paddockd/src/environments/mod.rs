@@ -33,11 +33,11 @@ use tonic::Status;
 use self::build::{Builder, BUILD_ID_PREFIX};
 use self::layers::LayerStore;
 use self::packages::Packages;
-use self::store::EnvironmentStore;
 pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
 use crate::network::policy::PolicySpec;
 use crate::sessions::{internal, now_ms};
+use crate::store::Store;
 
 /// What a session on an environment starts from.
 pub struct SessionImage {
@@ -67,7 +67,7 @@ impl SessionImage {
 
 pub struct EnvironmentManager {
     cfg: Arc<DaemonConfig>,
-    store: EnvironmentStore,
+    store: Store<EnvironmentRecord>,
     pub(crate) layers: LayerStore,
     builder: Builder,
     records: Mutex<HashMap<String, EnvironmentRecord>>,
@@ -82,7 +82,7 @@ impl EnvironmentManager {
         dirs: RuntimeDirs,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            store: EnvironmentStore::open(cfg.state_dir.join("environments"))?,
+            store: Store::open(cfg.state_dir.join("environments"))?,
             layers: LayerStore::open(cfg.state_dir.join("layers"))?,
             builder: Builder { cfg: cfg.clone(), runtime, dirs },
             cfg,

@@ -1,16 +1,14 @@
-//! Environment records: one JSON file per environment under
-//! `<state>/environments/`, written atomically like session records.
+//! Environment records, kept under `<state>/environments/` by
+//! [`crate::store::Store`] like session records.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::packages::Packages;
 use crate::network::policy::PolicySpec;
-use crate::store::write_atomic;
+use crate::store::Record;
 
 /// Where an environment's image starts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,49 +60,9 @@ impl EnvironmentRecord {
     }
 }
 
-pub struct EnvironmentStore {
-    dir: PathBuf,
-}
-
-impl EnvironmentStore {
-    pub fn open(dir: PathBuf) -> Result<Self> {
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir })
-    }
-
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
-    }
-
-    pub fn save(&self, record: &EnvironmentRecord) -> Result<()> {
-        write_atomic(&self.path(&record.id), &serde_json::to_vec_pretty(record)?)
-    }
-
-    pub fn remove(&self, id: &str) -> Result<()> {
-        match fs::remove_file(self.path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(fs::File::open(&self.dir)?.sync_all()?),
-        }
-    }
-
-    /// Every record; interrupted saves are dropped, unreadable records skipped.
-    pub fn load_all(&self) -> Result<Vec<EnvironmentRecord>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("json") => {}
-                Some("tmp") => {
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-                _ => continue,
-            }
-            match fs::read(&path).map_err(anyhow::Error::from).and_then(|d| Ok(serde_json::from_slice(&d)?)) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::error!("skipping unreadable environment {}: {e:#}", path.display()),
-            }
-        }
-        Ok(out)
+impl Record for EnvironmentRecord {
+    const KIND: &'static str = "environment";
+    fn id(&self) -> &str {
+        &self.id
     }
 }

@@ -48,7 +48,7 @@ struct Session {
 pub struct SessionManager {
     cfg: Arc<DaemonConfig>,
     runtime: Arc<RuntimeClient>,
-    store: Store,
+    store: Store<SessionRecord>,
     dirs: RuntimeDirs,
     host_memory: i64,
     sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
