@@ -25,6 +25,10 @@ fn header(id: &str, path: &str, tar: bool) -> UploadRequest {
     }
 }
 
+fn finish() -> UploadRequest {
+    UploadRequest { part: Some(Part::Finish(true)) }
+}
+
 fn data(d: Vec<u8>) -> UploadRequest {
     UploadRequest { part: Some(Part::Data(d.into())) }
 }
@@ -155,6 +159,7 @@ async fn one_gib_round_trip_keeps_its_checksum() {
             hasher.update(&chunk);
             tx.send(data(chunk)).await.unwrap();
         }
+        tx.send(finish()).await.unwrap();
         format!("{:x}", hasher.finalize())
     });
     let started = Instant::now();
@@ -209,7 +214,7 @@ async fn directories_round_trip_as_tar_and_broken_uploads_leave_nothing() {
         builder.append_data(&mut h, path, body.as_bytes()).unwrap();
     }
     let archive = builder.into_inner().unwrap();
-    let stream = tokio_stream::iter(vec![header(&id, "proj", true), data(archive)]);
+    let stream = tokio_stream::iter(vec![header(&id, "proj", true), data(archive), finish()]);
     let info = f.upload(stream).await.unwrap().into_inner();
     assert_eq!(info.r#type, FileType::Directory as i32);
     assert_eq!(
@@ -240,6 +245,13 @@ async fn directories_round_trip_as_tar_and_broken_uploads_leave_nothing() {
         ]
     );
 
+    // A stream that ends without `finish` is not kept either: to the server
+    // it can look just like a client that died (an HTTP/2 CANCEL reset).
+    let unfinished = tokio_stream::iter(vec![header(&id, "unfinished.bin", false), data(vec![1; 1000])]);
+    let err = f.upload(unfinished).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Cancelled, "{err:?}");
+    assert!(err.message().contains("finish"), "{err:?}");
+
     // An upload whose client dies half-way (its runtime, and so its
     // connection, torn down mid-stream) leaves no file, not even a temporary one.
     let (socket, id2) = (d.socket(), id.clone());
@@ -268,7 +280,7 @@ async fn directories_round_trip_as_tar_and_broken_uploads_leave_nothing() {
     loop {
         let left = sh_ok(&mut c, &id, "ls -A /workspace").await;
         assert!(!left.lines().any(|l| l == "half.bin"), "a broken upload was kept: {left}");
-        if !left.contains("half") {
+        if !left.contains("half") && !left.contains("unfinished") {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "a broken upload left: {left}");

@@ -250,10 +250,9 @@ impl Files for FilesApi {
             ));
         };
         let id = header.session_id.clone();
-        // The guest sees the header, then every data message as it arrives, and
-        // `finish` once the client's stream ended cleanly. A client that fails
-        // mid-way gets no `finish`: the call to the guest is dropped and the
-        // guest discards what it had.
+        // The guest sees the client's messages as they arrive, `finish` last. A
+        // stream that fails or ends without `finish` drops the call to the
+        // guest, and the guest discards what it had.
         let (broken_tx, broken_rx) = tokio::sync::oneshot::channel::<Status>();
         let outgoing = tokio_stream::once(first).chain(UntilBroken {
             inner: incoming,
@@ -292,8 +291,9 @@ impl Files for FilesApi {
 }
 
 /// The client's upload messages, passed on until the client's stream ends
-/// (then this sends `finish` and ends) or fails (then this never ends, and the
-/// failure goes to `broken`).
+/// after its `finish` (then this ends too) or fails or ends without `finish`
+/// (then this never ends, and the failure goes to `broken`, which drops the
+/// call to the guest: the guest discards what it had).
 struct UntilBroken {
     inner: Streaming<UploadRequest>,
     broken: Option<tokio::sync::oneshot::Sender<Status>>,
@@ -311,17 +311,24 @@ impl tokio_stream::Stream for UntilBroken {
             return Poll::Pending; // the caller drops the upload; no wake-up needed
         }
         match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(m)),
+            Poll::Ready(Some(Ok(m))) => {
+                self.finished |= matches!(m.part, Some(upload_request::Part::Finish(_)));
+                Poll::Ready(Some(m))
+            }
             Poll::Ready(Some(Err(e))) => {
                 let _ = self.broken.take().expect("checked").send(e);
                 Poll::Pending
             }
-            // The client's stream is whole: say so, then end.
-            Poll::Ready(None) if !self.finished => {
-                self.finished = true;
-                Poll::Ready(Some(UploadRequest { part: Some(upload_request::Part::Finish(true)) }))
+            Poll::Ready(None) if self.finished => Poll::Ready(None),
+            // An end without `finish` proves nothing: hyper reports a client's
+            // RST_STREAM(CANCEL), i.e. a client that died mid-upload, as a clean
+            // end of the request body.
+            Poll::Ready(None) => {
+                let _ = self.broken.take().expect("checked").send(Status::cancelled(
+                    "finish: the upload's stream ended without its finish message; nothing was kept",
+                ));
+                Poll::Pending
             }
-            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }

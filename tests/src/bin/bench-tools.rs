@@ -104,8 +104,10 @@ async fn main() {
             UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20].into())) }
         }
     });
-    let chunks =
-        chunks.chain(std::iter::once(UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20].into())) }));
+    let chunks = chunks.chain([
+        UploadRequest { part: Some(Part::Data(vec![0x5a; 1 << 20].into())) },
+        UploadRequest { part: Some(Part::Finish(true)) },
+    ]);
     let t = Instant::now();
     files.upload(tokio_stream::iter(chunks)).await.unwrap();
     let up = t.elapsed();
