@@ -97,6 +97,21 @@ fn build_test_image() -> PathBuf {
 }
 
 /// The Debian base image built by rootfs/build-base.sh, if there is one.
+/// Python packages the Debian base image already has (from Debian's
+/// packages): a pip layer of one of them is tiny.
+pub const BASE_IMAGE_PYTHON_PACKAGES: &[&str] = &[
+    "numpy",
+    "cycler",
+    "python-dateutil",
+    "fonttools",
+    "kiwisolver",
+    "packaging",
+    "pillow",
+    "pyparsing",
+    "six",
+    "matplotlib",
+];
+
 pub fn debian_image() -> Option<PathBuf> {
     let p = PathBuf::from(
         std::env::var("PADDOCK_DEBIAN_IMAGE")

@@ -229,19 +229,7 @@ async fn apt_pip_npm_environment_cached_layers_and_failures() {
     let base = std::fs::canonicalize(&image).unwrap();
     one_paths.push(&base);
     let disk_one = du(&one_paths);
-    let preinstalled = [
-        "numpy",
-        "cycler",
-        "python-dateutil",
-        "fonttools",
-        "kiwisolver",
-        "packaging",
-        "pillow",
-        "pyparsing",
-        "six",
-        "matplotlib",
-    ];
-    for (i, p) in preinstalled.iter().enumerate() {
+    for (i, p) in BASE_IMAGE_PYTHON_PACKAGES.iter().enumerate() {
         let name = format!("ten-{i}");
         create_env(&mut envs, &name, pkgs(&["jq", "npm"], &["is-number@7.0.0"], &[p])).await;
         assert_done(&build_env(&mut envs, &name).await);

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::sessions::SessionManager;
+use crate::sessions::{FilesReader, SessionManager};
 use crate::store::{SessionRecord, SessionState};
 
 pub struct SessionsApi {
@@ -209,19 +209,25 @@ pub struct FilesApi {
 #[tonic::async_trait]
 impl Files for FilesApi {
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<FileInfo>, Status> {
-        let req = request.get_ref();
-        if let Some(outputs) = self.manager.stopped_outputs(&req.session_id).await? {
-            return Ok(Response::new(outputs.stat_output(&req.path).await?));
-        }
-        to_guest!(self, request, stat)
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(match self.manager.files_reader(&id).await? {
+            FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await?,
+            FilesReader::Guest(g) => {
+                self.manager.call_with(&id, g, |mut g| async move { g.stat(req).await }).await?
+            }
+        }))
     }
 
     async fn list_dir(&self, request: Request<ListDirRequest>) -> Result<Response<ListDirResponse>, Status> {
-        let req = request.get_ref();
-        if let Some(outputs) = self.manager.stopped_outputs(&req.session_id).await? {
-            return Ok(Response::new(outputs.list_outputs(&req.path, req.depth).await?));
-        }
-        to_guest!(self, request, list_dir)
+        let req = request.into_inner();
+        let id = req.session_id.clone();
+        Ok(Response::new(match self.manager.files_reader(&id).await? {
+            FilesReader::Outputs(outputs) => outputs.list_outputs(&req.path, req.depth).await?,
+            FilesReader::Guest(g) => {
+                self.manager.call_with(&id, g, |mut g| async move { g.list_dir(req).await }).await?
+            }
+        }))
     }
 
     async fn make_dir(&self, request: Request<MakeDirRequest>) -> Result<Response<FileInfo>, Status> {
@@ -280,13 +286,15 @@ impl Files for FilesApi {
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let req = request.into_inner();
-        if let Some(outputs) = self.manager.stopped_outputs(&req.session_id).await? {
-            let chunks = outputs.download_output(&req.path).await?;
-            return Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(chunks))));
-        }
         let id = req.session_id.clone();
-        let chunks = self.manager.call_guest(&id, |mut g| async move { g.download(req).await }).await?;
-        Ok(Response::new(Box::pin(chunks)))
+        Ok(Response::new(match self.manager.files_reader(&id).await? {
+            FilesReader::Outputs(outputs) => Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+                outputs.download_output(&req.path).await?,
+            )),
+            FilesReader::Guest(g) => {
+                Box::pin(self.manager.call_with(&id, g, |mut g| async move { g.download(req).await }).await?)
+            }
+        }))
     }
 }
 

@@ -16,24 +16,11 @@ use std::time::{Duration, Instant};
 use paddock_proto::v1::{
     CreateEnvironmentRequest, CreateSessionRequest, DeleteSessionRequest, ExecRequest, Packages,
 };
-use paddock_tests::{build_env, debian_image, Daemon};
+use paddock_tests::{build_env, debian_image, Daemon, BASE_IMAGE_PYTHON_PACKAGES};
 
 const APT: &[&str] = &["jq", "npm"];
 const NPM: &[&str] = &["is-number@7.0.0"];
 const PIP: &[&str] = &["six==1.16.0"];
-/// Python packages the base image has already (pip layers of their own, tiny).
-const PREINSTALLED: &[&str] = &[
-    "numpy",
-    "cycler",
-    "python-dateutil",
-    "fonttools",
-    "kiwisolver",
-    "packaging",
-    "pillow",
-    "pyparsing",
-    "six",
-    "matplotlib",
-];
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
@@ -211,8 +198,11 @@ async fn main() {
         _ => {}
     }
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2);
-    let n_envs: usize =
-        std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(10).clamp(1, PREINSTALLED.len());
+    let n_envs: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, BASE_IMAGE_PYTHON_PACKAGES.len());
     let image = debian_image().expect("the Debian base image (rootfs/build-base.sh)");
     let base = std::fs::canonicalize(&image).unwrap();
     let scratch = PathBuf::from(format!("/tmp/paddock-bench-env-{}", std::process::id()));
@@ -257,7 +247,7 @@ async fn main() {
     println!("warm (cached) build: median {:.1} ms over 10", median(warm).as_secs_f64() * 1e3);
 
     // Disk: N environments sharing base, apt and npm layers, each with a pip layer.
-    for (i, pip) in PREINSTALLED.iter().take(n_envs.saturating_sub(1)).enumerate() {
+    for (i, pip) in BASE_IMAGE_PYTHON_PACKAGES.iter().take(n_envs.saturating_sub(1)).enumerate() {
         let name = format!("bench-{i}");
         envs.create_environment(CreateEnvironmentRequest {
             name: name.clone(),

@@ -412,30 +412,35 @@ impl SessionManager {
             .ok_or_else(|| Status::not_found(format!("session {id:?} does not exist")))
     }
 
-    /// The outputs of a stopped session, which paddockd serves itself; `None`
-    /// while the session runs (its guest serves every path).
-    pub async fn stopped_outputs(&self, id: &str) -> Result<Option<SessionFiles>, Status> {
-        let session = self.lookup(id).await?;
-        let mut s = session.lock().await;
-        self.refresh_state(&mut s);
-        Ok((s.record.state == SessionState::Stopped).then(|| self.session_files(id)))
-    }
-
-    /// A running session's guest client, or the reason there is none.
-    async fn guest_of(&self, id: &str) -> Result<Guest, Status> {
+    /// Who serves a read of the session's files: its guest while it runs,
+    /// paddockd from the kept outputs once it has stopped.
+    pub async fn files_reader(&self, id: &str) -> Result<FilesReader, Status> {
         let session = self.lookup(id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
         match s.record.state {
-            SessionState::Running => Ok(s.guest.clone()),
-            SessionState::Stopped => Err(Status::failed_precondition(format!(
-                "session {id} has stopped; only Files.Stat, ListDir and Download of /mnt/session/outputs remain until it is deleted"
-            ))),
+            SessionState::Running => Ok(FilesReader::Guest(s.guest.clone())),
+            SessionState::Stopped => Ok(FilesReader::Outputs(self.session_files(id))),
             SessionState::Creating | SessionState::Warm => {
                 Err(Status::unavailable(format!("session {id} is still starting")))
             }
         }
     }
+
+    /// A running session's guest client, or the reason there is none.
+    async fn guest_of(&self, id: &str) -> Result<Guest, Status> {
+        match self.files_reader(id).await? {
+            FilesReader::Guest(g) => Ok(g),
+            FilesReader::Outputs(_) => Err(Status::failed_precondition(format!(
+                "session {id} has stopped; only Files.Stat, ListDir and Download of /mnt/session/outputs remain until it is deleted"
+            ))),
+        }
+    }
+}
+
+pub enum FilesReader {
+    Guest(Guest),
+    Outputs(SessionFiles),
 }
 
 fn new_session_id() -> String {

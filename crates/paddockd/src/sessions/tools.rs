@@ -19,6 +19,15 @@ impl SessionManager {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let guest = self.guest_of(session_id).await?;
+        self.call_with(session_id, guest, call).await
+    }
+
+    /// `call_guest` with the guest already looked up.
+    pub async fn call_with<T, F, Fut>(&self, session_id: &str, guest: Guest, call: F) -> Result<T, Status>
+    where
+        F: FnOnce(Guest) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
         match call(guest).await {
             Ok(r) => Ok(r.into_inner()),
             Err(status) => Err(self.guest_failure(session_id, status).await),
