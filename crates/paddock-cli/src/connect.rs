@@ -1,18 +1,57 @@
-//! Dialing the daemon over TCP or a unix socket.
+//! Dialing the daemon over a unix socket (the default) or TCP, with the
+//! caller's token, if any, on every call.
 
 use anyhow::{Context, Result};
 use paddock_proto::v1::sessions_client::SessionsClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
 use paddock_proto::MAX_MESSAGE;
 
-pub async fn sessions(addr: &str) -> Result<SessionsClient<Channel>> {
-    Ok(SessionsClient::new(channel(addr).await?)
+/// The daemon's default unix socket.
+pub const DEFAULT_ADDR: &str = "unix:/var/lib/paddock/paddockd.sock";
+
+/// Where the daemon is and who we are to it.
+#[derive(Clone)]
+pub struct Daemon {
+    pub addr: String,
+    /// Sent as `authorization: Bearer ...`; root on the unix socket needs none.
+    pub token: Option<String>,
+}
+
+/// Adds the bearer token to each call.
+#[derive(Clone)]
+pub struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Conn = InterceptedService<Channel, Token>;
+
+pub async fn sessions(d: &Daemon) -> Result<SessionsClient<Conn>> {
+    Ok(SessionsClient::new(channel(d).await?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
 }
 
-pub async fn channel(addr: &str) -> Result<Channel> {
+pub async fn channel(d: &Daemon) -> Result<Conn> {
+    let addr = &d.addr;
+    let token = match &d.token {
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse()
+                .context("the token holds characters that cannot go in a header")?,
+        ),
+        None => None,
+    };
     let channel = if let Some(path) = addr.strip_prefix("unix:") {
         paddock_proto::dial::unix(path).await
     } else {
@@ -22,5 +61,5 @@ pub async fn channel(addr: &str) -> Result<Channel> {
     .with_context(|| {
         format!("cannot reach paddockd at {addr} (is it running? set --addr or PADDOCK_ADDR)")
     })?;
-    Ok(channel)
+    Ok(InterceptedService::new(channel, Token(token)))
 }

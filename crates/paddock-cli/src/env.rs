@@ -19,7 +19,7 @@ use paddock_proto::v1::{
 };
 use paddock_units::format_bytes;
 use serde::Deserialize;
-use tonic::transport::Channel;
+use crate::connect::Conn;
 
 use crate::network::{policy_json, print_policy, NetworkArgs, NetworkFile};
 use crate::{connect, parse_key_value, status};
@@ -51,9 +51,12 @@ pub enum EnvCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Write a built environment as an OCI image layout into DIR (on the daemon's host).
+    /// Write a built environment as an OCI image layout into DIR, a directory
+    /// inside the daemon's exchange directory (default /var/lib/paddock/exchange;
+    /// relative, or absolute under it).
     Export { name: String, dir: PathBuf },
-    /// Make environment NAME from the OCI image layout in DIR (on the daemon's host).
+    /// Make environment NAME from the OCI image layout in DIR, inside the
+    /// daemon's exchange directory.
     Import {
         name: String,
         dir: PathBuf,
@@ -144,8 +147,8 @@ fn read_file(path: &Path) -> Result<EnvFile> {
     }
 }
 
-pub async fn run(addr: &str, cmd: EnvCommand) -> Result<ExitCode> {
-    let mut envs = EnvironmentsClient::new(connect::channel(addr).await?);
+pub async fn run(daemon: &connect::Daemon, cmd: EnvCommand) -> Result<ExitCode> {
+    let mut envs = EnvironmentsClient::new(connect::channel(daemon).await?);
     match cmd {
         EnvCommand::Create(args) => create(&mut envs, args).await,
         EnvCommand::Build { name, plain } => {
@@ -197,7 +200,7 @@ pub async fn run(addr: &str, cmd: EnvCommand) -> Result<ExitCode> {
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         EnvCommand::Export { name, dir } => {
-            let directory = absolute(&dir)?;
+            let directory = exchange_path(&dir)?;
             let r = envs
                 .export_environment(ExportEnvironmentRequest { environment: name, directory })
                 .await
@@ -207,7 +210,7 @@ pub async fn run(addr: &str, cmd: EnvCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         EnvCommand::Import { name, dir, reference } => {
-            let directory = absolute(&dir)?;
+            let directory = exchange_path(&dir)?;
             let req = ImportEnvironmentRequest {
                 name,
                 directory,
@@ -221,12 +224,12 @@ pub async fn run(addr: &str, cmd: EnvCommand) -> Result<ExitCode> {
     }
 }
 
-fn absolute(dir: &Path) -> Result<String> {
-    let abs = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
-    Ok(abs.to_string_lossy().into_owned())
+/// The daemon resolves it inside its exchange directory.
+fn exchange_path(dir: &Path) -> Result<String> {
+    Ok(dir.to_string_lossy().into_owned())
 }
 
-async fn create(envs: &mut EnvironmentsClient<Channel>, args: CreateArgs) -> Result<ExitCode> {
+async fn create(envs: &mut EnvironmentsClient<Conn>, args: CreateArgs) -> Result<ExitCode> {
     let file = match &args.file {
         Some(p) => read_file(p)?,
         None => EnvFile::default(),
@@ -270,7 +273,7 @@ async fn create(envs: &mut EnvironmentsClient<Channel>, args: CreateArgs) -> Res
 }
 
 /// Streams a build: a progress bar per step on a terminal, plain lines otherwise.
-async fn build(envs: &mut EnvironmentsClient<Channel>, name: &str, plain: bool) -> Result<ExitCode> {
+async fn build(envs: &mut EnvironmentsClient<Conn>, name: &str, plain: bool) -> Result<ExitCode> {
     let mut stream = envs
         .build_environment(BuildEnvironmentRequest { environment: name.into() })
         .await

@@ -3,6 +3,7 @@
 mod connect;
 mod env;
 mod network;
+mod tokens;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,14 +19,17 @@ use paddock_proto::v1::{
     ListSessionsRequest, Session, SessionResource, SessionState, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
-use tonic::transport::Channel;
+use crate::connect::Conn;
 
 #[derive(Parser)]
 #[command(name = "paddock", version, about = "Operate Paddock sandboxes")]
 struct Cli {
-    /// The daemon: HOST:PORT, http://HOST:PORT or unix:/path.
-    #[arg(long, global = true, env = "PADDOCK_ADDR", default_value = "127.0.0.1:50051")]
+    /// The daemon: unix:/path, HOST:PORT or http://HOST:PORT.
+    #[arg(long, global = true, env = "PADDOCK_ADDR", default_value = connect::DEFAULT_ADDR)]
     addr: String,
+    /// An API token (`paddock token create`); root on the unix socket needs none.
+    #[arg(long, global = true, env = "PADDOCK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +44,9 @@ enum Command {
     /// Declare, build, list, export and import environments.
     #[command(subcommand)]
     Env(env::EnvCommand),
+    /// Make, list and remove API tokens (admins only).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Subcommand)]
@@ -170,12 +177,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Env(cmd) = cli.command {
-        return env::run(&cli.addr, cmd).await;
-    }
-    let mut client = connect::sessions(&cli.addr).await?;
-    match cli.command {
-        Command::Env(_) => unreachable!("handled above"),
+    let daemon = connect::Daemon { addr: cli.addr, token: cli.token };
+    let cmd = match cli.command {
+        Command::Env(cmd) => return env::run(&daemon, cmd).await,
+        Command::Token(cmd) => return tokens::run(&daemon, cmd).await,
+        other => other,
+    };
+    let mut client = connect::sessions(&daemon).await?;
+    match cmd {
+        Command::Env(_) | Command::Token(_) => unreachable!("handled above"),
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
         Command::Session(SessionCommand::Ls { json }) => {
             let sessions =
@@ -291,7 +301,7 @@ where
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Result<ExitCode> {
+async fn create(client: &mut SessionsClient<Conn>, args: CreateArgs) -> Result<ExitCode> {
     let mut resources = Vec::with_capacity(args.uploads.len());
     for (local, path) in args.uploads {
         let content = std::fs::read(&local).with_context(|| format!("--upload {local}"))?;
@@ -317,7 +327,7 @@ async fn create(client: &mut SessionsClient<Channel>, args: CreateArgs) -> Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn exec(client: &mut SessionsClient<Channel>, args: ExecArgs) -> Result<ExitCode> {
+async fn exec(client: &mut SessionsClient<Conn>, args: ExecArgs) -> Result<ExitCode> {
     let mut stdin = Vec::new();
     if args.stdin {
         std::io::stdin().read_to_end(&mut stdin).context("reading stdin")?;

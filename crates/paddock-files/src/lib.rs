@@ -18,6 +18,10 @@ use tonic::Status;
 
 /// Size of a download chunk.
 pub const CHUNK: usize = 1 << 20;
+/// A session's working directory: where the guest starts commands, and what
+/// relative paths in Files requests are relative to (in the guest and in
+/// paddockd's reads of a stopped session's outputs alike).
+pub const WORKDIR: &str = "/workspace";
 /// Most entries one listing returns.
 pub const LIST_MAX_ENTRIES: usize = 100_000;
 

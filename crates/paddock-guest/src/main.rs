@@ -37,8 +37,7 @@ use crate::reaper::Reaper;
 use crate::spawn::SpawnError;
 
 const LISTEN_FD_ENV: &str = "PADDOCK_LISTEN_FD";
-/// The session's working directory.
-const WORKDIR: &str = "/workspace";
+use paddock_files::WORKDIR;
 /// Limits used when the daemon sends none (it always does).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;

@@ -14,10 +14,21 @@ pub struct DaemonConfig {
     #[arg(long, default_value = "/var/lib/paddock", env = "PADDOCK_STATE_DIR")]
     pub state_dir: PathBuf,
 
-    /// Address to serve gRPC on: HOST:PORT or unix:/path. Repeat for several.
-    /// Default: 127.0.0.1:50051 and unix:<state-dir>/paddockd.sock.
+    /// Address to serve gRPC on: unix:/path or HOST:PORT. Repeat for several.
+    /// Default: unix:<state-dir>/paddockd.sock only. Every call on TCP needs a
+    /// bearer token (`paddock token create`).
     #[arg(long = "listen")]
     pub listen: Vec<String>,
+
+    /// Group of the API's unix sockets (mode 0660, owner root): its members
+    /// may connect. Callers other than root still need a token.
+    #[arg(long, default_value = "paddock")]
+    pub socket_group: String,
+
+    /// The only host directory ExportEnvironment and ImportEnvironment read
+    /// and write (clients name paths inside it). Default: <state-dir>/exchange.
+    #[arg(long)]
+    pub exchange_dir: Option<PathBuf>,
 
     /// Root filesystem sessions start from (read-only; each session writes to its
     /// own layer on top). Default: <state-dir>/images/base/rootfs.
@@ -157,15 +168,18 @@ impl DaemonConfig {
     pub fn guest_dir(&self) -> PathBuf {
         self.state_dir.join("guest")
     }
+    pub fn exchange_dir(&self) -> PathBuf {
+        self.exchange_dir.clone().unwrap_or_else(|| self.state_dir.join("exchange"))
+    }
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.state_dir.join("tokens")
+    }
     pub fn image_rootfs(&self) -> PathBuf {
         self.image.clone().unwrap_or_else(|| self.state_dir.join("images/base/rootfs"))
     }
     pub fn listen_addrs(&self) -> Vec<String> {
         if self.listen.is_empty() {
-            vec![
-                "127.0.0.1:50051".to_string(),
-                format!("unix:{}", self.state_dir.join("paddockd.sock").display()),
-            ]
+            vec![format!("unix:{}", self.state_dir.join("paddockd.sock").display())]
         } else {
             self.listen.clone()
         }

@@ -4,7 +4,7 @@
 use paddock_proto::v1::Limits;
 use paddock_runtime::ResourceLimits;
 use paddock_units::format_bytes;
-use tonic::Status;
+use crate::core::error::Error;
 
 use crate::config::DaemonConfig;
 use crate::store::SessionLimits;
@@ -13,14 +13,15 @@ use crate::store::SessionLimits;
 const MIN_MEMORY: i64 = 16 << 20;
 /// The guest needs a few threads of its own.
 const MIN_PIDS: i64 = 16;
-const CPU_PERIOD_US: u64 = 100_000;
+/// The CFS period of every sandbox, sessions and build containers alike.
+pub const CPU_PERIOD_US: u64 = 100_000;
 
-pub fn resolve(cfg: &DaemonConfig, host_memory: i64, req: Option<&Limits>) -> Result<SessionLimits, Status> {
+pub fn resolve(cfg: &DaemonConfig, host_memory: i64, req: Option<&Limits>) -> Result<SessionLimits, Error> {
     let req = req.cloned().unwrap_or_default();
     let max_memory = cfg.max_memory.unwrap_or(host_memory);
     let memory_bytes = req.memory_bytes.unwrap_or(cfg.default_memory);
     if memory_bytes < MIN_MEMORY || memory_bytes > max_memory {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "limits.memory_bytes: {memory_bytes} is out of range; use {} ({}) to {} ({})",
             MIN_MEMORY,
             format_bytes(MIN_MEMORY),
@@ -31,13 +32,13 @@ pub fn resolve(cfg: &DaemonConfig, host_memory: i64, req: Option<&Limits>) -> Re
     let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let cpus = req.cpus.unwrap_or(cfg.default_cpus.min(host_cpus));
     if !cpus.is_finite() || cpus < 0.01 || cpus > host_cpus {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "limits.cpus: {cpus} is out of range; use 0.01 to {host_cpus} (this host's cores)"
         )));
     }
     let pids = req.pids.unwrap_or(cfg.default_pids);
     if pids < MIN_PIDS || pids > cfg.max_pids {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::invalid_argument(format!(
             "limits.pids: {pids} is out of range; use {MIN_PIDS} to {}",
             cfg.max_pids
         )));

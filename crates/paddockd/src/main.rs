@@ -1,14 +1,16 @@
 //! paddockd: Paddock's host daemon. See ARCHITECTURE.md for the map.
 
-mod api;
 mod config;
+mod core;
 mod environments;
+mod envvars;
+mod grpc;
 mod guest;
 mod limits;
 mod network;
-mod server;
 mod sessions;
 mod store;
+mod time;
 mod warm;
 
 use std::fs;
@@ -20,6 +22,9 @@ use clap::Parser;
 use paddock_runtime::helper::RuntimeClient;
 
 use crate::config::{DaemonConfig, Subcommand};
+use crate::core::auth::Tokens;
+use crate::core::events::Events;
+use crate::core::Core;
 use crate::environments::EnvironmentManager;
 use crate::sessions::SessionManager;
 
@@ -42,6 +47,21 @@ fn main() {
     }
 }
 
+/// The gid of the API sockets' group; without the group the sockets are
+/// root's only (0600), which is safe but leaves out everyone else.
+fn socket_gid(name: &str) -> Option<u32> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            tracing::warn!(
+                group = name,
+                "the API socket group does not exist; the sockets are root's only (groupadd {name}, or --socket-group)"
+            );
+            None
+        }
+    }
+}
+
 fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
@@ -61,14 +81,20 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
+        let events = Arc::new(Events::default());
         let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
         envs.recover().await?;
-        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone())?);
+        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone(), events.clone())?);
         manager.recover().await?;
+        let tokens = Tokens::open(cfg.tokens_dir())?;
+        let exchange = cfg.exchange_dir();
+        fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
+        let core = Arc::new(Core::new(manager.clone(), envs, events, tokens, exchange));
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
+        let listeners = grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
         tokio::select! {
-            r = server::serve(cfg.listen_addrs(), manager.clone(), envs) => r,
+            r = grpc::serve(listeners, core) => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;

@@ -26,6 +26,9 @@ pub enum SessionState {
     /// The sandbox's init is gone (it died, or StopSession removed the
     /// sandbox); the outputs stay until the session is deleted.
     Stopped,
+    /// In memory only, never saved: the session was deleted while another
+    /// call held it; that call answers NOT_FOUND.
+    Deleted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,6 +65,9 @@ pub struct SessionRecord {
     pub environment_id: String,
     #[serde(default)]
     pub environment_name: String,
+    /// Who owns the session; records from before tenants belong to the default one.
+    #[serde(default = "crate::core::caller::default_tenant")]
+    pub tenant: String,
 }
 
 impl Record for SessionRecord {

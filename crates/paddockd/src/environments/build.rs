@@ -180,8 +180,8 @@ impl Builder {
             env,
             limits: ResourceLimits {
                 memory_bytes: self.cfg.build_memory,
-                cpu_quota_us: cpus * 100_000,
-                cpu_period_us: 100_000,
+                cpu_quota_us: cpus * crate::limits::CPU_PERIOD_US as i64,
+                cpu_period_us: crate::limits::CPU_PERIOD_US,
                 pids: 8192,
                 open_files: self.cfg.open_files,
             },

@@ -6,23 +6,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use paddock_proto::v1::{build_event, BuildDone, BuildEvent, BuildFailed, Layer, StepStarted};
+use paddock_proto::v1::{build_event, BuildDone, BuildEvent, BuildFailed, BuildState, Layer, StepStarted};
 use tokio::sync::mpsc;
-use tonic::Status;
+use crate::core::error::Error;
 
 use super::build::Step;
 use super::layers::{dpkg_version, layer_key, LayerRecord};
 use super::managers;
 use super::packages::{Manager, Packages};
-use super::{now_ms, EnvironmentManager, Image, SessionImage};
+use super::{EnvironmentManager, Image, SessionImage};
+use crate::core::caller::Caller;
+use crate::time::now_ms;
 
 impl EnvironmentManager {
     // ------------------------------------------------------------ builds
 
     /// Starts a build of environment `key`; its events arrive on the returned
     /// channel. The build goes on if the receiver is dropped.
-    pub async fn build(self: &Arc<Self>, key: &str) -> Result<mpsc::Receiver<BuildEvent>, Status> {
-        let id = self.get(key).await?.id;
+    pub async fn build(self: &Arc<Self>, caller: &Caller, key: &str) -> Result<mpsc::Receiver<BuildEvent>, Error> {
+        let id = self.get(caller, key).await?.id;
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();
         tokio::spawn(async move { this.build_now(&id, &tx).await });
@@ -35,7 +37,7 @@ impl EnvironmentManager {
         let lock = self.build_lock(id);
         let _building = lock.lock().await;
         let started = Instant::now();
-        let resolved = match self.get(id).await {
+        let resolved = match self.record(id).await {
             Ok(r) => self.resolve_base(&r.base).map(|b| (r, b)),
             Err(s) => Err(s.message().to_string()),
         };
@@ -213,20 +215,23 @@ impl EnvironmentManager {
     /// What a new session on environment `key` starts from. An environment
     /// whose current packages are not built fails with FAILED_PRECONDITION, or,
     /// with `wait`, is built first (or its running build waited for).
-    pub async fn session_image(&self, key: &str, wait: bool) -> Result<SessionImage, Status> {
-        let record = self.get(key).await?;
-        let (base_rootfs, _) = self.resolve_base(&record.base).map_err(Status::failed_precondition)?;
-        let image = match record.current_image(&base_rootfs) {
-            Some(i) => i.clone(),
+    pub async fn session_image(&self, caller: &Caller, key: &str, wait: bool) -> Result<SessionImage, Error> {
+        let record = self.get(caller, key).await?;
+        // An unusable base is the error to show, whatever the build state.
+        self.resolve_base(&record.base).map_err(Error::failed_precondition)?;
+        let (state, current) = self.build_state(&record);
+        let image = match current {
+            Some(i) => i,
             None if !wait => {
-                let why = if self.is_building(&record.id) {
-                    "is being built".to_string()
-                } else if let Some(e) = &record.build_error {
-                    format!("failed to build ({})", e.lines().next().unwrap_or(""))
-                } else {
-                    "is not built".to_string()
+                let why = match state {
+                    BuildState::Building => "is being built".to_string(),
+                    BuildState::Failed => format!(
+                        "failed to build ({})",
+                        record.build_error.as_deref().unwrap_or("").lines().next().unwrap_or("")
+                    ),
+                    _ => "is not built".to_string(),
                 };
-                return Err(Status::failed_precondition(format!(
+                return Err(Error::failed_precondition(format!(
                     "environment {:?} {why}; build it (BuildEnvironment, `paddock env build {}`) or set wait_for_build",
                     record.name, record.name
                 )));
@@ -235,10 +240,10 @@ impl EnvironmentManager {
                 let (tx, mut rx) = mpsc::channel(64);
                 tokio::spawn(async move { while rx.recv().await.is_some() {} });
                 self.build_now(&record.id, &tx).await.map_err(|e| {
-                    Status::failed_precondition(format!("environment {:?} failed to build: {e}", record.name))
+                    Error::failed_precondition(format!("environment {:?} failed to build: {e}", record.name))
                 })?;
-                let record = self.get(&record.id).await?;
-                record.image.clone().ok_or_else(|| Status::internal("the build recorded no image"))?
+                let record = self.record(&record.id).await?;
+                record.image.clone().ok_or_else(|| Error::internal("the build recorded no image"))?
             }
         };
         let mut env: Vec<String> = image.layer_env.iter().map(|(k, v)| format!("{k}={v}")).collect();

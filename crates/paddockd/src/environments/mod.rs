@@ -8,9 +8,7 @@
 //! - `image.rs`: building an image step by step; what a session starts from.
 //! - `build.rs`: one step in a build container.
 //! - `store.rs`: the environment records.
-//! - `api.rs`: the `paddock.v1.Environments` service.
 
-pub mod api;
 mod build;
 mod image;
 mod layers;
@@ -28,15 +26,18 @@ use paddock_runtime::RuntimeDirs;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
-use tonic::Status;
+use crate::core::error::Error;
 
 use self::build::{Builder, BUILD_ID_PREFIX};
 use self::layers::LayerStore;
 use self::packages::Packages;
 pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
+use crate::core::caller::Caller;
+use paddock_proto::v1::BuildState;
 use crate::network::policy::PolicySpec;
-use crate::sessions::{internal, now_ms};
+use crate::core::error::internal;
+use crate::time::now_ms;
 use crate::store::Store;
 
 /// What a session on an environment starts from.
@@ -129,19 +130,20 @@ impl EnvironmentManager {
 
     pub async fn create(
         &self,
+        caller: &Caller,
         name: String,
         description: String,
         packages: Packages,
         env: BTreeMap<String, String>,
         base: Base,
         network: Option<PolicySpec>,
-    ) -> Result<EnvironmentRecord, Status> {
-        validate_name(&name).map_err(Status::invalid_argument)?;
-        let packages = packages.normalized().map_err(Status::invalid_argument)?;
-        validate_env(&env).map_err(Status::invalid_argument)?;
+    ) -> Result<EnvironmentRecord, Error> {
+        validate_name(&name).map_err(Error::invalid_argument)?;
+        let packages = packages.normalized().map_err(Error::invalid_argument)?;
+        validate_env(&env).map_err(Error::invalid_argument)?;
         let mut records = self.records.lock().await;
-        if records.values().any(|r| r.name == name) {
-            return Err(Status::already_exists(format!("an environment named {name:?} already exists")));
+        if records.values().any(|r| r.name == name && r.tenant == caller.tenant) {
+            return Err(Error::already_exists(format!("an environment named {name:?} already exists")));
         }
         let now = now_ms();
         let record = EnvironmentRecord {
@@ -156,50 +158,99 @@ impl EnvironmentManager {
             image: None,
             build_error: None,
             network,
+            tenant: caller.tenant.clone(),
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
         Ok(record)
     }
 
-    /// By name or id.
-    pub async fn get(&self, key: &str) -> Result<EnvironmentRecord, Status> {
+    /// By name or id, among the environments `caller` sees: the one lookup
+    /// for callers. Another tenant's environment is NOT_FOUND, like an unknown
+    /// one. A name is the caller's own tenant's; an admin may also name
+    /// another tenant's environment when only one has that name.
+    pub async fn get(&self, caller: &Caller, key: &str) -> Result<EnvironmentRecord, Error> {
         if key.is_empty() {
-            return Err(Status::invalid_argument("environment: must be set (a name or an id)"));
+            return Err(Error::invalid_argument("environment: must be set (a name or an id)"));
         }
+        let not_found = || Error::not_found(format!("environment {key:?} does not exist"));
         let records = self.records.lock().await;
-        records
-            .get(key)
-            .or_else(|| records.values().find(|r| r.name == key))
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("environment {key:?} does not exist")))
+        if let Some(r) = records.get(key) {
+            return if caller.sees(&r.tenant) { Ok(r.clone()) } else { Err(not_found()) };
+        }
+        let named: Vec<_> = records.values().filter(|r| r.name == key && caller.sees(&r.tenant)).collect();
+        match named.iter().find(|r| r.tenant == caller.tenant).or(named.first()) {
+            Some(r) if named.len() == 1 || r.tenant == caller.tenant => Ok((*r).clone()),
+            Some(_) => Err(Error::invalid_argument(format!(
+                "environment: {key:?} names environments of {} tenants; use the id",
+                named.len()
+            ))),
+            None => Err(not_found()),
+        }
     }
 
-    pub async fn list(&self) -> Vec<EnvironmentRecord> {
-        let mut out: Vec<_> = self.records.lock().await.values().cloned().collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+    /// By id, for the daemon's own use (no caller).
+    pub(crate) async fn record(&self, id: &str) -> Result<EnvironmentRecord, Error> {
+        self.records
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))
+    }
+
+    pub(crate) async fn exists(&self, id: &str) -> bool {
+        self.records.lock().await.contains_key(id)
+    }
+
+    pub(crate) async fn name_taken(&self, tenant: &str, name: &str) -> bool {
+        self.records.lock().await.values().any(|r| r.name == name && r.tenant == tenant)
+    }
+
+    pub async fn list(&self, caller: &Caller) -> Vec<EnvironmentRecord> {
+        let mut out: Vec<_> =
+            self.records.lock().await.values().filter(|r| caller.sees(&r.tenant)).cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.tenant.cmp(&b.tenant)));
         out
+    }
+
+    /// Whether the environment is built for its current packages and base
+    /// (and the image if so): decided here only, for the API's view and for
+    /// sessions and exports alike.
+    pub fn build_state(&self, r: &EnvironmentRecord) -> (BuildState, Option<Image>) {
+        let current = self.resolve_base(&r.base).ok().and_then(|(rootfs, _)| r.current_image(&rootfs).cloned());
+        let state = if self.is_building(&r.id) {
+            BuildState::Building
+        } else if current.is_some() {
+            BuildState::Ready
+        } else if r.build_error.is_some() {
+            BuildState::Failed
+        } else {
+            BuildState::NotBuilt
+        };
+        (state, current)
     }
 
     /// Replaces what is set; running sessions keep the image they started on.
     pub async fn update(
         &self,
+        caller: &Caller,
         key: &str,
         packages: Option<Packages>,
         env: Option<BTreeMap<String, String>>,
         description: Option<String>,
         network: Option<PolicySpec>,
-    ) -> Result<EnvironmentRecord, Status> {
-        let id = self.get(key).await?.id;
-        let packages = packages.map(|p| p.normalized()).transpose().map_err(Status::invalid_argument)?;
+    ) -> Result<EnvironmentRecord, Error> {
+        let id = self.get(caller, key).await?.id;
+        let packages = packages.map(|p| p.normalized()).transpose().map_err(Error::invalid_argument)?;
         if let Some(env) = &env {
-            validate_env(env).map_err(Status::invalid_argument)?;
+            validate_env(env).map_err(Error::invalid_argument)?;
         }
         let mut records = self.records.lock().await;
         let mut record = records
             .get(&id)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("environment {key:?} does not exist")))?;
+            .ok_or_else(|| Error::not_found(format!("environment {key:?} does not exist")))?;
         if let Some(p) = packages {
             if p != record.packages {
                 record.build_error = None;
@@ -223,7 +274,7 @@ impl EnvironmentManager {
 
     /// Removes the record; the caller has checked no session uses it. Its
     /// layers stay in the store (other environments may share them).
-    pub async fn delete(&self, id: &str) -> Result<(), Status> {
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
         let mut records = self.records.lock().await;
         self.store.remove(id).map_err(internal)?;
         records.remove(id);
@@ -272,16 +323,9 @@ fn validate_name(name: &str) -> Result<(), String> {
 }
 
 fn validate_env(env: &BTreeMap<String, String>) -> Result<(), String> {
-    for (k, v) in env {
-        let ok = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
-            return Err(format!("env: {k:?} is not a valid variable name"));
-        }
-        if v.contains('\0') {
-            return Err(format!("env.{k}: the value holds a NUL byte"));
-        }
+    crate::envvars::check_names(env.keys())?;
+    match env.iter().find(|(_, v)| v.contains('\0')) {
+        Some((k, _)) => Err(format!("env.{k}: the value holds a NUL byte")),
+        None => Ok(()),
     }
-    Ok(())
 }

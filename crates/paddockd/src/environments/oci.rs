@@ -17,12 +17,15 @@ use oci_spec::image::{
     OciLayoutBuilder, Os, RootFsBuilder,
 };
 use sha2::{Digest as _, Sha256};
-use tonic::Status;
+use crate::core::error::Error;
 
 use super::layers::{hex, remove_tree, LayerRecord};
 use super::packages::Packages;
 use super::store::Image;
-use super::{internal, now_ms, Base, EnvironmentManager, EnvironmentRecord};
+use super::{Base, EnvironmentManager, EnvironmentRecord};
+use crate::core::caller::Caller;
+use crate::core::error::internal;
+use crate::time::now_ms;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -30,14 +33,13 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 impl EnvironmentManager {
     /// Writes environment `key`'s built image into `dir` (absent or empty);
     /// returns the manifest's digest.
-    pub async fn export(&self, key: &str, dir: &Path) -> Result<String, Status> {
-        let record = self.get(key).await?;
-        let (base_rootfs, _) = self.resolve_base(&record.base).map_err(Status::failed_precondition)?;
-        let image = record.current_image(&base_rootfs).cloned().ok_or_else(|| {
-            Status::failed_precondition(format!("environment {:?} is not built; build it first", record.name))
+    pub async fn export(&self, caller: &Caller, key: &str, dir: &Path) -> Result<String, Error> {
+        let record = self.get(caller, key).await?;
+        let image = self.build_state(&record).1.ok_or_else(|| {
+            Error::failed_precondition(format!("environment {:?} is not built; build it first", record.name))
         })?;
         if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Status::failed_precondition(format!("directory: {} is not empty", dir.display())));
+            return Err(Error::failed_precondition(format!("directory: {} is not empty", dir.display())));
         }
         let mut trees = vec![(image.base_rootfs.clone(), "base".to_string())];
         for d in &image.layers {
@@ -60,25 +62,26 @@ impl EnvironmentManager {
         })
         .await
         .map_err(internal)?
-        .map_err(|e| Status::internal(format!("exporting: {e:#}")))
+        .map_err(|e| Error::internal(format!("exporting: {e:#}")))
     }
 
     /// Makes environment `name` with the image of the OCI layout in `dir` as
     /// its base.
     pub async fn import(
         &self,
+        caller: &Caller,
         name: String,
         dir: &Path,
         reference: &str,
         packages: Packages,
         env: BTreeMap<String, String>,
-    ) -> Result<EnvironmentRecord, Status> {
+    ) -> Result<EnvironmentRecord, Error> {
         // Before the (long) unpack: a taken name fails at once.
-        if self.get(&name).await.is_ok() {
-            return Err(Status::already_exists(format!("an environment named {name:?} already exists")));
+        if self.name_taken(&caller.tenant, &name).await {
+            return Err(Error::already_exists(format!("an environment named {name:?} already exists")));
         }
         let (manifest, manifest_digest) = pick_manifest(dir, reference)
-            .map_err(|e| Status::invalid_argument(format!("directory: {e:#}")))?;
+            .map_err(|e| Error::invalid_argument(format!("directory: {e:#}")))?;
         let digest = hex(&Sha256::digest(format!("paddock-import-v1\n{manifest_digest}")));
         let _lock = self.layers.lock(&digest).await;
         if self.layers.get(&digest).is_none() {
@@ -89,7 +92,7 @@ impl EnvironmentManager {
                 .map_err(internal)?;
             if let Err(e) = unpacked {
                 self.layers.discard(&tmp);
-                return Err(Status::invalid_argument(format!("directory: unpacking the image: {e:#}")));
+                return Err(Error::invalid_argument(format!("directory: unpacking the image: {e:#}")));
             }
             let record = LayerRecord {
                 digest: digest.clone(),
@@ -111,7 +114,7 @@ impl EnvironmentManager {
         all_env.extend(env);
         let base = Base::Imported { digest: digest.clone() };
         let record = self
-            .create(name, format!("imported from {}", dir.display()), packages, all_env, base, None)
+            .create(caller, name, format!("imported from {}", dir.display()), packages, all_env, base, None)
             .await?;
         if record.packages.is_empty() {
             // Nothing to install: the imported base is the whole image.
@@ -122,9 +125,9 @@ impl EnvironmentManager {
                 layers: vec![],
                 layer_env: vec![],
             };
-            self.record_image(&record.id, image).await.map_err(Status::internal)?;
+            self.record_image(&record.id, image).await.map_err(Error::internal)?;
         }
-        self.get(&record.id).await
+        self.record(&record.id).await
     }
 }
 

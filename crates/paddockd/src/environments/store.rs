@@ -51,6 +51,10 @@ pub struct EnvironmentRecord {
     /// Egress rules for sessions on it; `None`: the daemon's default.
     #[serde(default)]
     pub network: Option<PolicySpec>,
+    /// Who owns it; records from before tenants belong to the default one.
+    /// Names are unique per tenant.
+    #[serde(default = "crate::core::caller::default_tenant")]
+    pub tenant: String,
 }
 
 impl EnvironmentRecord {

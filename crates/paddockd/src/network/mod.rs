@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{Context, Result};
 use paddock_proto::v1::Denial;
 use paddock_runtime::netdev::{self, SandboxNet};
-use tonic::Status;
+use crate::core::error::Error;
 
 use self::addrs::{AddressGuard, Cidr};
 use self::policy::{Mode, Policy, PolicySpec, Rule};
@@ -75,7 +75,7 @@ impl SessionNet {
             d.pop_front();
         }
         d.push_back(Denial {
-            time_ms: crate::sessions::now_ms(),
+            time_ms: crate::time::now_ms(),
             destination,
             via: via.into(),
             reason: reason.clone(),
@@ -222,7 +222,7 @@ impl NetManager {
         &self,
         p: Option<&paddock_proto::v1::NetworkPolicy>,
         field: &str,
-    ) -> Result<PolicySpec, Status> {
+    ) -> Result<PolicySpec, Error> {
         match p {
             None => Ok(self.default_policy.clone()),
             Some(p) => PolicySpec::from_proto(p, field),
@@ -232,13 +232,13 @@ impl NetManager {
     // -------------------------------------------------------------- links
 
     /// A free /30 for a new sandbox; `None` with networking off.
-    pub fn allocate(&self) -> Result<Option<SandboxNet>, Status> {
+    pub fn allocate(&self) -> Result<Option<SandboxNet>, Error> {
         if self.slot_count == 0 {
             return Ok(None);
         }
         let mut slots = self.slots.lock().unwrap();
         let slot = (0..self.slot_count).find(|s| !slots.contains(s)).ok_or_else(|| {
-            Status::resource_exhausted(format!(
+            Error::resource_exhausted(format!(
                 "the sandbox subnet {} has no free address left (--sandbox-subnet)",
                 self.subnet
             ))
@@ -332,9 +332,9 @@ impl NetManager {
         net: &SandboxNet,
         pin: &Path,
         spec: &PolicySpec,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let up = spec.mode != Mode::None;
-        let link_error = |e: anyhow::Error| Status::internal(format!("setting the sandbox's link: {e:#}"));
+        let link_error = |e: anyhow::Error| Error::internal(format!("setting the sandbox's link: {e:#}"));
         // One ioctl; the host end is down only after a graceful shutdown.
         netdev::set_host_link(&net.host_if, true).map_err(link_error)?;
         // Entering the sandbox's namespace takes a thread: only when the state changes.
@@ -343,7 +343,7 @@ impl NetManager {
             let (pin, n) = (pin.to_path_buf(), net.clone());
             tokio::task::spawn_blocking(move || netdev::set_sandbox_link(&pin, &n, up))
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Error::internal(e.to_string()))?
                 .map_err(link_error)?;
             self.links_up.lock().unwrap().insert(net.sandbox_addr, up);
         }

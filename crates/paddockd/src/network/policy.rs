@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use paddock_proto::v1::{NetworkMode, NetworkPolicy};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
+use crate::core::error::Error;
 
 use super::addrs::Cidr;
 
@@ -30,13 +30,13 @@ pub struct PolicySpec {
 
 impl PolicySpec {
     /// Validates `p`; `field` is its name in the request (for error messages).
-    pub fn from_proto(p: &NetworkPolicy, field: &str) -> Result<Self, Status> {
+    pub fn from_proto(p: &NetworkPolicy, field: &str) -> Result<Self, Error> {
         let mode = match NetworkMode::try_from(p.mode) {
             Ok(NetworkMode::None) => Mode::None,
             Ok(NetworkMode::Limited) => Mode::Limited,
             Ok(NetworkMode::Unrestricted) => Mode::Unrestricted,
             Ok(NetworkMode::Unspecified) | Err(_) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid_argument(format!(
                     "{field}.mode: {} is not a network mode; use NETWORK_MODE_NONE, NETWORK_MODE_LIMITED or NETWORK_MODE_UNRESTRICTED",
                     p.mode
                 )))
@@ -44,11 +44,11 @@ impl PolicySpec {
         };
         for (i, h) in p.allowed_hosts.iter().enumerate() {
             Rule::parse(h)
-                .map_err(|e| Status::invalid_argument(format!("{field}.allowed_hosts[{i}]: {h:?} {e}")))?;
+                .map_err(|e| Error::invalid_argument(format!("{field}.allowed_hosts[{i}]: {h:?} {e}")))?;
         }
         for (i, s) in p.mcp_servers.iter().enumerate() {
             Rule::parse_url_or_host(s)
-                .map_err(|e| Status::invalid_argument(format!("{field}.mcp_servers[{i}]: {s:?} {e}")))?;
+                .map_err(|e| Error::invalid_argument(format!("{field}.mcp_servers[{i}]: {s:?} {e}")))?;
         }
         Ok(Self {
             mode,

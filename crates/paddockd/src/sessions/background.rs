@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 
-use super::{is_session_id, now_ms, Session, SessionManager};
+use super::{is_session_id, Entry, SessionManager};
+use crate::core::caller::Caller;
+use crate::core::events::EventKind;
+use crate::time::now_ms;
 use crate::environments::SessionImage;
 use crate::limits;
 use crate::store::{SessionLimits, SessionState};
@@ -147,7 +149,7 @@ impl SessionManager {
                 }
             }
             let guest = self.guest_client(&id);
-            self.sessions.lock().await.insert(id, Arc::new(Mutex::new(Session { record, guest })));
+            self.sessions.lock().await.insert(id, Entry::new(record, guest));
         }
         for link in self.net.stray_links(&links) {
             tracing::warn!(link, "removing a sandbox link that no session owns");
@@ -199,7 +201,7 @@ impl SessionManager {
             tick.tick().await;
             let now = now_ms();
             let expired: Vec<String> = {
-                let sessions: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+                let sessions: Vec<_> = self.sessions.lock().await.values().map(|e| e.session.clone()).collect();
                 let mut ids = Vec::new();
                 for s in sessions {
                     let s = s.lock().await;
@@ -210,8 +212,7 @@ impl SessionManager {
                 ids
             };
             for id in expired {
-                tracing::info!(id, "session TTL expired; deleting");
-                if let Err(e) = self.delete(&id).await {
+                if let Err(e) = self.delete_as(&Caller::daemon(), &id, EventKind::SessionExpired).await {
                     tracing::error!(id, "deleting expired session: {}", e.message());
                 }
             }

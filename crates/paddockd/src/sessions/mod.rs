@@ -3,18 +3,25 @@
 //! session's guest. It owns the in-memory index and keeps the store in step:
 //! every state change is recorded before it is acted on.
 //!
-//! Tool calls are in `tools.rs`; recovery, TTLs and the warm pool in
-//! `background.rs`.
+//! Locks: the index (`sessions`) before a session's own lock, never the other
+//! way round; admission reserves its slot under the index lock. Which
+//! operations each state allows is `state.rs`.
+//!
+//! Stop and delete are in `lifecycle.rs`; tool calls in `tools.rs`; recovery,
+//! TTLs and the warm pool in `background.rs`.
 
 mod background;
+mod lifecycle;
 mod network;
 pub mod session_files;
+pub mod state;
 mod tools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use paddock_proto::guest::PingRequest;
 use paddock_proto::v1::CreateSessionRequest;
@@ -23,17 +30,22 @@ use paddock_runtime::layout::SandboxPaths;
 use paddock_runtime::{RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::Mutex;
-use tonic::Status;
+use crate::core::error::Error;
 
 use crate::config::DaemonConfig;
+use crate::core::caller::Caller;
+use crate::core::error::internal;
+use crate::core::events::{EventKind, Events};
 use crate::environments::{EnvironmentManager, SessionImage};
 use crate::guest::{self, Guest};
 use crate::limits;
 use crate::network::policy::Mode;
 use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
+use crate::time::now_ms;
 use crate::warm::WarmPool;
 use session_files::SessionFiles;
+use state::Op;
 
 /// Longest TTL a session may ask for: 30 days.
 const MAX_TTL_SECONDS: i64 = 30 * 86400;
@@ -45,16 +57,47 @@ struct Session {
     guest: Guest,
 }
 
+/// A session in the index. The tenant is kept outside the session's lock:
+/// it never changes, and `lookup` checks it without waiting for a session
+/// that is busy (a delete holds its lock while the sandbox is destroyed).
+#[derive(Clone)]
+pub(crate) struct Entry {
+    tenant: String,
+    session: Arc<Mutex<Session>>,
+}
+
+impl Entry {
+    fn new(record: SessionRecord, guest: Guest) -> Self {
+        Self { tenant: record.tenant.clone(), session: Arc::new(Mutex::new(Session { record, guest })) }
+    }
+}
+
 pub struct SessionManager {
     cfg: Arc<DaemonConfig>,
     runtime: Arc<RuntimeClient>,
     store: Store<SessionRecord>,
     dirs: RuntimeDirs,
     host_memory: i64,
-    sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    sessions: Mutex<HashMap<String, Entry>>,
+    /// Creates admitted but not yet in `sessions`; read and raised only under
+    /// the `sessions` lock, so `--max-sessions` holds under concurrency.
+    admitting: AtomicUsize,
     pool: WarmPool,
     net: Arc<NetManager>,
     envs: Arc<EnvironmentManager>,
+    events: Arc<Events>,
+}
+
+/// A slot reserved for a session being created; given back on drop unless
+/// the session made it into the index.
+struct Admission<'a> {
+    admitting: &'a AtomicUsize,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.admitting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl SessionManager {
@@ -63,6 +106,7 @@ impl SessionManager {
         runtime: Arc<RuntimeClient>,
         net: Arc<NetManager>,
         envs: Arc<EnvironmentManager>,
+        events: Arc<Events>,
     ) -> anyhow::Result<Self> {
         let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
@@ -73,22 +117,24 @@ impl SessionManager {
             dirs,
             host_memory: limits::host_memory(),
             sessions: Mutex::new(HashMap::new()),
+            admitting: AtomicUsize::new(0),
             pool: WarmPool::new(warm),
             net,
             envs,
+            events,
         })
     }
 
     // ------------------------------------------------------------ life cycle
 
-    pub async fn create(&self, req: CreateSessionRequest) -> Result<SessionRecord, Status> {
+    pub async fn create(&self, caller: &Caller, req: CreateSessionRequest) -> Result<SessionRecord, Error> {
         let limits = limits::resolve(&self.cfg, self.host_memory, req.limits.as_ref())?;
         let now = now_ms();
         let expires_at_ms = match req.ttl_seconds {
             None => None,
             Some(t) if (1..=MAX_TTL_SECONDS).contains(&t) => Some(now + t * 1000),
             Some(t) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid_argument(format!(
                 "ttl_seconds: {t} is out of range; use 1 to {MAX_TTL_SECONDS} (30 days), or leave it unset"
             )))
             }
@@ -102,20 +148,12 @@ impl SessionManager {
         // sandboxes of the daemon's base image only.
         let image = match req.environment.as_str() {
             "" => SessionImage::base(self.current_image()?),
-            key => self.envs.session_image(key, req.wait_for_build).await?,
+            key => self.envs.session_image(caller, key, req.wait_for_build).await?,
         };
         // The session's own rules, else its environment's, else the daemon's.
         let policy =
             requested.or_else(|| image.network.clone()).unwrap_or_else(|| self.net.default_policy.clone());
-        {
-            let sessions = self.sessions.lock().await;
-            if sessions.len() >= self.cfg.max_sessions {
-                return Err(Status::resource_exhausted(format!(
-                    "this daemon already runs {} sessions, its maximum (--max-sessions)",
-                    sessions.len()
-                )));
-            }
-        }
+        let admission = self.admit().await?;
 
         let warm = match image.environment_id.is_empty() {
             true => self.take_warm(&image.rootfs, &limits).await,
@@ -125,16 +163,20 @@ impl SessionManager {
             Some(w) => (w.record, w.guest),
             None => self.start_sandbox(SessionState::Creating, &image, &limits).await?,
         };
-        record.state = SessionState::Running;
         record.limits = limits;
         record.created_at_ms = now;
         record.expires_at_ms = expires_at_ms;
         record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
         record.network = Some(policy.clone());
+        record.tenant = caller.tenant.clone();
+        if let Err(e) = record.state.advance(state::Event::Started) {
+            self.remove_sandbox(&record).await;
+            return Err(e);
+        }
         let applied = match &record.net {
             Some(net) => self.net.apply(&record.id, net, &self.netns_of(&record.id), &policy).await,
             None if policy.mode == Mode::None => Ok(()),
-            None => Err(Status::failed_precondition(
+            None => Err(Error::failed_precondition(
                 "network: this daemon runs with networking off (--sandbox-subnet off); only mode none is possible",
             )),
         };
@@ -152,19 +194,46 @@ impl SessionManager {
             self.remove_sandbox(&record).await;
             return Err(e);
         }
-        self.sessions
-            .lock()
-            .await
-            .insert(record.id.clone(), Arc::new(Mutex::new(Session { record: record.clone(), guest })));
+        {
+            let mut index = self.sessions.lock().await;
+            // The environment may have been deleted while the sandbox started
+            // (DeleteEnvironment holds this lock while it checks for users).
+            if !record.environment_id.is_empty() && !self.envs.exists(&record.environment_id).await {
+                drop(index);
+                self.remove_sandbox(&record).await;
+                return Err(Error::not_found(format!(
+                    "environment {:?} was deleted while the session started",
+                    record.environment_name
+                )));
+            }
+            index.insert(record.id.clone(), Entry::new(record.clone(), guest));
+            drop(admission);
+        }
+        self.events.publish(EventKind::SessionCreated, &record.id, &record.tenant);
         Ok(record)
+    }
+
+    /// Reserves a place under `--max-sessions`, atomically with the check.
+    async fn admit(&self) -> Result<Admission<'_>, Error> {
+        let index = self.sessions.lock().await;
+        let taken = index.len() + self.admitting.load(Ordering::SeqCst);
+        if taken >= self.cfg.max_sessions {
+            return Err(Error::resource_exhausted(format!(
+                "this daemon already runs {} sessions, its maximum (--max-sessions {})",
+                taken, self.cfg.max_sessions
+            )));
+        }
+        self.admitting.fetch_add(1, Ordering::SeqCst);
+        drop(index);
+        Ok(Admission { admitting: &self.admitting })
     }
 
     /// The image sessions start from now, resolved to its versioned path: a
     /// session keeps that version as its lower layer even if the image's
     /// symlink is switched to a newer build later.
-    fn current_image(&self) -> Result<PathBuf, Status> {
+    fn current_image(&self) -> Result<PathBuf, Error> {
         std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
-            Status::failed_precondition(format!(
+            Error::failed_precondition(format!(
                 "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
                 self.cfg.image_rootfs().display()
             ))
@@ -179,7 +248,7 @@ impl SessionManager {
         state: SessionState,
         image: &SessionImage,
         limits: &SessionLimits,
-    ) -> Result<(SessionRecord, Guest), Status> {
+    ) -> Result<(SessionRecord, Guest), Error> {
         let id = new_session_id();
         let net = self.net.allocate()?;
         let mut record = SessionRecord {
@@ -196,6 +265,7 @@ impl SessionManager {
             resources: vec![],
             net: net.clone(),
             network: None,
+            tenant: crate::core::caller::default_tenant(),
         };
         if let Err(e) = self.store.save(&record) {
             net.iter().for_each(|n| self.net.release(n));
@@ -245,7 +315,7 @@ impl SessionManager {
         if let Err(e) = self.wait_for_guest(&mut guest).await {
             let log = tail_of(&paths.dir.join("guest.log"), 2048);
             self.remove_sandbox(&record).await;
-            return Err(Status::internal(format!(
+            return Err(Error::internal(format!(
                 "the sandbox started but its guest did not answer: {e}; guest log: {log:?}"
             )));
         }
@@ -272,18 +342,23 @@ impl SessionManager {
             .map_err(|s| s.message().to_string())
     }
 
-    pub async fn get(&self, id: &str) -> Result<SessionRecord, Status> {
-        let session = self.lookup(id).await?;
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<SessionRecord, Error> {
+        let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
+        s.record.state.check(id, Op::Read)?;
         self.refresh_state(&mut s);
         Ok(s.record.clone())
     }
 
-    pub async fn list(&self) -> Vec<SessionRecord> {
-        let sessions: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+    /// The caller's sessions (every tenant's for an admin), oldest first.
+    pub async fn list(&self, caller: &Caller) -> Vec<SessionRecord> {
+        let sessions: Vec<_> = self.sessions.lock().await.values().map(|e| e.session.clone()).collect();
         let mut out = Vec::with_capacity(sessions.len());
         for session in sessions {
             let mut s = session.lock().await;
+            if s.record.state == SessionState::Deleted || !caller.sees(&s.record.tenant) {
+                continue;
+            }
             self.refresh_state(&mut s);
             out.push(s.record.clone());
         }
@@ -291,70 +366,7 @@ impl SessionManager {
         out
     }
 
-    pub async fn delete(&self, id: &str) -> Result<(), Status> {
-        let session = self.lookup(id).await?;
-        // Holding the session's lock keeps new calls out while it goes away.
-        let s = session.lock().await;
-        self.runtime_destroy(id).await?;
-        self.session_files(id).remove().map_err(internal)?;
-        if let Some(net) = &s.record.net {
-            self.net.release(net);
-        }
-        self.store.remove(id).map_err(internal)?;
-        self.sessions.lock().await.remove(id);
-        drop(s);
-        Ok(())
-    }
-
-    /// Removes the session's sandbox and keeps its record and outputs.
-    pub async fn stop(&self, id: &str) -> Result<SessionRecord, Status> {
-        let session = self.lookup(id).await?;
-        let mut s = session.lock().await;
-        if s.record.state == SessionState::Running {
-            // Recorded first: after a crash in between, recovery finds a stopped
-            // session with a live init and finishes the stop.
-            s.record.state = SessionState::Stopped;
-            self.store.save(&s.record).map_err(internal)?;
-        }
-        if s.record.process.is_some() {
-            self.runtime_destroy(id).await?;
-            if let Some(net) = s.record.net.take() {
-                self.net.release(&net);
-            }
-            s.record.process = None;
-            self.store.save(&s.record).map_err(internal)?;
-        }
-        Ok(s.record.clone())
-    }
-
-    /// Deletes environment `key` unless a session whose sandbox still exists
-    /// (running, or dead but not yet stopped or deleted: its root sits on the
-    /// environment's layers) was started from it.
-    pub async fn delete_environment(&self, envs: &EnvironmentManager, key: &str) -> Result<(), Status> {
-        let env = envs.get(key).await?;
-        // Holding the index keeps a new session from starting on it meanwhile.
-        let sessions = self.sessions.lock().await;
-        let mut users = Vec::new();
-        for s in sessions.values() {
-            let s = s.lock().await;
-            if s.record.environment_id == env.id && s.record.process.is_some() {
-                users.push(s.record.id.clone());
-            }
-        }
-        if !users.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "environment {:?} is used by {} session(s) ({}); delete them first",
-                env.name,
-                users.len(),
-                users.join(", ")
-            )));
-        }
-        envs.delete(&env.id).await?;
-        drop(sessions);
-        Ok(())
-    }
-
-    async fn runtime_destroy(&self, id: &str) -> Result<(), Status> {
+    async fn runtime_destroy(&self, id: &str) -> Result<(), Error> {
         let runtime = self.runtime.clone();
         let dirs = self.dirs.clone();
         let id = id.to_string();
@@ -393,52 +405,53 @@ impl SessionManager {
     fn refresh_state(&self, s: &mut Session) {
         if s.record.state == SessionState::Running && !s.record.process.is_some_and(|p| p.is_alive()) {
             tracing::warn!(id = %s.record.id, "sandbox init is gone; session stopped");
-            s.record.state = SessionState::Stopped;
+            let _ = s.record.state.advance(state::Event::Stopped);
             if let Err(e) = self.store.save(&s.record) {
                 tracing::error!(id = %s.record.id, "recording the stop: {e:#}");
             }
         }
     }
 
-    async fn lookup(&self, id: &str) -> Result<Arc<Mutex<Session>>, Status> {
+    /// The one way to reach a session: unknown ids and other tenants'
+    /// sessions are both NOT_FOUND, so a caller learns nothing of sessions it
+    /// does not own. Callers take the session's lock after this returns,
+    /// keeping the lock order (index, then session).
+    async fn lookup(&self, caller: &Caller, id: &str) -> Result<Arc<Mutex<Session>>, Error> {
         if id.is_empty() {
-            return Err(Status::invalid_argument("session_id: must be set"));
+            return Err(Error::invalid_argument("session_id: must be set"));
         }
-        self.sessions
-            .lock()
-            .await
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("session {id:?} does not exist")))
+        match self.sessions.lock().await.get(id) {
+            Some(e) if caller.sees(&e.tenant) => Ok(e.session.clone()),
+            _ => Err(Error::not_found(format!("session {id:?} does not exist"))),
+        }
     }
 
     /// Who serves a read of the session's files: its guest while it runs,
     /// paddockd from the kept outputs once it has stopped.
-    pub async fn files_reader(&self, id: &str) -> Result<FilesReader, Status> {
-        let session = self.lookup(id).await?;
+    pub(crate) async fn files_reader(&self, caller: &Caller, id: &str) -> Result<FilesReader, Error> {
+        let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
+        s.record.state.check(id, Op::ReadFiles)?;
         match s.record.state {
             SessionState::Running => Ok(FilesReader::Guest(s.guest.clone())),
-            SessionState::Stopped => Ok(FilesReader::Outputs(self.session_files(id))),
-            SessionState::Creating | SessionState::Warm => {
-                Err(Status::unavailable(format!("session {id} is still starting")))
-            }
+            _ => Ok(FilesReader::Outputs(self.session_files(id))),
         }
     }
 
     /// A running session's guest client, or the reason there is none.
-    async fn guest_of(&self, id: &str) -> Result<Guest, Status> {
-        match self.files_reader(id).await? {
-            FilesReader::Guest(g) => Ok(g),
-            FilesReader::Outputs(_) => Err(Status::failed_precondition(format!(
-                "session {id} has stopped; only Files.Stat, ListDir and Download of /mnt/session/outputs remain until it is deleted"
-            ))),
-        }
+    async fn guest_of(&self, caller: &Caller, id: &str) -> Result<Guest, Error> {
+        let session = self.lookup(caller, id).await?;
+        let mut s = session.lock().await;
+        self.refresh_state(&mut s);
+        s.record.state.check(id, Op::UseGuest)?;
+        Ok(s.guest.clone())
     }
 }
 
-pub enum FilesReader {
+/// Who serves a read of a session's files (the core decides; front ends never
+/// see either side).
+pub(crate) enum FilesReader {
     Guest(Guest),
     Outputs(SessionFiles),
 }
@@ -451,18 +464,10 @@ fn is_session_id(s: &str) -> bool {
     s.len() == 20 && s.starts_with("ses-") && s[4..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{e:#}").replace('\n', " "))
-}
-
-fn runtime_status(doing: &str, e: RuntimeError) -> Status {
+fn runtime_status(doing: &str, e: RuntimeError) -> Error {
     match e {
-        RuntimeError::Failed(msg) => Status::internal(format!("{doing}: {msg}")),
-        RuntimeError::Helper(e) => Status::unavailable(format!("{doing}: runtime helper: {e:#}")),
+        RuntimeError::Failed(msg) => Error::internal(format!("{doing}: {msg}")),
+        RuntimeError::Helper(e) => Error::unavailable(format!("{doing}: runtime helper: {e:#}")),
     }
 }
 

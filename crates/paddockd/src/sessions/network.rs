@@ -2,30 +2,33 @@
 //! replacing its policy while it runs.
 
 use paddock_proto::v1::{NetworkStatus, UpdateNetworkRequest};
-use tonic::Status;
+use crate::core::error::Error;
 
-use super::{internal, Session, SessionManager};
+use super::state::Op;
+use super::{Session, SessionManager};
+use crate::core::caller::Caller;
+use crate::core::error::internal;
+use crate::core::events::EventKind;
 use crate::network::policy::{Mode, PolicySpec};
-use crate::store::{SessionRecord, SessionState};
+use crate::store::SessionRecord;
 
 impl SessionManager {
-    pub async fn network_status(&self, id: &str) -> Result<NetworkStatus, Status> {
-        let session = self.lookup(id).await?;
+    pub async fn network_status(&self, caller: &Caller, id: &str) -> Result<NetworkStatus, Error> {
+        let session = self.lookup(caller, id).await?;
         let s = session.lock().await;
+        s.record.state.check(id, Op::Read)?;
         Ok(self.status_of(&s))
     }
 
-    pub async fn update_network(&self, req: UpdateNetworkRequest) -> Result<NetworkStatus, Status> {
-        let given = req.network.as_ref().ok_or_else(|| Status::invalid_argument("network: must be set"))?;
+    pub async fn update_network(&self, caller: &Caller, req: UpdateNetworkRequest) -> Result<NetworkStatus, Error> {
+        let given = req.network.as_ref().ok_or_else(|| Error::invalid_argument("network: must be set"))?;
         let spec = PolicySpec::from_proto(given, "network")?;
-        let session = self.lookup(&req.session_id).await?;
+        let session = self.lookup(caller, &req.session_id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
-        if s.record.state != SessionState::Running {
-            return Err(Status::failed_precondition(format!("session {} is not running", req.session_id)));
-        }
+        s.record.state.check(&req.session_id, Op::UpdateNetwork)?;
         let Some(net) = s.record.net.clone() else {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "session {} has no network link (it was made by an older paddockd); make a new one",
                 req.session_id
             )));
@@ -38,6 +41,7 @@ impl SessionManager {
         }
         self.net.apply(&s.record.id, &net, &self.netns_of(&s.record.id), &spec).await?;
         tracing::info!(id = %s.record.id, mode = ?spec.mode, "network policy updated");
+        self.events.publish(EventKind::SessionNetworkUpdated, &s.record.id, &s.record.tenant);
         Ok(self.status_of(&s))
     }
 
@@ -67,7 +71,7 @@ impl SessionManager {
 
     /// At a graceful shutdown: cut every sandbox off and remove the nft table.
     pub async fn shutdown_network(&self) {
-        let sessions: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+        let sessions: Vec<_> = self.sessions.lock().await.values().map(|e| e.session.clone()).collect();
         let mut nets = Vec::new();
         for s in sessions {
             nets.extend(s.lock().await.record.net.clone());

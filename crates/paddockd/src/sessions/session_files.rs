@@ -20,12 +20,11 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, SessionResource};
 use paddock_runtime::BindMount;
 use tokio::sync::mpsc;
-use tonic::Status;
+use crate::core::error::Error;
 
 pub const UPLOADS_DIR: &str = "/mnt/session/uploads";
 pub const OUTPUTS_DIR: &str = "/mnt/session/outputs";
-/// Relative paths in requests are relative to this, as in the guest.
-const WORKDIR: &str = "/workspace";
+use paddock_files::WORKDIR;
 
 /// The host side of one session's resources.
 pub struct SessionFiles {
@@ -72,7 +71,7 @@ impl SessionFiles {
 
     /// Writes the uploads; the sandbox sees them at once (the directory is
     /// bind-mounted). Returns their paths in the sandbox.
-    pub fn write_uploads(&self, uploads: &[Upload<'_>]) -> Result<Vec<String>, Status> {
+    pub fn write_uploads(&self, uploads: &[Upload<'_>]) -> Result<Vec<String>, Error> {
         let mut placed = Vec::with_capacity(uploads.len());
         for (i, u) in uploads.iter().enumerate() {
             let target = self.uploads().join(&u.relative);
@@ -80,9 +79,9 @@ impl SessionFiles {
                 let msg = format!("resources[{i}].path: cannot place {}: {e}", u.sandbox_path());
                 match e.kind() {
                     io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
-                        Status::invalid_argument(msg)
+                        Error::invalid_argument(msg)
                     }
-                    _ => Status::internal(msg),
+                    _ => Error::internal(msg),
                 }
             };
             if let Some(parent) = target.parent() {
@@ -103,13 +102,13 @@ impl SessionFiles {
 
     /// The host path of `path` (a sandbox path) inside the outputs, resolved
     /// as the sandbox would, but never leaving the outputs directory.
-    fn resolve_output(&self, path: &str, follow_last: bool) -> Result<PathBuf, Status> {
+    fn resolve_output(&self, path: &str, follow_last: bool) -> Result<PathBuf, Error> {
         if path.is_empty() || path.contains('\0') {
-            return Err(Status::invalid_argument("path: must be set and hold no NUL byte"));
+            return Err(Error::invalid_argument("path: must be set and hold no NUL byte"));
         }
         let full = Path::new(WORKDIR).join(path);
         let Ok(rest) = full.strip_prefix(OUTPUTS_DIR) else {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::failed_precondition(format!(
                 "{}: the session's sandbox is gone; only {OUTPUTS_DIR} is kept until the session is deleted",
                 full.display()
             )));
@@ -129,9 +128,9 @@ impl SessionFiles {
         // SAFETY: openat2 returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let real = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))
-            .map_err(|e| Status::internal(format!("{}: {e}", full.display())))?;
+            .map_err(|e| Error::internal(format!("{}: {e}", full.display())))?;
         if !real.starts_with(&root) {
-            return Err(Status::internal(format!("{}: resolved outside the outputs", full.display())));
+            return Err(Error::internal(format!("{}: resolved outside the outputs", full.display())));
         }
         Ok(real)
     }
@@ -146,16 +145,17 @@ impl SessionFiles {
         info
     }
 
-    fn status_to_sandbox(&self, s: Status) -> Status {
-        Status::new(s.code(), self.to_sandbox(s.message()))
+    fn status_to_sandbox(&self, s: tonic::Status) -> Error {
+        let s = Error::from(s);
+        Error::new(s.code(), self.to_sandbox(s.message()))
     }
 
-    pub async fn stat_output(&self, path: &str) -> Result<FileInfo, Status> {
+    pub async fn stat_output(&self, path: &str) -> Result<FileInfo, Error> {
         let p = self.resolve_output(path, false)?;
         paddock_files::stat(p).await.map(|i| self.info_to_sandbox(i)).map_err(|s| self.status_to_sandbox(s))
     }
 
-    pub async fn list_outputs(&self, path: &str, depth: u32) -> Result<ListDirResponse, Status> {
+    pub async fn list_outputs(&self, path: &str, depth: u32) -> Result<ListDirResponse, Error> {
         let p = self.resolve_output(path, true)?;
         let mut r = paddock_files::list(p, depth).await.map_err(|s| self.status_to_sandbox(s))?;
         r.entries = r.entries.into_iter().map(|i| self.info_to_sandbox(i)).collect();
@@ -165,21 +165,25 @@ impl SessionFiles {
     pub async fn download_output(
         &self,
         path: &str,
-    ) -> Result<mpsc::Receiver<Result<DownloadChunk, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Result<DownloadChunk, Error>>, Error> {
         let p = self.resolve_output(path, true)?;
         let mut inner = paddock_files::download(p).await.map_err(|s| self.status_to_sandbox(s))?;
         let (tx, rx) = mpsc::channel(8);
         let (outputs, shown) = (self.outputs().to_string_lossy().into_owned(), OUTPUTS_DIR);
         tokio::spawn(async move {
-            while let Some(mut chunk) = inner.recv().await {
-                match &mut chunk {
-                    Ok(c) => {
+            while let Some(chunk) = inner.recv().await {
+                let chunk = match chunk {
+                    Ok(mut c) => {
                         if let Some(i) = c.info.as_mut() {
                             i.path = i.path.replace(&outputs, shown);
                         }
+                        Ok(c)
                     }
-                    Err(s) => *s = Status::new(s.code(), s.message().replace(&outputs, shown)),
-                }
+                    Err(s) => {
+                        let e = Error::from(s);
+                        Err(Error::new(e.code(), e.message().replace(&outputs, shown)))
+                    }
+                };
                 if tx.send(chunk).await.is_err() {
                     return;
                 }
@@ -189,9 +193,9 @@ impl SessionFiles {
     }
 }
 
-fn open(path: &Path, flags: OFlag) -> Result<OwnedFd, Status> {
+fn open(path: &Path, flags: OFlag) -> Result<OwnedFd, Error> {
     let fd = nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| Error::internal(format!("opening {}: {e}", path.display())))?;
     // SAFETY: open returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -210,11 +214,11 @@ impl Upload<'_> {
 }
 
 /// Checks the resources of a CreateSession request, naming the bad field.
-pub fn validate(resources: &[SessionResource]) -> Result<Vec<Upload<'_>>, Status> {
+pub fn validate(resources: &[SessionResource]) -> Result<Vec<Upload<'_>>, Error> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(resources.len());
     for (i, r) in resources.iter().enumerate() {
-        let bad = |why: &str| Status::invalid_argument(format!("resources[{i}].path: {:?} {why}", r.path));
+        let bad = |why: &str| Error::invalid_argument(format!("resources[{i}].path: {:?} {why}", r.path));
         if r.path.contains('\0') {
             return Err(bad("contains a NUL byte"));
         }
@@ -234,7 +238,7 @@ pub fn validate(resources: &[SessionResource]) -> Result<Vec<Upload<'_>>, Status
             return Err(bad("is given twice"));
         }
         if r.mode & !0o7777 != 0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid_argument(format!(
                 "resources[{i}].mode: {:#o} has bits beyond 0o7777",
                 r.mode
             )));

@@ -4,29 +4,32 @@
 use std::time::Duration;
 
 use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse, RunToolRequest, ToolResult};
-use tonic::Status;
+use tokio_stream::StreamExt;
 
 use super::{SessionManager, SessionState, EXEC_DEADLINE_SLACK};
 use crate::config::MAX_EXEC_OUTPUT;
+use crate::core::caller::Caller;
+use crate::core::error::{Error, Stream};
 use crate::guest::Guest;
+
 
 impl SessionManager {
     /// Runs `call` against the session's guest; a failure caused by the
     /// sandbox going away is reported as such (see `guest_failure`).
-    pub async fn call_guest<T, F, Fut>(&self, session_id: &str, call: F) -> Result<T, Status>
+    pub(crate) async fn call_guest<T, F, Fut>(&self, caller: &Caller, session_id: &str, call: F) -> Result<T, Error>
     where
         F: FnOnce(Guest) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let guest = self.guest_of(session_id).await?;
+        let guest = self.guest_of(caller, session_id).await?;
         self.call_with(session_id, guest, call).await
     }
 
     /// `call_guest` with the guest already looked up.
-    pub async fn call_with<T, F, Fut>(&self, session_id: &str, guest: Guest, call: F) -> Result<T, Status>
+    pub(crate) async fn call_with<T, F, Fut>(&self, session_id: &str, guest: Guest, call: F) -> Result<T, Error>
     where
         F: FnOnce(Guest) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         match call(guest).await {
             Ok(r) => Ok(r.into_inner()),
@@ -35,51 +38,50 @@ impl SessionManager {
     }
 
     /// One call of the agent toolset, run by the session's guest.
-    pub async fn run_tool(&self, req: RunToolRequest) -> Result<ToolResult, Status> {
+    pub async fn run_tool(&self, caller: &Caller, req: RunToolRequest) -> Result<ToolResult, Error> {
         if req.name.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(Error::invalid_argument(
                 "name: must be set (bash, read, write, edit, glob or grep)",
             ));
         }
         let id = req.session_id.clone();
-        self.call_guest(&id, |mut guest| async move { guest.run_tool(req).await }).await
+        self.call_guest(caller, &id, |mut guest| async move { guest.run_tool(req).await }).await
     }
 
-    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, Status> {
+    pub async fn exec(&self, caller: &Caller, req: ExecRequest) -> Result<ExecResponse, Error> {
         let request = self.prepare_exec(req)?;
         let id = request.get_ref().session_id.clone();
-        self.call_guest(&id, |mut guest| async move { guest.exec(request).await }).await
+        self.call_guest(caller, &id, |mut guest| async move { guest.exec(request).await }).await
     }
 
     /// Exec with output streamed as it comes; the guest's stream is passed through.
-    pub async fn exec_stream(&self, req: ExecRequest) -> Result<tonic::Streaming<ExecEvent>, Status> {
+    pub async fn exec_stream(&self, caller: &Caller, req: ExecRequest) -> Result<Stream<ExecEvent>, Error> {
         let request = self.prepare_exec(req)?;
         let id = request.get_ref().session_id.clone();
-        self.call_guest(&id, |mut guest| async move { guest.exec_stream(request).await }).await
+        let events = self.call_guest(caller, &id, |mut guest| async move { guest.exec_stream(request).await }).await?;
+        Ok(Box::pin(events.map(|e| e.map_err(Error::from))))
     }
 
     /// Validates an Exec request and fills in the daemon's defaults; the
     /// guest's deadline is the command's timeout plus some slack.
-    fn prepare_exec(&self, mut req: ExecRequest) -> Result<tonic::Request<ExecRequest>, Status> {
+    fn prepare_exec(&self, mut req: ExecRequest) -> Result<tonic::Request<ExecRequest>, Error> {
         let has_argv = !req.argv.is_empty();
         let has_shell = !req.shell.is_empty();
         if has_argv == has_shell {
-            return Err(Status::invalid_argument(
+            return Err(Error::invalid_argument(
                 "argv, shell: set exactly one (argv: the program and its arguments; shell: a command line for /bin/sh -c)",
             ));
         }
         if has_argv && req.argv[0].is_empty() {
-            return Err(Status::invalid_argument("argv[0]: the program name is empty"));
+            return Err(Error::invalid_argument("argv[0]: the program name is empty"));
         }
         if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
-            return Err(Status::invalid_argument(format!("cwd: {:?} must be an absolute path", req.cwd)));
+            return Err(Error::invalid_argument(format!("cwd: {:?} must be an absolute path", req.cwd)));
         }
-        if let Some(k) = req.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
-            return Err(Status::invalid_argument(format!("env: {k:?} is not a valid variable name")));
-        }
+        crate::envvars::check_names(req.env.keys()).map_err(Error::invalid_argument)?;
         let timeout = match req.timeout_ms {
             Some(0) => {
-                return Err(Status::invalid_argument(
+                return Err(Error::invalid_argument(
                     "timeout_ms: must be positive, or unset for the default",
                 ))
             }
@@ -89,7 +91,7 @@ impl SessionManager {
         req.timeout_ms = Some(timeout.as_millis() as u64);
         match req.output_limit_bytes {
             Some(n) if n > MAX_EXEC_OUTPUT => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid_argument(format!(
                     "output_limit_bytes: {n} is larger than the maximum {MAX_EXEC_OUTPUT}"
                 )))
             }
@@ -104,22 +106,25 @@ impl SessionManager {
 
     /// Turns a failed guest call into what the caller should see: the guest's own
     /// answer, or, when the sandbox went away under the call, that.
-    async fn guest_failure(&self, id: &str, status: Status) -> Status {
+    async fn guest_failure(&self, id: &str, status: tonic::Status) -> Error {
         // The guest itself never answers Unavailable; a transport failure does.
         let transport = status.code() == tonic::Code::Unavailable
             || (status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some());
         if !transport {
-            return status;
+            return Error::from(status);
         }
-        match self.lookup(id).await {
+        // The caller was already checked for this session.
+        match self.lookup(&Caller::daemon(), id).await {
             Err(not_found) => not_found,
             Ok(session) => {
                 let mut s = session.lock().await;
                 self.refresh_state(&mut s);
-                if s.record.state == SessionState::Stopped {
-                    Status::failed_precondition(format!("session {id} stopped during the call"))
+                if s.record.state == SessionState::Deleted {
+                    Error::not_found(format!("session {id:?} was deleted during the call"))
+                } else if s.record.state == SessionState::Stopped {
+                    Error::failed_precondition(format!("session {id} stopped during the call"))
                 } else {
-                    Status::unavailable(format!(
+                    Error::unavailable(format!(
                         "session {id}: the sandbox's guest is unreachable: {}",
                         status.message()
                     ))

@@ -1,5 +1,7 @@
-//! The public gRPC services of `paddock.v1` (Sessions, Tools, Processes, Files, Code): convert between protocol
-//! messages and the session manager. No logic of their own.
+//! The public gRPC services of `paddock.v1` on sessions (Sessions, Tools,
+//! Processes, Files, Code): the caller from the interceptor, the request into
+//! the core, the core's answer or error back. The only protocol logic here is
+//! the upload stream's framing (below).
 
 use std::sync::Arc;
 
@@ -12,24 +14,38 @@ use paddock_proto::v1::{
     upload_request, AttachProcessRequest, CodeContext, ContextRequest, CreateContextRequest,
     CreateSessionRequest, DeleteContextResponse, DeleteSessionRequest, DeleteSessionResponse, DownloadChunk,
     DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetNetworkRequest, GetSessionRequest,
-    Limits, ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
+    ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
     NetworkStatus, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
-    ResizePtyResponse, RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SessionState as PbState,
-    SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest,
-    ToolResult, UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest,
-    WriteStdinResponse,
+    ResizePtyResponse, RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SignalProcessRequest,
+    SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest, ToolResult,
+    UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
-use std::pin::Pin;
-
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::sessions::{FilesReader, SessionManager};
-use crate::store::{SessionRecord, SessionState};
+use super::auth::caller;
+use super::{grpc_stream, status, GrpcStream};
+use crate::core::Core;
+
+/// A request passed to the core method of the same name.
+macro_rules! through {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let c = caller(&$request)?;
+        Ok(Response::new($self.core.$method(&c, $request.into_inner()).await.map_err(status)?))
+    }};
+}
+
+/// The same for a method that answers with a stream.
+macro_rules! through_stream {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let c = caller(&$request)?;
+        Ok(Response::new(grpc_stream($self.core.$method(&c, $request.into_inner()).await.map_err(status)?)))
+    }};
+}
 
 pub struct SessionsApi {
-    pub manager: Arc<SessionManager>,
+    pub core: Arc<Core>,
 }
 
 #[tonic::async_trait]
@@ -38,119 +54,81 @@ impl Sessions for SessionsApi {
         &self,
         request: Request<CreateSessionRequest>,
     ) -> Result<Response<Session>, Status> {
-        let record = self.manager.create(request.into_inner()).await?;
-        tracing::info!(id = %record.id, "session created");
-        Ok(Response::new(to_proto(&record, 0)))
+        through!(self, request, create_session)
     }
 
     async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<Session>, Status> {
-        let record = self.manager.get(&request.into_inner().session_id).await?;
-        Ok(Response::new(to_proto(&record, self.manager.denied_total(&record))))
+        let c = caller(&request)?;
+        Ok(Response::new(self.core.get_session(&c, &request.into_inner().session_id).await.map_err(status)?))
     }
 
     async fn list_sessions(
         &self,
-        _: Request<ListSessionsRequest>,
+        request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let records = self.manager.list().await;
-        let sessions = records.iter().map(|r| to_proto(r, self.manager.denied_total(r))).collect();
-        Ok(Response::new(ListSessionsResponse { sessions }))
+        let c = caller(&request)?;
+        Ok(Response::new(ListSessionsResponse { sessions: self.core.list_sessions(&c).await }))
     }
 
     async fn stop_session(&self, request: Request<StopSessionRequest>) -> Result<Response<Session>, Status> {
-        let record = self.manager.stop(&request.into_inner().session_id).await?;
-        tracing::info!(id = %record.id, "session stopped");
-        Ok(Response::new(to_proto(&record, self.manager.denied_total(&record))))
+        let c = caller(&request)?;
+        Ok(Response::new(self.core.stop_session(&c, &request.into_inner().session_id).await.map_err(status)?))
     }
 
     async fn delete_session(
         &self,
         request: Request<DeleteSessionRequest>,
     ) -> Result<Response<DeleteSessionResponse>, Status> {
-        let id = request.into_inner().session_id;
-        self.manager.delete(&id).await?;
-        tracing::info!(id, "session deleted");
+        let c = caller(&request)?;
+        self.core.delete_session(&c, &request.into_inner().session_id).await.map_err(status)?;
         Ok(Response::new(DeleteSessionResponse {}))
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Ok(Response::new(self.manager.exec(request.into_inner()).await?))
+        through!(self, request, exec)
     }
 
-    type ExecStreamStream = tonic::Streaming<ExecEvent>;
+    type ExecStreamStream = GrpcStream<ExecEvent>;
 
     async fn exec_stream(
         &self,
         request: Request<ExecRequest>,
     ) -> Result<Response<Self::ExecStreamStream>, Status> {
-        Ok(Response::new(self.manager.exec_stream(request.into_inner()).await?))
+        through_stream!(self, request, exec_stream)
     }
 
     async fn update_network(
         &self,
         request: Request<UpdateNetworkRequest>,
     ) -> Result<Response<NetworkStatus>, Status> {
-        Ok(Response::new(self.manager.update_network(request.into_inner()).await?))
+        through!(self, request, update_network)
     }
 
     async fn get_network(
         &self,
         request: Request<GetNetworkRequest>,
     ) -> Result<Response<NetworkStatus>, Status> {
-        Ok(Response::new(self.manager.network_status(&request.into_inner().session_id).await?))
-    }
-}
-
-fn to_proto(r: &SessionRecord, denied_total: u64) -> Session {
-    Session {
-        id: r.id.clone(),
-        state: match r.state {
-            SessionState::Creating | SessionState::Warm => PbState::Creating,
-            SessionState::Running => PbState::Running,
-            SessionState::Stopped => PbState::Stopped,
-        } as i32,
-        limits: Some(Limits {
-            memory_bytes: Some(r.limits.memory_bytes),
-            cpus: Some(r.limits.cpus),
-            pids: Some(r.limits.pids),
-        }),
-        created_at_ms: r.created_at_ms,
-        expires_at_ms: r.expires_at_ms.unwrap_or(0),
-        init_pid: r.process.map(|p| p.pid).unwrap_or(0),
-        labels: r.labels.clone().into_iter().collect(),
-        resources: r.resources.clone(),
-        network: r.network.as_ref().map(|p| p.to_proto()),
-        network_denied_total: denied_total,
-        environment_id: r.environment_id.clone(),
-        environment_name: r.environment_name.clone(),
+        let c = caller(&request)?;
+        Ok(Response::new(self.core.get_network(&c, &request.into_inner().session_id).await.map_err(status)?))
     }
 }
 
 /// The public gRPC service `paddock.v1.Tools`.
 pub struct ToolsApi {
-    pub manager: Arc<SessionManager>,
+    pub core: Arc<Core>,
 }
 
 #[tonic::async_trait]
 impl Tools for ToolsApi {
     async fn run_tool(&self, request: Request<RunToolRequest>) -> Result<Response<ToolResult>, Status> {
-        Ok(Response::new(self.manager.run_tool(request.into_inner()).await?))
+        through!(self, request, run_tool)
     }
-}
-
-/// Passes a request unchanged to the session's guest method of the same name.
-macro_rules! to_guest {
-    ($self:ident, $request:ident, $method:ident) => {{
-        let req = $request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new($self.manager.call_guest(&id, |mut g| async move { g.$method(req).await }).await?))
-    }};
 }
 
 /// The public gRPC service `paddock.v1.Processes`: each call goes to the
 /// session's guest as it is.
 pub struct ProcessesApi {
-    pub manager: Arc<SessionManager>,
+    pub core: Arc<Core>,
 }
 
 #[tonic::async_trait]
@@ -159,92 +137,77 @@ impl Processes for ProcessesApi {
         &self,
         request: Request<StartProcessRequest>,
     ) -> Result<Response<ProcessInfo>, Status> {
-        to_guest!(self, request, start_process)
+        through!(self, request, start_process)
     }
 
-    type AttachProcessStream = tonic::Streaming<ProcessEvent>;
+    type AttachProcessStream = GrpcStream<ProcessEvent>;
 
     async fn attach_process(
         &self,
         request: Request<AttachProcessRequest>,
     ) -> Result<Response<Self::AttachProcessStream>, Status> {
-        to_guest!(self, request, attach_process)
+        through_stream!(self, request, attach_process)
     }
 
     async fn write_stdin(
         &self,
         request: Request<WriteStdinRequest>,
     ) -> Result<Response<WriteStdinResponse>, Status> {
-        to_guest!(self, request, write_stdin)
+        through!(self, request, write_stdin)
     }
 
     async fn resize_pty(
         &self,
         request: Request<ResizePtyRequest>,
     ) -> Result<Response<ResizePtyResponse>, Status> {
-        to_guest!(self, request, resize_pty)
+        through!(self, request, resize_pty)
     }
 
     async fn signal_process(
         &self,
         request: Request<SignalProcessRequest>,
     ) -> Result<Response<SignalProcessResponse>, Status> {
-        to_guest!(self, request, signal_process)
+        through!(self, request, signal_process)
     }
 
     async fn list_processes(
         &self,
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, Status> {
-        to_guest!(self, request, list_processes)
+        through!(self, request, list_processes)
     }
 }
 
 /// The public gRPC service `paddock.v1.Files`: each call goes to the
 /// session's guest as it is; an upload is routed by its header.
 pub struct FilesApi {
-    pub manager: Arc<SessionManager>,
+    pub core: Arc<Core>,
 }
 
 #[tonic::async_trait]
 impl Files for FilesApi {
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<FileInfo>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(match self.manager.files_reader(&id).await? {
-            FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await?,
-            FilesReader::Guest(g) => {
-                self.manager.call_with(&id, g, |mut g| async move { g.stat(req).await }).await?
-            }
-        }))
+        through!(self, request, stat)
     }
 
     async fn list_dir(&self, request: Request<ListDirRequest>) -> Result<Response<ListDirResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(match self.manager.files_reader(&id).await? {
-            FilesReader::Outputs(outputs) => outputs.list_outputs(&req.path, req.depth).await?,
-            FilesReader::Guest(g) => {
-                self.manager.call_with(&id, g, |mut g| async move { g.list_dir(req).await }).await?
-            }
-        }))
+        through!(self, request, list_dir)
     }
 
     async fn make_dir(&self, request: Request<MakeDirRequest>) -> Result<Response<FileInfo>, Status> {
-        to_guest!(self, request, make_dir)
+        through!(self, request, make_dir)
     }
 
     async fn r#move(&self, request: Request<MoveRequest>) -> Result<Response<FileInfo>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(self.manager.call_guest(&id, |mut g| async move { g.r#move(req).await }).await?))
+        through!(self, request, r#move)
     }
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
-        to_guest!(self, request, remove)
+        through!(self, request, remove)
     }
 
     async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Result<Response<FileInfo>, Status> {
+        let c = caller(&request)?;
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -255,7 +218,7 @@ impl Files for FilesApi {
                 "header: the first message of an upload must be its header",
             ));
         };
-        let id = header.session_id.clone();
+        let header = header.clone();
         // The guest sees the client's messages as they arrive, `finish` last. A
         // stream that fails or ends without `finish` drops the call to the
         // guest, and the guest discards what it had.
@@ -265,36 +228,27 @@ impl Files for FilesApi {
             broken: Some(broken_tx),
             finished: false,
         });
-        let call = self.manager.call_guest(&id, |mut g| async move { g.upload(outgoing).await });
+        let call = self.core.upload(&c, &header, outgoing);
         let info = tokio::select! {
-            r = call => r?,
+            r = call => r.map_err(status)?,
             Ok(e) = broken_rx => return Err(e),
         };
         Ok(Response::new(info))
     }
 
-    type WatchStream = Streaming<WatchEvent>;
+    type WatchStream = GrpcStream<WatchEvent>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        to_guest!(self, request, watch)
+        through_stream!(self, request, watch)
     }
 
-    type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadChunk, Status>> + Send>>;
+    type DownloadStream = GrpcStream<DownloadChunk>;
 
     async fn download(
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let req = request.into_inner();
-        let id = req.session_id.clone();
-        Ok(Response::new(match self.manager.files_reader(&id).await? {
-            FilesReader::Outputs(outputs) => Box::pin(tokio_stream::wrappers::ReceiverStream::new(
-                outputs.download_output(&req.path).await?,
-            )),
-            FilesReader::Guest(g) => {
-                Box::pin(self.manager.call_with(&id, g, |mut g| async move { g.download(req).await }).await?)
-            }
-        }))
+        through_stream!(self, request, download)
     }
 }
 
@@ -345,40 +299,40 @@ impl tokio_stream::Stream for UntilBroken {
 /// The public gRPC service `paddock.v1.Code`: each call goes to the session's
 /// guest as it is.
 pub struct CodeApi {
-    pub manager: Arc<SessionManager>,
+    pub core: Arc<Core>,
 }
 
 #[tonic::async_trait]
 impl Code for CodeApi {
     async fn run_code(&self, request: Request<RunCodeRequest>) -> Result<Response<RunCodeResponse>, Status> {
-        to_guest!(self, request, run_code)
+        through!(self, request, run_code)
     }
 
     async fn create_context(
         &self,
         request: Request<CreateContextRequest>,
     ) -> Result<Response<CodeContext>, Status> {
-        to_guest!(self, request, create_context)
+        through!(self, request, create_context)
     }
 
     async fn list_contexts(
         &self,
         request: Request<ListContextsRequest>,
     ) -> Result<Response<ListContextsResponse>, Status> {
-        to_guest!(self, request, list_contexts)
+        through!(self, request, list_contexts)
     }
 
     async fn restart_context(
         &self,
         request: Request<ContextRequest>,
     ) -> Result<Response<CodeContext>, Status> {
-        to_guest!(self, request, restart_context)
+        through!(self, request, restart_context)
     }
 
     async fn delete_context(
         &self,
         request: Request<ContextRequest>,
     ) -> Result<Response<DeleteContextResponse>, Status> {
-        to_guest!(self, request, delete_context)
+        through!(self, request, delete_context)
     }
 }

@@ -1,0 +1,202 @@
+//! API tokens and host-path confinement: the core's side of authentication.
+//! Front ends turn a connection and its metadata into a [`Caller`]; the
+//! secret check is here, against tokens kept hashed (sha256) in
+//! `<state>/tokens/<name>.json` (0700 directory, like the rest of the state).
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use paddock_proto::v1::{CreateTokenResponse, TokenInfo};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::caller::Caller;
+use super::error::{internal, Error, Result};
+use crate::store::{Record, Store};
+use crate::time::now_ms;
+
+/// Every token starts so, which makes one easy to spot in a leaked log.
+const TOKEN_PREFIX: &str = "pdk_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    name: String,
+    /// Empty: an admin token.
+    tenant: String,
+    /// sha256 of the whole token, hex.
+    sha256: String,
+    created_at_ms: i64,
+}
+
+impl Record for TokenRecord {
+    const KIND: &'static str = "token";
+    fn id(&self) -> &str {
+        &self.name
+    }
+}
+
+pub struct Tokens {
+    store: Store<TokenRecord>,
+    /// By hash.
+    by_hash: Mutex<HashMap<String, TokenRecord>>,
+}
+
+fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Names of tokens and tenants: what a file name and a log line can carry.
+fn check_name(field: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_argument(format!(
+            "{field}: {s:?} must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+impl Tokens {
+    pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
+        let store = Store::open(dir)?;
+        let by_hash = store.load_all()?.into_iter().map(|t: TokenRecord| (t.sha256.clone(), t)).collect();
+        Ok(Self { store, by_hash: Mutex::new(by_hash) })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Caller> {
+        let bad = || Error::unauthenticated("the bearer token is not valid (unknown or deleted)");
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Err(bad());
+        }
+        let tokens = self.by_hash.lock().unwrap();
+        let t = tokens.get(&hash(token)).ok_or_else(bad)?;
+        let subject = format!("token:{}", t.name);
+        Ok(if t.tenant.is_empty() { Caller::admin(subject) } else { Caller::tenant(t.tenant.clone(), subject) })
+    }
+
+    pub fn create(&self, name: &str, tenant: &str) -> Result<CreateTokenResponse> {
+        check_name("name", name)?;
+        if !tenant.is_empty() {
+            check_name("tenant", tenant)?;
+        }
+        let mut tokens = self.by_hash.lock().unwrap();
+        if tokens.values().any(|t| t.name == name) {
+            return Err(Error::already_exists(format!("a token named {name:?} already exists")));
+        }
+        let secret: [u8; 24] = rand::thread_rng().gen();
+        let token = format!("{TOKEN_PREFIX}{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let record =
+            TokenRecord { name: name.into(), tenant: tenant.into(), sha256: hash(&token), created_at_ms: now_ms() };
+        self.store.save(&record).map_err(internal)?;
+        let info = info(&record);
+        tokens.insert(record.sha256.clone(), record);
+        Ok(CreateTokenResponse { info: Some(info), token })
+    }
+
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let mut out: Vec<_> = self.by_hash.lock().unwrap().values().map(info).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let mut tokens = self.by_hash.lock().unwrap();
+        let Some(hash) = tokens.values().find(|t| t.name == name).map(|t| t.sha256.clone()) else {
+            return Err(Error::not_found(format!("token {name:?} does not exist")));
+        };
+        self.store.remove(name).map_err(internal)?;
+        tokens.remove(&hash);
+        Ok(())
+    }
+}
+
+fn info(t: &TokenRecord) -> TokenInfo {
+    TokenInfo { name: t.name.clone(), tenant: t.tenant.clone(), created_at_ms: t.created_at_ms }
+}
+
+/// `given` as a path inside `root`: relative to it, or absolute under it; no
+/// `..`, and no symlink on the way that leads out.
+pub fn confine(root: &Path, given: &str) -> Result<PathBuf> {
+    let refuse = |why: &str| {
+        Error::invalid_argument(format!(
+            "directory: {given:?} {why}; image layouts are exchanged only under {} (--exchange-dir)",
+            root.display()
+        ))
+    };
+    if given.is_empty() {
+        return Err(refuse("is empty"));
+    }
+    let rel = match Path::new(given).strip_prefix(root) {
+        Ok(r) => r.to_path_buf(),
+        Err(_) if given.starts_with('/') => return Err(refuse("is outside the exchange directory")),
+        Err(_) => PathBuf::from(given),
+    };
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(refuse("must not hold '..' or '.'"));
+    }
+    let path = root.join(&rel);
+    // The deepest part that exists must resolve inside the root.
+    let real_root = root.canonicalize().map_err(internal)?;
+    let mut existing = path.as_path();
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(root);
+    }
+    let real = existing.canonicalize().map_err(internal)?;
+    if !real.starts_with(&real_root) {
+        return Err(refuse("leads out of the exchange directory through a symlink"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::error::Code;
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("paddock-auth-test-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn tokens_verify_until_deleted_and_survive_a_reopen() {
+        let dir = tmp();
+        let tokens = Tokens::open(dir.join("tokens")).unwrap();
+        let a = tokens.create("ci", "team-a").unwrap();
+        let admin = tokens.create("ops", "").unwrap();
+        assert_eq!(tokens.verify(&a.token).unwrap(), Caller::tenant("team-a", "token:ci"));
+        assert!(tokens.verify(&admin.token).unwrap().is_admin());
+        assert_eq!(tokens.verify("pdk_00").unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(tokens.create("ci", "").unwrap_err().code(), Code::AlreadyExists);
+        assert_eq!(tokens.create("bad name", "").unwrap_err().code(), Code::InvalidArgument);
+        // Only the hash is on disk.
+        let on_disk = std::fs::read_to_string(dir.join("tokens/ci.json")).unwrap();
+        assert!(!on_disk.contains(&a.token[TOKEN_PREFIX.len()..]));
+        let reopened = Tokens::open(dir.join("tokens")).unwrap();
+        assert!(reopened.verify(&a.token).is_ok());
+        reopened.delete("ci").unwrap();
+        assert_eq!(reopened.verify(&a.token).unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(reopened.delete("ci").unwrap_err().code(), Code::NotFound);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn paths_stay_in_the_exchange_dir() {
+        let root = tmp();
+        assert_eq!(confine(&root, "demo").unwrap(), root.join("demo"));
+        assert_eq!(confine(&root, &root.join("a/b").display().to_string()).unwrap(), root.join("a/b"));
+        for bad in ["", "/etc", "../x", "a/../../x", "./a"] {
+            assert_eq!(confine(&root, bad).unwrap_err().code(), Code::InvalidArgument, "{bad:?}");
+        }
+        std::os::unix::fs::symlink("/etc", root.join("out")).unwrap();
+        assert!(confine(&root, "out/x").is_err());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

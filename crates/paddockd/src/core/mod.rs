@@ -1,0 +1,333 @@
+//! The core: the daemon's whole surface as one interface. Every front end
+//! (the gRPC services today; E2B, MCP, metrics and a router later) calls
+//! [`Core`] and nothing else: each operation takes the [`Caller`] first and
+//! returns Paddock's own [`Error`] or a [`Stream`]. Front ends never see a
+//! guest channel, a record or a manager (the tidy test in this module checks
+//! their imports).
+//!
+//! Invariants kept here (see ARCHITECTURE.md, "The core"):
+//! - a session or environment is reached only through its manager's one
+//!   lookup, which checks the caller's tenant (another tenant's object is
+//!   NOT_FOUND);
+//! - views (`Session`, `Environment`) are built in `views.rs` only;
+//! - events are published by the managers after each recorded change.
+
+pub mod auth;
+pub mod caller;
+pub mod error;
+pub mod events;
+pub mod views;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use paddock_proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::environments::{Base, EnvironmentManager};
+use crate::network::policy::PolicySpec;
+use crate::sessions::{FilesReader, SessionManager};
+use auth::Tokens;
+pub use caller::Caller;
+pub use error::{Code, Error, Result, Stream};
+use error::from_guest;
+use events::{EventKind, Events};
+
+pub struct Core {
+    sessions: Arc<SessionManager>,
+    envs: Arc<EnvironmentManager>,
+    events: Arc<Events>,
+    tokens: Tokens,
+    /// The only host directory image layouts are exported to or imported from.
+    exchange_dir: PathBuf,
+}
+
+/// Guest operations that pass a request through unchanged: the session is
+/// looked up for the caller and must be running (state.rs says so).
+macro_rules! guest_calls {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+        impl Core {$(
+            pub async fn $name(&self, caller: &Caller, req: $req) -> Result<$resp> {
+                let id = req.session_id.clone();
+                self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await }).await
+            }
+        )*}
+    };
+}
+
+/// The same for operations whose answer is a stream.
+macro_rules! guest_streams {
+    ($($name:ident($req:ty) -> $item:ty;)*) => {
+        impl Core {$(
+            pub async fn $name(&self, caller: &Caller, req: $req) -> Result<Stream<$item>> {
+                let id = req.session_id.clone();
+                let s = self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await }).await?;
+                Ok(from_guest(s))
+            }
+        )*}
+    };
+}
+
+guest_calls! {
+    start_process(pb::StartProcessRequest) -> pb::ProcessInfo;
+    write_stdin(pb::WriteStdinRequest) -> pb::WriteStdinResponse;
+    resize_pty(pb::ResizePtyRequest) -> pb::ResizePtyResponse;
+    signal_process(pb::SignalProcessRequest) -> pb::SignalProcessResponse;
+    list_processes(pb::ListProcessesRequest) -> pb::ListProcessesResponse;
+    make_dir(pb::MakeDirRequest) -> pb::FileInfo;
+    r#move(pb::MoveRequest) -> pb::FileInfo;
+    remove(pb::RemoveRequest) -> pb::RemoveResponse;
+    run_code(pb::RunCodeRequest) -> pb::RunCodeResponse;
+    create_context(pb::CreateContextRequest) -> pb::CodeContext;
+    list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
+    restart_context(pb::ContextRequest) -> pb::CodeContext;
+    delete_context(pb::ContextRequest) -> pb::DeleteContextResponse;
+}
+
+guest_streams! {
+    attach_process(pb::AttachProcessRequest) -> pb::ProcessEvent;
+    watch(pb::WatchRequest) -> pb::WatchEvent;
+}
+
+impl Core {
+    pub fn new(
+        sessions: Arc<SessionManager>,
+        envs: Arc<EnvironmentManager>,
+        events: Arc<Events>,
+        tokens: Tokens,
+        exchange_dir: PathBuf,
+    ) -> Self {
+        Self { sessions, envs, events, tokens, exchange_dir }
+    }
+
+    // ------------------------------------------------------------ callers
+
+    /// The caller a bearer token stands for; UNAUTHENTICATED if it is none.
+    pub fn authenticate(&self, token: &str) -> Result<Caller> {
+        self.tokens.verify(token)
+    }
+
+    pub fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
+        require_admin(caller, "creating tokens")?;
+        self.tokens.create(&req.name, &req.tenant)
+    }
+
+    pub fn list_tokens(&self, caller: &Caller) -> Result<pb::ListTokensResponse> {
+        require_admin(caller, "listing tokens")?;
+        Ok(pb::ListTokensResponse { tokens: self.tokens.list() })
+    }
+
+    pub fn delete_token(&self, caller: &Caller, name: &str) -> Result<()> {
+        require_admin(caller, "deleting tokens")?;
+        self.tokens.delete(name)
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    pub async fn create_session(&self, caller: &Caller, req: pb::CreateSessionRequest) -> Result<pb::Session> {
+        let record = self.sessions.create(caller, req).await?;
+        Ok(views::session(&record, 0))
+    }
+
+    pub async fn get_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let record = self.sessions.get(caller, id).await?;
+        Ok(views::session(&record, self.sessions.denied_total(&record)))
+    }
+
+    pub async fn list_sessions(&self, caller: &Caller) -> Vec<pb::Session> {
+        let records = self.sessions.list(caller).await;
+        records.iter().map(|r| views::session(r, self.sessions.denied_total(r))).collect()
+    }
+
+    pub async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let record = self.sessions.stop(caller, id).await?;
+        Ok(views::session(&record, self.sessions.denied_total(&record)))
+    }
+
+    pub async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
+        self.sessions.delete(caller, id).await
+    }
+
+    pub async fn exec(&self, caller: &Caller, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
+        self.sessions.exec(caller, req).await
+    }
+
+    pub async fn exec_stream(&self, caller: &Caller, req: pb::ExecRequest) -> Result<Stream<pb::ExecEvent>> {
+        self.sessions.exec_stream(caller, req).await
+    }
+
+    pub async fn update_network(&self, caller: &Caller, req: pb::UpdateNetworkRequest) -> Result<pb::NetworkStatus> {
+        self.sessions.update_network(caller, req).await
+    }
+
+    pub async fn get_network(&self, caller: &Caller, id: &str) -> Result<pb::NetworkStatus> {
+        self.sessions.network_status(caller, id).await
+    }
+
+    pub async fn run_tool(&self, caller: &Caller, req: pb::RunToolRequest) -> Result<pb::ToolResult> {
+        self.sessions.run_tool(caller, req).await
+    }
+
+    // ------------------------------------------------------------ files
+
+    /// Stat, ListDir and Download are served by the guest while the session
+    /// runs and from its kept outputs once it has stopped.
+    pub async fn stat(&self, caller: &Caller, req: pb::StatRequest) -> Result<pb::FileInfo> {
+        let id = req.session_id.clone();
+        match self.sessions.files_reader(caller, &id).await? {
+            FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await,
+            FilesReader::Guest(g) => self.sessions.call_with(&id, g, |mut g| async move { g.stat(req).await }).await,
+        }
+    }
+
+    pub async fn list_dir(&self, caller: &Caller, req: pb::ListDirRequest) -> Result<pb::ListDirResponse> {
+        let id = req.session_id.clone();
+        match self.sessions.files_reader(caller, &id).await? {
+            FilesReader::Outputs(outputs) => outputs.list_outputs(&req.path, req.depth).await,
+            FilesReader::Guest(g) => {
+                self.sessions.call_with(&id, g, |mut g| async move { g.list_dir(req).await }).await
+            }
+        }
+    }
+
+    pub async fn download(&self, caller: &Caller, req: pb::DownloadRequest) -> Result<Stream<pb::DownloadChunk>> {
+        let id = req.session_id.clone();
+        match self.sessions.files_reader(caller, &id).await? {
+            FilesReader::Outputs(outputs) => {
+                let chunks = outputs.download_output(&req.path).await?;
+                Ok(Box::pin(ReceiverStream::new(chunks).map(|r| r.map_err(Error::from))))
+            }
+            FilesReader::Guest(g) => {
+                let s = self.sessions.call_with(&id, g, |mut g| async move { g.download(req).await }).await?;
+                Ok(from_guest(s))
+            }
+        }
+    }
+
+    /// An upload: `messages` are the header (first), the data and the
+    /// `finish` message. The caller must end `messages` only after `finish`;
+    /// dropping this future instead discards the upload (the guest keeps
+    /// nothing without `finish`).
+    pub async fn upload(
+        &self,
+        caller: &Caller,
+        header: &pb::UploadHeader,
+        messages: impl tokio_stream::Stream<Item = pb::UploadRequest> + Send + 'static,
+    ) -> Result<pb::FileInfo> {
+        let id = header.session_id.clone();
+        self.sessions.call_guest(caller, &id, |mut g| async move { g.upload(messages).await }).await
+    }
+
+    // ------------------------------------------------------------ environments
+
+    pub async fn create_environment(&self, caller: &Caller, r: pb::CreateEnvironmentRequest) -> Result<pb::Environment> {
+        let network = policy(r.network.as_ref())?;
+        let env = r.env.into_iter().collect();
+        let record =
+            self.envs.create(caller, r.name, r.description, packages(r.packages), env, Base::Daemon, network).await?;
+        self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
+        Ok(views::environment(&self.envs, &record))
+    }
+
+    pub async fn get_environment(&self, caller: &Caller, key: &str) -> Result<pb::Environment> {
+        Ok(views::environment(&self.envs, &self.envs.get(caller, key).await?))
+    }
+
+    pub async fn list_environments(&self, caller: &Caller) -> Vec<pb::Environment> {
+        self.envs.list(caller).await.iter().map(|r| views::environment(&self.envs, r)).collect()
+    }
+
+    pub async fn update_environment(&self, caller: &Caller, r: pb::UpdateEnvironmentRequest) -> Result<pb::Environment> {
+        let env = r.update_env.then(|| r.env.into_iter().collect());
+        let pk = r.packages.map(|p| packages(Some(p)));
+        let network = policy(r.network.as_ref())?;
+        let record = self.envs.update(caller, &r.environment, pk, env, r.description, network).await?;
+        self.events.publish(EventKind::EnvironmentUpdated, &record.id, &record.tenant);
+        Ok(views::environment(&self.envs, &record))
+    }
+
+    /// Deletes an environment unless a session whose sandbox still exists
+    /// was started from it. Holding the session index meanwhile keeps a new
+    /// session from starting on it (lock order: session index, a session,
+    /// then the environment records).
+    pub async fn delete_environment(&self, caller: &Caller, key: &str) -> Result<()> {
+        let env = self.envs.get(caller, key).await?;
+        let index = self.sessions.hold_index().await;
+        let users = SessionManager::users_of_environment(&index, &env.id).await;
+        if !users.is_empty() {
+            return Err(Error::failed_precondition(format!(
+                "environment {:?} is used by {} session(s) ({}); delete them first",
+                env.name,
+                users.len(),
+                users.join(", ")
+            )));
+        }
+        self.envs.delete(&env.id).await?;
+        drop(index);
+        self.events.publish(EventKind::EnvironmentDeleted, &env.id, &env.tenant);
+        Ok(())
+    }
+
+    pub async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>> {
+        let events = self.envs.build(caller, key).await?;
+        Ok(Box::pin(ReceiverStream::new(events).map(Ok)))
+    }
+
+    pub async fn export_environment(&self, caller: &Caller, r: pb::ExportEnvironmentRequest) -> Result<String> {
+        let dir = self.exchange_path(&r.directory)?;
+        self.envs.export(caller, &r.environment, &dir).await
+    }
+
+    pub async fn import_environment(&self, caller: &Caller, r: pb::ImportEnvironmentRequest) -> Result<pb::Environment> {
+        let dir = self.exchange_path(&r.directory)?;
+        let env = r.env.into_iter().collect();
+        let record = self.envs.import(caller, r.name, &dir, &r.reference, packages(r.packages), env).await?;
+        self.events.publish(EventKind::EnvironmentImported, &record.id, &record.tenant);
+        Ok(views::environment(&self.envs, &record))
+    }
+
+    /// A client names a directory inside the exchange directory (relative, or
+    /// absolute under it), never an arbitrary host path.
+    fn exchange_path(&self, given: &str) -> Result<PathBuf> {
+        auth::confine(&self.exchange_dir, given)
+    }
+}
+
+fn require_admin(caller: &Caller, doing: &str) -> Result<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::permission_denied(format!("{doing} needs an admin (root on the unix socket, or an admin token)")))
+    }
+}
+
+fn packages(p: Option<pb::Packages>) -> crate::environments::packages::Packages {
+    let p = p.unwrap_or_default();
+    crate::environments::packages::Packages { apt: p.apt, cargo: p.cargo, gem: p.gem, go: p.go, npm: p.npm, pip: p.pip }
+}
+
+fn policy(p: Option<&pb::NetworkPolicy>) -> Result<Option<PolicySpec>> {
+    p.map(|p| PolicySpec::from_proto(p, "network")).transpose()
+}
+
+#[cfg(test)]
+mod tidy {
+    /// Front ends reach the daemon through `crate::core` only: no manager,
+    /// record, guest channel or network internals.
+    #[test]
+    fn front_ends_use_only_the_core() {
+        let forbidden = ["crate::sessions", "crate::environments", "crate::store", "crate::guest", "crate::network"];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/grpc");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for f in forbidden {
+                assert!(!text.contains(f), "{} uses {f}; front ends call crate::core only", path.display());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 3, "no front-end files found in {}", dir.display());
+    }
+}

@@ -1,0 +1,64 @@
+//! What callers see of sessions and environments, built here only: front
+//! ends pass these messages on and never read records or manager internals.
+
+use paddock_proto::v1::{Environment, Limits, Packages as PbPackages, Session, SessionState as PbState};
+
+use crate::environments::{Base, EnvironmentManager, EnvironmentRecord};
+use crate::store::{SessionRecord, SessionState};
+
+pub fn session(r: &SessionRecord, denied_total: u64) -> Session {
+    Session {
+        id: r.id.clone(),
+        state: match r.state {
+            // A warm sandbox is never shown; one being handed out is starting.
+            SessionState::Creating | SessionState::Warm => PbState::Creating,
+            SessionState::Running => PbState::Running,
+            SessionState::Stopped | SessionState::Deleted => PbState::Stopped,
+        } as i32,
+        limits: Some(Limits {
+            memory_bytes: Some(r.limits.memory_bytes),
+            cpus: Some(r.limits.cpus),
+            pids: Some(r.limits.pids),
+        }),
+        created_at_ms: r.created_at_ms,
+        expires_at_ms: r.expires_at_ms.unwrap_or(0),
+        init_pid: r.process.map(|p| p.pid).unwrap_or(0),
+        labels: r.labels.clone().into_iter().collect(),
+        resources: r.resources.clone(),
+        network: r.network.as_ref().map(|p| p.to_proto()),
+        network_denied_total: denied_total,
+        environment_id: r.environment_id.clone(),
+        environment_name: r.environment_name.clone(),
+        tenant: r.tenant.clone(),
+    }
+}
+
+pub fn environment(envs: &EnvironmentManager, r: &EnvironmentRecord) -> Environment {
+    let (state, current) = envs.build_state(r);
+    let p = &r.packages;
+    Environment {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        description: r.description.clone(),
+        packages: Some(PbPackages {
+            apt: p.apt.clone(),
+            cargo: p.cargo.clone(),
+            gem: p.gem.clone(),
+            go: p.go.clone(),
+            npm: p.npm.clone(),
+            pip: p.pip.clone(),
+        }),
+        network: r.network.as_ref().map(|p| p.to_proto()),
+        env: r.env.clone().into_iter().collect(),
+        state: state as i32,
+        layers: current.map(|i| envs.image_layers(&i)).unwrap_or_default(),
+        build_error: r.build_error.clone().unwrap_or_default(),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        imported_base: match &r.base {
+            Base::Imported { digest } => format!("sha256:{digest}"),
+            Base::Daemon => String::new(),
+        },
+        tenant: r.tenant.clone(),
+    }
+}

@@ -1,0 +1,57 @@
+//! Who is calling, from the connection and its metadata: root on the unix
+//! socket needs nothing; everyone else shows a bearer token
+//! (`authorization: Bearer pdk_...`), which the core checks. The caller goes
+//! into the request's extensions for the service handlers.
+
+use std::sync::Arc;
+
+use tonic::service::Interceptor;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Status};
+
+use super::status;
+use crate::core::{Caller, Core};
+
+#[derive(Clone)]
+pub struct Authenticate {
+    pub core: Arc<Core>,
+}
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let caller = match req.metadata().get("authorization") {
+            Some(value) => {
+                let value = value
+                    .to_str()
+                    .map_err(|_| Status::unauthenticated("authorization: not valid text"))?;
+                let token = value.strip_prefix("Bearer ").ok_or_else(|| {
+                    Status::unauthenticated("authorization: expected \"Bearer <token>\"")
+                })?;
+                self.core.authenticate(token.trim()).map_err(status)?
+            }
+            None => match peer_uid(&req) {
+                Some(0) => Caller::admin("uid:0"),
+                _ => {
+                    return Err(Status::unauthenticated(
+                        "this call needs a token (metadata authorization: Bearer <token>; `paddock token create`); only root on the unix socket needs none",
+                    ))
+                }
+            },
+        };
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
+/// The uid of the process at the other end of a unix-socket connection.
+fn peer_uid<T>(req: &Request<T>) -> Option<u32> {
+    req.extensions().get::<UdsConnectInfo>()?.peer_cred.map(|c| c.uid())
+}
+
+/// The caller the interceptor found.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("no caller on the request (a service is missing authentication)"))
+}

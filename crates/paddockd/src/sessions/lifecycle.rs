@@ -1,0 +1,88 @@
+//! Ending sessions: stop (the sandbox goes, the record and outputs stay),
+//! delete (everything goes), and the check DeleteEnvironment needs (no
+//! session's root sits on the environment's layers).
+
+use std::collections::HashMap;
+use tokio::sync::MutexGuard;
+
+use super::state::{Event, Op};
+use super::{Entry, SessionManager};
+use crate::core::caller::Caller;
+use crate::core::error::{internal, Error};
+use crate::core::events::EventKind;
+use crate::store::SessionRecord;
+
+/// The session index, held: no session enters or leaves while it is.
+pub(crate) type IndexGuard<'a> = MutexGuard<'a, HashMap<String, Entry>>;
+
+impl SessionManager {
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), Error> {
+        self.delete_as(caller, id, EventKind::SessionDeleted).await
+    }
+
+    /// Deletes a session; `why` is the event published (deleted, or expired).
+    pub(super) async fn delete_as(&self, caller: &Caller, id: &str, why: EventKind) -> Result<(), Error> {
+        let session = self.lookup(caller, id).await?;
+        // Holding the session's lock keeps new calls out while it goes away;
+        // the index lock is taken only after it is released (lock order).
+        let mut s = session.lock().await;
+        s.record.state.check(id, Op::Delete)?;
+        self.runtime_destroy(id).await?;
+        self.session_files(id).remove().map_err(internal)?;
+        if let Some(net) = &s.record.net {
+            self.net.release(net);
+        }
+        self.store.remove(id).map_err(internal)?;
+        // Calls that found the session before this point see it gone.
+        s.record.state.advance(Event::Deleted)?;
+        let tenant = s.record.tenant.clone();
+        drop(s);
+        self.sessions.lock().await.remove(id);
+        self.events.publish(why, id, &tenant);
+        Ok(())
+    }
+
+    /// Removes the session's sandbox and keeps its record and outputs.
+    pub async fn stop(&self, caller: &Caller, id: &str) -> Result<SessionRecord, Error> {
+        let session = self.lookup(caller, id).await?;
+        let mut s = session.lock().await;
+        s.record.state.check(id, Op::Stop)?;
+        let was = s.record.state;
+        // Recorded first: after a crash in between, recovery finds a stopped
+        // session with a live init and finishes the stop.
+        s.record.state.advance(Event::Stopped)?;
+        if was != s.record.state {
+            self.store.save(&s.record).map_err(internal)?;
+        }
+        if s.record.process.is_some() {
+            self.runtime_destroy(id).await?;
+            if let Some(net) = s.record.net.take() {
+                self.net.release(&net);
+            }
+            s.record.process = None;
+            self.store.save(&s.record).map_err(internal)?;
+        }
+        if was != s.record.state {
+            self.events.publish(EventKind::SessionStopped, id, &s.record.tenant);
+        }
+        Ok(s.record.clone())
+    }
+
+    /// Holds the index so no session starts or ends meanwhile.
+    pub(crate) async fn hold_index(&self) -> IndexGuard<'_> {
+        self.sessions.lock().await
+    }
+
+    /// Sessions whose sandbox still sits on environment `env_id`'s layers
+    /// (running, or dead but not yet stopped or deleted).
+    pub(crate) async fn users_of_environment(index: &IndexGuard<'_>, env_id: &str) -> Vec<String> {
+        let mut users = Vec::new();
+        for e in index.values() {
+            let s = e.session.lock().await;
+            if s.record.environment_id == env_id && s.record.process.is_some() {
+                users.push(s.record.id.clone());
+            }
+        }
+        users
+    }
+}
