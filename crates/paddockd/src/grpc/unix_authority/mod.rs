@@ -22,6 +22,8 @@
 //! alone (see `hpack.rs`). The server-to-client direction is not touched.
 
 mod hpack;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::pin::Pin;
