@@ -302,3 +302,145 @@ fn broken_framing_ends_the_connection_with_a_reason() {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }
+
+/// A measurement, not a check (run by hand, see BENCHMARKS.md): the
+/// adapter's cost per unary request, HEADERS then a DATA frame arriving in
+/// one read, as tonic (authority valid: blocks pass) and grpc-go (socket
+/// path: every block rewritten) encode them after their first request.
+#[test]
+#[ignore]
+fn bench_cost_per_request() {
+    let n = 100_000;
+    let fields = |authority: &[u8]| {
+        [
+            indexed(POST),
+            indexed(HTTP),
+            inserted(PATH, b"/paddock.v1.Sessions/Exec"),
+            inserted(AUTHORITY, authority),
+            inserted(31, b"application/grpc"), // content-type
+            inserted(58, b"grpc-go/1.57.0"),   // user-agent
+            plain(b"te", b"trailers"),
+        ]
+        .concat()
+    };
+    // Later requests find every field in the table (62.. newest first).
+    // h2 and grpc-go Huffman-code the literals they do not index.
+    let te = [vec![0x00], string(b"te"), huffman_coded(b"trailers")].concat();
+    let timeout = [vec![0x00], string(b"grpc-timeout"), huffman_coded(b"9999948u")].concat();
+    let again = [indexed(POST), indexed(HTTP), indexed(65), indexed(64), indexed(63), indexed(62), te, timeout].concat();
+    let data = frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 30].iter().copied().chain([1; 30]).collect::<Vec<_>>());
+    for (who, authority) in [("valid authority", &b"localhost"[..]), ("socket path", b"/var/lib/paddock/paddockd.sock")] {
+        let mut input = [PREFACE.to_vec(), frame(HEADERS, END_HEADERS, 1, &fields(authority)), data.clone()].concat();
+        for _ in 0..n {
+            input.extend(frame(HEADERS, END_HEADERS, 1, &again));
+            input.extend(&data);
+        }
+        let per_read = (9 + again.len()) + data.len();
+        let plain_read = {
+            let mut r = Chunked { data: input.clone(), pos: 0, chunk: per_read };
+            let t = std::time::Instant::now();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut space = vec![0u8; 16_384];
+            let mut total = 0;
+            loop {
+                let mut buf = ReadBuf::new(&mut space);
+                let _ = Pin::new(&mut r).poll_read(&mut cx, &mut buf);
+                if buf.filled().is_empty() {
+                    break;
+                }
+                total += buf.filled().len();
+            }
+            assert_eq!(total, input.len());
+            t.elapsed()
+        };
+        let t = std::time::Instant::now();
+        let out = through(&input, per_read, 16_384).unwrap();
+        let adapted = t.elapsed();
+        assert!(!out.is_empty());
+        let ns = |d: std::time::Duration| d.as_nanos() as f64 / n as f64;
+        println!("{who}: {:.0} ns per request through the adapter, {:.0} ns reading alone", ns(adapted), ns(plain_read));
+    }
+}
+
+/// Our decoder against loona-hpack's on the same blocks, field by field.
+fn both_decode(blocks: &[Vec<u8>]) {
+    let (mut ours, mut theirs) = (hpack::Decoder::new(), Decoder::new());
+    for (i, block) in blocks.iter().enumerate() {
+        let mut got = Vec::new();
+        let r = ours.decode(block, |n, v| got.push((n.to_vec(), v.to_vec())));
+        match theirs.decode(block) {
+            Ok(want) => {
+                r.unwrap_or_else(|e| panic!("block {i}: {e}"));
+                assert!(got == want, "block {i}: {got:?} != {want:?}");
+            }
+            Err(e) => assert!(r.is_err(), "block {i}: loona-hpack refused it ({e:?}), we did not"),
+        }
+    }
+}
+
+#[test]
+fn the_static_table_is_rfc_7541s() {
+    both_decode(&(1..=61).map(indexed).collect::<Vec<_>>());
+}
+
+/// `s` Huffman coded with our table.
+fn huffman_coded(s: &[u8]) -> Vec<u8> {
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u64, 0);
+    for &b in s {
+        let (code, len) = huffman::code(b);
+        acc = (acc << len) | u64::from(code);
+        bits += len;
+        while bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits > 0 {
+        out.push(((acc << (8 - bits)) | ((1 << (8 - bits)) - 1)) as u8);
+    }
+    let mut field = Vec::new();
+    encode_integer_into(out.len(), 7, 0x80, &mut field).unwrap();
+    field.extend(out);
+    field
+}
+
+#[test]
+fn huffman_decoding_matches_every_byte_value() {
+    let all: Vec<u8> = (0..=255).collect();
+    let mut longest = all.clone();
+    longest.extend(all.iter().rev());
+    let blocks: Vec<_> = [&all[..], b"", b"a", b"localhost", b"/var/lib/paddock/paddockd.sock", &longest]
+        .iter()
+        .map(|s| [vec![0x00], string(b"x-test"), huffman_coded(s)].concat())
+        .collect();
+    both_decode(&blocks);
+    let mut got = Vec::new();
+    hpack::Decoder::new().decode(&blocks[0], |_, v| got = v.to_vec()).unwrap();
+    assert_eq!(got, all);
+    // Padding of 8 bits, padding not all ones, EOS: refused.
+    let mut out = Vec::new();
+    assert!(huffman::decode(&[0x1f, 0xff], &mut out).is_err()); // 'a' (00011), then 11 one bits
+    assert!(huffman::decode(&[0x18], &mut out).is_err()); // 'a', then 000
+    assert!(huffman::decode(&[0xff, 0xff, 0xff, 0xff], &mut out).is_err()); // EOS
+    out.clear();
+    assert!(huffman::decode(&[0x1f], &mut out).is_ok() && out == b"a");
+}
+
+#[test]
+fn the_dynamic_table_evicts_as_the_client_does() {
+    let mut blocks = Vec::new();
+    // Entries of 32 + 5 + 100..: the 4096-byte table holds a few dozen.
+    for i in 0..60u8 {
+        let value = vec![b'a' + i % 26; 100 + usize::from(i) * 7];
+        blocks.push([plain(b"x", b"y"), vec![0x40], string(b"x-big"), string(&value)].concat());
+        blocks.push((62..62 + 40).map(indexed).take(usize::from(i) + 1).collect::<Vec<_>>().concat());
+    }
+    // Shrink to 300 bytes (keeps one entry at most), then grow again.
+    blocks.push([vec![0x3f, 0x8d, 0x02], indexed(62)].concat()); // size update 300
+    blocks.push([vec![0x3f, 0xe1, 0x1f], inserted(AUTHORITY, b"a:1"), indexed(62)].concat()); // 4096
+    blocks.push(indexed(63));
+    // Not allowed: a size update after a field, a size over 4096.
+    blocks.push([indexed(POST), vec![0x20]].concat());
+    blocks.push(vec![0x3f, 0xe2, 0x1f]);
+    both_decode(&blocks);
+}
