@@ -17,10 +17,9 @@
 //! headers there. A header block (HEADERS, then CONTINUATIONs up to
 //! END_HEADERS) is collected whole and handed to [`hpack::Rewriter`], which
 //! decodes it with a table that mirrors the client's (`hpack.rs`,
-//! `huffman.rs`). As long as no block
-//! needed a change, each goes on byte for byte; from the first changed block
-//! on, every block is re-encoded in a form that leaves h2's dynamic table
-//! alone (see `hpack.rs`). The server-to-client direction is not touched.
+//! `huffman.rs`). As long as no block needed a change, each goes on byte for
+//! byte; from the first changed block on, every block is re-encoded in a form
+//! that leaves h2's dynamic table alone (see `hpack.rs`). The server-to-client direction is not touched.
 
 mod hpack;
 mod huffman;
