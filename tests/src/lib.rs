@@ -321,6 +321,18 @@ impl Daemon {
         panic!("cannot connect to paddockd: {last:?}\n{}", self.log());
     }
 
+    /// A new API token of this daemon, made with the CLI as root over the unix
+    /// socket: an admin token without `tenant`.
+    pub fn token(&self, name: &str, tenant: Option<&str>) -> String {
+        let mut args = vec!["token", "create", name];
+        if let Some(t) = tenant {
+            args.extend(["--tenant", t]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "paddock token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// Runs the `paddock` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(paddock_bin())

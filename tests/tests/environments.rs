@@ -313,13 +313,17 @@ async fn unknown_packages_registry_errors_and_concurrent_builds() {
 
     // Export as an OCI layout that skopeo and umoci read; import it back as
     // the base of a new environment, whose sessions see the same files.
-    let layout = d.state_dir.with_extension("oci");
-    let _ = std::fs::remove_dir_all(&layout);
+    // Layouts go in and out of the daemon's exchange directory only: a path
+    // relative to it, or absolute under it; any other host path is refused.
+    let outside = envs
+        .export_environment(ExportEnvironmentRequest { environment: "c3".into(), directory: "/tmp/c3-oci".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), tonic::Code::InvalidArgument, "{outside:?}");
+    assert!(outside.message().contains("exchange"), "{outside:?}");
+    let layout = d.state_dir.join("exchange/c3-oci");
     let exported = envs
-        .export_environment(ExportEnvironmentRequest {
-            environment: "c3".into(),
-            directory: layout.to_string_lossy().into(),
-        })
+        .export_environment(ExportEnvironmentRequest { environment: "c3".into(), directory: "c3-oci".into() })
         .await
         .expect("ExportEnvironment")
         .into_inner();
