@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a fresh Debian bookworm machine (as root): installs what
 # Paddock needs, builds it, installs it, builds the Debian base image and starts
-# paddockd on 127.0.0.1:50051 (and unix:/var/lib/paddock/paddockd.sock).
+# paddockd on unix:/var/lib/paddock/paddockd.sock (TCP only with --listen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

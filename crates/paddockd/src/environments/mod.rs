@@ -295,7 +295,7 @@ impl EnvironmentManager {
             Base::Daemon => {
                 let path = std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
                     format!(
-                        "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh",
+                        "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
                         self.cfg.image_rootfs().display()
                     )
                 })?;

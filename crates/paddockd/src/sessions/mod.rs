@@ -36,7 +36,7 @@ use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
 use crate::core::error::internal;
 use crate::core::events::{EventKind, Events};
-use crate::environments::{EnvironmentManager, SessionImage};
+use crate::environments::{Base, EnvironmentManager, SessionImage};
 use crate::guest::{self, Guest};
 use crate::limits;
 use crate::network::policy::Mode;
@@ -232,12 +232,8 @@ impl SessionManager {
     /// session keeps that version as its lower layer even if the image's
     /// symlink is switched to a newer build later.
     fn current_image(&self) -> Result<PathBuf, Error> {
-        std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
-            Error::failed_precondition(format!(
-                "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
-                self.cfg.image_rootfs().display()
-            ))
-        })
+        let (rootfs, _digest) = self.envs.resolve_base(&Base::Daemon).map_err(Error::failed_precondition)?;
+        Ok(rootfs)
     }
 
     /// Starts a sandbox and waits until its guest answers. The record is saved
