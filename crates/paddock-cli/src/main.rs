@@ -231,6 +231,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("pids:     {}", l.pids.unwrap_or(0));
                 println!("expires:  {}", expires(s.expires_at_ms));
                 println!("init pid: {}", s.init_pid);
+                println!("tenant:   {}", s.tenant);
                 if !s.environment_name.is_empty() {
                     println!("env:      {} ({})", s.environment_name, s.environment_id);
                 }
@@ -403,6 +404,7 @@ fn session_json(s: &Session) -> serde_json::Value {
         "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
         "init_pid": s.init_pid,
         "labels": s.labels,
+        "tenant": s.tenant,
         "environment": if s.environment_name.is_empty() { None } else { Some(&s.environment_name) },
         "resources": s.resources,
         "network": s.network.as_ref().map(network::policy_json),
