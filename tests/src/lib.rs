@@ -466,7 +466,7 @@ fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
 // ---------------------------------------------------------------- helpers
 
 pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Option<Limits> {
-    Some(Limits { memory_bytes: memory, cpus, pids })
+    Some(Limits { memory_bytes: memory, cpus, pids, disk_bytes: None })
 }
 
 pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {

@@ -42,6 +42,14 @@ impl SessionManager {
                     self.remove_sandbox(&w.record).await;
                     continue;
                 }
+                // One quotactl; the warm sandbox was made with the default disk limit.
+                if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
+                    if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
+                        tracing::warn!(id = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
+                        self.remove_sandbox(&w.record).await;
+                        continue;
+                    }
+                }
                 w.record.limits = limits.clone();
             }
             return Some(w);
@@ -161,6 +169,7 @@ impl SessionManager {
             if let Err(e) = self.session_files(&orphan).remove() {
                 tracing::error!(id = orphan, "removing leftover session resources: {e}");
             }
+            self.release_disk(&orphan);
         }
         tracing::info!(sessions = known.len(), "recovered sessions");
         Ok(())
@@ -173,6 +182,7 @@ impl SessionManager {
             self.dirs.container_root.clone(),
             self.cfg.session_files_dir(),
         ];
+        dirs.extend(self.dirs.scratch_dir.clone());
         dirs.extend(paddock_runtime::cgroups::parent_cgroup_dirs(&self.dirs.cgroup_parent));
         let mut found = BTreeSet::new();
         for dir in dirs {
