@@ -107,7 +107,8 @@ pub fn delete_subvolume(parent: &Path, name: &str) -> io::Result<()> {
 /// Limits what subvolume `subvolume` holds to `bytes`.
 pub fn set_limit(subvolume: &Path, bytes: u64) -> io::Result<()> {
     // qgroupid 0: the qgroup of the subvolume the fd is in.
-    let mut args = QgroupLimitArgs { flags: BTRFS_QGROUP_LIMIT_MAX_RFER, max_rfer: bytes, ..Default::default() };
+    let mut args =
+        QgroupLimitArgs { flags: BTRFS_QGROUP_LIMIT_MAX_RFER, max_rfer: bytes, ..Default::default() };
     ioctl(&open_dir(subvolume)?, BTRFS_IOC_QGROUP_LIMIT, &mut args, || {
         format!("setting the disk limit of {}", subvolume.display())
     })

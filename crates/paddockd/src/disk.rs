@@ -226,7 +226,9 @@ fn attach_loop(image: &Path) -> Result<(String, File)> {
         }
         let device = format!("/dev/loop{n}");
         let dev = OpenOptions::new().read(true).write(true).open(&device).with_context(|| {
-            format!("opening {device} (the kernel made it; is /dev a devtmpfs?), or run with --disk-limit off")
+            format!(
+                "opening {device} (the kernel made it; is /dev a devtmpfs?), or run with --disk-limit off"
+            )
         })?;
         let config = LoopConfig {
             fd: backing.as_raw_fd() as u32,
