@@ -30,7 +30,9 @@ impl SessionManager {
                 self.remove_sandbox(&w.record).await;
             }
             let mut w = warm?;
-            if w.record.limits != *limits {
+            // The cgroups only when their limits differ (not for a disk limit alone).
+            let cgroup_limits = |l: &SessionLimits| SessionLimits { disk_bytes: 0, ..l.clone() };
+            if cgroup_limits(&w.record.limits) != cgroup_limits(limits) {
                 let kernel = limits::to_kernel(limits, self.cfg.open_files);
                 let (parent, id) = (self.dirs.cgroup_parent.clone(), w.record.id.clone());
                 let applied = tokio::task::spawn_blocking(move || {
@@ -42,16 +44,16 @@ impl SessionManager {
                     self.remove_sandbox(&w.record).await;
                     continue;
                 }
-                // One quotactl; the warm sandbox was made with the default disk limit.
-                if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
-                    if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
-                        tracing::warn!(id = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
-                        self.remove_sandbox(&w.record).await;
-                        continue;
-                    }
-                }
-                w.record.limits = limits.clone();
             }
+            // One ioctl (the qgroup limit of its subvolume).
+            if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
+                if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
+                    tracing::warn!(id = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
+                    self.remove_sandbox(&w.record).await;
+                    continue;
+                }
+            }
+            w.record.limits = limits.clone();
             return Some(w);
         }
     }
