@@ -18,7 +18,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -94,6 +94,9 @@ impl Disk {
 /// Makes sure the image is mounted at `mount` with quotas on.
 fn mount_image(cfg: &DaemonConfig, mount: &Path) -> Result<()> {
     fs::create_dir_all(mount).with_context(|| format!("creating {}", mount.display()))?;
+    // The mount table has canonical paths; a relative or symlinked state dir
+    // must still find its image mounted (and not mount it a second time).
+    let mount = &fs::canonicalize(mount)?;
     match mounted_fs(mount) {
         // A daemon restart: the image stayed mounted with the sandboxes on it.
         Some((fstype, _)) if fstype == "btrfs" => {}
@@ -155,20 +158,22 @@ fn make_image(cfg: &DaemonConfig, image: &Path) -> Result<()> {
     }
     let tmp = image.with_extension("img.tmp");
     let _ = fs::remove_file(&tmp);
-    File::create(&tmp)?.set_len(size as u64).with_context(|| format!("sizing {}", tmp.display()))?;
-    let out = Command::new("mkfs.btrfs").args(["-q", "-f", "-L", "paddock"]).arg(&tmp).output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            let _ = fs::remove_file(&tmp);
-            bail!("mkfs.btrfs {} failed: {}", tmp.display(), String::from_utf8_lossy(&o.stderr).trim())
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            bail!("running mkfs.btrfs ({e}): install btrfs-progs (scripts/setup.sh does), or run with --disk-limit off")
-        }
+    // 0600: the image holds every session's files; no host user may read it raw.
+    let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.set_len(size as u64).with_context(|| format!("sizing {}", tmp.display()))?;
+    drop(file);
+    let made = Command::new("mkfs.btrfs").args(["-q", "-f", "-L", "paddock"]).arg(&tmp).output();
+    let failed = match made {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("mkfs.btrfs {} failed: {}", tmp.display(), String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Some(format!(
+            "running mkfs.btrfs ({e}): install btrfs-progs (scripts/setup.sh does), or run with --disk-limit off"
+        )),
     };
-    drop(out);
+    if let Some(msg) = failed {
+        let _ = fs::remove_file(&tmp);
+        bail!(msg);
+    }
     File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, image)?;
     tracing::info!(image = %image.display(), size = %format_bytes(size), "made the disk image");
