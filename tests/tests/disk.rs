@@ -79,11 +79,10 @@ async fn deleting_a_session_gives_its_space_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn default_and_maximum_are_enforced() {
-    let d = Daemon::start_with(
-        test_image(),
-        vec!["--default-disk".into(), "48M".into(), "--max-disk".into(), "1G".into()],
-        None,
-    );
+    // No warm pool: these sessions are made cold, with their limit set at create
+    // (the other tests take warm sandboxes, whose limit changes at hand-out).
+    let args = ["--default-disk", "48M", "--max-disk", "1G", "--warm-sandboxes", "0"];
+    let d = Daemon::start_with(test_image(), args.map(String::from).to_vec(), None);
     let mut c = d.client().await;
     let s = create(&mut c, None).await;
     assert_eq!(s.limits.as_ref().unwrap().disk_bytes, Some(48 * MIB));
