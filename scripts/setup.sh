@@ -23,11 +23,12 @@ apt-get update -q
 # umoci: OCI checks; nftables, iproute2: networking (the daemon's nft table; the
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
-# tests' local package registries (http.server).
+# tests' local package registries (http.server); btrfs-progs: mkfs.btrfs for
+# the daemon's disk image (per-session disk limits).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
-    openssl curl python3
+    openssl curl python3 btrfs-progs
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,

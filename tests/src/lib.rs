@@ -186,6 +186,10 @@ impl Daemon {
             extra_args.extend(["--sandbox-subnet".into(), net::free_subnet("10", 24)]);
         }
         extra_args.push("--no-system-resolver".into());
+        // A small disk image (sparse, so it costs only what the test writes).
+        if !extra_args.iter().any(|a| a == "--disk-image-size" || a == "--disk-limit") {
+            extra_args.extend(["--disk-image-size".into(), "4G".into()]);
+        }
         let mut d = Daemon {
             child: None,
             state_dir,
@@ -361,6 +365,7 @@ impl Daemon {
             self.state_dir.join("sandboxes").join(id),
             self.state_dir.join("runtime").join(id),
             self.state_dir.join("session-files").join(id),
+            self.state_dir.join("scratch").join(id),
         ] {
             if p.exists() {
                 found.push(format!("path {}", p.display()));
@@ -478,7 +483,7 @@ fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
 // ---------------------------------------------------------------- helpers
 
 pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Option<Limits> {
-    Some(Limits { memory_bytes: memory, cpus, pids })
+    Some(Limits { memory_bytes: memory, cpus, pids, disk_bytes: None })
 }
 
 pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {

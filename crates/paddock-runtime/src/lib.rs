@@ -15,6 +15,7 @@ pub mod layout;
 pub mod mounts;
 pub mod netdev;
 mod netlink;
+pub mod quota;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
@@ -32,6 +33,12 @@ pub struct RuntimeDirs {
     pub container_root: PathBuf,
     /// Name of the parent cgroup, e.g. `paddock`; sandboxes get `/<parent>/<id>`.
     pub cgroup_parent: String,
+    /// Where the daemon's disk image (btrfs, a subvolume and qgroup limit per
+    /// session, see [`quota`]) is mounted when the disk limit is on: sandboxes'
+    /// writable layers live in it, see [`layout::SandboxPaths::writable`].
+    /// `None`: in the sandbox dir.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Resource limits, already validated and in kernel units.
