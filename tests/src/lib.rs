@@ -347,6 +347,15 @@ impl Daemon {
             .expect("running paddock")
     }
 
+    /// Mounts under the state dir other than the daemon's disk image (which
+    /// stays mounted while the daemon runs and across its restarts).
+    pub fn mounts_left(&self) -> Vec<String> {
+        let prefix = self.state_dir.to_string_lossy().to_string();
+        let image = format!(" {prefix}/scratch ");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mountinfo.lines().filter(|l| l.contains(&prefix) && !l.contains(&image)).map(String::from).collect()
+    }
+
     /// What of session `id` is still on the host: cgroup dirs, mounts, files,
     /// libcontainer state, processes. Empty when the session is fully gone.
     pub fn leftovers(&self, id: &str, init_pid: i32) -> Vec<String> {

@@ -148,13 +148,7 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
         std::fs::read_dir(d2.state_dir.join("sandboxes")).map(|r| r.flatten().collect()).unwrap_or_default();
     assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
     // The daemon's disk image stays mounted; nothing of the sandbox may.
-    let image = format!(" {}/scratch ", d2.state_dir.display());
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let left: Vec<_> = mountinfo
-        .lines()
-        .filter(|l| l.contains(d2.state_dir.to_str().unwrap()) && !l.contains(&image))
-        .collect();
-    assert!(left.is_empty(), "mounts left under {}: {left:?}", d2.state_dir.display());
+    assert_eq!(d2.mounts_left(), Vec::<String>::new(), "mounts left under {}", d2.state_dir.display());
     let subvolumes: Vec<_> =
         std::fs::read_dir(d2.state_dir.join("scratch")).map(|r| r.flatten().collect()).unwrap_or_default();
     assert!(subvolumes.is_empty(), "disk subvolumes left: {subvolumes:?}");

@@ -143,8 +143,9 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
         }
     }
     if !mounts::is_mounted(&paths.rootfs()) {
-        // The writable layer too, when it lives in the disk image; its space
-        // goes back to the image (the daemon frees the project).
+        // The writable layer too, when it lives in the disk image (the
+        // session's subvolume, with its files, goes when the daemon deletes
+        // the session).
         let apart = paths.writable_apart().then_some(&paths.writable);
         for dir in [Some(&paths.dir), apart].into_iter().flatten().filter(|d| d.exists()) {
             if let Err(e) = fs::remove_dir_all(dir) {

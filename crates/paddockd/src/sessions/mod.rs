@@ -276,15 +276,12 @@ impl SessionManager {
         let made = self.prepare_disk(&id, limits.disk_bytes).and_then(|()| {
             files.create().map_err(|e| format!("making the session's resource directories: {e}"))
         });
-        match made {
-            Ok(()) => {}
-            Err(e) => {
-                let _ = files.remove();
-                self.release_disk(&id);
-                let _ = self.store.remove(&id);
-                net.iter().for_each(|n| self.net.release(n));
-                return Err(internal(e));
-            }
+        if let Err(e) = made {
+            let _ = files.remove();
+            self.release_disk(&id);
+            let _ = self.store.remove(&id);
+            net.iter().for_each(|n| self.net.release(n));
+            return Err(internal(e));
         }
 
         let sandbox = SandboxConfig {
