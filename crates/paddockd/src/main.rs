@@ -61,7 +61,8 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
-        let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
+        let envs =
+            Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs(), net.clone())?);
         envs.recover().await?;
         let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone())?);
         manager.recover().await?;

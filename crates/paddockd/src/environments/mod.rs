@@ -36,6 +36,7 @@ use self::packages::Packages;
 pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
 use crate::network::policy::PolicySpec;
+use crate::network::NetManager;
 use crate::sessions::{internal, now_ms};
 use crate::store::Store;
 
@@ -80,11 +81,12 @@ impl EnvironmentManager {
         cfg: Arc<DaemonConfig>,
         runtime: Arc<RuntimeClient>,
         dirs: RuntimeDirs,
+        net: Arc<NetManager>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             store: Store::open(cfg.state_dir.join("environments"))?,
             layers: LayerStore::open(cfg.state_dir.join("layers"))?,
-            builder: Builder { cfg: cfg.clone(), runtime, dirs },
+            builder: Builder { cfg: cfg.clone(), runtime, dirs, net },
             cfg,
             records: Mutex::new(HashMap::new()),
             build_locks: std::sync::Mutex::new(HashMap::new()),
