@@ -124,23 +124,37 @@ with open("/usr/local/share/paddock-probe.json", "w") as f:
 setup(name="paddock-probe", version="1.0", py_modules=[])
 "#;
 
-/// A pip index (`simple/paddock-probe/`, listed by the directory server)
-/// holding the probe as a source distribution with `targets` baked in.
-fn write_probe_index(root: &Path, targets: &str) {
-    let src = root.join("src/paddock-probe-1.0");
+/// A step that asks for a host no registry entry names, then fails: its
+/// error must name the refused connection.
+const FAILING_SETUP_PY: &str = r#"
+import urllib.request
+try:
+    urllib.request.urlopen("http://unlisted.test/", timeout=10)
+except Exception as e:
+    print("refused as expected: %r" % e)
+raise SystemExit("paddock-fails: this package always fails")
+"#;
+
+/// Adds source package `name` 1.0 (its setup.py and extra files) to the pip
+/// index at `root` (`simple/NAME/`, listed by the directory server).
+fn add_sdist(root: &Path, name: &str, setup_py: &str, files: &[(&str, &str)]) {
+    let dir = format!("{name}-1.0");
+    let src = root.join("src").join(&dir);
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("setup.py"), SETUP_PY).unwrap();
-    std::fs::write(src.join("targets.json"), targets).unwrap();
-    std::fs::write(src.join("PKG-INFO"), "Metadata-Version: 1.0\nName: paddock-probe\nVersion: 1.0\n")
+    std::fs::write(src.join("setup.py"), setup_py).unwrap();
+    for (f, text) in files {
+        std::fs::write(src.join(f), text).unwrap();
+    }
+    std::fs::write(src.join("PKG-INFO"), format!("Metadata-Version: 1.0\nName: {name}\nVersion: 1.0\n"))
         .unwrap();
-    let index = root.join("simple/paddock-probe");
+    let index = root.join("simple").join(name);
     std::fs::create_dir_all(&index).unwrap();
     let ok = std::process::Command::new("tar")
         .arg("-czf")
-        .arg(index.join("paddock-probe-1.0.tar.gz"))
+        .arg(index.join(format!("{dir}.tar.gz")))
         .arg("-C")
         .arg(root.join("src"))
-        .arg("paddock-probe-1.0")
+        .arg(&dir)
         .status()
         .unwrap();
     assert!(ok.success());
@@ -174,7 +188,8 @@ async fn a_build_step_reaches_the_registries_and_nothing_of_the_host() {
         "registry_host": "registry.test",
         "registry_port": 8000,
     });
-    write_probe_index(&root, &targets.to_string());
+    add_sdist(&root, "paddock-probe", SETUP_PY, &[("targets.json", &targets.to_string())]);
+    add_sdist(&root, "paddock-fails", FAILING_SETUP_PY, &[]);
     inet.serve_dir("registry.test", 8000, &root);
 
     // The index is an operator's configuration (PIP_INDEX_URL in the daemon's
@@ -240,4 +255,25 @@ async fn a_build_step_reaches_the_registries_and_nothing_of_the_host() {
     assert_eq!(seen.load(Ordering::SeqCst), 0, "a host listener saw a connection from the build");
     // The daemon's port really was listening (the refusal is the network's).
     assert!(std::net::TcpStream::connect(&tcp).is_ok());
+
+    // A failed step names what its network refused, so the operator sees
+    // which registry entry is missing.
+    let packages = Packages { pip: vec!["paddock-fails==1.0".into()], ..Default::default() };
+    envs.create_environment(CreateEnvironmentRequest {
+        name: "fails".into(),
+        packages: Some(packages),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let events = build_env(&mut envs, "fails").await;
+    let failed = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(paddock_proto::v1::build_event::Event::Failed(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .expect("the failing package's build failed");
+    assert!(failed.message.contains("refused") && failed.message.contains("unlisted.test:80"), "{failed:?}");
+    assert!(failed.message.contains("--package-registry"), "{failed:?}");
 }
