@@ -135,6 +135,15 @@ pub fn debian_image_or_skip() -> Option<PathBuf> {
     image
 }
 
+/// `--package-registry` flags for the registries the host's package managers
+/// use by default, as scripts/package-registries.sh finds them.
+pub fn default_registry_args() -> Vec<String> {
+    let script = workspace_root().join("scripts/package-registries.sh");
+    let out = Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_tcp_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -174,18 +183,46 @@ impl Daemon {
         tcp: Option<String>,
         env: Vec<(String, String)>,
     ) -> Self {
+        Self::launch(image, extra_args, tcp, env, false)
+    }
+
+    /// A daemon whose build containers reach the package registries this host
+    /// uses: through the host's resolver, with the registries of the host's
+    /// configuration and those scripts/package-registries.sh finds (the
+    /// managers' built-in defaults, which no configuration file names).
+    pub fn start_for_builds(
+        image: PathBuf,
+        extra_args: Vec<String>,
+        tcp: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let mut args = default_registry_args();
+        args.extend(extra_args);
+        Self::launch(image, args, tcp, env, true)
+    }
+
+    fn launch(
+        image: PathBuf,
+        extra_args: Vec<String>,
+        tcp: Option<String>,
+        env: Vec<(String, String)>,
+        system_resolver: bool,
+    ) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("paddock-test-{}-{n}", std::process::id());
         let state_dir = PathBuf::from("/tmp").join(&name);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).unwrap();
         let mut extra_args = extra_args;
-        // Every test daemon gets a subnet of its own, and never asks the host's
-        // resolver (no lookup leaves the machine).
+        // Every test daemon gets a subnet of its own and, unless it builds
+        // from the real registries, never asks the host's resolver (no lookup
+        // leaves the machine).
         if !extra_args.iter().any(|a| a == "--sandbox-subnet") {
             extra_args.extend(["--sandbox-subnet".into(), net::free_subnet("10", 24)]);
         }
-        extra_args.push("--no-system-resolver".into());
+        if !system_resolver {
+            extra_args.push("--no-system-resolver".into());
+        }
         // A small disk image (sparse, so it costs only what the test writes).
         if !extra_args.iter().any(|a| a == "--disk-image-size" || a == "--disk-limit") {
             extra_args.extend(["--disk-image-size".into(), "4G".into()]);

@@ -72,10 +72,6 @@ pub struct SandboxConfig {
     /// `<dir>/work`), so it survives `destroy`: a build container's output.
     #[serde(default)]
     pub upper: Option<PathBuf>,
-    /// Stay in the host's network namespace. For build containers only, which
-    /// must reach the package registries the host reaches; sessions never get it.
-    #[serde(default)]
-    pub host_network: bool,
     /// Host directories bind-mounted into the sandbox (after the image's own).
     #[serde(default)]
     pub binds: Vec<BindMount>,

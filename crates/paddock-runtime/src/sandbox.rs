@@ -61,12 +61,14 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     let mut lowers = vec![cfg.image_rootfs.as_path()];
     lowers.extend(cfg.layers.iter().map(|p| p.as_path()));
     mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?;
-    if !cfg.host_network {
-        mounts::create_loopback_netns(&paths.netns())?;
-    }
+    mounts::create_loopback_netns(&paths.netns())?;
     if let Some(net) = &cfg.network {
         netdev::wire_veth(&paths.netns(), net)?;
-        write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+        // A caller that binds its own resolv.conf (a build container, whose
+        // writable layer becomes an image layer) keeps it out of the overlay.
+        if !cfg.binds.iter().any(|b| b.destination == std::path::Path::new("/etc/resolv.conf")) {
+            write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+        }
     }
 
     let spec = build_spec(cfg, &paths.netns())?;

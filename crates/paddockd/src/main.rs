@@ -90,7 +90,8 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
         let events = Arc::new(Events::default());
-        let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
+        let envs =
+            Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs(), net.clone())?);
         envs.recover().await?;
         let manager =
             Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone(), events.clone(), disk)?);

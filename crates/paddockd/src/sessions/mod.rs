@@ -295,7 +295,6 @@ impl SessionManager {
             limits: limits::to_kernel(limits, self.cfg.open_files),
             layers: image.layers.clone(),
             upper: None,
-            host_network: false,
             binds: files.binds(),
             network: net.clone(),
         };
