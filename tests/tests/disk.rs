@@ -36,6 +36,13 @@ async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
     let mut c = d.client().await;
     let small = create(&mut c, disk(64 * MIB)).await;
     assert_eq!(small.limits.as_ref().unwrap().disk_bytes, Some(64 * MIB));
+    // No host user reads the image raw, nor reaches a session's files in it.
+    let mode = |p: std::path::PathBuf| {
+        std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(d.state_dir.join("scratch.img")), 0o600);
+    assert_eq!(mode(d.state_dir.join("scratch")), 0o700);
+    assert_eq!(mode(d.state_dir.join("scratch").join(&small.id)), 0o700);
 
     // The writable layer: /tmp is on the overlay's upper dir.
     let (rc, err) = dd(&mut c, &small.id, "/tmp/big", 100).await;

@@ -70,8 +70,9 @@ impl Disk {
     pub fn prepare(&self, id: &str, bytes: i64) -> std::io::Result<()> {
         quota::create_subvolume(&self.mount, id)?;
         let limited = quota::set_limit(&self.dir(id), bytes as u64)
-            // Gate: only root traverses it; the runtime mounts what the sandbox sees.
-            .and_then(|()| fs::set_permissions(self.dir(id), fs::Permissions::from_mode(0o711)));
+            // 0700: the outputs in it are writable by any uid of the sandbox, and no
+            // host user may reach them; the sandbox sees them through mounts only.
+            .and_then(|()| fs::set_permissions(self.dir(id), fs::Permissions::from_mode(0o700)));
         if let Err(e) = limited {
             let _ = quota::delete_subvolume(&self.mount, id);
             return Err(e);
@@ -112,7 +113,7 @@ fn mount_image(cfg: &DaemonConfig, mount: &Path) -> Result<()> {
             attach_and_mount(&image, mount)?;
         }
     }
-    fs::set_permissions(mount, fs::Permissions::from_mode(0o711))?;
+    fs::set_permissions(mount, fs::Permissions::from_mode(0o700))?;
     quota::enable_quota(mount).context("the disk limit needs btrfs quotas")?;
     Ok(())
 }
