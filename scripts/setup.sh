@@ -53,4 +53,8 @@ echo "== Base image"
 rootfs/build-base.sh /var/lib/paddock/images/base
 
 echo "== Start paddockd"
-scripts/paddockd-service.sh restart
+# Build containers reach only the package registries the daemon knows of:
+# those named in the host's configuration, plus the built-in defaults of the
+# host's own pip, npm and cargo, which package-registries.sh asks them for.
+# shellcheck disable=SC2046
+scripts/paddockd-service.sh restart $(scripts/package-registries.sh)
