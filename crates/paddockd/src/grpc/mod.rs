@@ -8,6 +8,7 @@ mod auth;
 mod environments;
 mod sessions;
 mod tokens;
+mod unix_authority;
 
 use std::sync::Arc;
 
@@ -81,7 +82,10 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>) -> Result<()> {
             };
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
             tracing::info!("serving on {addr}");
-            tasks.spawn(async move { router.serve_with_incoming(UnixListenerStream::new(listener)).await });
+            // grpc-go clients (grpcurl) send the socket path as :authority,
+            // which h2 refuses: see unix_authority.rs.
+            let incoming = UnixListenerStream::new(listener).map(|s| s.map(unix_authority::FixAuthority::new));
+            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
         } else {
             let listener =
                 tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
