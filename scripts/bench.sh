@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (as root): runtime (session start, Exec), toolset, network
+# Runs the benchmarks (as root): runtime (session start, Exec), disk limits'
+# cost at session start, toolset, network
 # and environments (cold/warm builds against by hand, disk, env session start;
 # takes minutes). Results go into BENCHMARKS.md by hand, with
 # this command line.
@@ -7,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-tools --bin bench-network --bin bench-env
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env
 target/release/bench-runtime "$@"
+echo
+target/release/bench-disk "$@"
 echo
 target/release/bench-tools "$@"
 echo

@@ -25,7 +25,7 @@ start() {
     echo $! > "$pidfile"
     for _ in $(seq 200); do
         if /usr/local/bin/paddock session ls >/dev/null 2>&1; then
-            echo "paddockd is running (pid $(cat "$pidfile")) on 127.0.0.1:50051; log: $log"
+            echo "paddockd is running (pid $(cat "$pidfile")) on unix:/var/lib/paddock/paddockd.sock; log: $log"
             echo "try: paddock session create"
             return
         fi

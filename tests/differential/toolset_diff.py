@@ -10,6 +10,7 @@ Exit status 0 when all results agree; the differences are printed otherwise.
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -96,10 +97,15 @@ def normalize(content, is_error, workdir):
     return {"is_error": bool(is_error), "content": out}
 
 
+# A bearer token for paddockd's TCP listener, if it needs one.
+TOKEN = os.environ.get("PADDOCK_TOKEN", "")
+
+
 def paddock_result(addr, session, name, tool_input):
     body = json.dumps({"session_id": session, "name": name, "input_json": json.dumps(tool_input)})
+    auth = ["-H", f"authorization: Bearer {TOKEN}"] if TOKEN else []
     p = subprocess.run(
-        ["grpcurl", "-plaintext", "-max-msg-sz", str(64 << 20), "-d", "@", addr, "paddock.v1.Tools/RunTool"],
+        ["grpcurl", "-plaintext", *auth, "-max-msg-sz", str(64 << 20), "-d", "@", addr, "paddock.v1.Tools/RunTool"],
         input=body.encode(),
         capture_output=True,
         check=False,

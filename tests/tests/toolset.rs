@@ -34,7 +34,14 @@ async fn toolset_matches_the_reference_implementation() {
     let mut c = d.client().await;
     let s = create(&mut c, None).await;
     let script = workspace_root().join("tests/differential/toolset_diff.py");
-    let out = std::process::Command::new("python3").arg(&script).arg(&addr).arg(&s.id).output().unwrap();
+    let token = d.token("toolset-diff", None);
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&addr)
+        .arg(&s.id)
+        .env("PADDOCK_TOKEN", token)
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the toolset differs from the reference:\n{report}");

@@ -97,6 +97,9 @@ struct CreateArgs {
     /// Process and thread limit.
     #[arg(long)]
     pids: Option<i64>,
+    /// Disk space for the session's writable layer and outputs, e.g. 2G.
+    #[arg(long, value_parser = parse_bytes)]
+    disk: Option<i64>,
     /// Remove the session after this long, e.g. 30m, 1h.
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<Duration>,
@@ -229,8 +232,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("memory:   {}", format_bytes(l.memory_bytes.unwrap_or(0)));
                 println!("cpus:     {}", l.cpus.unwrap_or(0.0));
                 println!("pids:     {}", l.pids.unwrap_or(0));
+                match l.disk_bytes.unwrap_or(0) {
+                    0 => println!("disk:     unlimited (the daemon runs with --disk-limit off)"),
+                    d => println!("disk:     {}", format_bytes(d)),
+                }
                 println!("expires:  {}", expires(s.expires_at_ms));
                 println!("init pid: {}", s.init_pid);
+                println!("tenant:   {}", s.tenant);
                 if !s.environment_name.is_empty() {
                     println!("env:      {} ({})", s.environment_name, s.environment_id);
                 }
@@ -309,7 +317,12 @@ async fn create(client: &mut SessionsClient<Conn>, args: CreateArgs) -> Result<E
         resources.push(SessionResource { path, content, mode: mode & 0o555 });
     }
     let request = CreateSessionRequest {
-        limits: Some(Limits { memory_bytes: args.memory, cpus: args.cpus, pids: args.pids }),
+        limits: Some(Limits {
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            pids: args.pids,
+            disk_bytes: args.disk,
+        }),
         ttl_seconds: args.ttl.map(|t| t.as_secs().max(1) as i64),
         labels: args.labels.into_iter().collect(),
         environment: args.env.unwrap_or_default(),
@@ -398,11 +411,12 @@ fn session_json(s: &Session) -> serde_json::Value {
     serde_json::json!({
         "id": s.id,
         "state": state_name(s.state),
-        "limits": {"memory_bytes": l.memory_bytes, "cpus": l.cpus, "pids": l.pids},
+        "limits": {"memory_bytes": l.memory_bytes, "cpus": l.cpus, "pids": l.pids, "disk_bytes": l.disk_bytes},
         "created_at_ms": s.created_at_ms,
         "expires_at_ms": if s.expires_at_ms == 0 { None } else { Some(s.expires_at_ms) },
         "init_pid": s.init_pid,
         "labels": s.labels,
+        "tenant": s.tenant,
         "environment": if s.environment_name.is_empty() { None } else { Some(&s.environment_name) },
         "resources": s.resources,
         "network": s.network.as_ref().map(network::policy_json),

@@ -3,15 +3,35 @@
 
 use std::path::{Path, PathBuf};
 
-/// Host paths of one sandbox, all under `<sandboxes_dir>/<id>/`.
+use crate::RuntimeDirs;
+
+/// Host paths of one sandbox, all under `<sandboxes_dir>/<id>/` except its
+/// writable layer, which is in the daemon's disk image when it has one.
 #[derive(Debug, Clone)]
 pub struct SandboxPaths {
     pub dir: PathBuf,
+    /// Holds `upper/` and `work/`: `<scratch>/<id>/sandbox`, inside the
+    /// session's subvolume of the disk image (made by the daemon, see
+    /// quota.rs), or, with the disk limit off, the sandbox dir itself.
+    pub writable: PathBuf,
 }
 
 impl SandboxPaths {
+    /// The paths that do not depend on where the writable layer is.
     pub fn new(sandboxes_dir: &Path, id: &str) -> Self {
-        Self { dir: sandboxes_dir.join(id) }
+        let dir = sandboxes_dir.join(id);
+        Self { writable: dir.clone(), dir }
+    }
+    pub fn of(dirs: &RuntimeDirs, id: &str) -> Self {
+        let mut paths = Self::new(&dirs.sandboxes_dir, id);
+        if let Some(scratch) = &dirs.scratch_dir {
+            paths.writable = scratch.join(id).join("sandbox");
+        }
+        paths
+    }
+    /// Whether the writable layer lives apart from the sandbox dir.
+    pub fn writable_apart(&self) -> bool {
+        self.writable != self.dir
     }
     /// OCI bundle: `config.json` and the `rootfs` mount point.
     pub fn bundle(&self) -> PathBuf {
@@ -23,11 +43,11 @@ impl SandboxPaths {
     }
     /// The session's writable layer.
     pub fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        self.writable.join("upper")
     }
     /// overlayfs scratch space; must be on the same filesystem as `upper`.
     pub fn work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.writable.join("work")
     }
     /// Bind mount of the sandbox's network namespace.
     pub fn netns(&self) -> PathBuf {

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod mounts;
 pub mod netdev;
 mod netlink;
+pub mod quota;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
@@ -32,6 +33,12 @@ pub struct RuntimeDirs {
     pub container_root: PathBuf,
     /// Name of the parent cgroup, e.g. `paddock`; sandboxes get `/<parent>/<id>`.
     pub cgroup_parent: String,
+    /// Where the daemon's disk image (btrfs, a subvolume and qgroup limit per
+    /// session, see [`quota`]) is mounted when the disk limit is on: sandboxes'
+    /// writable layers live in it, see [`layout::SandboxPaths::writable`].
+    /// `None`: in the sandbox dir.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Resource limits, already validated and in kernel units.
@@ -65,10 +72,6 @@ pub struct SandboxConfig {
     /// `<dir>/work`), so it survives `destroy`: a build container's output.
     #[serde(default)]
     pub upper: Option<PathBuf>,
-    /// Stay in the host's network namespace. For build containers only, which
-    /// must reach the package registries the host reaches; sessions never get it.
-    #[serde(default)]
-    pub host_network: bool,
     /// Host directories bind-mounted into the sandbox (after the image's own).
     #[serde(default)]
     pub binds: Vec<BindMount>,

@@ -29,7 +29,7 @@ use crate::{cgroups, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig,
 /// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
 pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess> {
     validate_id(&cfg.id).map_err(anyhow::Error::msg)?;
-    let paths = SandboxPaths::new(&cfg.dirs.sandboxes_dir, &cfg.id);
+    let paths = SandboxPaths::of(&cfg.dirs, &cfg.id);
     // Refuse to touch a sandbox that exists: its owner is someone else.
     fs::create_dir_all(&cfg.dirs.sandboxes_dir)?;
     fs::create_dir(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
@@ -50,7 +50,10 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     }
     let (upper, work) = match &cfg.upper {
         Some(dir) => (dir.join("diff"), dir.join("work")),
-        None => (paths.upper(), paths.work()),
+        None => {
+            make_writable_dir(paths)?;
+            (paths.upper(), paths.work())
+        }
     };
     for dir in [&upper, &work, &paths.rootfs()] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -58,12 +61,14 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     let mut lowers = vec![cfg.image_rootfs.as_path()];
     lowers.extend(cfg.layers.iter().map(|p| p.as_path()));
     mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?;
-    if !cfg.host_network {
-        mounts::create_loopback_netns(&paths.netns())?;
-    }
+    mounts::create_loopback_netns(&paths.netns())?;
     if let Some(net) = &cfg.network {
         netdev::wire_veth(&paths.netns(), net)?;
-        write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+        // A caller that binds its own resolv.conf (a build container, whose
+        // writable layer becomes an image layer) keeps it out of the overlay.
+        if !cfg.binds.iter().any(|b| b.destination == std::path::Path::new("/etc/resolv.conf")) {
+            write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+        }
     }
 
     let spec = build_spec(cfg, &paths.netns())?;
@@ -107,7 +112,7 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
 /// mounts and files. Safe to call on a sandbox in any state, or on none.
 pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     validate_id(id).map_err(anyhow::Error::msg)?;
-    let paths = SandboxPaths::new(&dirs.sandboxes_dir, id);
+    let paths = SandboxPaths::of(dirs, id);
     let mut errors = Vec::new();
 
     let state_dir = dirs.container_root.join(id);
@@ -139,9 +144,15 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
             errors.push(format!("{e:#}"));
         }
     }
-    if paths.dir.exists() && !mounts::is_mounted(&paths.rootfs()) {
-        if let Err(e) = fs::remove_dir_all(&paths.dir) {
-            errors.push(format!("removing {}: {e}", paths.dir.display()));
+    if !mounts::is_mounted(&paths.rootfs()) {
+        // The writable layer too, when it lives in the disk image (the
+        // session's subvolume, with its files, goes when the daemon deletes
+        // the session).
+        let apart = paths.writable_apart().then_some(&paths.writable);
+        for dir in [Some(&paths.dir), apart].into_iter().flatten().filter(|d| d.exists()) {
+            if let Err(e) = fs::remove_dir_all(dir) {
+                errors.push(format!("removing {}: {e}", dir.display()));
+            }
         }
     }
     if errors.is_empty() {
@@ -149,6 +160,18 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     } else {
         anyhow::bail!("sandbox {id}: {}", errors.join("; "))
     }
+}
+
+/// Makes the directory of the writable layer in the session's subvolume of
+/// the disk image. The daemon made the subvolume (with its limit); it is not
+/// made here, so a missing one fails instead of escaping the limit.
+fn make_writable_dir(paths: &SandboxPaths) -> Result<()> {
+    if paths.writable_apart() {
+        fs::create_dir(&paths.writable).with_context(|| {
+            format!("creating {} (in the session's disk subvolume)", paths.writable.display())
+        })?;
+    }
+    Ok(())
 }
 
 /// Points the sandbox's resolver at the daemon's DNS server on the host end of

@@ -109,17 +109,15 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
             .build()?])
         .build()?;
 
-    // A build container (host_network) joins no network namespace of its own.
-    let network = (!cfg.host_network).then_some((LinuxNamespaceType::Network, Some(netns)));
     let namespaces = [
         (LinuxNamespaceType::Pid, None),
         (LinuxNamespaceType::Ipc, None),
         (LinuxNamespaceType::Uts, None),
         (LinuxNamespaceType::Mount, None),
         (LinuxNamespaceType::Cgroup, None),
+        (LinuxNamespaceType::Network, Some(netns)),
     ]
     .into_iter()
-    .chain(network)
     .map(|(typ, path)| {
         let b = LinuxNamespaceBuilder::default().typ(typ);
         match path {

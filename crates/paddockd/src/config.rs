@@ -60,6 +60,24 @@ pub struct DaemonConfig {
     /// Largest process limit a session may ask for.
     #[arg(long, default_value_t = 32768)]
     pub max_pids: i64,
+    /// Per-session disk limits (writable layer plus outputs): `on` keeps every
+    /// sandbox's writes in the daemon's disk image (<state-dir>/scratch.img, a
+    /// btrfs filesystem on a loop device, a subvolume with a qgroup limit per
+    /// session); `off` keeps them on the state filesystem, unlimited.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub disk_limit: String,
+    /// Default disk limit of a session, e.g. 10G. Default: 10G, or the disk
+    /// image's size if that is smaller.
+    #[arg(long, value_parser = parse_bytes)]
+    pub default_disk: Option<i64>,
+    /// Largest disk limit a session may ask for. Default: the disk image's size.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_disk: Option<i64>,
+    /// Size of the disk image when it is first made (a sparse file: it takes
+    /// host space only as sessions write). Default: half the state
+    /// filesystem's free space, at most 64G. An existing image keeps its size.
+    #[arg(long, value_parser = parse_bytes)]
+    pub disk_image_size: Option<i64>,
     /// Sandboxes kept started ahead of demand (with the default limits), so a
     /// session starts without waiting for the container runtime. 0 turns it off.
     #[arg(long, default_value_t = 2)]
@@ -145,9 +163,21 @@ impl DaemonConfig {
     pub fn sessions_dir(&self) -> PathBuf {
         self.state_dir.join("sessions")
     }
-    /// Per-session uploads and outputs (see sessions/session_files.rs).
+    /// Per-session uploads and outputs (see sessions/session_files.rs) with
+    /// the disk limit off, and of sessions made before it was turned on. With
+    /// it on they are in the session's subvolume: `<scratch>/<id>/files`.
     pub fn session_files_dir(&self) -> PathBuf {
         self.state_dir.join("session-files")
+    }
+    pub fn disk_limit_on(&self) -> bool {
+        self.disk_limit == "on"
+    }
+    /// The daemon's disk image and where it is mounted (see disk.rs).
+    pub fn disk_image(&self) -> PathBuf {
+        self.state_dir.join("scratch.img")
+    }
+    pub fn scratch_dir(&self) -> Option<PathBuf> {
+        self.disk_limit_on().then(|| self.state_dir.join("scratch"))
     }
     pub fn sandboxes_dir(&self) -> PathBuf {
         self.state_dir.join("sandboxes")
@@ -160,6 +190,7 @@ impl DaemonConfig {
             sandboxes_dir: self.sandboxes_dir(),
             container_root: self.container_root(),
             cgroup_parent: self.cgroup_parent.clone(),
+            scratch_dir: self.scratch_dir(),
         }
     }
     pub fn helper_socket(&self) -> PathBuf {

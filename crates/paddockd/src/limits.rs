@@ -15,6 +15,8 @@ const MIN_MEMORY: i64 = 16 << 20;
 const MIN_PIDS: i64 = 16;
 /// The CFS period of every sandbox, sessions and build containers alike.
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// Room for the guest's and a shell's few files.
+const MIN_DISK: i64 = 16 << 20;
 
 pub fn resolve(cfg: &DaemonConfig, host_memory: i64, req: Option<&Limits>) -> Result<SessionLimits, Error> {
     let req = req.cloned().unwrap_or_default();
@@ -43,7 +45,28 @@ pub fn resolve(cfg: &DaemonConfig, host_memory: i64, req: Option<&Limits>) -> Re
             cfg.max_pids
         )));
     }
-    Ok(SessionLimits { memory_bytes, cpus, pids })
+    let disk_bytes = match (cfg.disk_limit_on(), req.disk_bytes) {
+        // Disk.start filled in the default and maximum.
+        (true, requested) => {
+            let max = cfg.max_disk.unwrap_or(i64::MAX);
+            let disk = requested.or(cfg.default_disk).unwrap_or(max);
+            if disk < MIN_DISK || disk > max {
+                return Err(Error::invalid_argument(format!(
+                    "limits.disk_bytes: {disk} is out of range; use {MIN_DISK} ({}) to {max} ({})",
+                    format_bytes(MIN_DISK),
+                    format_bytes(max)
+                )));
+            }
+            disk
+        }
+        (false, None | Some(0)) => 0,
+        (false, Some(_)) => {
+            return Err(Error::invalid_argument(
+                "limits.disk_bytes: this daemon runs with --disk-limit off; leave it unset",
+            ))
+        }
+    };
+    Ok(SessionLimits { memory_bytes, cpus, pids, disk_bytes })
 }
 
 pub fn to_kernel(limits: &SessionLimits, open_files: u64) -> ResourceLimits {

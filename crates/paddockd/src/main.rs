@@ -2,6 +2,7 @@
 
 mod config;
 mod core;
+mod disk;
 mod environments;
 mod envvars;
 mod grpc;
@@ -62,13 +63,20 @@ fn socket_gid(name: &str) -> Option<u32> {
     }
 }
 
-fn run_daemon(cfg: DaemonConfig) -> Result<()> {
+fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
     fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
     install_guest(&cfg)?;
+    let disk = match cfg.disk_limit_on() {
+        true => Some(Arc::new(disk::Disk::start(&mut cfg).context("setting up per-session disk limits")?)),
+        false => {
+            tracing::warn!("--disk-limit off: sessions can fill the state filesystem");
+            None
+        }
+    };
 
     let runtime = Arc::new(RuntimeClient::new(
         cfg.helper_socket(),
@@ -82,9 +90,11 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
         let events = Arc::new(Events::default());
-        let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
+        let envs =
+            Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs(), net.clone())?);
         envs.recover().await?;
-        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone(), events.clone())?);
+        let manager =
+            Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone(), events.clone(), disk)?);
         manager.recover().await?;
         let tokens = Tokens::open(cfg.tokens_dir())?;
         let exchange = cfg.exchange_dir();

@@ -36,6 +36,9 @@ pub struct SessionLimits {
     pub memory_bytes: i64,
     pub cpus: f64,
     pub pids: i64,
+    /// 0: no disk limit (--disk-limit off, or a session made before it was on).
+    #[serde(default)]
+    pub disk_bytes: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub fn session(r: &SessionRecord, denied_total: u64) -> Session {
             memory_bytes: Some(r.limits.memory_bytes),
             cpus: Some(r.limits.cpus),
             pids: Some(r.limits.pids),
+            disk_bytes: Some(r.limits.disk_bytes),
         }),
         created_at_ms: r.created_at_ms,
         expires_at_ms: r.expires_at_ms.unwrap_or(0),

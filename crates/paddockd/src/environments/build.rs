@@ -2,12 +2,14 @@
 //! Paddock's own runtime, over the layers below it, writing into a fresh
 //! layer directory.
 //!
-//! A build container differs from a session in three ways, all for the
-//! package managers: it shares the host's network namespace (registries are
-//! reached as the host reaches them), the host's CA bundle and resolver are
-//! bound into it read-only, and the host's package-manager configuration is
-//! passed in (files under `/.paddock-build`, and the variables that
-//! configure registries and proxies).
+//! A build container is networked like a session (its own network namespace,
+//! a veth link, every connection through the daemon's egress proxy and DNS
+//! through its resolver) under a fixed policy: `limited` with
+//! `allow_package_managers`, so it reaches the package registries and nothing
+//! else (not host loopback, the API, the host's addresses or cloud metadata).
+//! It differs from a session in that the host's CA bundle is bound into it
+//! read-only and the host's package-manager configuration is passed in (files
+//! under `/.paddock-build`, and the variables that configure registries).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::{build_event, BuildEvent, ExecRequest};
 use paddock_runtime::helper::RuntimeClient;
 use paddock_runtime::layout::SandboxPaths;
+use paddock_runtime::netdev::SandboxNet;
 use paddock_runtime::{BindMount, ResourceLimits, RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -27,9 +30,13 @@ use super::managers::{script, PRELUDE};
 use super::packages::Manager;
 use crate::config::{DaemonConfig, MAX_EXEC_OUTPUT};
 use crate::guest;
+use crate::network::policy::{Mode, PolicySpec};
+use crate::network::NetManager;
 
 /// Lines of a failed step's output kept for its error.
 const TAIL_LINES: usize = 25;
+/// Refused connections named in a failed step's error.
+const DENIALS_NAMED: usize = 5;
 /// Where the host's package-manager configuration appears in a build container.
 const HOST_CONFIG_DIR: &str = "/.paddock-build";
 /// Build container ids; recovery removes any it finds (a crash mid-build).
@@ -56,6 +63,7 @@ pub struct Builder {
     pub cfg: Arc<DaemonConfig>,
     pub runtime: Arc<RuntimeClient>,
     pub dirs: RuntimeDirs,
+    pub net: Arc<NetManager>,
 }
 
 impl Builder {
@@ -63,22 +71,69 @@ impl Builder {
     /// gone when this returns; the caller commits or discards `step.tmp`.
     pub async fn run(&self, step: &Step<'_>, events: &mpsc::Sender<BuildEvent>) -> Result<(), StepFailure> {
         let id = format!("{BUILD_ID_PREFIX}{:016x}", rand::thread_rng().gen::<u64>());
-        let sandbox = self.sandbox_config(&id, step).map_err(|e| failure(format!("{e:#}"), ""))?;
-        let runtime = self.runtime.clone();
-        let created = tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await;
-        match created {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(failure(format!("starting the build container: {e}"), "")),
-            Err(e) => return Err(failure(format!("starting the build container: {e}"), "")),
+        let net = self.net.allocate().map_err(|e| failure(e.message().to_string(), ""))?;
+        if net.is_none() {
+            tracing::warn!(id, "networking is off: the build container reaches no registry");
         }
-        let result = self.exec(&id, step, events).await;
+        let result = self.run_in(&id, step, net.as_ref(), events).await;
         let (runtime, dirs, id2) = (self.runtime.clone(), self.dirs.clone(), id.clone());
-        match tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id2)).await {
+        let destroyed = tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id2)).await;
+        // The link goes only with the container: its slot is free after this.
+        net.iter().for_each(|n| self.net.release(n));
+        match destroyed {
             Ok(Ok(())) => result,
             other => {
                 tracing::error!(id, "removing a build container: {other:?}");
                 result.and(Err(failure("could not remove the build container".into(), "")))
             }
+        }
+    }
+
+    /// Starts the container, puts its network policy in force and runs the
+    /// step; the caller removes the container.
+    async fn run_in(
+        &self,
+        id: &str,
+        step: &Step<'_>,
+        net: Option<&SandboxNet>,
+        events: &mpsc::Sender<BuildEvent>,
+    ) -> Result<(), StepFailure> {
+        let sandbox = self.sandbox_config(id, step, net).map_err(|e| failure(format!("{e:#}"), ""))?;
+        let runtime = self.runtime.clone();
+        match tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(failure(format!("starting the build container: {e}"), "")),
+            Err(e) => return Err(failure(format!("starting the build container: {e}"), "")),
+        }
+        if let Some(n) = net {
+            self.net.created(n);
+            let pin = SandboxPaths::new(&self.dirs.sandboxes_dir, id).netns();
+            self.net
+                .apply(id, n, &pin, &build_policy())
+                .await
+                .map_err(|e| failure(format!("the build container's network: {}", e.message()), ""))?;
+        }
+        let result = self.exec(id, step, events).await;
+        match (result, net) {
+            (Err(mut f), Some(n)) => {
+                // The registry a step could not reach is most often the cause:
+                // name it, so the operator knows what to open.
+                let (total, recent) = self.net.denials(n);
+                if total > 0 {
+                    let named: Vec<String> = recent
+                        .iter()
+                        .take(DENIALS_NAMED)
+                        .map(|d| format!("{} ({})", d.destination, d.reason))
+                        .collect();
+                    f.message = format!(
+                        "{}; the build's network refused {total} connection(s): {}; a registry host not in the host's package-manager configuration is opened with paddockd --package-registry",
+                        f.message,
+                        named.join(", ")
+                    );
+                }
+                Err(f)
+            }
+            (r, _) => r,
         }
     }
 
@@ -155,18 +210,38 @@ impl Builder {
         }
     }
 
-    fn sandbox_config(&self, id: &str, step: &Step<'_>) -> anyhow::Result<SandboxConfig> {
+    fn sandbox_config(
+        &self,
+        id: &str,
+        step: &Step<'_>,
+        net: Option<&SandboxNet>,
+    ) -> anyhow::Result<SandboxConfig> {
         let host_dir = step.tmp.join("host");
         let mut env = host_config(&host_dir)?;
         env.push("DEBIAN_FRONTEND=noninteractive".into());
-        let mut binds =
-            vec![BindMount { source: host_dir, destination: HOST_CONFIG_DIR.into(), read_only: true }];
-        for file in ["/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"] {
+        // The proxy variables make proxy-aware tools (apt, pip, npm, cargo, gem,
+        // go) name the host they want; the transparent proxy takes the rest.
+        env.extend(net.map(|n| self.net.sandbox_env(n)).unwrap_or_default());
+        let mut binds = vec![BindMount {
+            source: host_dir.clone(),
+            destination: HOST_CONFIG_DIR.into(),
+            read_only: true,
+        }];
+        // The daemon's resolver, bound rather than written into the overlay,
+        // whose upper directory becomes the layer.
+        let resolv = host_dir.join("resolv.conf");
+        let nameserver = net.map(|n| format!("nameserver {}\noptions ndots:0\n", n.host_addr));
+        std::fs::write(&resolv, nameserver.unwrap_or_default())?;
+        let sources = [
+            (resolv, "/etc/resolv.conf"),
+            ("/etc/ssl/certs/ca-certificates.crt".into(), "/etc/ssl/certs/ca-certificates.crt"),
+        ];
+        for (source, file) in sources {
             // Only over a file the image has: a new mount point would land in the layer.
             let in_image = std::iter::once(step.base_rootfs)
                 .chain(step.lowers.iter().map(|p| p.as_path()))
                 .any(|l| l.join(&file[1..]).symlink_metadata().is_ok_and(|m| m.is_file()));
-            if let (Ok(source), true) = (std::fs::canonicalize(file), in_image) {
+            if let (Ok(source), true) = (std::fs::canonicalize(source), in_image) {
                 binds.push(BindMount { source, destination: file.into(), read_only: true });
             }
         }
@@ -187,11 +262,15 @@ impl Builder {
             },
             layers: step.lowers.clone(),
             upper: Some(step.tmp.to_path_buf()),
-            host_network: true,
             binds,
-            network: None,
+            network: net.cloned(),
         })
     }
+}
+
+/// A build container's policy: the package registries only.
+fn build_policy() -> PolicySpec {
+    PolicySpec { mode: Mode::Limited, allow_package_managers: true, ..Default::default() }
 }
 
 fn failure(message: String, output_tail: &str) -> StepFailure {
@@ -200,7 +279,7 @@ fn failure(message: String, output_tail: &str) -> StepFailure {
 
 /// Copies the host's package-manager configuration files into `dir` (bound at
 /// HOST_CONFIG_DIR) and returns the variables that point the tools at them,
-/// plus the host's own registry and proxy variables.
+/// plus the host's own registry variables.
 fn host_config(dir: &Path) -> anyhow::Result<Vec<String>> {
     let vars: HashMap<String, String> = std::env::vars().collect();
     let home = PathBuf::from(vars.get("HOME").cloned().unwrap_or_else(|| "/root".into()));
@@ -270,15 +349,13 @@ fn host_config(dir: &Path) -> anyhow::Result<Vec<String>> {
     ];
     const GO_VARS: &[&str] =
         &["GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GONOPROXY", "GOINSECURE", "GOFLAGS"];
-    const PROXY_VARS: &[&str] =
-        &["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
     let already: Vec<String> = env.iter().map(|e| e.split('=').next().unwrap_or("").to_string()).collect();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for k in names {
-        let passed = PASSED.iter().any(|p| k.starts_with(p))
-            || GO_VARS.contains(&k.as_str())
-            || PROXY_VARS.contains(&k.as_str());
+        // Not the host's own proxy variables: the container's are the daemon's
+        // egress proxy (see sandbox_config).
+        let passed = PASSED.iter().any(|p| k.starts_with(p)) || GO_VARS.contains(&k.as_str());
         if passed && !already.contains(k) {
             env.push(format!("{k}={}", vars[k]));
         }

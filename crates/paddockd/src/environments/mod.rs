@@ -37,6 +37,7 @@ use crate::core::caller::Caller;
 use paddock_proto::v1::BuildState;
 use crate::network::policy::PolicySpec;
 use crate::core::error::internal;
+use crate::network::NetManager;
 use crate::time::now_ms;
 use crate::store::Store;
 
@@ -81,11 +82,12 @@ impl EnvironmentManager {
         cfg: Arc<DaemonConfig>,
         runtime: Arc<RuntimeClient>,
         dirs: RuntimeDirs,
+        net: Arc<NetManager>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             store: Store::open(cfg.state_dir.join("environments"))?,
             layers: LayerStore::open(cfg.state_dir.join("layers"))?,
-            builder: Builder { cfg: cfg.clone(), runtime, dirs },
+            builder: Builder { cfg: cfg.clone(), runtime, dirs, net },
             cfg,
             records: Mutex::new(HashMap::new()),
             build_locks: std::sync::Mutex::new(HashMap::new()),
@@ -295,7 +297,7 @@ impl EnvironmentManager {
             Base::Daemon => {
                 let path = std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
                     format!(
-                        "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh",
+                        "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
                         self.cfg.image_rootfs().display()
                     )
                 })?;

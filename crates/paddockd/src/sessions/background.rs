@@ -32,7 +32,9 @@ impl SessionManager {
                 self.remove_sandbox(&w.record).await;
             }
             let mut w = warm?;
-            if w.record.limits != *limits {
+            // The cgroups only when their limits differ (not for a disk limit alone).
+            let cgroup_limits = |l: &SessionLimits| SessionLimits { disk_bytes: 0, ..l.clone() };
+            if cgroup_limits(&w.record.limits) != cgroup_limits(limits) {
                 let kernel = limits::to_kernel(limits, self.cfg.open_files);
                 let (parent, id) = (self.dirs.cgroup_parent.clone(), w.record.id.clone());
                 let applied = tokio::task::spawn_blocking(move || {
@@ -44,8 +46,16 @@ impl SessionManager {
                     self.remove_sandbox(&w.record).await;
                     continue;
                 }
-                w.record.limits = limits.clone();
             }
+            // One ioctl (the qgroup limit of its subvolume).
+            if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
+                if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
+                    tracing::warn!(id = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
+                    self.remove_sandbox(&w.record).await;
+                    continue;
+                }
+            }
+            w.record.limits = limits.clone();
             return Some(w);
         }
     }
@@ -163,6 +173,7 @@ impl SessionManager {
             if let Err(e) = self.session_files(&orphan).remove() {
                 tracing::error!(id = orphan, "removing leftover session resources: {e}");
             }
+            self.release_disk(&orphan);
         }
         tracing::info!(sessions = known.len(), "recovered sessions");
         Ok(())
@@ -175,6 +186,7 @@ impl SessionManager {
             self.dirs.container_root.clone(),
             self.cfg.session_files_dir(),
         ];
+        dirs.extend(self.dirs.scratch_dir.clone());
         dirs.extend(paddock_runtime::cgroups::parent_cgroup_dirs(&self.dirs.cgroup_parent));
         let mut found = BTreeSet::new();
         for dir in dirs {

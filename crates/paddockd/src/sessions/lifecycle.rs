@@ -29,6 +29,7 @@ impl SessionManager {
         s.record.state.check(id, Op::Delete)?;
         self.runtime_destroy(id).await?;
         self.session_files(id).remove().map_err(internal)?;
+        self.release_disk(id);
         if let Some(net) = &s.record.net {
             self.net.release(net);
         }

@@ -36,7 +36,8 @@ use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
 use crate::core::error::internal;
 use crate::core::events::{EventKind, Events};
-use crate::environments::{EnvironmentManager, SessionImage};
+use crate::disk::Disk;
+use crate::environments::{Base, EnvironmentManager, SessionImage};
 use crate::guest::{self, Guest};
 use crate::limits;
 use crate::network::policy::Mode;
@@ -86,6 +87,8 @@ pub struct SessionManager {
     net: Arc<NetManager>,
     envs: Arc<EnvironmentManager>,
     events: Arc<Events>,
+    /// Per-session disk limits; `None` with --disk-limit off.
+    disk: Option<Arc<Disk>>,
 }
 
 /// A slot reserved for a session being created; given back on drop unless
@@ -107,6 +110,7 @@ impl SessionManager {
         net: Arc<NetManager>,
         envs: Arc<EnvironmentManager>,
         events: Arc<Events>,
+        disk: Option<Arc<Disk>>,
     ) -> anyhow::Result<Self> {
         let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
@@ -122,6 +126,7 @@ impl SessionManager {
             net,
             envs,
             events,
+            disk,
         })
     }
 
@@ -232,12 +237,8 @@ impl SessionManager {
     /// session keeps that version as its lower layer even if the image's
     /// symlink is switched to a newer build later.
     fn current_image(&self) -> Result<PathBuf, Error> {
-        std::fs::canonicalize(self.cfg.image_rootfs()).map_err(|e| {
-            Error::failed_precondition(format!(
-                "the daemon's image {} is unusable ({e}); build it with rootfs/build-base.sh or start paddockd with --image DIR",
-                self.cfg.image_rootfs().display()
-            ))
-        })
+        let (rootfs, _digest) = self.envs.resolve_base(&Base::Daemon).map_err(Error::failed_precondition)?;
+        Ok(rootfs)
     }
 
     /// Starts a sandbox and waits until its guest answers. The record is saved
@@ -272,10 +273,15 @@ impl SessionManager {
             return Err(internal(e));
         }
         let files = self.session_files(&id);
-        if let Err(e) = files.create() {
+        let made = self.prepare_disk(&id, limits.disk_bytes).and_then(|()| {
+            files.create().map_err(|e| format!("making the session's resource directories: {e}"))
+        });
+        if let Err(e) = made {
+            let _ = files.remove();
+            self.release_disk(&id);
             let _ = self.store.remove(&id);
             net.iter().for_each(|n| self.net.release(n));
-            return Err(internal(format!("making the session's resource directories: {e}")));
+            return Err(internal(e));
         }
 
         let sandbox = SandboxConfig {
@@ -289,7 +295,6 @@ impl SessionManager {
             limits: limits::to_kernel(limits, self.cfg.open_files),
             layers: image.layers.clone(),
             upper: None,
-            host_network: false,
             binds: files.binds(),
             network: net.clone(),
         };
@@ -304,6 +309,7 @@ impl SessionManager {
             Err(e) => {
                 // The helper has already removed what it made.
                 let _ = files.remove();
+                self.release_disk(&id);
                 let _ = self.store.remove(&id);
                 net.iter().for_each(|n| self.net.release(n));
                 return Err(runtime_status("starting the sandbox", e));
@@ -324,7 +330,29 @@ impl SessionManager {
     }
 
     fn session_files(&self, id: &str) -> SessionFiles {
-        SessionFiles::new(&self.cfg.session_files_dir(), id)
+        let legacy = self.cfg.session_files_dir();
+        match &self.disk {
+            // In the session's subvolume, so they count against its disk
+            // limit; a session made while the limit was off keeps its files
+            // where they were (its sandbox has them bind-mounted from there).
+            Some(disk) if !legacy.join(id).exists() => SessionFiles::new(&disk.dir(id), "files"),
+            _ => SessionFiles::new(&legacy, id),
+        }
+    }
+
+    /// The session's subvolume of the disk image, limited to `bytes`.
+    fn prepare_disk(&self, id: &str, bytes: i64) -> Result<(), String> {
+        match &self.disk {
+            Some(disk) => disk.prepare(id, bytes).map_err(|e| format!("disk limit: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes the session's subvolume (after its sandbox is gone).
+    pub(super) fn release_disk(&self, id: &str) {
+        if let Some(Err(e)) = self.disk.as_ref().map(|d| d.release(id)) {
+            tracing::error!(id, "removing the session's disk subvolume: {e}");
+        }
     }
 
     /// A client for the guest of sandbox `id` (connects on first use).
@@ -386,6 +414,7 @@ impl SessionManager {
         if let Err(e) = self.session_files(&record.id).remove() {
             tracing::error!(id = %record.id, "removing the resources of a removed sandbox: {e}");
         }
+        self.release_disk(&record.id);
         if let Err(e) = self.store.remove(&record.id) {
             tracing::error!(id = %record.id, "removing the record of a removed sandbox: {e:#}");
         }

@@ -1,0 +1,197 @@
+//! Per-session disk limits: a session's writable layer and its outputs share
+//! one limit (a btrfs subvolume with a qgroup limit in the daemon's disk
+//! image); a session that fills it gets a write error while the daemon and the
+//! other sessions keep working, and its space comes back when it is deleted.
+
+use paddock_proto::v1::{CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, Limits};
+use paddock_tests::*;
+
+const MIB: i64 = 1 << 20;
+
+fn disk(bytes: i64) -> Option<Limits> {
+    Some(Limits { disk_bytes: Some(bytes), ..Default::default() })
+}
+
+/// Writes `mib` MiB of zeros to `path` in the session; (exit code, stderr).
+async fn dd(c: &mut Client, id: &str, path: &str, mib: u32) -> (Option<i32>, String) {
+    let r =
+        sh(c, id, &format!("dd if=/dev/zero of={path} bs=1M count={mib} 2>&1 >/dev/null; echo rc=$?")).await;
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    let rc = out.lines().last().and_then(|l| l.strip_prefix("rc=")).and_then(|n| n.parse().ok());
+    (rc, out)
+}
+
+/// The write error a full qgroup gives (EDQUOT; ENOSPC when the image itself is full).
+fn is_disk_full(stderr: &str) -> bool {
+    stderr.contains("Disk quota exceeded") || stderr.contains("No space left on device")
+}
+
+async fn delete(c: &mut Client, id: &str) {
+    c.delete_session(DeleteSessionRequest { session_id: id.into() }).await.expect("DeleteSession");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let small = create(&mut c, disk(64 * MIB)).await;
+    assert_eq!(small.limits.as_ref().unwrap().disk_bytes, Some(64 * MIB));
+    // No host user reads the image raw, nor reaches a session's files in it.
+    let mode = |p: std::path::PathBuf| {
+        std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(d.state_dir.join("scratch.img")), 0o600);
+    assert_eq!(mode(d.state_dir.join("scratch")), 0o700);
+    assert_eq!(mode(d.state_dir.join("scratch").join(&small.id)), 0o700);
+
+    // The writable layer: /tmp is on the overlay's upper dir.
+    let (rc, err) = dd(&mut c, &small.id, "/tmp/big", 100).await;
+    assert_ne!(rc, Some(0), "dd past 64 MiB succeeded: {err}");
+    assert!(is_disk_full(&err), "dd's error: {err}");
+    let written: i64 = sh_ok(&mut c, &small.id, "wc -c < /tmp/big").await.trim().parse().unwrap();
+    assert!((40 * MIB..=64 * MIB).contains(&written), "wrote {written} bytes under a 64 MiB limit");
+
+    // The outputs count against the same limit: with /tmp/big there, no room.
+    let (rc, err) = dd(&mut c, &small.id, "/mnt/session/outputs/more", 32).await;
+    assert_ne!(rc, Some(0), "outputs escaped the limit: {err}");
+    assert!(is_disk_full(&err), "{err}");
+    // Freed space can be used again, by the outputs.
+    sh_ok(&mut c, &small.id, "rm /tmp/big /mnt/session/outputs/more; sync").await;
+    let (rc, err) = dd(&mut c, &small.id, "/mnt/session/outputs/more", 32).await;
+    assert_eq!(rc, Some(0), "{err}");
+
+    // The session itself still works, and so does another one, beyond 64 MiB.
+    assert_eq!(sh_ok(&mut c, &small.id, "echo alive").await, "alive\n");
+    let other = create(&mut c, disk(256 * MIB)).await;
+    let (rc, err) = dd(&mut c, &other.id, "/tmp/big", 150).await;
+    assert_eq!(rc, Some(0), "another session could not write 150 MiB: {err}");
+    delete(&mut c, &small.id).await;
+    delete(&mut c, &other.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_session_gives_its_space_back() {
+    // An image of 1 GiB that two 700 MiB sessions cannot fill at once.
+    let d = Daemon::start_with(test_image(), vec!["--disk-image-size".into(), "1G".into()], None);
+    let mut c = d.client().await;
+    let first = create(&mut c, disk(700 * MIB)).await;
+    let (rc, err) = dd(&mut c, &first.id, "/tmp/big", 600).await;
+    assert_eq!(rc, Some(0), "{err}");
+    delete(&mut c, &first.id).await;
+    assert!(d.leftovers(&first.id, 0).is_empty(), "{:?}", d.leftovers(&first.id, 0));
+    let second = create(&mut c, disk(700 * MIB)).await;
+    let (rc, err) = dd(&mut c, &second.id, "/tmp/big", 600).await;
+    assert_eq!(rc, Some(0), "the deleted session's space did not come back: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_and_maximum_are_enforced() {
+    // No warm pool: these sessions are made cold, with their limit set at create
+    // (the other tests take warm sandboxes, whose limit changes at hand-out).
+    let args = ["--default-disk", "48M", "--max-disk", "1G", "--warm-sandboxes", "0"];
+    let d = Daemon::start_with(test_image(), args.map(String::from).to_vec(), None);
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    assert_eq!(s.limits.as_ref().unwrap().disk_bytes, Some(48 * MIB));
+    let (rc, err) = dd(&mut c, &s.id, "/tmp/big", 64).await;
+    assert!(rc != Some(0) && is_disk_full(&err), "the default limit did not hold: {err}");
+
+    for bytes in [(1 << 30) + 1, 1 << 40, 1, 0, -5] {
+        let e = c
+            .create_session(CreateSessionRequest { limits: disk(bytes), ..Default::default() })
+            .await
+            .expect_err(&format!("disk_bytes {bytes} should be refused"));
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bytes}: {e:?}");
+        assert!(e.message().contains("limits.disk_bytes"), "{bytes}: {}", e.message());
+    }
+    // The CLI takes sizes.
+    let out = d.cli(&["session", "create", "--disk", "2G"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.disk_bytes"));
+    let out = d.cli(&["session", "create", "--disk", "100M"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let got = c.get_session(GetSessionRequest { session_id: id }).await.unwrap().into_inner();
+    assert_eq!(got.limits.unwrap().disk_bytes, Some(100 * MIB));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_session_keeps_its_limit() {
+    let mut d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, disk(64 * MIB)).await;
+    sh_ok(&mut c, &s.id, "dd if=/dev/zero of=/tmp/half bs=1M count=32 2>/dev/null").await;
+    d.restart(); // SIGKILL, then a new daemon on the same state dir
+    let mut c = d.client().await;
+    let got = c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.limits.unwrap().disk_bytes, Some(64 * MIB));
+    let (rc, err) = dd(&mut c, &s.id, "/tmp/more", 64).await;
+    assert!(rc != Some(0) && is_disk_full(&err), "the limit did not survive the restart: {err}");
+    // A graceful restart too (the image stays mounted under the sessions).
+    d.restart_gracefully(|_| {});
+    let mut c = d.client().await;
+    sh_ok(&mut c, &s.id, "rm /tmp/more; sync").await;
+    let (rc, err) = dd(&mut c, &s.id, "/tmp/more", 64).await;
+    assert!(rc != Some(0) && is_disk_full(&err), "{err}");
+    assert_eq!(sh_ok(&mut c, &s.id, "echo alive").await, "alive\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_disk_limit_off_sessions_write_to_the_state_dir() {
+    let d = Daemon::start_with(test_image(), vec!["--disk-limit".into(), "off".into()], None);
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    assert_eq!(s.limits.as_ref().unwrap().disk_bytes, Some(0));
+    sh_ok(&mut c, &s.id, "echo x > /tmp/x").await;
+    assert!(d.state_dir.join("sandboxes").join(&s.id).join("upper/tmp/x").exists());
+    assert!(!d.state_dir.join("scratch.img").exists());
+    let e = c
+        .create_session(CreateSessionRequest { limits: disk(64 * MIB), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("limits.disk_bytes") && e.message().contains("--disk-limit off"));
+}
+
+/// Runs paddockd on `state` until it exits (it must, at start); its stderr.
+fn failed_start(state: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(paddockd_bin())
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--listen")
+        .arg(format!("unix:{}", state.join("api.sock").display()))
+        .args(["--image"])
+        .arg(test_image())
+        .arg("--guest-binary")
+        .arg(guest_bin())
+        .args(["--sandbox-subnet", "off"])
+        .args(extra)
+        .output()
+        .expect("running paddockd");
+    assert!(!out.status.success(), "paddockd started");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn a_daemon_without_a_usable_disk_image_refuses_to_start() {
+    let state = std::path::PathBuf::from(format!("/tmp/paddock-test-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(state.join("scratch")).unwrap();
+    let err = failed_start(&state, &["--disk-image-size", "1M"]);
+    assert!(err.contains("disk image") && err.contains("at least"), "{err}");
+    assert!(!state.join("scratch.img").exists());
+
+    // Something else mounted where the image goes.
+    nix::mount::mount(
+        Some("tmpfs"),
+        &state.join("scratch"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let err = failed_start(&state, &[]);
+    let _ = nix::mount::umount2(&state.join("scratch"), nix::mount::MntFlags::MNT_DETACH);
+    assert!(err.contains("tmpfs") && err.contains("--disk-limit off"), "{err}");
+    let _ = std::fs::remove_dir_all(&state);
+}
