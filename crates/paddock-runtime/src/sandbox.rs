@@ -2,8 +2,10 @@
 //! (single-threaded): libcontainer forks, and the netns setup switches the calling
 //! thread's namespace.
 //!
-//! Create: sandbox dir → overlay root → loopback-only netns → guest socket at
-//! fd 3 → config.json → libcontainer build (OCI create) → start. Any failure runs
+//! Create: sandbox dir (a gate its uid range may traverse) → user namespace
+//! and the loopback-only netns it owns → overlay root (idmapped with a user
+//! namespace) → veth → guest socket at fd 3 → config.json → libcontainer build
+//! (OCI create) → start. Any failure runs
 //! [`destroy`], which is idempotent and also what a restarted daemon uses to
 //! clean up a sandbox it finds half-made.
 
@@ -23,8 +25,9 @@ use seccompiler::BpfProgram;
 
 use crate::executor::SandboxExecutor;
 use crate::layout::{validate_id, SandboxPaths};
+use crate::namespaces::{self, IdRange};
 use crate::spec::{build_spec, LISTEN_FD};
-use crate::{cgroups, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
+use crate::{cgroups, idmap, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
 pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess> {
@@ -55,18 +58,33 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     for dir in [&upper, &work, &paths.rootfs()] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let net_pin = (!cfg.host_network).then(|| paths.netns());
+    let user_pin = paths.userns();
+    namespaces::create(cfg.userns.map(|r| (r, user_pin.as_path())), net_pin.as_deref())?;
     let mut lowers = vec![cfg.image_rootfs.as_path()];
     lowers.extend(cfg.layers.iter().map(|p| p.as_path()));
-    mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?;
-    if !cfg.host_network {
-        mounts::create_loopback_netns(&paths.netns())?;
+    match cfg.userns {
+        Some(range) => idmap::mount_overlay(&lowers, &upper, &work, &paths.rootfs(), &user_pin, range)?,
+        None => mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?,
     }
     if let Some(net) = &cfg.network {
         netdev::wire_veth(&paths.netns(), net)?;
-        write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+        let rootfs = paths.rootfs();
+        match cfg.userns {
+            // Through the idmapped overlay only the range's root can create files.
+            Some(range) => idmap::as_range_root(range, || {
+                write_resolv_conf(&rootfs, net.host_addr).map_err(|e| format!("{e:#}"))
+            })?,
+            None => write_resolv_conf(&rootfs, net.host_addr)?,
+        }
     }
 
-    let spec = build_spec(cfg, &paths.netns())?;
+    if let Some(range) = cfg.userns {
+        // Last: through the idmapped mount of this dir, host root could not
+        // reach `upper` past a group it cannot map.
+        gate_dir(&paths.dir, range)?;
+    }
+    let spec = build_spec(cfg, &paths.netns(), &user_pin)?;
     spec.save(paths.bundle().join("config.json")).context("writing config.json")?;
 
     let listener = UnixListener::bind(paths.guest_socket())
@@ -134,7 +152,7 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     if let Err(e) = cgroups::remove_sandbox_cgroups(&dirs.cgroup_parent, id) {
         errors.push(format!("{e:#}"));
     }
-    for target in [paths.rootfs(), paths.netns()] {
+    for target in [paths.rootfs(), paths.netns(), paths.userns()] {
         if let Err(e) = mounts::unmount_and_remove(&target) {
             errors.push(format!("{e:#}"));
         }
@@ -149,6 +167,17 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     } else {
         anyhow::bail!("sandbox {id}: {}", errors.join("; "))
     }
+}
+
+/// Makes the sandbox dir `root:<range's root> 0710`: the sandbox's init
+/// resolves the rootfs and bind sources under it from inside the user
+/// namespace, with no capability over host inodes; other host users get nothing.
+fn gate_dir(dir: &std::path::Path, range: IdRange) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, Some(0), Some(range.host_id))
+        .with_context(|| format!("chown {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o710))
+        .with_context(|| format!("chmod {}", dir.display()))
 }
 
 /// Points the sandbox's resolver at the daemon's DNS server on the host end of

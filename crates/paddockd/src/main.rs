@@ -9,6 +9,7 @@ mod network;
 mod server;
 mod sessions;
 mod store;
+mod uid_ranges;
 mod warm;
 
 use std::fs;
@@ -57,13 +58,32 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     ));
     let helper_pid = runtime.hello().context("starting the runtime helper")?;
     tracing::info!(helper_pid, state_dir = %cfg.state_dir.display(), "paddockd starting");
+    let ranges = Arc::new(uid_ranges::UidRanges::new(&cfg)?);
+    if ranges.enabled() {
+        prepare_for_userns(&cfg)?;
+        let mut lower_dirs = vec![];
+        lower_dirs.extend(fs::canonicalize(cfg.image_rootfs()).ok());
+        runtime
+            .probe_userns(&cfg.state_dir, &lower_dirs, ranges.probe_range())
+            .map_err(|e| anyhow::anyhow!("user namespaces do not work on this host: {e}"))?;
+    } else {
+        tracing::warn!(
+            "user namespaces are OFF (--userns off): root in a sandbox or build container is root on the host, \
+             one kernel bug away from owning it; privilege escalation cannot be allowed for any environment"
+        );
+    }
 
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
-        let envs = Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs())?);
+        let envs = Arc::new(EnvironmentManager::new(
+            cfg.clone(),
+            runtime.clone(),
+            cfg.runtime_dirs(),
+            ranges.clone(),
+        )?);
         envs.recover().await?;
-        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone())?);
+        let manager = Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone(), ranges)?);
         manager.recover().await?;
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
@@ -95,6 +115,32 @@ fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| anyhow::anyhow!("another paddockd is using {} ({e}); stop it first", dir.display()))
+}
+
+/// A sandbox's init resolves its rootfs and bind sources from inside its user
+/// namespace, as an unprivileged host uid: every directory above them must be
+/// traversable by others (0711), and the per-sandbox gates below (`root:<range>
+/// 0710`) let only that sandbox's range in.
+fn prepare_for_userns(cfg: &DaemonConfig) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = fs::canonicalize(&cfg.state_dir)?;
+    for dir in [state.clone(), cfg.sandboxes_dir(), cfg.session_files_dir(), cfg.build_files_dir()] {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("chmod 0711 {}", dir.display()))?;
+    }
+    for dir in state.ancestors().skip(1) {
+        let mode = fs::metadata(dir)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            anyhow::bail!(
+                "{} (mode {:o}) must be traversable by other users (o+x): sandboxes under user namespaces reach {} as unprivileged host uids",
+                dir.display(),
+                mode & 0o7777,
+                state.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Copies the guest binary into `<state>/guest/`, the directory bind-mounted

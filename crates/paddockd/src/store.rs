@@ -62,6 +62,11 @@ pub struct SessionRecord {
     pub environment_id: String,
     #[serde(default)]
     pub environment_name: String,
+    /// The host ids the sandbox's user namespace maps 0..65535 to, chosen
+    /// before it is made; `None`: no user namespace (--userns off, or a
+    /// sandbox made before user namespaces).
+    #[serde(default)]
+    pub userns: Option<paddock_runtime::namespaces::IdRange>,
 }
 
 impl Record for SessionRecord {

@@ -52,8 +52,18 @@ impl Environments for EnvironmentsApi {
         let r = request.into_inner();
         let env: BTreeMap<_, _> = r.env.into_iter().collect();
         let network = network(r.network.as_ref())?;
-        let record =
-            self.envs.create(r.name, r.description, packages(r.packages), env, Base::Daemon, network).await?;
+        let record = self
+            .envs
+            .create(
+                r.name,
+                r.description,
+                packages(r.packages),
+                env,
+                Base::Daemon,
+                network,
+                r.allow_privilege_escalation,
+            )
+            .await?;
         tracing::info!(id = %record.id, name = %record.name, "environment created");
         Ok(Response::new(self.to_proto(&record)))
     }
@@ -82,7 +92,10 @@ impl Environments for EnvironmentsApi {
         let env = r.update_env.then(|| r.env.into_iter().collect());
         let pk = r.packages.map(|p| packages(Some(p)));
         let network = network(r.network.as_ref())?;
-        let record = self.envs.update(&r.environment, pk, env, r.description, network).await?;
+        let record = self
+            .envs
+            .update(&r.environment, pk, env, r.description, network, r.allow_privilege_escalation)
+            .await?;
         Ok(Response::new(self.to_proto(&record)))
     }
 
@@ -155,6 +168,7 @@ impl EnvironmentsApi {
                 pip: p.pip.clone(),
             }),
             network: r.network.as_ref().map(|p| p.to_proto()),
+            allow_privilege_escalation: r.allow_privilege_escalation,
             env: r.env.clone().into_iter().collect(),
             state: state as i32,
             layers: current.map(|i| self.envs.image_layers(i)).unwrap_or_default(),

@@ -19,6 +19,7 @@ use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::{build_event, BuildEvent, ExecRequest};
 use paddock_runtime::helper::RuntimeClient;
 use paddock_runtime::layout::SandboxPaths;
+use paddock_runtime::namespaces::IdRange;
 use paddock_runtime::{BindMount, ResourceLimits, RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -27,6 +28,7 @@ use super::managers::{script, PRELUDE};
 use super::packages::Manager;
 use crate::config::{DaemonConfig, MAX_EXEC_OUTPUT};
 use crate::guest;
+use crate::uid_ranges::UidRanges;
 
 /// Lines of a failed step's output kept for its error.
 const TAIL_LINES: usize = 25;
@@ -56,6 +58,7 @@ pub struct Builder {
     pub cfg: Arc<DaemonConfig>,
     pub runtime: Arc<RuntimeClient>,
     pub dirs: RuntimeDirs,
+    pub ranges: Arc<UidRanges>,
 }
 
 impl Builder {
@@ -63,7 +66,28 @@ impl Builder {
     /// gone when this returns; the caller commits or discards `step.tmp`.
     pub async fn run(&self, step: &Step<'_>, events: &mpsc::Sender<BuildEvent>) -> Result<(), StepFailure> {
         let id = format!("{BUILD_ID_PREFIX}{:016x}", rand::thread_rng().gen::<u64>());
-        let sandbox = self.sandbox_config(&id, step).map_err(|e| failure(format!("{e:#}"), ""))?;
+        let userns = self.ranges.allocate().map_err(|e| failure(e.message().to_string(), ""))?;
+        let files = self.cfg.build_files_dir().join(&id);
+        let result = self.run_in(&id, step, events, userns, &files).await;
+        if let Err(e) = std::fs::remove_dir_all(&files) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(id, "removing {}: {e}", files.display());
+            }
+        }
+        userns.iter().for_each(|r| self.ranges.release(r));
+        result
+    }
+
+    async fn run_in(
+        &self,
+        id: &str,
+        step: &Step<'_>,
+        events: &mpsc::Sender<BuildEvent>,
+        userns: Option<IdRange>,
+        files: &Path,
+    ) -> Result<(), StepFailure> {
+        let sandbox =
+            self.sandbox_config(id, step, userns, files).map_err(|e| failure(format!("{e:#}"), ""))?;
         let runtime = self.runtime.clone();
         let created = tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await;
         match created {
@@ -71,8 +95,8 @@ impl Builder {
             Ok(Err(e)) => return Err(failure(format!("starting the build container: {e}"), "")),
             Err(e) => return Err(failure(format!("starting the build container: {e}"), "")),
         }
-        let result = self.exec(&id, step, events).await;
-        let (runtime, dirs, id2) = (self.runtime.clone(), self.dirs.clone(), id.clone());
+        let result = self.exec(id, step, events).await;
+        let (runtime, dirs, id2) = (self.runtime.clone(), self.dirs.clone(), id.to_string());
         match tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id2)).await {
             Ok(Ok(())) => result,
             other => {
@@ -155,9 +179,31 @@ impl Builder {
         }
     }
 
-    fn sandbox_config(&self, id: &str, step: &Step<'_>) -> anyhow::Result<SandboxConfig> {
-        let host_dir = step.tmp.join("host");
+    /// `files` holds the copy of the host's package-manager configuration:
+    /// outside the layer store (closed to the sandbox's uid range), in a gate
+    /// `root:<range's root> 0710` of its own.
+    fn sandbox_config(
+        &self,
+        id: &str,
+        step: &Step<'_>,
+        userns: Option<IdRange>,
+        files: &Path,
+    ) -> anyhow::Result<SandboxConfig> {
+        let host_dir = files.join("host");
+        std::fs::create_dir_all(&host_dir)?;
+        if let Some(r) = userns {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(files, Some(0), Some(r.host_id))?;
+            std::fs::set_permissions(files, std::fs::Permissions::from_mode(0o710))?;
+            std::fs::set_permissions(&host_dir, std::fs::Permissions::from_mode(0o755))?;
+        }
         let mut env = host_config(&host_dir)?;
+        if let Some(r) = userns {
+            // Root's inside, with their modes, as without a user namespace.
+            for f in std::fs::read_dir(&host_dir)? {
+                std::os::unix::fs::chown(f?.path(), Some(r.host_id), Some(r.host_id))?;
+            }
+        }
         env.push("DEBIAN_FRONTEND=noninteractive".into());
         let mut binds =
             vec![BindMount { source: host_dir, destination: HOST_CONFIG_DIR.into(), read_only: true }];
@@ -190,6 +236,8 @@ impl Builder {
             host_network: true,
             binds,
             network: None,
+            userns,
+            allow_privilege_escalation: false,
         })
     }
 }

@@ -38,6 +38,7 @@ use crate::config::DaemonConfig;
 use crate::network::policy::PolicySpec;
 use crate::sessions::{internal, now_ms};
 use crate::store::Store;
+use crate::uid_ranges::UidRanges;
 
 /// What a session on an environment starts from.
 pub struct SessionImage {
@@ -49,6 +50,8 @@ pub struct SessionImage {
     pub env: Vec<String>,
     /// The environment's egress rules, unless the session brings its own.
     pub network: Option<PolicySpec>,
+    /// Setuid programs work (no_new_privs off); needs a user namespace.
+    pub allow_privilege_escalation: bool,
 }
 
 impl SessionImage {
@@ -61,6 +64,7 @@ impl SessionImage {
             layers: vec![],
             env: vec![],
             network: None,
+            allow_privilege_escalation: false,
         }
     }
 }
@@ -80,11 +84,12 @@ impl EnvironmentManager {
         cfg: Arc<DaemonConfig>,
         runtime: Arc<RuntimeClient>,
         dirs: RuntimeDirs,
+        ranges: Arc<UidRanges>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             store: Store::open(cfg.state_dir.join("environments"))?,
             layers: LayerStore::open(cfg.state_dir.join("layers"))?,
-            builder: Builder { cfg: cfg.clone(), runtime, dirs },
+            builder: Builder { cfg: cfg.clone(), runtime, dirs, ranges },
             cfg,
             records: Mutex::new(HashMap::new()),
             build_locks: std::sync::Mutex::new(HashMap::new()),
@@ -115,6 +120,11 @@ impl EnvironmentManager {
                 other => tracing::error!(id, "removing a build container: {other:?}"),
             }
         }
+        for entry in std::fs::read_dir(self.cfg.build_files_dir()).into_iter().flatten().flatten() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::error!(path = %entry.path().display(), "removing a build's leftover files: {e}");
+            }
+        }
         if let Err(e) = self.layers.recover() {
             tracing::error!("removing unfinished layer builds: {e:#}");
         }
@@ -135,8 +145,10 @@ impl EnvironmentManager {
         env: BTreeMap<String, String>,
         base: Base,
         network: Option<PolicySpec>,
+        allow_privilege_escalation: bool,
     ) -> Result<EnvironmentRecord, Status> {
         validate_name(&name).map_err(Status::invalid_argument)?;
+        self.check_privilege_escalation(allow_privilege_escalation)?;
         let packages = packages.normalized().map_err(Status::invalid_argument)?;
         validate_env(&env).map_err(Status::invalid_argument)?;
         let mut records = self.records.lock().await;
@@ -156,6 +168,7 @@ impl EnvironmentManager {
             image: None,
             build_error: None,
             network,
+            allow_privilege_escalation,
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
@@ -189,8 +202,10 @@ impl EnvironmentManager {
         env: Option<BTreeMap<String, String>>,
         description: Option<String>,
         network: Option<PolicySpec>,
+        allow_privilege_escalation: Option<bool>,
     ) -> Result<EnvironmentRecord, Status> {
         let id = self.get(key).await?.id;
+        self.check_privilege_escalation(allow_privilege_escalation == Some(true))?;
         let packages = packages.map(|p| p.normalized()).transpose().map_err(Status::invalid_argument)?;
         if let Some(env) = &env {
             validate_env(env).map_err(Status::invalid_argument)?;
@@ -215,10 +230,23 @@ impl EnvironmentManager {
         if network.is_some() {
             record.network = network;
         }
+        if let Some(allow) = allow_privilege_escalation {
+            record.allow_privilege_escalation = allow;
+        }
         record.updated_at_ms = now_ms();
         self.store.save(&record).map_err(internal)?;
         records.insert(id, record.clone());
         Ok(record)
+    }
+
+    /// Without a user namespace a setuid program would make host root.
+    fn check_privilege_escalation(&self, allow: bool) -> Result<(), Status> {
+        if allow && !self.builder.ranges.enabled() {
+            return Err(Status::failed_precondition(
+                "allow_privilege_escalation: needs user namespaces, and this daemon runs with --userns off",
+            ));
+        }
+        Ok(())
     }
 
     /// Removes the record; the caller has checked no session uses it. Its

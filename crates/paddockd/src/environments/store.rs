@@ -51,6 +51,9 @@ pub struct EnvironmentRecord {
     /// Egress rules for sessions on it; `None`: the daemon's default.
     #[serde(default)]
     pub network: Option<PolicySpec>,
+    /// Its sessions run without no_new_privs (setuid programs work).
+    #[serde(default)]
+    pub allow_privilege_escalation: bool,
 }
 
 impl EnvironmentRecord {

@@ -32,6 +32,7 @@ use crate::limits;
 use crate::network::policy::Mode;
 use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
+use crate::uid_ranges::UidRanges;
 use crate::warm::WarmPool;
 use session_files::SessionFiles;
 
@@ -55,6 +56,7 @@ pub struct SessionManager {
     pool: WarmPool,
     net: Arc<NetManager>,
     envs: Arc<EnvironmentManager>,
+    ranges: Arc<UidRanges>,
 }
 
 impl SessionManager {
@@ -63,6 +65,7 @@ impl SessionManager {
         runtime: Arc<RuntimeClient>,
         net: Arc<NetManager>,
         envs: Arc<EnvironmentManager>,
+        ranges: Arc<UidRanges>,
     ) -> anyhow::Result<Self> {
         let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
@@ -76,6 +79,7 @@ impl SessionManager {
             pool: WarmPool::new(warm),
             net,
             envs,
+            ranges,
         })
     }
 
@@ -141,7 +145,9 @@ impl SessionManager {
         let placed = match applied {
             Ok(()) if uploads.is_empty() => Ok(vec![]),
             // Usually small; a large one is at most one message (MAX_MESSAGE).
-            Ok(()) => tokio::task::block_in_place(|| self.session_files(&record.id).write_uploads(&uploads)),
+            Ok(()) => tokio::task::block_in_place(|| {
+                self.session_files(&record.id).write_uploads(&uploads, record.userns)
+            }),
             Err(e) => Err(e),
         };
         let saved = placed.and_then(|placed| {
@@ -181,7 +187,24 @@ impl SessionManager {
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Status> {
         let id = new_session_id();
-        let net = self.net.allocate()?;
+        if image.allow_privilege_escalation && !self.ranges.enabled() {
+            return Err(Status::failed_precondition(format!(
+                "environment {:?} allows privilege escalation, which needs user namespaces; this daemon runs with --userns off",
+                image.environment_name
+            )));
+        }
+        let userns = self.ranges.allocate()?;
+        let net = match self.net.allocate() {
+            Ok(n) => n,
+            Err(e) => {
+                userns.iter().for_each(|r| self.ranges.release(r));
+                return Err(e);
+            }
+        };
+        let release = || {
+            net.iter().for_each(|n| self.net.release(n));
+            userns.iter().for_each(|r| self.ranges.release(r));
+        };
         let mut record = SessionRecord {
             id: id.clone(),
             state,
@@ -196,15 +219,17 @@ impl SessionManager {
             resources: vec![],
             net: net.clone(),
             network: None,
+            userns,
         };
         if let Err(e) = self.store.save(&record) {
-            net.iter().for_each(|n| self.net.release(n));
+            release();
             return Err(internal(e));
         }
         let files = self.session_files(&id);
-        if let Err(e) = files.create() {
+        if let Err(e) = files.create(userns) {
+            let _ = files.remove();
             let _ = self.store.remove(&id);
-            net.iter().for_each(|n| self.net.release(n));
+            release();
             return Err(internal(format!("making the session's resource directories: {e}")));
         }
 
@@ -222,6 +247,8 @@ impl SessionManager {
             host_network: false,
             binds: files.binds(),
             network: net.clone(),
+            userns,
+            allow_privilege_escalation: image.allow_privilege_escalation,
         };
         let runtime = self.runtime.clone();
         let created =
@@ -235,7 +262,7 @@ impl SessionManager {
                 // The helper has already removed what it made.
                 let _ = files.remove();
                 let _ = self.store.remove(&id);
-                net.iter().for_each(|n| self.net.release(n));
+                release();
                 return Err(runtime_status("starting the sandbox", e));
             }
         };
@@ -300,6 +327,10 @@ impl SessionManager {
         if let Some(net) = &s.record.net {
             self.net.release(net);
         }
+        if s.record.process.is_some() {
+            // A stopped session's range was freed at its stop.
+            s.record.userns.iter().for_each(|r| self.ranges.release(r));
+        }
         self.store.remove(id).map_err(internal)?;
         self.sessions.lock().await.remove(id);
         drop(s);
@@ -321,6 +352,8 @@ impl SessionManager {
             if let Some(net) = s.record.net.take() {
                 self.net.release(&net);
             }
+            // The outputs keep the range's owners; nothing runs on it any more.
+            s.record.userns.iter().for_each(|r| self.ranges.release(r));
             s.record.process = None;
             self.store.save(&s.record).map_err(internal)?;
         }
@@ -371,6 +404,7 @@ impl SessionManager {
         if let Some(net) = &record.net {
             self.net.release(net);
         }
+        record.userns.iter().for_each(|r| self.ranges.release(r));
         if let Err(e) = self.session_files(&record.id).remove() {
             tracing::error!(id = %record.id, "removing the resources of a removed sandbox: {e}");
         }

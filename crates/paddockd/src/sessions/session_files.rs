@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, SessionResource};
+use paddock_runtime::namespaces::IdRange;
 use paddock_runtime::BindMount;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -43,17 +44,31 @@ impl SessionFiles {
         self.dir.join("outputs")
     }
 
-    /// Makes the (empty) directories. The parent is 0700: the outputs
-    /// directory is writable by every user of the sandbox, and no host user
-    /// should reach it.
-    pub fn create(&self) -> io::Result<()> {
+    /// Makes the (empty) directories. With a user namespace, the session's
+    /// dir is a gate `root:<range's root> 0710` (the sandbox's init resolves
+    /// the bind sources from inside it, other host users get nothing), and
+    /// both dirs belong to the range's root, so inside they are root's as
+    /// without one. Without a user namespace the parent stays 0700: the
+    /// outputs directory is writable by every user of the sandbox, and no
+    /// host user should reach it.
+    pub fn create(&self, userns: Option<IdRange>) -> io::Result<()> {
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-        fs::DirBuilder::new().mode(0o755).create(&self.dir)?;
+        let parent_mode = if userns.is_some() { 0o711 } else { 0o700 };
+        fs::DirBuilder::new().recursive(true).mode(parent_mode).create(parent)?;
+        fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
         fs::DirBuilder::new().mode(0o755).create(self.uploads())?;
         fs::DirBuilder::new().mode(0o777).create(self.outputs())?;
         // The umask may have taken bits away.
-        fs::set_permissions(self.outputs(), fs::Permissions::from_mode(0o777))
+        fs::set_permissions(self.outputs(), fs::Permissions::from_mode(0o777))?;
+        match userns {
+            Some(r) => {
+                std::os::unix::fs::chown(self.uploads(), Some(r.host_id), Some(r.host_id))?;
+                std::os::unix::fs::chown(self.outputs(), Some(r.host_id), Some(r.host_id))?;
+                std::os::unix::fs::chown(&self.dir, Some(0), Some(r.host_id))?;
+                fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o710))
+            }
+            None => fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755)),
+        }
     }
 
     pub fn binds(&self) -> Vec<BindMount> {
@@ -72,7 +87,13 @@ impl SessionFiles {
 
     /// Writes the uploads; the sandbox sees them at once (the directory is
     /// bind-mounted). Returns their paths in the sandbox.
-    pub fn write_uploads(&self, uploads: &[Upload<'_>]) -> Result<Vec<String>, Status> {
+    /// With a user namespace, the files and dirs made belong to the range's
+    /// root, so inside they are root's with their modes, as without one.
+    pub fn write_uploads(
+        &self,
+        uploads: &[Upload<'_>],
+        userns: Option<IdRange>,
+    ) -> Result<Vec<String>, Status> {
         let mut placed = Vec::with_capacity(uploads.len());
         for (i, u) in uploads.iter().enumerate() {
             let target = self.uploads().join(&u.relative);
@@ -86,7 +107,14 @@ impl SessionFiles {
                 }
             };
             if let Some(parent) = target.parent() {
+                let missing: Vec<PathBuf> =
+                    parent.ancestors().take_while(|d| !d.exists()).map(|d| d.to_path_buf()).collect();
                 fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(failed)?;
+                if let Some(r) = userns {
+                    for d in missing {
+                        std::os::unix::fs::chown(&d, Some(r.host_id), Some(r.host_id)).map_err(failed)?;
+                    }
+                }
             }
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -95,6 +123,10 @@ impl SessionFiles {
                 .open(&target)
                 .map_err(failed)?;
             io::Write::write_all(&mut f, u.content).map_err(failed)?;
+            if let Some(r) = userns {
+                std::os::unix::fs::fchown(&f, Some(r.host_id), Some(r.host_id)).map_err(failed)?;
+            }
+            // After the chown, which clears setuid/setgid bits.
             f.set_permissions(fs::Permissions::from_mode(u.mode)).map_err(failed)?;
             placed.push(u.sandbox_path());
         }
