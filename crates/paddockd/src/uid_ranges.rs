@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use paddock_runtime::namespaces::{IdRange, RANGE_SIZE};
-use tonic::Status;
 
 use crate::config::DaemonConfig;
 
@@ -60,8 +59,9 @@ impl UidRanges {
         IdRange { host_id: self.base }
     }
 
-    /// A free range, or `None` with user namespaces off.
-    pub fn allocate(&self) -> Result<Option<IdRange>, Status> {
+    /// A free range, or `None` with user namespaces off. The error is for
+    /// RESOURCE_EXHAUSTED.
+    pub fn allocate(&self) -> Result<Option<IdRange>, String> {
         if !self.enabled {
             return Ok(None);
         }
@@ -72,10 +72,10 @@ impl UidRanges {
                 used.insert(host_id);
                 Ok(Some(IdRange { host_id }))
             }
-            None => Err(Status::resource_exhausted(format!(
+            None => Err(format!(
                 "all {} uid ranges are in use (--max-sessions, --warm-sandboxes and builds)",
                 self.count
-            ))),
+            )),
         }
     }
 

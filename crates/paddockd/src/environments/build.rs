@@ -66,7 +66,7 @@ impl Builder {
     /// gone when this returns; the caller commits or discards `step.tmp`.
     pub async fn run(&self, step: &Step<'_>, events: &mpsc::Sender<BuildEvent>) -> Result<(), StepFailure> {
         let id = format!("{BUILD_ID_PREFIX}{:016x}", rand::thread_rng().gen::<u64>());
-        let userns = self.ranges.allocate().map_err(|e| failure(e.message().to_string(), ""))?;
+        let userns = self.ranges.allocate().map_err(|e| failure(e, ""))?;
         let files = self.cfg.build_files_dir().join(&id);
         let result = self.run_in(&id, step, events, userns, &files).await;
         if let Err(e) = std::fs::remove_dir_all(&files) {
