@@ -10,6 +10,7 @@ mod guest;
 mod limits;
 mod network;
 mod sessions;
+mod state_modes;
 mod store;
 mod time;
 mod warm;
@@ -68,6 +69,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
     fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    state_modes::tighten(&cfg.state_dir)?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
     install_guest(&cfg)?;
     let disk = match cfg.disk_limit_on() {
