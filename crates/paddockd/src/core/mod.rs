@@ -196,7 +196,7 @@ impl Core {
         match self.sessions.files_reader(caller, &id).await? {
             FilesReader::Outputs(outputs) => {
                 let chunks = outputs.download_output(&req.path).await?;
-                Ok(Box::pin(ReceiverStream::new(chunks).map(|r| r.map_err(Error::from))))
+                Ok(Box::pin(ReceiverStream::new(chunks)))
             }
             FilesReader::Guest(g) => {
                 let s = self.sessions.call_with(&id, g, |mut g| async move { g.download(req).await }).await?;

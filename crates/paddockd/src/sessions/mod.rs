@@ -277,10 +277,7 @@ impl SessionManager {
             files.create().map_err(|e| format!("making the session's resource directories: {e}"))
         });
         if let Err(e) = made {
-            let _ = files.remove();
-            self.release_disk(&id);
-            let _ = self.store.remove(&id);
-            net.iter().for_each(|n| self.net.release(n));
+            self.remove_sandbox(&record).await;
             return Err(internal(e));
         }
 
@@ -299,20 +296,19 @@ impl SessionManager {
             network: net.clone(),
         };
         let runtime = self.runtime.clone();
-        let created =
-            tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await.map_err(internal)?;
+        let created = tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await;
         let process = match created {
-            Ok(p) => {
+            Ok(Ok(p)) => {
                 net.iter().for_each(|n| self.net.created(n));
                 p
             }
-            Err(e) => {
-                // The helper has already removed what it made.
-                let _ = files.remove();
-                self.release_disk(&id);
-                let _ = self.store.remove(&id);
-                net.iter().for_each(|n| self.net.release(n));
+            Ok(Err(e)) => {
+                self.remove_sandbox(&record).await;
                 return Err(runtime_status("starting the sandbox", e));
+            }
+            Err(e) => {
+                self.remove_sandbox(&record).await;
+                return Err(internal(e));
             }
         };
 
@@ -405,7 +401,9 @@ impl SessionManager {
     }
 
     /// Destroys a sandbox no caller owns, frees its link and drops its
-    /// resources and record.
+    /// resources and record: the one cleanup for every failure after a
+    /// sandbox's record was saved (each step is idempotent, so it undoes a
+    /// create that stopped anywhere).
     pub(super) async fn remove_sandbox(&self, record: &SessionRecord) {
         self.destroy_sandbox(&record.id).await;
         if let Some(net) = &record.net {
