@@ -316,7 +316,10 @@ impl Daemon {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // A graceful stop removes the warm sandboxes (and their disk
+            // subvolumes) and waits for link deletions: seconds on a loaded
+            // host. Past this it is killed, and the checks of a clean stop fail.
+            let deadline = Instant::now() + Duration::from_secs(30);
             while c.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
                     let _ = c.kill();

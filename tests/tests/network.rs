@@ -179,11 +179,16 @@ async fn host_metadata_and_other_sessions_are_unreachable_in_every_mode() {
     let other = create_with(&mut c, policy(NetworkMode::Unrestricted, &[])).await;
     let other_addr = status(&mut c, &other.id).await.address;
     assert!(!other_addr.is_empty());
-    sh_ok(&mut c, &other.id, "setsid python3 -m http.server 8000 >/dev/null 2>&1 </dev/null & sleep 0.7")
-        .await;
-    let own =
-        sh(&mut c, &other.id, &format!("curl -sS -m 3 --noproxy '*' http://{other_addr}:8000/ >/dev/null"))
-            .await;
+    sh_ok(&mut c, &other.id, "setsid python3 -m http.server 8000 >/dev/null 2>&1 </dev/null &").await;
+    // Python may take more than a second to listen on a loaded host.
+    let own = sh(
+        &mut c,
+        &other.id,
+        &format!(
+            "curl -sS -m 3 --retry 8 --retry-connrefused --retry-max-time 20 --noproxy '*' http://{other_addr}:8000/ >/dev/null"
+        ),
+    )
+    .await;
     assert_eq!(own.exit_code, Some(0), "the other session cannot reach its own server: {own:?}");
 
     let s = create_with(&mut c, policy(NetworkMode::Unrestricted, &[])).await;
