@@ -30,7 +30,10 @@ if [ ${#sources[@]} -eq 0 ]; then
 fi
 
 include=$(grep -v '^\s*#' "$packages_file" | grep -v '^\s*$' | paste -sd, -)
-mkdir -p "$out"
+# Directories this makes are root's alone (the default OUT_DIR is inside the
+# daemon's state dir, which paddockd keeps closed to other users; it opens the
+# state dir itself to 0711 at start). Existing ones keep their modes.
+(umask 077 && mkdir -p "$out")
 if [ ! -d "$version/rootfs/usr/bin" ]; then
     tmp=$(mktemp -d "$out/.build.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT

@@ -44,6 +44,10 @@ install -D -m 0755 target/guest/paddock-guest /usr/local/lib/paddock/paddock-gue
 mv /usr/local/lib/paddock/paddock-guest.new /usr/local/lib/paddock/paddock-guest
 
 echo "== Base image"
+# The state dir's modes, as paddockd sets them at start (ARCHITECTURE.md, "State
+# on disk"): made here first so the image never sits in an open directory.
+install -d -m 0711 /var/lib/paddock
+install -d -m 0700 /var/lib/paddock/images
 rootfs/build-base.sh /var/lib/paddock/images/base
 
 echo "== Start paddockd"

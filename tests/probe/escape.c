@@ -35,6 +35,11 @@ int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: escape-probe ATTEMPT\n"); return 2; }
     const char *a = argv[1];
     long rc;
+    /* Run on the host as a planted setuid file: "ALLOWED" if it got root. */
+    if (!strcmp(a, "euid")) {
+        printf("uid=%d euid=%d\n", (int)getuid(), (int)geteuid());
+        return geteuid() == 0 ? 0 : 1;
+    }
     if (!strcmp(a, "mount")) rc = mount("none", "/mnt", "tmpfs", 0, NULL);
     else if (!strcmp(a, "umount")) rc = umount2("/proc", MNT_DETACH);
     else if (!strcmp(a, "unshare-user")) rc = unshare(CLONE_NEWUSER);

@@ -269,7 +269,7 @@ impl RuntimeClient {
         if let Ok(s) = UnixStream::connect(&self.socket) {
             return Ok(BufReader::new(s));
         }
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = crate::modes::open_log(&self.log)?;
         let mut cmd = Command::new(&self.helper_exe);
         cmd.arg("runtime-helper")
             .arg("--socket")

@@ -3,6 +3,7 @@
 //!
 //! - [`spec`]: the OCI runtime spec (namespaces, mounts, capabilities, limits).
 //! - [`seccomp`]: the syscall filter; [`executor`] installs it in the container's init.
+//! - [`modes`]: who on the host may enter which state directory.
 //! - [`mounts`], [`cgroups`], [`netdev`]: host-side pieces libcontainer does not own.
 //! - [`sandbox`]: create and destroy, the steps in order, with cleanup on failure.
 //! - [`helper`]: the runtime helper process that runs [`sandbox`] on behalf of the
@@ -12,6 +13,7 @@ pub mod cgroups;
 pub mod executor;
 pub mod helper;
 pub mod layout;
+pub mod modes;
 pub mod mounts;
 pub mod netdev;
 mod netlink;

@@ -24,15 +24,16 @@ use seccompiler::BpfProgram;
 use crate::executor::SandboxExecutor;
 use crate::layout::{validate_id, SandboxPaths};
 use crate::spec::{build_spec, LISTEN_FD};
-use crate::{cgroups, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
+use crate::{cgroups, modes, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
 pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess> {
     validate_id(&cfg.id).map_err(anyhow::Error::msg)?;
     let paths = SandboxPaths::new(&cfg.dirs.sandboxes_dir, &cfg.id);
     // Refuse to touch a sandbox that exists: its owner is someone else.
-    fs::create_dir_all(&cfg.dirs.sandboxes_dir)?;
-    fs::create_dir(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
+    modes::ensure_dir(&cfg.dirs.sandboxes_dir, modes::GATE_PARENT)
+        .with_context(|| format!("creating {}", cfg.dirs.sandboxes_dir.display()))?;
+    modes::create_sandbox_dir(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
     match create_in(cfg, &paths, filter) {
         Ok(p) => Ok(p),
         Err(e) => {
@@ -71,11 +72,7 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
 
     let listener = UnixListener::bind(paths.guest_socket())
         .with_context(|| format!("binding {}", paths.guest_socket().display()))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.dir.join("guest.log"))
-        .context("opening guest.log")?;
+    let log = modes::open_log(&paths.dir.join("guest.log")).context("opening guest.log")?;
     let devnull = File::open("/dev/null")?;
 
     // The init inherits fd 3 (with_preserved_fds(1)); the helper keeps fd 3

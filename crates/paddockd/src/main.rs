@@ -8,10 +8,12 @@ mod limits;
 mod network;
 mod server;
 mod sessions;
+mod state_dir;
 mod store;
 mod warm;
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,8 +48,10 @@ fn run_daemon(cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
-    fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    paddock_runtime::modes::ensure_dir(&cfg.state_dir, paddock_runtime::modes::STATE_DIR)
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    state_dir::prepare(&cfg)?;
     install_guest(&cfg)?;
 
     let runtime = Arc::new(RuntimeClient::new(
@@ -92,7 +96,7 @@ async fn shutdown_signal() {
 /// One daemon per state dir: a second one would fight the first over sandboxes.
 fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
     let path = dir.join("paddockd.lock");
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| anyhow::anyhow!("another paddockd is using {} ({e}); stop it first", dir.display()))
 }
@@ -111,8 +115,7 @@ fn install_guest(cfg: &DaemonConfig) -> Result<()> {
             source.display()
         );
     }
-    let dir = cfg.guest_dir();
-    fs::create_dir_all(&dir)?;
+    let dir = cfg.guest_dir(); // made by state_dir::prepare
     let target = dir.join("paddock-guest");
     if fs::read(&target).ok().as_deref() == Some(&data[..]) {
         return Ok(());

@@ -18,7 +18,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, SessionResource};
-use paddock_runtime::BindMount;
+use paddock_runtime::{modes, BindMount};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -43,13 +43,13 @@ impl SessionFiles {
         self.dir.join("outputs")
     }
 
-    /// Makes the (empty) directories. The parent is 0700: the outputs
-    /// directory is writable by every user of the sandbox, and no host user
-    /// should reach it.
+    /// Makes the (empty) directories. The session's dir is root's alone
+    /// (`modes::SANDBOX_DIR`): the outputs directory is writable by every user
+    /// of the sandbox and may hold setuid files, and no host user may reach it.
     pub fn create(&self) -> io::Result<()> {
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-        fs::DirBuilder::new().mode(0o755).create(&self.dir)?;
+        modes::ensure_dir(parent, modes::GATE_PARENT)?;
+        modes::create_sandbox_dir(&self.dir)?;
         fs::DirBuilder::new().mode(0o755).create(self.uploads())?;
         fs::DirBuilder::new().mode(0o777).create(self.outputs())?;
         // The umask may have taken bits away.
