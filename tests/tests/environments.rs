@@ -318,7 +318,10 @@ async fn unknown_packages_registry_errors_and_concurrent_builds() {
     // Layouts go in and out of the daemon's exchange directory only: a path
     // relative to it, or absolute under it; any other host path is refused.
     let outside = envs
-        .export_environment(ExportEnvironmentRequest { environment: "c3".into(), directory: "/tmp/c3-oci".into() })
+        .export_environment(ExportEnvironmentRequest {
+            environment: "c3".into(),
+            directory: "/tmp/c3-oci".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(outside.code(), tonic::Code::InvalidArgument, "{outside:?}");

@@ -15,7 +15,9 @@ fn run_as_nobody(path: &std::path::Path) -> String {
         .arg(path)
         .output()
         .expect("setpriv (util-linux)");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_string()
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        .trim()
+        .to_string()
 }
 
 fn find(dir: &std::path::Path, name: &str, found: &mut Vec<std::path::PathBuf>) {
@@ -48,7 +50,12 @@ async fn a_setuid_file_left_by_a_session_gives_host_users_nothing() {
     assert!(found.len() >= 3, "{found:?}");
     for path in &found {
         let meta = std::fs::metadata(path).unwrap();
-        assert_eq!((meta.uid(), meta.mode() & 0o4000), (0, 0o4000), "{} is a setuid-root file", path.display());
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o4000),
+            (0, 0o4000),
+            "{} is a setuid-root file",
+            path.display()
+        );
         let got = run_as_nobody(path);
         assert!(got.contains("Permission denied"), "nobody ran {}: {got}", path.display());
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::connect::Conn;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -19,7 +20,6 @@ use paddock_proto::v1::{
 };
 use paddock_units::format_bytes;
 use serde::Deserialize;
-use crate::connect::Conn;
 
 use crate::network::{policy_json, print_policy, NetworkArgs, NetworkFile};
 use crate::{connect, parse_key_value, status};

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::connect::Conn;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use paddock_proto::v1::exec_event::Event;
@@ -19,7 +20,6 @@ use paddock_proto::v1::{
     ListSessionsRequest, Session, SessionResource, SessionState, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
-use crate::connect::Conn;
 
 #[derive(Parser)]
 #[command(name = "paddock", version, about = "Operate Paddock sandboxes")]

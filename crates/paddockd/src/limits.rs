@@ -1,10 +1,10 @@
 //! Validation of a session's requested limits against the daemon's defaults and
 //! maxima, and their translation into kernel units.
 
+use crate::core::error::Error;
 use paddock_proto::v1::Limits;
 use paddock_runtime::ResourceLimits;
 use paddock_units::format_bytes;
-use crate::core::error::Error;
 
 use crate::config::DaemonConfig;
 use crate::store::SessionLimits;

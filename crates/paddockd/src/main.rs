@@ -104,7 +104,8 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let core = Arc::new(Core::new(manager.clone(), envs, events, tokens, exchange));
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
-        let listeners = grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
+        let listeners =
+            grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
         tokio::select! {
             r = grpc::serve(listeners, core) => r,
             _ = shutdown_signal() => {

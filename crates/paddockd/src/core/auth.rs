@@ -77,7 +77,11 @@ impl Tokens {
         let tokens = self.by_hash.lock().unwrap();
         let t = tokens.get(&hash(token)).ok_or_else(bad)?;
         let subject = format!("token:{}", t.name);
-        Ok(if t.tenant.is_empty() { Caller::admin(subject) } else { Caller::tenant(t.tenant.clone(), subject) })
+        Ok(if t.tenant.is_empty() {
+            Caller::admin(subject)
+        } else {
+            Caller::tenant(t.tenant.clone(), subject)
+        })
     }
 
     pub fn create(&self, name: &str, tenant: &str) -> Result<CreateTokenResponse> {
@@ -90,9 +94,14 @@ impl Tokens {
             return Err(Error::already_exists(format!("a token named {name:?} already exists")));
         }
         let secret: [u8; 24] = rand::thread_rng().gen();
-        let token = format!("{TOKEN_PREFIX}{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let record =
-            TokenRecord { name: name.into(), tenant: tenant.into(), sha256: hash(&token), created_at_ms: now_ms() };
+        let token =
+            format!("{TOKEN_PREFIX}{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let record = TokenRecord {
+            name: name.into(),
+            tenant: tenant.into(),
+            sha256: hash(&token),
+            created_at_ms: now_ms(),
+        };
         self.store.save(&record).map_err(internal)?;
         let info = info(&record);
         tokens.insert(record.sha256.clone(), record);
@@ -160,7 +169,11 @@ mod tests {
     use crate::core::error::Code;
 
     fn tmp() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("paddock-auth-test-{}-{}", std::process::id(), rand::random::<u32>()));
+        let d = std::env::temp_dir().join(format!(
+            "paddock-auth-test-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

@@ -30,8 +30,8 @@ use crate::network::policy::PolicySpec;
 use crate::sessions::{FilesReader, SessionManager};
 use auth::Tokens;
 pub use caller::Caller;
-pub use error::{Code, Error, Result, Stream};
 use error::from_guest;
+pub use error::{Code, Error, Result, Stream};
 use events::{EventKind, Events};
 
 pub struct Core {
@@ -108,7 +108,11 @@ impl Core {
         self.tokens.verify(token)
     }
 
-    pub fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
+    pub fn create_token(
+        &self,
+        caller: &Caller,
+        req: pb::CreateTokenRequest,
+    ) -> Result<pb::CreateTokenResponse> {
         require_admin(caller, "creating tokens")?;
         self.tokens.create(&req.name, &req.tenant)
     }
@@ -125,7 +129,11 @@ impl Core {
 
     // ------------------------------------------------------------ sessions
 
-    pub async fn create_session(&self, caller: &Caller, req: pb::CreateSessionRequest) -> Result<pb::Session> {
+    pub async fn create_session(
+        &self,
+        caller: &Caller,
+        req: pb::CreateSessionRequest,
+    ) -> Result<pb::Session> {
         let record = self.sessions.create(caller, req).await?;
         Ok(views::session(&record, 0))
     }
@@ -157,7 +165,11 @@ impl Core {
         self.sessions.exec_stream(caller, req).await
     }
 
-    pub async fn update_network(&self, caller: &Caller, req: pb::UpdateNetworkRequest) -> Result<pb::NetworkStatus> {
+    pub async fn update_network(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateNetworkRequest,
+    ) -> Result<pb::NetworkStatus> {
         self.sessions.update_network(caller, req).await
     }
 
@@ -177,7 +189,9 @@ impl Core {
         let id = req.session_id.clone();
         match self.sessions.files_reader(caller, &id).await? {
             FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await,
-            FilesReader::Guest(g) => self.sessions.call_with(&id, g, |mut g| async move { g.stat(req).await }).await,
+            FilesReader::Guest(g) => {
+                self.sessions.call_with(&id, g, |mut g| async move { g.stat(req).await }).await
+            }
         }
     }
 
@@ -191,7 +205,11 @@ impl Core {
         }
     }
 
-    pub async fn download(&self, caller: &Caller, req: pb::DownloadRequest) -> Result<Stream<pb::DownloadChunk>> {
+    pub async fn download(
+        &self,
+        caller: &Caller,
+        req: pb::DownloadRequest,
+    ) -> Result<Stream<pb::DownloadChunk>> {
         let id = req.session_id.clone();
         match self.sessions.files_reader(caller, &id).await? {
             FilesReader::Outputs(outputs) => {
@@ -221,11 +239,17 @@ impl Core {
 
     // ------------------------------------------------------------ environments
 
-    pub async fn create_environment(&self, caller: &Caller, r: pb::CreateEnvironmentRequest) -> Result<pb::Environment> {
+    pub async fn create_environment(
+        &self,
+        caller: &Caller,
+        r: pb::CreateEnvironmentRequest,
+    ) -> Result<pb::Environment> {
         let network = policy(r.network.as_ref())?;
         let env = r.env.into_iter().collect();
-        let record =
-            self.envs.create(caller, r.name, r.description, packages(r.packages), env, Base::Daemon, network).await?;
+        let record = self
+            .envs
+            .create(caller, r.name, r.description, packages(r.packages), env, Base::Daemon, network)
+            .await?;
         self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
     }
@@ -238,7 +262,11 @@ impl Core {
         self.envs.list(caller).await.iter().map(|r| views::environment(&self.envs, r)).collect()
     }
 
-    pub async fn update_environment(&self, caller: &Caller, r: pb::UpdateEnvironmentRequest) -> Result<pb::Environment> {
+    pub async fn update_environment(
+        &self,
+        caller: &Caller,
+        r: pb::UpdateEnvironmentRequest,
+    ) -> Result<pb::Environment> {
         let env = r.update_env.then(|| r.env.into_iter().collect());
         let pk = r.packages.map(|p| packages(Some(p)));
         let network = policy(r.network.as_ref())?;
@@ -274,12 +302,20 @@ impl Core {
         Ok(Box::pin(ReceiverStream::new(events).map(Ok)))
     }
 
-    pub async fn export_environment(&self, caller: &Caller, r: pb::ExportEnvironmentRequest) -> Result<String> {
+    pub async fn export_environment(
+        &self,
+        caller: &Caller,
+        r: pb::ExportEnvironmentRequest,
+    ) -> Result<String> {
         let dir = self.exchange_path(&r.directory)?;
         self.envs.export(caller, &r.environment, &dir).await
     }
 
-    pub async fn import_environment(&self, caller: &Caller, r: pb::ImportEnvironmentRequest) -> Result<pb::Environment> {
+    pub async fn import_environment(
+        &self,
+        caller: &Caller,
+        r: pb::ImportEnvironmentRequest,
+    ) -> Result<pb::Environment> {
         let dir = self.exchange_path(&r.directory)?;
         let env = r.env.into_iter().collect();
         let record = self.envs.import(caller, r.name, &dir, &r.reference, packages(r.packages), env).await?;
@@ -298,13 +334,22 @@ fn require_admin(caller: &Caller, doing: &str) -> Result<()> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(Error::permission_denied(format!("{doing} needs an admin (root on the unix socket, or an admin token)")))
+        Err(Error::permission_denied(format!(
+            "{doing} needs an admin (root on the unix socket, or an admin token)"
+        )))
     }
 }
 
 fn packages(p: Option<pb::Packages>) -> crate::environments::packages::Packages {
     let p = p.unwrap_or_default();
-    crate::environments::packages::Packages { apt: p.apt, cargo: p.cargo, gem: p.gem, go: p.go, npm: p.npm, pip: p.pip }
+    crate::environments::packages::Packages {
+        apt: p.apt,
+        cargo: p.cargo,
+        gem: p.gem,
+        go: p.go,
+        npm: p.npm,
+        pip: p.pip,
+    }
 }
 
 fn policy(p: Option<&pb::NetworkPolicy>) -> Result<Option<PolicySpec>> {
@@ -317,7 +362,8 @@ mod tidy {
     /// record, guest channel or network internals.
     #[test]
     fn front_ends_use_only_the_core() {
-        let forbidden = ["crate::sessions", "crate::environments", "crate::store", "crate::guest", "crate::network"];
+        let forbidden =
+            ["crate::sessions", "crate::environments", "crate::store", "crate::guest", "crate::network"];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/grpc");
         let (mut checked, mut dirs) = (0, vec![dir.clone()]);
         while let Some(d) = dirs.pop() {
@@ -329,7 +375,11 @@ mod tidy {
                 }
                 let text = std::fs::read_to_string(&path).unwrap();
                 for f in forbidden {
-                    assert!(!text.contains(f), "{} uses {f}; front ends call crate::core only", path.display());
+                    assert!(
+                        !text.contains(f),
+                        "{} uses {f}; front ends call crate::core only",
+                        path.display()
+                    );
                 }
                 checked += 1;
             }

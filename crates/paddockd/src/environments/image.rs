@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::core::error::Error;
 use paddock_proto::v1::{build_event, BuildDone, BuildEvent, BuildFailed, BuildState, Layer, StepStarted};
 use tokio::sync::mpsc;
-use crate::core::error::Error;
 
 use super::build::Step;
 use super::layers::{dpkg_version, layer_key, LayerRecord};
@@ -23,7 +23,11 @@ impl EnvironmentManager {
 
     /// Starts a build of environment `key`; its events arrive on the returned
     /// channel. The build goes on if the receiver is dropped.
-    pub async fn build(self: &Arc<Self>, caller: &Caller, key: &str) -> Result<mpsc::Receiver<BuildEvent>, Error> {
+    pub async fn build(
+        self: &Arc<Self>,
+        caller: &Caller,
+        key: &str,
+    ) -> Result<mpsc::Receiver<BuildEvent>, Error> {
         let id = self.get(caller, key).await?.id;
         let (tx, rx) = mpsc::channel(256);
         let this = self.clone();

@@ -21,12 +21,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::core::error::Error;
 use paddock_runtime::helper::RuntimeClient;
 use paddock_runtime::RuntimeDirs;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
-use crate::core::error::Error;
 
 use self::build::{Builder, BUILD_ID_PREFIX};
 use self::layers::LayerStore;
@@ -34,12 +34,12 @@ use self::packages::Packages;
 pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
-use paddock_proto::v1::BuildState;
-use crate::network::policy::PolicySpec;
 use crate::core::error::internal;
+use crate::network::policy::PolicySpec;
 use crate::network::NetManager;
-use crate::time::now_ms;
 use crate::store::Store;
+use crate::time::now_ms;
+use paddock_proto::v1::BuildState;
 
 /// What a session on an environment starts from.
 pub struct SessionImage {
@@ -220,7 +220,8 @@ impl EnvironmentManager {
     /// (and the image if so): decided here only, for the API's view and for
     /// sessions and exports alike.
     pub fn build_state(&self, r: &EnvironmentRecord) -> (BuildState, Option<Image>) {
-        let current = self.resolve_base(&r.base).ok().and_then(|(rootfs, _)| r.current_image(&rootfs).cloned());
+        let current =
+            self.resolve_base(&r.base).ok().and_then(|(rootfs, _)| r.current_image(&rootfs).cloned());
         let state = if self.is_building(&r.id) {
             BuildState::Building
         } else if current.is_some() {

@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::core::error::Error;
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfiguration,
@@ -17,7 +18,6 @@ use oci_spec::image::{
     OciLayoutBuilder, Os, RootFsBuilder,
 };
 use sha2::{Digest as _, Sha256};
-use crate::core::error::Error;
 
 use super::layers::{hex, remove_tree, LayerRecord};
 use super::packages::Packages;

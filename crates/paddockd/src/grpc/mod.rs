@@ -84,7 +84,8 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>) -> Result<()> {
             tracing::info!("serving on {addr}");
             // grpc-go clients (grpcurl) send the socket path as :authority,
             // which h2 refuses: see unix_authority.rs.
-            let incoming = UnixListenerStream::new(listener).map(|s| s.map(unix_authority::FixAuthority::new));
+            let incoming =
+                UnixListenerStream::new(listener).map(|s| s.map(unix_authority::FixAuthority::new));
             tasks.spawn(async move { router.serve_with_incoming(incoming).await });
         } else {
             let listener =

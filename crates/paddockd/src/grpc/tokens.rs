@@ -27,7 +27,10 @@ impl Tokens for TokensApi {
         Ok(Response::new(self.core.create_token(&c, request.into_inner()).map_err(status)?))
     }
 
-    async fn list_tokens(&self, request: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
         let c = caller(&request)?;
         Ok(Response::new(self.core.list_tokens(&c).map_err(status)?))
     }

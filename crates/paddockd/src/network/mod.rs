@@ -29,10 +29,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::core::error::Error;
 use anyhow::{Context, Result};
 use paddock_proto::v1::Denial;
 use paddock_runtime::netdev::{self, SandboxNet};
-use crate::core::error::Error;
 
 use self::addrs::{AddressGuard, Cidr};
 use self::policy::{Mode, Policy, PolicySpec, Rule};

@@ -4,9 +4,9 @@
 
 use std::net::IpAddr;
 
+use crate::core::error::Error;
 use paddock_proto::v1::{NetworkMode, NetworkPolicy};
 use serde::{Deserialize, Serialize};
-use crate::core::error::Error;
 
 use super::addrs::Cidr;
 

@@ -6,14 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::{is_session_id, Entry, SessionManager};
 use crate::core::caller::Caller;
 use crate::core::events::EventKind;
-use crate::time::now_ms;
 use crate::environments::SessionImage;
 use crate::limits;
 use crate::store::{SessionLimits, SessionState};
+use crate::time::now_ms;
 use crate::warm::WarmSandbox;
 
 /// How long the warm pool waits after a hand-out before refilling. The runtime
@@ -213,7 +212,8 @@ impl SessionManager {
             tick.tick().await;
             let now = now_ms();
             let expired: Vec<String> = {
-                let sessions: Vec<_> = self.sessions.lock().await.values().map(|e| e.session.clone()).collect();
+                let sessions: Vec<_> =
+                    self.sessions.lock().await.values().map(|e| e.session.clone()).collect();
                 let mut ids = Vec::new();
                 for s in sessions {
                     let s = s.lock().await;

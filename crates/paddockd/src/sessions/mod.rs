@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::error::Error;
 use paddock_proto::guest::PingRequest;
 use paddock_proto::v1::CreateSessionRequest;
 use paddock_runtime::helper::{RuntimeClient, RuntimeError};
@@ -30,7 +31,6 @@ use paddock_runtime::layout::SandboxPaths;
 use paddock_runtime::{RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::Mutex;
-use crate::core::error::Error;
 
 use crate::config::DaemonConfig;
 use crate::core::caller::Caller;

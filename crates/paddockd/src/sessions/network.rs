@@ -1,8 +1,8 @@
 //! The network calls on a session: reading its policy and denials, and
 //! replacing its policy while it runs.
 
-use paddock_proto::v1::{NetworkStatus, UpdateNetworkRequest};
 use crate::core::error::Error;
+use paddock_proto::v1::{NetworkStatus, UpdateNetworkRequest};
 
 use super::state::Op;
 use super::{Session, SessionManager};
@@ -20,7 +20,11 @@ impl SessionManager {
         Ok(self.status_of(&s))
     }
 
-    pub async fn update_network(&self, caller: &Caller, req: UpdateNetworkRequest) -> Result<NetworkStatus, Error> {
+    pub async fn update_network(
+        &self,
+        caller: &Caller,
+        req: UpdateNetworkRequest,
+    ) -> Result<NetworkStatus, Error> {
         let given = req.network.as_ref().ok_or_else(|| Error::invalid_argument("network: must be set"))?;
         let spec = PolicySpec::from_proto(given, "network")?;
         let session = self.lookup(caller, &req.session_id).await?;

@@ -16,11 +16,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use crate::core::error::Error;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, SessionResource};
 use paddock_runtime::BindMount;
 use tokio::sync::mpsc;
-use crate::core::error::Error;
 
 pub const UPLOADS_DIR: &str = "/mnt/session/uploads";
 pub const OUTPUTS_DIR: &str = "/mnt/session/outputs";

@@ -12,11 +12,15 @@ use crate::core::caller::Caller;
 use crate::core::error::{Error, Stream};
 use crate::guest::Guest;
 
-
 impl SessionManager {
     /// Runs `call` against the session's guest; a failure caused by the
     /// sandbox going away is reported as such (see `guest_failure`).
-    pub(crate) async fn call_guest<T, F, Fut>(&self, caller: &Caller, session_id: &str, call: F) -> Result<T, Error>
+    pub(crate) async fn call_guest<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        call: F,
+    ) -> Result<T, Error>
     where
         F: FnOnce(Guest) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -26,7 +30,12 @@ impl SessionManager {
     }
 
     /// `call_guest` with the guest already looked up.
-    pub(crate) async fn call_with<T, F, Fut>(&self, session_id: &str, guest: Guest, call: F) -> Result<T, Error>
+    pub(crate) async fn call_with<T, F, Fut>(
+        &self,
+        session_id: &str,
+        guest: Guest,
+        call: F,
+    ) -> Result<T, Error>
     where
         F: FnOnce(Guest) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -40,9 +49,7 @@ impl SessionManager {
     /// One call of the agent toolset, run by the session's guest.
     pub async fn run_tool(&self, caller: &Caller, req: RunToolRequest) -> Result<ToolResult, Error> {
         if req.name.is_empty() {
-            return Err(Error::invalid_argument(
-                "name: must be set (bash, read, write, edit, glob or grep)",
-            ));
+            return Err(Error::invalid_argument("name: must be set (bash, read, write, edit, glob or grep)"));
         }
         let id = req.session_id.clone();
         self.call_guest(caller, &id, |mut guest| async move { guest.run_tool(req).await }).await
@@ -58,7 +65,8 @@ impl SessionManager {
     pub async fn exec_stream(&self, caller: &Caller, req: ExecRequest) -> Result<Stream<ExecEvent>, Error> {
         let request = self.prepare_exec(req)?;
         let id = request.get_ref().session_id.clone();
-        let events = self.call_guest(caller, &id, |mut guest| async move { guest.exec_stream(request).await }).await?;
+        let events =
+            self.call_guest(caller, &id, |mut guest| async move { guest.exec_stream(request).await }).await?;
         Ok(Box::pin(events.map(|e| e.map_err(Error::from))))
     }
 
@@ -81,9 +89,7 @@ impl SessionManager {
         crate::envvars::check_names(req.env.keys()).map_err(Error::invalid_argument)?;
         let timeout = match req.timeout_ms {
             Some(0) => {
-                return Err(Error::invalid_argument(
-                    "timeout_ms: must be positive, or unset for the default",
-                ))
+                return Err(Error::invalid_argument("timeout_ms: must be positive, or unset for the default"))
             }
             Some(ms) => Duration::from_millis(ms),
             None => self.cfg.exec_timeout,

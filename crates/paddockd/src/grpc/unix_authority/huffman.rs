@@ -40,7 +40,12 @@ struct Canonical {
 }
 
 const TABLE: Canonical = {
-    let mut t = Canonical { first: [0; MAX_LEN + 1], count: [0; MAX_LEN + 1], offset: [0; MAX_LEN + 1], symbols: [0; 257] };
+    let mut t = Canonical {
+        first: [0; MAX_LEN + 1],
+        count: [0; MAX_LEN + 1],
+        offset: [0; MAX_LEN + 1],
+        symbols: [0; 257],
+    };
     let mut s = 0;
     while s < 257 {
         t.count[LENGTHS[s] as usize] += 1;

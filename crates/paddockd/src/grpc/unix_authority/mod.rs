@@ -192,7 +192,9 @@ impl<S> FixAuthority<S> {
                         return Err(invalid(format!("a header block of more than {MAX_BLOCK} bytes")));
                     }
                 }
-                (CONTINUATION, None) => return Err(invalid("CONTINUATION frame outside a header block".into())),
+                (CONTINUATION, None) => {
+                    return Err(invalid("CONTINUATION frame outside a header block".into()))
+                }
                 _ => return Err(invalid("header block interrupted by another frame (RFC 9113 6.10)".into())),
             }
             if flags & END_HEADERS != 0 {
@@ -217,7 +219,9 @@ fn length(header: &[u8]) -> usize {
 fn headers_payload(flags: u8, mut payload: &[u8]) -> io::Result<(Option<[u8; 5]>, &[u8])> {
     let mut pad = 0;
     if flags & PADDED != 0 {
-        let (&n, rest) = payload.split_first().ok_or_else(|| invalid("PADDED HEADERS frame without a pad length".into()))?;
+        let (&n, rest) = payload
+            .split_first()
+            .ok_or_else(|| invalid("PADDED HEADERS frame without a pad length".into()))?;
         pad = usize::from(n);
         payload = rest;
     }

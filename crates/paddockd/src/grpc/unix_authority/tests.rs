@@ -58,7 +58,8 @@ const HTTP: u8 = 6;
 
 /// A gRPC request's header block with the given authority field.
 fn request(path_field: Vec<u8>, authority_field: Vec<u8>) -> Vec<u8> {
-    [indexed(POST), indexed(HTTP), path_field, authority_field, plain(b"content-type", b"application/grpc")].concat()
+    [indexed(POST), indexed(HTTP), path_field, authority_field, plain(b"content-type", b"application/grpc")]
+        .concat()
 }
 
 /// A reader handing out `data` at most `chunk` bytes at a time.
@@ -69,7 +70,11 @@ struct Chunked {
 }
 
 impl AsyncRead for Chunked {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let n = self.chunk.min(self.data.len() - self.pos).min(buf.remaining());
         buf.put_slice(&self.data[self.pos..self.pos + n]);
         self.pos += n;
@@ -155,7 +160,8 @@ fn settings() -> Vec<u8> {
 
 #[test]
 fn a_valid_authority_and_data_pass_byte_for_byte() {
-    let first = request(inserted(PATH, b"/paddock.v1.Sessions/Exec"), inserted(AUTHORITY, b"localhost:50051"));
+    let first =
+        request(inserted(PATH, b"/paddock.v1.Sessions/Exec"), inserted(AUTHORITY, b"localhost:50051"));
     // The client's table: 62 the authority, 63 the path.
     let second = request(indexed(63), indexed(62));
     let input = [
@@ -252,7 +258,9 @@ fn padded_headers_with_priority_and_continuations_are_joined() {
 fn huffman_coded_fields_are_decoded_and_can_be_referenced_later() {
     // RFC 7541 C.4.1: GET http / with :authority www.example.com, Huffman
     // coded and inserted into the table.
-    let rfc = [0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff];
+    let rfc = [
+        0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff,
+    ];
     let bad = request(indexed(PATH), inserted(AUTHORITY, b"unix:/tmp/a.sock"));
     // Table now: 62 the socket, 63 www.example.com.
     let later = request(indexed(PATH), indexed(63));
@@ -327,10 +335,16 @@ fn bench_cost_per_request() {
     // h2 and grpc-go Huffman-code the literals they do not index.
     let te = [vec![0x00], string(b"te"), huffman_coded(b"trailers")].concat();
     let timeout = [vec![0x00], string(b"grpc-timeout"), huffman_coded(b"9999948u")].concat();
-    let again = [indexed(POST), indexed(HTTP), indexed(65), indexed(64), indexed(63), indexed(62), te, timeout].concat();
-    let data = frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 30].iter().copied().chain([1; 30]).collect::<Vec<_>>());
-    for (who, authority) in [("valid authority", &b"localhost"[..]), ("socket path", b"/var/lib/paddock/paddockd.sock")] {
-        let mut input = [PREFACE.to_vec(), frame(HEADERS, END_HEADERS, 1, &fields(authority)), data.clone()].concat();
+    let again =
+        [indexed(POST), indexed(HTTP), indexed(65), indexed(64), indexed(63), indexed(62), te, timeout]
+            .concat();
+    let data =
+        frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 30].iter().copied().chain([1; 30]).collect::<Vec<_>>());
+    for (who, authority) in
+        [("valid authority", &b"localhost"[..]), ("socket path", b"/var/lib/paddock/paddockd.sock")]
+    {
+        let mut input =
+            [PREFACE.to_vec(), frame(HEADERS, END_HEADERS, 1, &fields(authority)), data.clone()].concat();
         for _ in 0..n {
             input.extend(frame(HEADERS, END_HEADERS, 1, &again));
             input.extend(&data);
@@ -358,7 +372,11 @@ fn bench_cost_per_request() {
         let adapted = t.elapsed();
         assert!(!out.is_empty());
         let ns = |d: std::time::Duration| d.as_nanos() as f64 / n as f64;
-        println!("{who}: {:.0} ns per request through the adapter, {:.0} ns reading alone", ns(adapted), ns(plain_read));
+        println!(
+            "{who}: {:.0} ns per request through the adapter, {:.0} ns reading alone",
+            ns(adapted),
+            ns(plain_read)
+        );
     }
 }
 
