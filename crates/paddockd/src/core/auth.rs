@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::caller::Caller;
 use super::error::{internal, Error, Result};
+use crate::environments::layers::hex;
 use crate::store::{Record, Store};
 use crate::time::now_ms;
 
@@ -44,7 +45,7 @@ pub struct Tokens {
 }
 
 fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// Names of tokens and tenants: what a file name and a log line can carry.
@@ -94,8 +95,7 @@ impl Tokens {
             return Err(Error::already_exists(format!("a token named {name:?} already exists")));
         }
         let secret: [u8; 24] = rand::thread_rng().gen();
-        let token =
-            format!("{TOKEN_PREFIX}{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
         let record = TokenRecord {
             name: name.into(),
             tenant: tenant.into(),

@@ -11,7 +11,7 @@
 
 mod build;
 mod image;
-mod layers;
+pub(crate) mod layers;
 mod managers;
 mod oci;
 pub mod packages;

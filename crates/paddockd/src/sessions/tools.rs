@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use paddock_proto::v1::{ExecEvent, ExecRequest, ExecResponse, RunToolRequest, ToolResult};
-use tokio_stream::StreamExt;
 
 use super::{SessionManager, SessionState, EXEC_DEADLINE_SLACK};
 use crate::config::MAX_EXEC_OUTPUT;
 use crate::core::caller::Caller;
-use crate::core::error::{Error, Stream};
+use crate::core::error::{from_guest, Error, Stream};
 use crate::guest::Guest;
 
 impl SessionManager {
@@ -67,7 +66,7 @@ impl SessionManager {
         let id = request.get_ref().session_id.clone();
         let events =
             self.call_guest(caller, &id, |mut guest| async move { guest.exec_stream(request).await }).await?;
-        Ok(Box::pin(events.map(|e| e.map_err(Error::from))))
+        Ok(from_guest(events))
     }
 
     /// Validates an Exec request and fills in the daemon's defaults; the
