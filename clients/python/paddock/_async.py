@@ -17,7 +17,7 @@ from ._connect import CHUNK, channel_options, resolve, unreachable_hint
 from ._sync import _Stubs
 from ._transfer import _END, TarProducer, ThreadQueueIter, untar
 from .errors import NotFound, PaddockError, Unavailable, from_rpc_error
-from paddock.v1 import code_pb2, environments_pb2, files_pb2, processes_pb2, sessions_pb2, tokens_pb2, tools_pb2
+from paddock.v1 import code_pb2, environments_pb2, files_pb2, network_pb2, processes_pb2, sessions_pb2, tokens_pb2, tools_pb2
 
 __all__ = ["AsyncPaddock", "AsyncSession", "AsyncProcess"]
 
@@ -481,11 +481,11 @@ class AsyncNetwork:
         self._id = session_id
 
     async def get(self) -> t.NetworkStatus:
-        m = await self._c.call(self._c.stubs.sessions.GetNetwork, sessions_pb2.GetNetworkRequest(session_id=self._id))
+        m = await self._c.call(self._c.stubs.sessions.GetNetwork, network_pb2.GetNetworkRequest(session_id=self._id))
         return t.NetworkStatus.from_proto(m)
 
     async def update(self, network: t.NetworkLike) -> t.NetworkStatus:
-        req = sessions_pb2.UpdateNetworkRequest(session_id=self._id, network=t.NetworkPolicy.coerce(network).to_proto())
+        req = network_pb2.UpdateNetworkRequest(session_id=self._id, network=t.NetworkPolicy.coerce(network).to_proto())
         return t.NetworkStatus.from_proto(await self._c.call(self._c.stubs.sessions.UpdateNetwork, req))
 
 

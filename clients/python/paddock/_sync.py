@@ -20,6 +20,7 @@ from paddock.v1 import (
     environments_pb2_grpc,
     files_pb2,
     files_pb2_grpc,
+    network_pb2,
     processes_pb2,
     processes_pb2_grpc,
     sessions_pb2,
@@ -512,12 +513,12 @@ class Network:
 
     def get(self) -> t.NetworkStatus:
         """Policy in force, denial count and recent denials."""
-        m = self._c.call(self._c.stubs.sessions.GetNetwork, sessions_pb2.GetNetworkRequest(session_id=self._id))
+        m = self._c.call(self._c.stubs.sessions.GetNetwork, network_pb2.GetNetworkRequest(session_id=self._id))
         return t.NetworkStatus.from_proto(m)
 
     def update(self, network: t.NetworkLike) -> t.NetworkStatus:
         """Replaces the policy; applies at once to new connections and lookups."""
-        req = sessions_pb2.UpdateNetworkRequest(session_id=self._id, network=t.NetworkPolicy.coerce(network).to_proto())
+        req = network_pb2.UpdateNetworkRequest(session_id=self._id, network=t.NetworkPolicy.coerce(network).to_proto())
         return t.NetworkStatus.from_proto(self._c.call(self._c.stubs.sessions.UpdateNetwork, req))
 
 
