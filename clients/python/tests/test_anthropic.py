@@ -214,3 +214,68 @@ def test_the_standin_says_it_is_one():
             assert r.headers["x-paddock-stand-in"] == STAND_IN
     finally:
         standin.close()
+
+
+def test_paddock_worker_command(addr, token, tmp_path):
+    """`paddock-worker` as a user runs it: polls the stand-in, runs the tools
+    in Paddock, stops the item; SIGTERM ends it cleanly."""
+    import os
+    import signal
+    import subprocess
+
+    standin = StandIn()
+    try:
+        standin.add_session("sesn_cli", [[("write", {"file_path": "a.txt", "content": "cli\n"}), ("bash", {"command": "cat a.txt"})]])
+        w = standin.enqueue("sesn_cli")
+        env = dict(os.environ, PADDOCK_ADDR=addr, ANTHROPIC_API_KEY="unused-by-the-stand-in",
+                   ANTHROPIC_ENVIRONMENT_ID=standin.environment_id, ANTHROPIC_ENVIRONMENT_KEY="ek_standin")
+        if token:
+            env["PADDOCK_TOKEN"] = token
+        worker = Path(sys.executable).parent / "paddock-worker"
+        p = subprocess.Popen([str(worker), "--base-url", standin.base_url, "--max-idle", "0.3", "--workdir", str(tmp_path)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert standin.wait_stopped(w["id"], 60), "the work item was never stopped"
+        finally:
+            p.send_signal(signal.SIGTERM)
+            out = p.communicate(timeout=30)[0].decode(errors="replace")
+        assert p.returncode == 0, out
+        results = [(n, e, c) for n, e, c in posted(standin, "sesn_cli", "/workspace")]
+        assert results == [("write", False, [{"type": "text", "text": "wrote 4 bytes to a.txt"}]),
+                           ("bash", False, [{"type": "text", "text": "cli"}])], out
+    finally:
+        standin.close()
+
+
+async def test_memory_stores_are_mirrored(apd, tmp_path):
+    """A context as the worker builds it for a session with memory stores:
+    the store's folder reaches the sandbox, the agent's writes come back to
+    the host folder the SDK syncs, host-side changes go in, and a read-only
+    store refuses writes with the reference's text."""
+    stage = (tmp_path / "stage").resolve()
+    notes, ro = stage / "memory" / "notes", stage / "memory" / "rules"
+    notes.mkdir(parents=True)
+    ro.mkdir(parents=True)
+    (notes / "seen.md").write_text("seen before\n")
+    (ro / "rule.md").write_text("be kind\n")
+    ctx = AgentToolContext(workdir=str(stage), session_id="sesn_memory", allowed_roots=[notes, ro], read_only_roots=[ro])
+    toolset = pa.agent_toolset(apd, ttl="10m")
+    tools = {t.name: t for t in toolset(ctx)}
+    try:
+        assert await tools["read"].call({"file_path": "memory/notes/seen.md"}) == "seen before\n"
+        await tools["write"].call({"file_path": "memory/notes/new.md", "content": "written in the sandbox\n"})
+        assert (notes / "new.md").read_text() == "written in the sandbox\n"
+        await tools["bash"].call({"command": "rm memory/notes/seen.md"})
+        assert not (notes / "seen.md").exists()
+        (notes / "pulled.md").write_text("from the server\n")  # as the SDK's sync would pull it
+        assert await tools["read"].call({"file_path": "memory/notes/pulled.md"}) == "from the server\n"
+        ref_ctx = AgentToolContext(workdir=str(stage), allowed_roots=[notes, ro], read_only_roots=[ro])
+        reference = {t.name: t for t in beta_agent_toolset_20260401(ref_ctx)}
+        for name, tool_input in [("write", {"file_path": "memory/rules/rule.md", "content": "x"}),
+                                 ("edit", {"file_path": "memory/rules/rule.md", "old_string": "kind", "new_string": "x"})]:
+            assert await outcome(tools[name], tool_input, "/workspace") == await outcome(reference[name], tool_input, str(stage))
+    finally:
+        for t in tools.values():
+            await t.aclose()
+    sid = toolset.sandboxes.pop("sesn_memory")
+    await (apd.session(sid)).delete()
