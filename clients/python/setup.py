@@ -46,7 +46,6 @@ def generated() -> Path:
     atexit.register(shutil.rmtree, out_dir, True)
     root = proto_root()
     protos = sorted(str(p.relative_to(root)) for p in (root / "paddock" / "v1").glob("*.proto"))
-    out_dir.mkdir(parents=True, exist_ok=True)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",

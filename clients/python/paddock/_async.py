@@ -311,8 +311,8 @@ class AsyncFiles:
                 while True:
                     item = await _to_thread(producer.get)
                     if item is _END:
-                        if producer._error:
-                            raise producer._error
+                        if producer.error:
+                            raise producer.error
                         return
                     yield item
 
@@ -355,8 +355,10 @@ class AsyncFiles:
                     await _to_thread(feed.put, m.data)
             feed.close()
         except BaseException as e:
+            # Let the writer thread see the failure and clean up (a file's
+            # temporary name is removed) before the error goes on.
             feed.close(e if isinstance(e, Exception) else RuntimeError("download cancelled"))
-            await asyncio.shield(sink_task) if not sink_task.done() else None
+            await asyncio.gather(sink_task, return_exceptions=True)
             raise
         await sink_task
         return info
@@ -494,11 +496,7 @@ class AsyncEnvironments:
         self._c = conn
 
     async def create(self, name: str, *, packages: Optional[Mapping[str, Sequence[str]]] = None, env: Optional[Mapping[str, str]] = None, description: str = "", network: Optional[t.NetworkLike] = None):
-        req = environments_pb2.CreateEnvironmentRequest(
-            name=name, description=description, env=dict(env or {}), packages=environments_pb2.Packages(**{k: list(v) for k, v in (packages or {}).items()})
-        )
-        if network is not None:
-            req.network.CopyFrom(t.NetworkPolicy.coerce(network).to_proto())
+        req = t.create_environment_request(name, packages=packages, env=env, description=description, network=network)
         return await self._c.call(self._c.stubs.environments.CreateEnvironment, req)
 
     async def get(self, environment: str):

@@ -53,8 +53,6 @@ def channel_options() -> List[Tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
-        # A lone client to a local daemon: no need to probe for a better route.
-        ("grpc.enable_retries", 0),
     ]
 
 

@@ -531,11 +531,7 @@ class Environments:
         self._e = conn.stubs.environments
 
     def create(self, name: str, *, packages: Optional[Mapping[str, Sequence[str]]] = None, env: Optional[Mapping[str, str]] = None, description: str = "", network: Optional[t.NetworkLike] = None):
-        req = environments_pb2.CreateEnvironmentRequest(
-            name=name, description=description, env=dict(env or {}), packages=environments_pb2.Packages(**{k: list(v) for k, v in (packages or {}).items()})
-        )
-        if network is not None:
-            req.network.CopyFrom(t.NetworkPolicy.coerce(network).to_proto())
+        req = t.create_environment_request(name, packages=packages, env=env, description=description, network=network)
         return self._c.call(self._e.CreateEnvironment, req)
 
     def get(self, environment: str):

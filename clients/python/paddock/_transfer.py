@@ -83,6 +83,11 @@ class TarProducer:
         """The next chunk, or _END (then check `error`)."""
         return self._q.get()
 
+    @property
+    def error(self) -> Optional[BaseException]:
+        """Why tarring failed (set once `get` has returned _END)."""
+        return self._error
+
     def __iter__(self) -> Iterator[bytes]:
         while True:
             item = self.get()

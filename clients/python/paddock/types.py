@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from paddock.v1 import (
     code_pb2,
+    environments_pb2,
     files_pb2,
     network_pb2,
     processes_pb2,
@@ -283,6 +284,26 @@ def create_session_request(
     return req
 
 
+def create_environment_request(
+    name: str,
+    *,
+    packages: Optional[Mapping[str, Sequence[str]]] = None,
+    env: Optional[Mapping[str, str]] = None,
+    description: str = "",
+    network: Optional[NetworkLike] = None,
+) -> environments_pb2.CreateEnvironmentRequest:
+    """`packages`: ``{"apt": ["jq"], "pip": ["six==1.16.0"], ...}`` (apt, cargo, gem, go, npm, pip)."""
+    req = environments_pb2.CreateEnvironmentRequest(
+        name=name,
+        description=description,
+        env=dict(env or {}),
+        packages=environments_pb2.Packages(**{k: list(v) for k, v in (packages or {}).items()}),
+    )
+    if network is not None:
+        req.network.CopyFrom(NetworkPolicy.coerce(network).to_proto())
+    return req
+
+
 # ------------------------------------------------------------------ exec
 
 
@@ -309,13 +330,13 @@ class ExecResult:
         return self.stdout.decode(errors="replace")
 
     @classmethod
-    def from_proto(cls, m: sessions_pb2.ExecResponse, stdout: bytes = b"", stderr: bytes = b"") -> "ExecResult":
+    def from_proto(cls, m: sessions_pb2.ExecResponse) -> "ExecResult":
         return cls(
             exit_code=m.exit_code if m.HasField("exit_code") else None,
             signal=m.signal if m.HasField("signal") else None,
             timed_out=m.timed_out,
-            stdout=stdout or m.stdout,
-            stderr=stderr or m.stderr,
+            stdout=m.stdout,
+            stderr=m.stderr,
             stdout_truncated=m.stdout_truncated,
             stderr_truncated=m.stderr_truncated,
             duration_us=m.duration_us,

@@ -6,12 +6,11 @@ import hashlib
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 import paddock
-from paddock import AsyncPaddock, Paddock, errors
+from paddock import Paddock, errors
 
 
 # ---------------------------------------------------------------- sessions

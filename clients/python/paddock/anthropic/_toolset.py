@@ -38,8 +38,12 @@ import hashlib
 import logging
 import os
 import posixpath
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from anthropic.lib.tools import ToolError
 
 from .._async import AsyncPaddock, AsyncSession
 from ..errors import FailedPrecondition, NotFound
@@ -283,8 +287,6 @@ class _WorkItem:
 
 
 def _refuse_read_only(name: str, file_path: str, roots: Sequence[str]) -> None:
-    from anthropic.lib.tools import ToolError
-
     target = posixpath.normpath(file_path if posixpath.isabs(file_path) else posixpath.join(SANDBOX_WORKDIR, file_path))
     for root in roots:
         if target == root or target.startswith(root.rstrip("/") + "/"):
@@ -339,8 +341,6 @@ class _Mirror:
         self.known = now
 
     async def pull(self) -> None:
-        import tempfile
-
         staging = Path(tempfile.mkdtemp(prefix=".paddock-pull-", dir=self.host.parent))
         try:
             try:
@@ -358,6 +358,4 @@ class _Mirror:
                 (self.host / rel).unlink()
             self.known = theirs
         finally:
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
