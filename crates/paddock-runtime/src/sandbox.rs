@@ -2,10 +2,10 @@
 //! (single-threaded): libcontainer forks, and the netns setup switches the calling
 //! thread's namespace.
 //!
-//! Create: sandbox dir (a gate its uid range may traverse) → user namespace
-//! and the loopback-only netns it owns → overlay root (idmapped with a user
-//! namespace) → veth → guest socket at fd 3 → config.json → libcontainer build
-//! (OCI create) → start. Any failure runs
+//! Create: sandbox dir → user namespace and the loopback-only netns it owns →
+//! overlay root (idmapped with a user namespace) → veth → the sandbox dir made
+//! a gate its uid range may traverse → config.json → guest socket at fd 3 →
+//! libcontainer build (OCI create) → start. Any failure runs
 //! [`destroy`], which is idempotent and also what a restarted daemon uses to
 //! clean up a sandbox it finds half-made.
 
