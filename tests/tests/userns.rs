@@ -215,3 +215,50 @@ async fn setuid_programs_work_only_where_the_environment_allows_it() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     assert!(err.message().contains("allow_privilege_escalation"), "{err}");
 }
+
+#[test]
+fn a_filesystem_that_cannot_idmap_stops_the_daemon_naming_the_feature() {
+    // overlayfs cannot be idmapped (it can only sit on idmapped layers): an
+    // image on one must fail the start-up probe, with --userns off the way out.
+    let dir = std::env::temp_dir().join(format!("paddock-userns-probe-{}", std::process::id()));
+    let (upper, work, merged, state) = (dir.join("u"), dir.join("w"), dir.join("m"), dir.join("state"));
+    for d in [&upper, &work, &merged, &state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        test_image().display(),
+        upper.display(),
+        work.display()
+    );
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let out = std::process::Command::new(paddockd_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--listen")
+        .arg(format!("unix:{}", state.join("api.sock").display()))
+        .arg("--image")
+        .arg(&merged)
+        .arg("--guest-binary")
+        .arg(guest_bin())
+        .args(["--sandbox-subnet", "off", "--warm-sandboxes", "0", "--cgroup-parent"])
+        .arg(format!("paddock-probe-{}", std::process::id()))
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("umount").arg(&merged).status();
+    // The probe leaves nothing mounted (its pinned user namespace, its overlay).
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&*state.to_string_lossy())).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(left.is_empty(), "the probe left mounts: {left:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "paddockd started on an image it cannot idmap:\n{stderr}");
+    assert!(stderr.contains("user namespaces do not work on this host"), "{stderr}");
+    assert!(stderr.contains("idmapped mounts on the filesystem of"), "{stderr}");
+    assert!(stderr.contains("--userns off"), "{stderr}");
+}
