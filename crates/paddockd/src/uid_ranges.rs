@@ -75,7 +75,7 @@ impl UidRanges {
             None => Err(Error::resource_exhausted(format!(
                 "all {} uid ranges are in use (--max-sessions, --warm-sandboxes and builds)",
                 self.count
-            )),
+            ))),
         }
     }
 

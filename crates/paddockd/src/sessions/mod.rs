@@ -264,7 +264,7 @@ impl SessionManager {
                 image.environment_name
             )));
         }
-        let userns = self.ranges.allocate().map_err(Status::resource_exhausted)?;
+        let userns = self.ranges.allocate()?;
         let net = match self.net.allocate() {
             Ok(n) => n,
             Err(e) => {
