@@ -49,7 +49,10 @@ async fn root_inside_is_an_unprivileged_host_range_of_its_own() {
     // chown works inside, and the writable layer on disk stays unshifted.
     sh_ok(&mut c, &a.id, "touch /made; chown 42:65534 /made; mkdir /d; touch /d/root-file").await;
     assert_eq!(sh_ok(&mut c, &a.id, "stat -c %u:%g /made /d/root-file").await, "42:65534\n0:0\n");
-    let upper = d.state_dir.join("sandboxes").join(&a.id).join("upper");
+    // The writable layer and the session's files are in its subvolume of
+    // the daemon's disk image (the harness's daemons have disk limits on).
+    let subvolume = d.state_dir.join("scratch").join(&a.id);
+    let upper = subvolume.join("sandbox/upper");
     let made = std::fs::metadata(upper.join("made")).unwrap();
     assert_eq!((made.uid(), made.gid()), (42, 65534), "upper on disk is shifted");
     let root_file = std::fs::metadata(upper.join("d/root-file")).unwrap();
@@ -57,14 +60,14 @@ async fn root_inside_is_an_unprivileged_host_range_of_its_own() {
 
     // A file made in the outputs is the range's on the host, and readable there.
     sh_ok(&mut c, &a.id, "echo result > /mnt/session/outputs/report.txt").await;
-    let out = d.state_dir.join("session-files").join(&a.id).join("outputs/report.txt");
+    let out = subvolume.join("files/outputs/report.txt");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "result\n");
     let meta = std::fs::metadata(&out).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (ra, ra));
     assert_eq!(meta.mode() & 0o004, 0o004, "outputs file not readable by others: {:o}", meta.mode());
 
     // The sandbox's gate dirs: its range may traverse them, other host users not.
-    for dir in [d.state_dir.join("sandboxes").join(&a.id), d.state_dir.join("session-files").join(&a.id)] {
+    for dir in [d.state_dir.join("sandboxes").join(&a.id), subvolume.clone(), subvolume.join("files")] {
         let m = std::fs::metadata(&dir).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, ra, 0o710), "{}", dir.display());
     }
@@ -121,7 +124,7 @@ async fn envs(d: &Daemon) -> EnvironmentsClient<Channel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apt_installs_in_a_build_container_and_layers_stay_unshifted() {
     let Some(image) = debian_image_or_skip() else { return };
-    let d = Daemon::start_with(image, vec!["--warm-sandboxes".into(), "0".into()], None);
+    let d = Daemon::start_for_builds(image, vec!["--warm-sandboxes".into(), "0".into()], None, vec![]);
     let mut e = envs(&d).await;
     let packages = Some(Packages { apt: vec!["hello".into()], ..Default::default() });
     e.create_environment(CreateEnvironmentRequest { name: "hello".into(), packages, ..Default::default() })
@@ -246,7 +249,9 @@ fn a_filesystem_that_cannot_idmap_stops_the_daemon_naming_the_feature() {
         .arg(&merged)
         .arg("--guest-binary")
         .arg(guest_bin())
-        .args(["--sandbox-subnet", "off", "--warm-sandboxes", "0", "--cgroup-parent"])
+        // No disk image: a daemon that fails at start leaves it mounted
+        // (a restart finds it so), which is not what this test looks at.
+        .args(["--sandbox-subnet", "off", "--warm-sandboxes", "0", "--disk-limit", "off", "--cgroup-parent"])
         .arg(format!("paddock-probe-{}", std::process::id()))
         .output()
         .unwrap();
