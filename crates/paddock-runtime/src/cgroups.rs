@@ -1,8 +1,10 @@
-//! Finding and removing a sandbox's cgroup directories. libcontainer makes and
-//! limits them; this module is the safety net that removes what a crash left.
+//! Finding, reading and removing a sandbox's cgroup directories. libcontainer
+//! makes and limits them; this module reads what they count (usage, for the
+//! API and metrics) and is the safety net that removes what a crash left.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -24,7 +26,26 @@ pub fn parent_cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     hierarchy_roots().into_iter().map(|root| root.join(parent)).collect()
 }
 
+/// The hierarchies, found once: they are mounted at boot, and a scrape of
+/// thousands of sessions must not list /sys/fs/cgroup for each.
 fn hierarchy_roots() -> Vec<PathBuf> {
+    static ROOTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    ROOTS.get_or_init(find_hierarchy_roots).clone()
+}
+
+fn is_v2() -> bool {
+    static V2: OnceLock<bool> = OnceLock::new();
+    *V2.get_or_init(|| Path::new(CGROUP_ROOT).join("cgroup.controllers").exists())
+}
+
+/// The v1 hierarchy that has `controller` (`cpu,cpuacct` has both).
+fn controller_root(controller: &str) -> Option<PathBuf> {
+    hierarchy_roots()
+        .into_iter()
+        .find(|r| r.file_name().is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller)))
+}
+
+fn find_hierarchy_roots() -> Vec<PathBuf> {
     let root = Path::new(CGROUP_ROOT);
     if root.join("cgroup.controllers").exists() {
         return vec![root.to_path_buf()];
@@ -45,16 +66,14 @@ fn hierarchy_roots() -> Vec<PathBuf> {
 /// that asked for other limits). Lowering memory below what is in use fails.
 pub fn set_limits(parent: &str, id: &str, limits: &ResourceLimits) -> anyhow::Result<()> {
     let root = Path::new(CGROUP_ROOT);
-    if root.join("cgroup.controllers").exists() {
+    if is_v2() {
         let dir = root.join(parent).join(id);
         write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
         write(&dir.join("cpu.max"), &format!("{} {}", limits.cpu_quota_us, limits.cpu_period_us))?;
         return write(&dir.join("pids.max"), &limits.pids.to_string());
     }
     let dir = |controller: &str| -> anyhow::Result<PathBuf> {
-        hierarchy_roots()
-            .into_iter()
-            .find(|r| r.file_name().is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller)))
+        controller_root(controller)
             .map(|r| r.join(parent).join(id))
             .ok_or_else(|| anyhow::anyhow!("no {controller} cgroup hierarchy is mounted"))
     };
@@ -62,6 +81,64 @@ pub fn set_limits(parent: &str, id: &str, limits: &ResourceLimits) -> anyhow::Re
     write(&dir("cpu")?.join("cpu.cfs_period_us"), &limits.cpu_period_us.to_string())?;
     write(&dir("cpu")?.join("cpu.cfs_quota_us"), &limits.cpu_quota_us.to_string())?;
     write(&dir("pids")?.join("pids.max"), &limits.pids.to_string())
+}
+
+/// What a sandbox's cgroups count now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    pub cpu_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
+/// Reads the sandbox's usage; `None` when its cgroup is gone (the sandbox
+/// was removed meanwhile). A counter the kernel does not offer reads as 0.
+pub fn read_usage(parent: &str, id: &str) -> Option<CgroupUsage> {
+    if is_v2() {
+        let dir = Path::new(CGROUP_ROOT).join(parent).join(id);
+        let cpu_us = field(&read(&dir.join("cpu.stat"))?, "usage_usec");
+        return Some(CgroupUsage {
+            cpu_ns: cpu_us * 1000,
+            memory_bytes: number(&dir.join("memory.current")),
+            memory_peak_bytes: number(&dir.join("memory.peak")),
+            pids: number(&dir.join("pids.current")),
+            oom_kills: field(&read(&dir.join("memory.events")).unwrap_or_default(), "oom_kill"),
+        });
+    }
+    let dir = |controller: &str| controller_root(controller).map(|r| r.join(parent).join(id));
+    let memory = dir("memory")?;
+    let oom_control = read(&memory.join("memory.oom_control"))?;
+    Some(CgroupUsage {
+        cpu_ns: dir("cpuacct").map(|d| number(&d.join("cpuacct.usage"))).unwrap_or(0),
+        memory_bytes: number(&memory.join("memory.usage_in_bytes")),
+        memory_peak_bytes: number(&memory.join("memory.max_usage_in_bytes")),
+        pids: dir("pids").map(|d| number(&d.join("pids.current"))).unwrap_or(0),
+        oom_kills: field(&oom_control, "oom_kill"),
+    })
+}
+
+/// Only the OOM kill count (the daemon's watch loop reads this often).
+pub fn read_oom_kills(parent: &str, id: &str) -> Option<u64> {
+    let file = match is_v2() {
+        true => Path::new(CGROUP_ROOT).join(parent).join(id).join("memory.events"),
+        false => controller_root("memory")?.join(parent).join(id).join("memory.oom_control"),
+    };
+    Some(field(&read(&file)?, "oom_kill"))
+}
+
+fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn number(path: &Path) -> u64 {
+    read(path).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The value of `key` in a flat-keyed file (`key value` lines).
+fn field(text: &str, key: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
 }
 
 fn write(path: &Path, value: &str) -> anyhow::Result<()> {
@@ -106,6 +183,26 @@ fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
         sleep(Duration::from_millis(10));
     }
     Err(last.unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flat_keyed_fields() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(super::field(text, "oom_kill"), 3);
+        assert_eq!(super::field(text, "under_oom"), 0);
+        assert_eq!(super::field("usage_usec 1234\nuser_usec 1000\n", "usage_usec"), 1234);
+        assert_eq!(super::field("", "oom_kill"), 0);
+    }
+
+    #[test]
+    fn the_hosts_own_cgroup_reads() {
+        // The root of every hierarchy is a cgroup too; reading it must work
+        // on this host's layout (v1, hybrid or v2).
+        let usage = super::read_usage("", "").expect("the root cgroup");
+        assert!(usage.memory_bytes > 0 || super::is_v2(), "{usage:?}");
+    }
 }
 
 fn read_pids(dir: &Path) -> Vec<i32> {

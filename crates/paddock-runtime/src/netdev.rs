@@ -71,6 +71,16 @@ pub fn set_host_link(name: &str, up: bool) -> Result<()> {
 
 /// Deletes a host link by name; deleting one end of a veth pair deletes both.
 /// Absent is fine.
+/// Bytes the host end of a sandbox's link has received and sent: the
+/// sandbox's sent and received bytes, in that order. `None` if the link is gone.
+pub fn link_bytes(host_if: &str) -> Option<(u64, u64)> {
+    let stat = |name: &str| -> Option<u64> {
+        let path = format!("/sys/class/net/{host_if}/statistics/{name}");
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    Some((stat("rx_bytes")?, stat("tx_bytes")?))
+}
+
 pub fn delete_link(name: &str) -> Result<()> {
     if !Path::new("/sys/class/net").join(name).exists() {
         return Ok(());

@@ -43,6 +43,30 @@ struct QgroupLimitArgs {
     rsv_excl: u64,
 }
 
+/// `struct btrfs_ioctl_ino_lookup_args`: asked for the subvolume root's
+/// objectid, the kernel fills in `treeid`, the subvolume's id.
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+/// `struct btrfs_ioctl_fs_info_args`, of which only `fsid` is used.
+#[repr(C)]
+struct FsInfoArgs {
+    max_id: u64,
+    num_devices: u64,
+    fsid: [u8; 16],
+    rest: [u8; 992],
+}
+
+// _IOWR(0x94, 18, ino_lookup_args), _IOR(0x94, 31, fs_info_args).
+const BTRFS_IOC_INO_LOOKUP: libc::c_ulong = 0xD000_9412;
+const BTRFS_IOC_FS_INFO: libc::c_ulong = 0x8400_941F;
+/// The objectid of every subvolume's root directory.
+const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+
 // _IOW(0x94, 14 and 15, vol_args), _IOWR(0x94, 40, quota_ctl_args), _IOR(0x94, 43, qgroup_limit_args).
 const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940E;
 const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940F;
@@ -114,6 +138,28 @@ pub fn set_limit(subvolume: &Path, bytes: u64) -> io::Result<()> {
     })
 }
 
+/// Where the kernel shows the qgroups of the btrfs filesystem mounted at
+/// `mount`: `/sys/fs/btrfs/<fsid>/qgroups` (each `0_<subvolume id>/referenced`
+/// is what that subvolume holds, in bytes, as of the last commit).
+pub fn qgroups_dir(mount: &Path) -> io::Result<std::path::PathBuf> {
+    let mut args = FsInfoArgs { max_id: 0, num_devices: 0, fsid: [0; 16], rest: [0; 992] };
+    ioctl(&open_dir(mount)?, BTRFS_IOC_FS_INFO, &mut args, || {
+        format!("btrfs fs info of {}", mount.display())
+    })?;
+    let hex: String = args.fsid.iter().map(|b| format!("{b:02x}")).collect();
+    let uuid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+    Ok(Path::new("/sys/fs/btrfs").join(uuid).join("qgroups"))
+}
+
+/// The id of subvolume `subvolume` (its qgroup is `0/<id>`).
+pub fn subvolume_id(subvolume: &Path) -> io::Result<u64> {
+    let mut args = InoLookupArgs { treeid: 0, objectid: BTRFS_FIRST_FREE_OBJECTID, name: [0; 4080] };
+    ioctl(&open_dir(subvolume)?, BTRFS_IOC_INO_LOOKUP, &mut args, || {
+        format!("looking up the subvolume id of {}", subvolume.display())
+    })?;
+    Ok(args.treeid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,10 +170,14 @@ mod tests {
         assert_eq!(std::mem::size_of::<VolArgs>(), 4096);
         assert_eq!(std::mem::size_of::<QuotaCtlArgs>(), 16);
         assert_eq!(std::mem::size_of::<QgroupLimitArgs>(), 48);
+        assert_eq!(std::mem::size_of::<InoLookupArgs>(), 4096);
+        assert_eq!(std::mem::size_of::<FsInfoArgs>(), 1024);
         let size = |req: libc::c_ulong| (req >> 16) & 0x3fff;
         assert_eq!(size(BTRFS_IOC_SUBVOL_CREATE), 4096);
         assert_eq!(size(BTRFS_IOC_QUOTA_CTL), 16);
         assert_eq!(size(BTRFS_IOC_QGROUP_LIMIT), 48);
+        assert_eq!(size(BTRFS_IOC_INO_LOOKUP), 4096);
+        assert_eq!(size(BTRFS_IOC_FS_INFO), 1024);
     }
 
     #[test]

@@ -20,6 +20,23 @@ pub struct DaemonConfig {
     #[arg(long = "listen")]
     pub listen: Vec<String>,
 
+    /// Serve Prometheus metrics on HOST:PORT at /metrics (the OpenMetrics
+    /// text format). Off unless given. Anyone who can connect reads every
+    /// session's usage and labels: bind it to loopback or a monitoring network.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for a
+    /// log pipeline); on stderr either way. Every line about a session has
+    /// its id in the `session` field.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// How often running sessions are looked at for OOM kills and dead
+    /// inits, which WatchEvents reports (a few small file reads per session).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub watch_interval: Duration,
+
     /// Group of the API's unix sockets (mode 0660, owner root): its members
     /// may connect. Callers other than root still need a token.
     #[arg(long, default_value = "paddock")]

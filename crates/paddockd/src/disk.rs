@@ -38,6 +38,9 @@ const DEFAULT_DISK: i64 = 10 << 30;
 
 pub struct Disk {
     mount: PathBuf,
+    /// The image's qgroups in sysfs, where usage is read (None: the kernel
+    /// does not show them; usage then reads as unknown).
+    qgroups: Option<PathBuf>,
 }
 
 impl Disk {
@@ -59,7 +62,21 @@ impl Disk {
             max = %format_bytes(max),
             "disk limits on"
         );
-        Ok(Self { mount })
+        let qgroups = quota::qgroups_dir(&mount).ok().filter(|d| d.is_dir());
+        if qgroups.is_none() {
+            tracing::warn!(
+                "the disk image's qgroups are not in /sys/fs/btrfs: sessions' disk use reads as 0"
+            );
+        }
+        Ok(Self { mount, qgroups })
+    }
+
+    /// Bytes session `id` holds in its subvolume (writable layer and files),
+    /// as of btrfs's last commit.
+    pub fn used(&self, id: &str) -> Option<u64> {
+        let subvolume = quota::subvolume_id(&self.dir(id)).ok()?;
+        let file = self.qgroups.as_ref()?.join(format!("0_{subvolume}/referenced"));
+        fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
     /// The session's subvolume.

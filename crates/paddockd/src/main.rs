@@ -8,6 +8,7 @@ mod envvars;
 mod grpc;
 mod guest;
 mod limits;
+mod metrics;
 mod network;
 mod sessions;
 mod state_modes;
@@ -27,18 +28,14 @@ use paddock_runtime::helper::RuntimeClient;
 use crate::config::{DaemonConfig, Subcommand};
 use crate::core::auth::Tokens;
 use crate::core::events::Events;
+use crate::core::metrics::Metrics;
 use crate::core::Core;
 use crate::environments::EnvironmentManager;
 use crate::sessions::SessionManager;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cfg = DaemonConfig::parse();
+    init_logs(&cfg.log_format);
     let result = match &cfg.command {
         // The runtime helper must stay single-threaded: it never starts tokio.
         Some(Subcommand::RuntimeHelper { socket }) => paddock_runtime::helper::serve(socket),
@@ -47,6 +44,19 @@ fn main() {
     if let Err(e) = result {
         eprintln!("paddockd: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Log lines on stderr (for the service manager: journald, or the
+/// service script's log file), as text or as one JSON object per line.
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // Fields at the top level of each object (`session`, `event`, ...),
+        // so a pipeline filters on them without unpacking.
+        "json" => logs.json().flatten_event(true).with_current_span(false).init(),
+        _ => logs.init(),
     }
 }
 
@@ -110,12 +120,15 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
         let events = Arc::new(Events::default());
+        let metrics = Arc::new(Metrics::new(events.clone()));
         let envs = Arc::new(EnvironmentManager::new(
             cfg.clone(),
             runtime.clone(),
             cfg.runtime_dirs(),
             net.clone(),
             ranges.clone(),
+            events.clone(),
+            metrics.clone(),
         )?);
         envs.recover().await?;
         let manager = Arc::new(SessionManager::new(
@@ -124,6 +137,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             net,
             envs.clone(),
             events.clone(),
+            metrics.clone(),
             disk,
             ranges,
         )?);
@@ -131,13 +145,19 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let tokens = Tokens::open(cfg.tokens_dir())?;
         let exchange = cfg.exchange_dir();
         fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
-        let core = Arc::new(Core::new(manager.clone(), envs, events, tokens, exchange));
+        let core = Arc::new(Core::new(manager.clone(), envs, events, metrics, tokens, exchange));
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
+        tokio::spawn(manager.clone().watch_loop(cfg.watch_interval));
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
+        let metrics_listener = match &cfg.metrics_listen {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
         tokio::select! {
-            r = grpc::serve(listeners, core) => r,
+            r = grpc::serve(listeners, core.clone()) => r,
+            r = metrics::serve(metrics_listener, core) => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;

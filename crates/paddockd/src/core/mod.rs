@@ -16,13 +16,17 @@ pub mod auth;
 pub mod caller;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod views;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use paddock_proto::v1 as pb;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::StreamExt;
 
 use crate::environments::{Base, EnvironmentManager};
@@ -33,61 +37,65 @@ pub use caller::Caller;
 use error::from_guest;
 pub use error::{Code, Error, Result, Stream};
 use events::{EventKind, Events};
+use metrics::Metrics;
 
 pub struct Core {
     sessions: Arc<SessionManager>,
     envs: Arc<EnvironmentManager>,
     events: Arc<Events>,
+    metrics: Arc<Metrics>,
     tokens: Tokens,
     /// The only host directory image layouts are exported to or imported from.
     exchange_dir: PathBuf,
 }
 
 /// Guest operations that pass a request through unchanged: the session is
-/// looked up for the caller and must be running (state.rs says so).
+/// looked up for the caller and must be running (state.rs says so). Each is
+/// counted under its public service and method.
 macro_rules! guest_calls {
-    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+    ($($name:ident($req:ty) -> $resp:ty = $service:literal $method:literal;)*) => {
         impl Core {$(
             pub async fn $name(&self, caller: &Caller, req: $req) -> Result<$resp> {
                 let id = req.session_id.clone();
-                self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await }).await
+                let call = self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await });
+                self.counted($service, $method, call).await
             }
         )*}
     };
 }
 
-/// The same for operations whose answer is a stream.
+/// The same for operations whose answer is a stream (counted when it starts).
 macro_rules! guest_streams {
-    ($($name:ident($req:ty) -> $item:ty;)*) => {
+    ($($name:ident($req:ty) -> $item:ty = $service:literal $method:literal;)*) => {
         impl Core {$(
             pub async fn $name(&self, caller: &Caller, req: $req) -> Result<Stream<$item>> {
                 let id = req.session_id.clone();
-                let s = self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await }).await?;
-                Ok(from_guest(s))
+                let call = self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await });
+                Ok(from_guest(self.counted($service, $method, call).await?))
             }
         )*}
     };
 }
 
 guest_calls! {
-    start_process(pb::StartProcessRequest) -> pb::ProcessInfo;
-    write_stdin(pb::WriteStdinRequest) -> pb::WriteStdinResponse;
-    resize_pty(pb::ResizePtyRequest) -> pb::ResizePtyResponse;
-    signal_process(pb::SignalProcessRequest) -> pb::SignalProcessResponse;
-    list_processes(pb::ListProcessesRequest) -> pb::ListProcessesResponse;
-    make_dir(pb::MakeDirRequest) -> pb::FileInfo;
-    r#move(pb::MoveRequest) -> pb::FileInfo;
-    remove(pb::RemoveRequest) -> pb::RemoveResponse;
-    run_code(pb::RunCodeRequest) -> pb::RunCodeResponse;
-    create_context(pb::CreateContextRequest) -> pb::CodeContext;
-    list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
-    restart_context(pb::ContextRequest) -> pb::CodeContext;
-    delete_context(pb::ContextRequest) -> pb::DeleteContextResponse;
+    start_process(pb::StartProcessRequest) -> pb::ProcessInfo = "Processes" "StartProcess";
+    write_stdin(pb::WriteStdinRequest) -> pb::WriteStdinResponse = "Processes" "WriteStdin";
+    resize_pty(pb::ResizePtyRequest) -> pb::ResizePtyResponse = "Processes" "ResizePty";
+    signal_process(pb::SignalProcessRequest) -> pb::SignalProcessResponse = "Processes" "SignalProcess";
+    list_processes(pb::ListProcessesRequest) -> pb::ListProcessesResponse = "Processes" "ListProcesses";
+    make_dir(pb::MakeDirRequest) -> pb::FileInfo = "Files" "MakeDir";
+    r#move(pb::MoveRequest) -> pb::FileInfo = "Files" "Move";
+    remove(pb::RemoveRequest) -> pb::RemoveResponse = "Files" "Remove";
+    run_code(pb::RunCodeRequest) -> pb::RunCodeResponse = "Code" "RunCode";
+    create_context(pb::CreateContextRequest) -> pb::CodeContext = "Code" "CreateContext";
+    list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse = "Code" "ListContexts";
+    restart_context(pb::ContextRequest) -> pb::CodeContext = "Code" "RestartContext";
+    delete_context(pb::ContextRequest) -> pb::DeleteContextResponse = "Code" "DeleteContext";
 }
 
 guest_streams! {
-    attach_process(pb::AttachProcessRequest) -> pb::ProcessEvent;
-    watch(pb::WatchRequest) -> pb::WatchEvent;
+    attach_process(pb::AttachProcessRequest) -> pb::ProcessEvent = "Processes" "AttachProcess";
+    watch(pb::WatchRequest) -> pb::WatchEvent = "Files" "Watch";
 }
 
 impl Core {
@@ -95,10 +103,46 @@ impl Core {
         sessions: Arc<SessionManager>,
         envs: Arc<EnvironmentManager>,
         events: Arc<Events>,
+        metrics: Arc<Metrics>,
         tokens: Tokens,
         exchange_dir: PathBuf,
     ) -> Self {
-        Self { sessions, envs, events, tokens, exchange_dir }
+        Self { sessions, envs, events, metrics, tokens, exchange_dir }
+    }
+
+    /// Awaits a call into a session and counts it by service, method and outcome.
+    async fn counted<T>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let r = call.await;
+        self.metrics.call(service, method, r.as_ref().err().map(|e| e.code()));
+        r
+    }
+
+    // ------------------------------------------------------------ observing
+
+    /// Events from now on: a tenant's own, or every tenant's for an admin;
+    /// only `id`'s when it is set. A watcher that falls behind is told how
+    /// many it lost (the core never waits for a watcher).
+    pub fn watch_events(&self, caller: &Caller, id: String) -> Stream<pb::Event> {
+        let caller = caller.clone();
+        let events = BroadcastStream::new(self.events.subscribe());
+        Box::pin(events.filter_map(move |r| match r {
+            Ok(e) if caller.sees(&e.tenant) && (id.is_empty() || e.id == id) => Some(Ok(e.to_proto())),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(events::lost(n))),
+        }))
+    }
+
+    /// The metrics in the Prometheus (OpenMetrics) text format: every
+    /// tenant's sessions, so for admins only.
+    pub async fn metrics_text(&self, caller: &Caller) -> Result<String> {
+        require_admin(caller, "reading metrics")?;
+        let snapshot = self.sessions.snapshot().await;
+        Ok(self.metrics.render(snapshot).await)
     }
 
     // ------------------------------------------------------------ callers
@@ -134,35 +178,46 @@ impl Core {
         caller: &Caller,
         req: pb::CreateSessionRequest,
     ) -> Result<pb::Session> {
+        let started = Instant::now();
         let record = self.sessions.create(caller, req).await?;
-        Ok(views::session(&record, 0))
+        self.metrics.create_took(started);
+        Ok(views::session(&record, 0, None))
     }
 
+    /// With the session's usage now (a few small reads of cgroup and sysfs files).
     pub async fn get_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         let record = self.sessions.get(caller, id).await?;
-        Ok(views::session(&record, self.sessions.denied_total(&record)))
+        Ok(views::session(&record, self.sessions.denied_total(&record), self.sessions.usage_of(&record)))
     }
 
     pub async fn list_sessions(&self, caller: &Caller) -> Vec<pb::Session> {
         let records = self.sessions.list(caller).await;
-        records.iter().map(|r| views::session(r, self.sessions.denied_total(r))).collect()
+        records.iter().map(|r| views::session(r, self.sessions.denied_total(r), None)).collect()
     }
 
     pub async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         let record = self.sessions.stop(caller, id).await?;
-        Ok(views::session(&record, self.sessions.denied_total(&record)))
+        Ok(views::session(&record, self.sessions.denied_total(&record), None))
     }
 
     pub async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
-        self.sessions.delete(caller, id).await
+        let started = Instant::now();
+        self.sessions.delete(caller, id).await?;
+        self.metrics.delete_took(started);
+        Ok(())
     }
 
     pub async fn exec(&self, caller: &Caller, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
-        self.sessions.exec(caller, req).await
+        let started = Instant::now();
+        let r = self.counted("Sessions", "Exec", self.sessions.exec(caller, req)).await;
+        if r.is_ok() {
+            self.metrics.exec_took(started);
+        }
+        r
     }
 
     pub async fn exec_stream(&self, caller: &Caller, req: pb::ExecRequest) -> Result<Stream<pb::ExecEvent>> {
-        self.sessions.exec_stream(caller, req).await
+        self.counted("Sessions", "ExecStream", self.sessions.exec_stream(caller, req)).await
     }
 
     pub async fn update_network(
@@ -178,7 +233,7 @@ impl Core {
     }
 
     pub async fn run_tool(&self, caller: &Caller, req: pb::RunToolRequest) -> Result<pb::ToolResult> {
-        self.sessions.run_tool(caller, req).await
+        self.counted("Tools", "RunTool", self.sessions.run_tool(caller, req)).await
     }
 
     // ------------------------------------------------------------ files
@@ -187,22 +242,28 @@ impl Core {
     /// runs and from its kept outputs once it has stopped.
     pub async fn stat(&self, caller: &Caller, req: pb::StatRequest) -> Result<pb::FileInfo> {
         let id = req.session_id.clone();
-        match self.sessions.files_reader(caller, &id).await? {
-            FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await,
-            FilesReader::Guest(g) => {
-                self.sessions.call_with(&id, g, |mut g| async move { g.stat(req).await }).await
+        let call = async {
+            match self.sessions.files_reader(caller, &id).await? {
+                FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await,
+                FilesReader::Guest(g) => {
+                    self.sessions.call_with(&id, g, |mut g| async move { g.stat(req).await }).await
+                }
             }
-        }
+        };
+        self.counted("Files", "Stat", call).await
     }
 
     pub async fn list_dir(&self, caller: &Caller, req: pb::ListDirRequest) -> Result<pb::ListDirResponse> {
         let id = req.session_id.clone();
-        match self.sessions.files_reader(caller, &id).await? {
-            FilesReader::Outputs(outputs) => outputs.list_outputs(&req.path, req.depth).await,
-            FilesReader::Guest(g) => {
-                self.sessions.call_with(&id, g, |mut g| async move { g.list_dir(req).await }).await
+        let call = async {
+            match self.sessions.files_reader(caller, &id).await? {
+                FilesReader::Outputs(outputs) => outputs.list_outputs(&req.path, req.depth).await,
+                FilesReader::Guest(g) => {
+                    self.sessions.call_with(&id, g, |mut g| async move { g.list_dir(req).await }).await
+                }
             }
-        }
+        };
+        self.counted("Files", "ListDir", call).await
     }
 
     pub async fn download(
@@ -211,16 +272,20 @@ impl Core {
         req: pb::DownloadRequest,
     ) -> Result<Stream<pb::DownloadChunk>> {
         let id = req.session_id.clone();
-        match self.sessions.files_reader(caller, &id).await? {
-            FilesReader::Outputs(outputs) => {
-                let chunks = outputs.download_output(&req.path).await?;
-                Ok(Box::pin(ReceiverStream::new(chunks)))
+        let call = async {
+            match self.sessions.files_reader(caller, &id).await? {
+                FilesReader::Outputs(outputs) => {
+                    let chunks = outputs.download_output(&req.path).await?;
+                    Ok(Box::pin(ReceiverStream::new(chunks)) as Stream<_>)
+                }
+                FilesReader::Guest(g) => {
+                    let s =
+                        self.sessions.call_with(&id, g, |mut g| async move { g.download(req).await }).await?;
+                    Ok(from_guest(s))
+                }
             }
-            FilesReader::Guest(g) => {
-                let s = self.sessions.call_with(&id, g, |mut g| async move { g.download(req).await }).await?;
-                Ok(from_guest(s))
-            }
-        }
+        };
+        self.counted("Files", "Download", call).await
     }
 
     /// An upload: `messages` are the header (first), the data and the
@@ -234,7 +299,8 @@ impl Core {
         messages: impl tokio_stream::Stream<Item = pb::UploadRequest> + Send + 'static,
     ) -> Result<pb::FileInfo> {
         let id = header.session_id.clone();
-        self.sessions.call_guest(caller, &id, |mut g| async move { g.upload(messages).await }).await
+        let call = self.sessions.call_guest(caller, &id, |mut g| async move { g.upload(messages).await });
+        self.counted("Files", "Upload", call).await
     }
 
     // ------------------------------------------------------------ environments
@@ -376,8 +442,9 @@ mod tidy {
     fn front_ends_use_only_the_core() {
         let forbidden =
             ["crate::sessions", "crate::environments", "crate::store", "crate::guest", "crate::network"];
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/grpc");
-        let (mut checked, mut dirs) = (0, vec![dir.clone()]);
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let front_ends = [src.join("grpc"), src.join("metrics")];
+        let (mut checked, mut dirs) = (0, front_ends.to_vec());
         while let Some(d) = dirs.pop() {
             for entry in std::fs::read_dir(&d).unwrap() {
                 let path = entry.unwrap().path();
@@ -396,6 +463,6 @@ mod tidy {
                 checked += 1;
             }
         }
-        assert!(checked >= 3, "no front-end files found in {}", dir.display());
+        assert!(checked >= 4, "no front-end files found in {front_ends:?}");
     }
 }

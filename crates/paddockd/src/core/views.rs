@@ -1,12 +1,15 @@
 //! What callers see of sessions and environments, built here only: front
 //! ends pass these messages on and never read records or manager internals.
 
-use paddock_proto::v1::{Environment, Limits, Packages as PbPackages, Session, SessionState as PbState};
+use paddock_proto::v1::{
+    Environment, Limits, Packages as PbPackages, Session, SessionState as PbState, Usage,
+};
 
 use crate::environments::{Base, EnvironmentManager, EnvironmentRecord};
 use crate::store::{SessionRecord, SessionState};
 
-pub fn session(r: &SessionRecord, denied_total: u64) -> Session {
+/// `usage`: what the session uses now, if it was read (GetSession).
+pub fn session(r: &SessionRecord, denied_total: u64, usage: Option<Usage>) -> Session {
     Session {
         id: r.id.clone(),
         state: match r.state {
@@ -31,6 +34,7 @@ pub fn session(r: &SessionRecord, denied_total: u64) -> Session {
         environment_id: r.environment_id.clone(),
         environment_name: r.environment_name.clone(),
         tenant: r.tenant.clone(),
+        usage,
     }
 }
 

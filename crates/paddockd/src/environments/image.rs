@@ -16,6 +16,7 @@ use super::managers;
 use super::packages::{Manager, Packages};
 use super::{EnvironmentManager, Image, SessionImage};
 use crate::core::caller::Caller;
+use crate::core::events::EventKind;
 use crate::time::now_ms;
 
 impl EnvironmentManager {
@@ -36,10 +37,23 @@ impl EnvironmentManager {
     }
 
     /// Builds environment `id` unless another build of it runs, in which case
-    /// this waits for that one and then finds its layers cached.
+    /// this waits for that one and then finds its layers cached. Publishes
+    /// build started, and done or failed.
     async fn build_now(&self, id: &str, tx: &mpsc::Sender<BuildEvent>) -> Result<(), String> {
         let lock = self.build_lock(id);
         let _building = lock.lock().await;
+        let tenant = self.record(id).await.map(|r| r.tenant).unwrap_or_default();
+        self.events.publish(EventKind::BuildStarted, id, &tenant);
+        let built = self.build_steps(id, tx).await;
+        match &built {
+            Ok(()) => self.events.publish(EventKind::BuildDone, id, &tenant),
+            Err(e) => self.events.publish_detail(EventKind::BuildFailed, id, &tenant, e.clone()),
+        }
+        built
+    }
+
+    /// The steps of a build, each a cache hit or a new layer, and the image recorded.
+    async fn build_steps(&self, id: &str, tx: &mpsc::Sender<BuildEvent>) -> Result<(), String> {
         let started = Instant::now();
         let resolved = match self.record(id).await {
             Ok(r) => self.resolve_base(&r.base).map(|b| (r, b)),
@@ -154,7 +168,9 @@ impl EnvironmentManager {
         let tmp = self.layers.temp(digest).map_err(|e| fail(None, format!("{e:#}"), String::new()))?;
         step.tmp = tmp.clone();
         let started = Instant::now();
-        if let Err(f) = self.builder.run(&step, tx).await {
+        let ran = self.builder.run(&step, tx).await;
+        self.metrics.build_step(m.name(), ran.is_ok(), started);
+        if let Err(f) = ran {
             self.layers.discard(&tmp);
             let package = managers::blame(m, step.packages, &f.output_tail);
             let message = match package {

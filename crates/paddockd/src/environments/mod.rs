@@ -35,6 +35,8 @@ pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
 use crate::core::error::internal;
+use crate::core::events::Events;
+use crate::core::metrics::Metrics;
 use crate::network::policy::PolicySpec;
 use crate::network::NetManager;
 use crate::store::Store;
@@ -79,6 +81,9 @@ pub struct EnvironmentManager {
     records: Mutex<HashMap<String, EnvironmentRecord>>,
     /// One build per environment at a time.
     build_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Builds publish started, done and failed, and time their steps.
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
 }
 
 impl EnvironmentManager {
@@ -88,8 +93,12 @@ impl EnvironmentManager {
         dirs: RuntimeDirs,
         net: Arc<NetManager>,
         ranges: Arc<UidRanges>,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
+            events,
+            metrics,
             store: Store::open(cfg.state_dir.join("environments"))?,
             layers: LayerStore::open(cfg.state_dir.join("layers"))?,
             builder: Builder { cfg: cfg.clone(), runtime, dirs, net, ranges },

@@ -6,6 +6,7 @@
 
 mod auth;
 mod environments;
+mod events;
 mod sessions;
 mod tokens;
 mod unix_authority;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use paddock_proto::v1::code_server::CodeServer;
 use paddock_proto::v1::environments_server::EnvironmentsServer;
+use paddock_proto::v1::events_server::EventsServer;
 use paddock_proto::v1::files_server::FilesServer;
 use paddock_proto::v1::processes_server::ProcessesServer;
 use paddock_proto::v1::sessions_server::SessionsServer;
@@ -131,5 +133,6 @@ async fn router(core: Arc<Core>) -> Result<Router> {
         .add_service(guarded!(FilesServer::new(sessions::FilesApi { core: c() })))
         .add_service(guarded!(CodeServer::new(sessions::CodeApi { core: c() })))
         .add_service(guarded!(EnvironmentsServer::new(environments::EnvironmentsApi { core: c() })))
-        .add_service(guarded!(TokensServer::new(tokens::TokensApi { core: c() }))))
+        .add_service(guarded!(TokensServer::new(tokens::TokensApi { core: c() })))
+        .add_service(guarded!(EventsServer::new(events::EventsApi { core: c() }))))
 }

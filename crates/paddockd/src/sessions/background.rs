@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{is_session_id, Entry, SessionManager};
 use crate::core::caller::Caller;
-use crate::core::events::EventKind;
+use crate::core::events::StopReason;
 use crate::environments::SessionImage;
 use crate::limits;
 use crate::store::{SessionLimits, SessionState};
@@ -168,7 +168,8 @@ impl SessionManager {
                 }
             }
             let guest = self.guest_client(&id);
-            self.sessions.lock().await.insert(id, Entry::new(record, guest));
+            let oom_kills = self.oom_kills_now(&id);
+            self.sessions.lock().await.insert(id, Entry::new(record, guest, oom_kills));
         }
         for link in self.net.stray_links(&links) {
             tracing::warn!(link, "removing a sandbox link that no session owns");
@@ -234,7 +235,7 @@ impl SessionManager {
                 ids
             };
             for id in expired {
-                if let Err(e) = self.delete_as(&Caller::daemon(), &id, EventKind::SessionExpired).await {
+                if let Err(e) = self.delete_as(&Caller::daemon(), &id, StopReason::Ttl).await {
                     tracing::error!(id, "deleting expired session: {}", e.message());
                 }
             }

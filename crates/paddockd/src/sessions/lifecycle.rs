@@ -9,24 +9,28 @@ use super::state::{Event, Op};
 use super::{Entry, SessionManager};
 use crate::core::caller::Caller;
 use crate::core::error::{internal, Error};
-use crate::core::events::EventKind;
-use crate::store::SessionRecord;
+use crate::core::events::{EventKind, StopReason};
+use crate::store::{SessionRecord, SessionState};
 
 /// The session index, held: no session enters or leaves while it is.
 pub(crate) type IndexGuard<'a> = MutexGuard<'a, HashMap<String, Entry>>;
 
 impl SessionManager {
     pub async fn delete(&self, caller: &Caller, id: &str) -> Result<(), Error> {
-        self.delete_as(caller, id, EventKind::SessionDeleted).await
+        self.delete_as(caller, id, StopReason::Deleted).await
     }
 
-    /// Deletes a session; `why` is the event published (deleted, or expired).
-    pub(super) async fn delete_as(&self, caller: &Caller, id: &str, why: EventKind) -> Result<(), Error> {
+    /// Deletes a session; `why` is the reason a running one is said to have
+    /// stopped (deleted, or its TTL).
+    pub(super) async fn delete_as(&self, caller: &Caller, id: &str, why: StopReason) -> Result<(), Error> {
         let session = self.lookup(caller, id).await?;
         // Holding the session's lock keeps new calls out while it goes away;
         // the index lock is taken only after it is released (lock order).
         let mut s = session.lock().await;
+        // A dead init is reported as such, not as stopped by this delete.
+        self.refresh_state(&mut s);
         s.record.state.check(id, Op::Delete)?;
+        let had_sandbox = s.record.state == SessionState::Running;
         self.runtime_destroy(id).await?;
         self.session_files(id).remove().map_err(internal)?;
         self.release_disk(id);
@@ -41,7 +45,10 @@ impl SessionManager {
         let tenant = s.record.tenant.clone();
         drop(s);
         self.sessions.lock().await.remove(id);
-        self.events.publish(why, id, &tenant);
+        if had_sandbox {
+            self.events.stopped(id, &tenant, why);
+        }
+        self.events.publish(EventKind::SessionDeleted, id, &tenant);
         Ok(())
     }
 
@@ -49,6 +56,7 @@ impl SessionManager {
     pub async fn stop(&self, caller: &Caller, id: &str) -> Result<SessionRecord, Error> {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
+        self.refresh_state(&mut s);
         s.record.state.check(id, Op::Stop)?;
         let was = s.record.state;
         // Recorded first: after a crash in between, recovery finds a stopped
@@ -72,7 +80,7 @@ impl SessionManager {
             self.store.save(&s.record).map_err(internal)?;
         }
         if was != s.record.state {
-            self.events.publish(EventKind::SessionStopped, id, &s.record.tenant);
+            self.events.stopped(id, &s.record.tenant, StopReason::Stopped);
         }
         Ok(s.record.clone())
     }

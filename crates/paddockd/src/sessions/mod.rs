@@ -16,6 +16,7 @@ mod network;
 pub mod session_files;
 pub mod state;
 mod tools;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
 use crate::core::error::internal;
 use crate::core::events::{EventKind, Events};
+use crate::core::metrics::Metrics;
 use crate::disk::Disk;
 use crate::environments::{Base, EnvironmentManager, SessionImage};
 use crate::guest::{self, Guest};
@@ -58,6 +60,8 @@ const EXEC_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 struct Session {
     record: SessionRecord,
     guest: Guest,
+    /// The cgroup's OOM kill count when last looked at (usage.rs).
+    oom_kills_seen: u64,
 }
 
 /// A session in the index. The tenant is kept outside the session's lock:
@@ -70,8 +74,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn new(record: SessionRecord, guest: Guest) -> Self {
-        Self { tenant: record.tenant.clone(), session: Arc::new(Mutex::new(Session { record, guest })) }
+    fn new(record: SessionRecord, guest: Guest, oom_kills_seen: u64) -> Self {
+        let session = Session { record, guest, oom_kills_seen };
+        Self { tenant: session.record.tenant.clone(), session: Arc::new(Mutex::new(session)) }
     }
 }
 
@@ -89,6 +94,7 @@ pub struct SessionManager {
     net: Arc<NetManager>,
     envs: Arc<EnvironmentManager>,
     events: Arc<Events>,
+    metrics: Arc<Metrics>,
     /// Per-session disk limits; `None` with --disk-limit off.
     disk: Option<Arc<Disk>>,
     ranges: Arc<UidRanges>,
@@ -113,6 +119,7 @@ impl SessionManager {
         net: Arc<NetManager>,
         envs: Arc<EnvironmentManager>,
         events: Arc<Events>,
+        metrics: Arc<Metrics>,
         disk: Option<Arc<Disk>>,
         ranges: Arc<UidRanges>,
     ) -> anyhow::Result<Self> {
@@ -130,6 +137,7 @@ impl SessionManager {
             net,
             envs,
             events,
+            metrics,
             disk,
             ranges,
         })
@@ -169,6 +177,9 @@ impl SessionManager {
             true => self.take_warm(&image.rootfs, &limits).await,
             false => None,
         };
+        if warm.is_none() && image.environment_id.is_empty() {
+            self.metrics.warm_miss();
+        }
         let (mut record, guest) = match warm {
             Some(w) => (w.record, w.guest),
             None => self.start_sandbox(SessionState::Creating, &image, &limits).await?,
@@ -218,10 +229,12 @@ impl SessionManager {
                     record.environment_name
                 )));
             }
-            index.insert(record.id.clone(), Entry::new(record.clone(), guest));
+            let oom_kills = self.oom_kills_now(&record.id);
+            index.insert(record.id.clone(), Entry::new(record.clone(), guest, oom_kills));
             drop(admission);
         }
         self.events.publish(EventKind::SessionCreated, &record.id, &record.tenant);
+        self.events.publish(EventKind::SessionRunning, &record.id, &record.tenant);
         Ok(record)
     }
 
@@ -453,17 +466,6 @@ impl SessionManager {
     async fn destroy_sandbox(&self, id: &str) {
         if let Err(e) = self.runtime_destroy(id).await {
             tracing::error!(id, "removing sandbox: {}", e.message());
-        }
-    }
-
-    /// Notices a sandbox whose init has died and records it as stopped.
-    fn refresh_state(&self, s: &mut Session) {
-        if s.record.state == SessionState::Running && !s.record.process.is_some_and(|p| p.is_alive()) {
-            tracing::warn!(id = %s.record.id, "sandbox init is gone; session stopped");
-            let _ = s.record.state.advance(state::Event::Stopped);
-            if let Err(e) = self.store.save(&s.record) {
-                tracing::error!(id = %s.record.id, "recording the stop: {e:#}");
-            }
         }
     }
 

@@ -1,0 +1,141 @@
+//! What sessions use (cgroups, disk subvolume, veth counters), read when
+//! asked: by GetSession, and by a metrics scrape for all running sessions at
+//! once. And the watch loop that notices OOM kills and dead inits without
+//! waiting for a caller to touch the session, so WatchEvents reports them
+//! when they happen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock_proto::v1::Usage;
+use paddock_runtime::cgroups;
+
+use super::{Session, SessionManager};
+use crate::core::events::{EventKind, StopReason};
+use crate::core::metrics::{SessionSample, Snapshot};
+use crate::store::{SessionRecord, SessionState};
+
+/// States as `paddock_sessions{state=...}` names them (warm sandboxes are the
+/// pool, counted apart).
+const STATES: [(SessionState, &str); 3] = [
+    (SessionState::Creating, "creating"),
+    (SessionState::Running, "running"),
+    (SessionState::Stopped, "stopped"),
+];
+
+impl SessionManager {
+    /// A running session's usage now; `None` for a session with no sandbox.
+    pub(crate) fn usage_of(&self, r: &SessionRecord) -> Option<Usage> {
+        if r.state != SessionState::Running {
+            return None;
+        }
+        let cg = cgroups::read_usage(&self.dirs.cgroup_parent, &r.id)?;
+        // The host end's (received, sent) is the sandbox's (sent, received).
+        let (tx, rx) =
+            r.net.as_ref().and_then(|n| paddock_runtime::netdev::link_bytes(&n.host_if)).unwrap_or((0, 0));
+        Some(Usage {
+            cpu_seconds: cg.cpu_ns as f64 / 1e9,
+            memory_bytes: cg.memory_bytes,
+            memory_peak_bytes: cg.memory_peak_bytes,
+            pids: cg.pids,
+            disk_bytes: self.disk.as_ref().and_then(|d| d.used(&r.id)).unwrap_or(0),
+            network_tx_bytes: tx,
+            network_rx_bytes: rx,
+            oom_kills: cg.oom_kills,
+        })
+    }
+
+    /// Everything a metrics scrape shows of sessions. The records are copied
+    /// under each session's lock, the files read after, off the runtime's
+    /// threads: a scrape never holds a session while it reads.
+    pub(crate) async fn snapshot(self: &Arc<Self>) -> Snapshot {
+        let entries: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+        let mut records = Vec::with_capacity(entries.len());
+        for e in entries {
+            records.push(e.session.lock().await.record.clone());
+        }
+        let by_state = STATES
+            .iter()
+            .map(|(s, name)| (*name, records.iter().filter(|r| r.state == *s).count() as u64))
+            .collect();
+        let this = self.clone();
+        let sessions = tokio::task::spawn_blocking(move || {
+            records
+                .iter()
+                .filter_map(|r| {
+                    Some(SessionSample {
+                        usage: this.usage_of(r)?,
+                        denied: this.denied_total(r),
+                        id: r.id.clone(),
+                        environment: r.environment_name.clone(),
+                        tenant: r.tenant.clone(),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        Snapshot { sessions, by_state, warm_pool: self.pool.len() as u64 }
+    }
+
+    /// Notices a sandbox whose init has died, records the session as
+    /// stopped and says why: OOM-killed if the cgroup's OOM kill count rose
+    /// since it was last looked at (the helper, not the daemon, reaps the
+    /// init, so its exit status is not at hand), else init died.
+    pub(super) fn refresh_state(&self, s: &mut Session) {
+        if s.record.state != SessionState::Running || s.record.process.is_some_and(|p| p.is_alive()) {
+            return;
+        }
+        let oom = self.new_oom_kills(s) > 0;
+        tracing::warn!(session = %s.record.id, oom, "sandbox init is gone; session stopped");
+        let _ = s.record.state.advance(super::state::Event::Stopped);
+        if let Err(e) = self.store.save(&s.record) {
+            tracing::error!(session = %s.record.id, "recording the stop: {e:#}");
+        }
+        let reason = if oom { StopReason::OomKilled } else { StopReason::InitDied };
+        self.events.stopped(&s.record.id, &s.record.tenant, reason);
+    }
+
+    /// OOM kills in the session's cgroup since the last look, published.
+    fn new_oom_kills(&self, s: &mut Session) -> u64 {
+        let Some(total) = cgroups::read_oom_kills(&self.dirs.cgroup_parent, &s.record.id) else {
+            return 0;
+        };
+        let new = total.saturating_sub(s.oom_kills_seen);
+        if new > 0 {
+            s.oom_kills_seen = total;
+            self.metrics.oom_killed(new);
+            let detail = format!("{new} process(es) killed; {total} in this sandbox so far");
+            self.events.publish_detail(EventKind::SessionOomKill, &s.record.id, &s.record.tenant, detail);
+        }
+        new
+    }
+
+    /// The OOM kill count a session starts watching from (an adopted
+    /// session's earlier kills are not news).
+    pub(super) fn oom_kills_now(&self, id: &str) -> u64 {
+        cgroups::read_oom_kills(&self.dirs.cgroup_parent, id).unwrap_or(0)
+    }
+
+    /// Every `interval`, looks at each running session for OOM kills and a
+    /// dead init. A session busy with a call or a delete is skipped for
+    /// that round (its lock is only tried): the next round sees it.
+    pub async fn watch_loop(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let entries: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+            for e in entries {
+                let Ok(mut s) = e.session.try_lock() else { continue };
+                if s.record.state != SessionState::Running {
+                    continue;
+                }
+                self.refresh_state(&mut s);
+                if s.record.state == SessionState::Running {
+                    self.new_oom_kills(&mut s);
+                }
+            }
+        }
+    }
+}
