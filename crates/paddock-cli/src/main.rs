@@ -3,6 +3,7 @@
 mod connect;
 mod env;
 mod network;
+mod observe;
 mod tokens;
 
 use std::collections::HashMap;
@@ -47,6 +48,10 @@ enum Command {
     /// Make, list and remove API tokens (admins only).
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// A live table of running sessions by CPU and memory.
+    Top(observe::TopArgs),
+    /// Follow session and environment events (WatchEvents) as they happen.
+    Events(observe::EventsArgs),
 }
 
 #[derive(Subcommand)]
@@ -184,11 +189,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Env(cmd) => return env::run(&daemon, cmd).await,
         Command::Token(cmd) => return tokens::run(&daemon, cmd).await,
+        Command::Top(args) => return observe::top(&daemon, args).await,
+        Command::Events(args) => return observe::events(&daemon, args).await,
         other => other,
     };
     let mut client = connect::sessions(&daemon).await?;
     match cmd {
-        Command::Env(_) | Command::Token(_) => unreachable!("handled above"),
+        Command::Env(_) | Command::Token(_) | Command::Top(_) | Command::Events(_) => {
+            unreachable!("handled above")
+        }
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
         Command::Session(SessionCommand::Ls { json }) => {
             let sessions =
@@ -247,6 +256,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 for r in &s.resources {
                     println!("resource: {r}");
+                }
+                if let Some(u) = &s.usage {
+                    observe::print_usage(u);
                 }
                 network::print_status(&net, 10);
             }
@@ -421,5 +433,6 @@ fn session_json(s: &Session) -> serde_json::Value {
         "resources": s.resources,
         "network": s.network.as_ref().map(network::policy_json),
         "network_denied_total": s.network_denied_total,
+        "usage": s.usage.as_ref().map(observe::usage_json),
     })
 }
