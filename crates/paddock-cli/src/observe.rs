@@ -52,7 +52,7 @@ pub fn print_usage(u: &Usage) {
     println!("procs:    {}", u.pids);
     println!("disk use: {}", format_bytes(u.disk_bytes as i64));
     println!(
-        "network:  {} sent, {} received",
+        "traffic:  {} sent, {} received",
         format_bytes(u.network_tx_bytes as i64),
         format_bytes(u.network_rx_bytes as i64)
     );
