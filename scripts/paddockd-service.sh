@@ -7,6 +7,13 @@ set -euo pipefail
 pidfile=/run/paddockd.pid
 log=/var/log/paddockd.log
 
+# The log is rotated at each start once it passes 64 MiB (one old copy,
+# paddockd.log.1): paddockd writes to stderr and leaves rotation to the
+# service manager, which this script is on hosts without one.
+rotate() {
+    if [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt $((64 << 20)) ]; then mv -f "$log" "$log.1"; fi
+}
+
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 stop() {
@@ -21,6 +28,7 @@ stop() {
 
 start() {
     if running; then echo "paddockd is already running (pid $(cat "$pidfile"))"; return; fi
+    rotate
     setsid /usr/local/bin/paddockd "$@" </dev/null >>"$log" 2>&1 &
     echo $! > "$pidfile"
     for _ in $(seq 200); do

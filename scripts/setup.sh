@@ -25,11 +25,13 @@ apt-get update -q
 # benchmark's certificates, servers and host-side client, and the environment
 # tests' local package registries (http.server); python3-venv: the Python
 # client's venv (scripts/python-client.sh); btrfs-progs: mkfs.btrfs for
-# the daemon's disk image (per-session disk limits).
+# the daemon's disk image (per-session disk limits); prometheus: the
+# observability tests start one of their own (on loopback) to scrape
+# /metrics.
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
-    openssl curl python3 python3-venv btrfs-progs
+    openssl curl python3 python3-venv btrfs-progs prometheus
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
@@ -54,6 +56,11 @@ install -D -m 0755 target/release/paddockd /usr/local/bin/paddockd.new && mv /us
 install -D -m 0755 target/release/paddock /usr/local/bin/paddock.new && mv /usr/local/bin/paddock.new /usr/local/bin/paddock
 install -D -m 0755 target/guest/paddock-guest /usr/local/lib/paddock/paddock-guest.new
 mv /usr/local/lib/paddock/paddock-guest.new /usr/local/lib/paddock/paddock-guest
+# For hosts with systemd (this script itself starts paddockd without it, below).
+if [ -d /run/systemd/system ]; then
+    install -D -m 0644 scripts/paddockd.service /etc/systemd/system/paddockd.service
+    systemctl daemon-reload
+fi
 
 echo "== Base image"
 rootfs/build-base.sh /var/lib/paddock/images/base

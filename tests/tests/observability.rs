@@ -294,3 +294,23 @@ async fn a_tenant_watches_its_own_events_only() {
         b.id
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_name_the_session_on_every_line_about_it() {
+    let d = Daemon::start_with(test_image(), vec!["--log-format".into(), "json".into()], None);
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap();
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let about: Vec<_> = lines.iter().filter(|l| l.to_string().contains(&s.id)).collect();
+    let events: Vec<_> = about.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(events, ["session.created", "session.running", "session.stopped", "session.deleted"], "{log}");
+    for l in about {
+        assert_eq!(l["session"], s.id.as_str(), "a line about the session without its id field: {l}");
+        assert!(l["level"].is_string() && l["timestamp"].is_string(), "{l}");
+    }
+}

@@ -76,7 +76,7 @@ impl Builder {
         let id = format!("{BUILD_ID_PREFIX}{:016x}", rand::thread_rng().gen::<u64>());
         let net = self.net.allocate().map_err(|e| failure(e.message().to_string(), ""))?;
         if net.is_none() {
-            tracing::warn!(id, "networking is off: the build container reaches no registry");
+            tracing::warn!(container = id, "networking is off: the build container reaches no registry");
         }
         let userns = match self.ranges.allocate() {
             Ok(r) => r,
@@ -94,13 +94,13 @@ impl Builder {
         userns.iter().for_each(|r| self.ranges.release(r));
         if let Err(e) = std::fs::remove_dir_all(&files) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(id, "removing {}: {e}", files.display());
+                tracing::error!(container = id, "removing {}: {e}", files.display());
             }
         }
         match destroyed {
             Ok(Ok(())) => result,
             other => {
-                tracing::error!(id, "removing a build container: {other:?}");
+                tracing::error!(container = id, "removing a build container: {other:?}");
                 result.and(Err(failure("could not remove the build container".into(), "")))
             }
         }

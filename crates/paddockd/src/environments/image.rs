@@ -202,7 +202,7 @@ impl EnvironmentManager {
         if let Some(r) = records.get_mut(id).filter(|r| r.packages == *packages) {
             r.build_error = Some(format!("{}\n{}", f.message, f.output_tail).trim().to_string());
             if let Err(e) = self.store.save(r) {
-                tracing::error!(id, "recording a failed build: {e:#}");
+                tracing::error!(environment = id, "recording a failed build: {e:#}");
             }
         }
     }

@@ -124,12 +124,12 @@ impl EnvironmentManager {
             }
         }
         for id in ids {
-            tracing::warn!(id, "removing a build container left by a crash");
+            tracing::warn!(container = id, "removing a build container left by a crash");
             let (runtime, dirs, id2) = (self.builder.runtime.clone(), dirs.clone(), id.clone());
             // Logged, not fatal: the daemon must come up to serve its sessions.
             match tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id2)).await {
                 Ok(Ok(())) => {}
-                other => tracing::error!(id, "removing a build container: {other:?}"),
+                other => tracing::error!(container = id, "removing a build container: {other:?}"),
             }
         }
         for entry in std::fs::read_dir(self.cfg.build_files_dir()).into_iter().flatten().flatten() {

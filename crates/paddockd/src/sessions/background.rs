@@ -41,7 +41,7 @@ impl SessionManager {
                 })
                 .await;
                 if !matches!(applied, Ok(Ok(()))) {
-                    tracing::warn!(id = %w.record.id, "could not apply limits to a warm sandbox: {applied:?}");
+                    tracing::warn!(session = %w.record.id, "could not apply limits to a warm sandbox: {applied:?}");
                     self.remove_sandbox(&w.record).await;
                     continue;
                 }
@@ -49,7 +49,7 @@ impl SessionManager {
             // One ioctl (the qgroup limit of its subvolume).
             if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
                 if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
-                    tracing::warn!(id = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
+                    tracing::warn!(session = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
                     self.remove_sandbox(&w.record).await;
                     continue;
                 }
@@ -118,20 +118,20 @@ impl SessionManager {
             if record.state != SessionState::Creating && record.process.is_some() {
                 if let Some(r) = &record.userns {
                     if !self.ranges.claim(r) {
-                        tracing::warn!(id, host_id = r.host_id, "two sandboxes' records hold one uid range");
+                        tracing::warn!(session = id, host_id = r.host_id, "two sandboxes' records hold one uid range");
                     }
                 }
             }
             if record.state != SessionState::Creating {
                 if let Some(net) = &record.net {
                     if !self.net.claim(net) {
-                        tracing::warn!(id, link = %net.host_if, "sandbox link is outside --sandbox-subnet");
+                        tracing::warn!(session = id, link = %net.host_if, "sandbox link is outside --sandbox-subnet");
                     }
                     links.push(net.clone());
                 }
             }
             if record.state == SessionState::Creating {
-                tracing::warn!(id, "removing a sandbox left half-made by a crash");
+                tracing::warn!(session = id, "removing a sandbox left half-made by a crash");
                 self.destroy_sandbox(&id).await;
                 self.store.remove(&id)?;
                 continue;
@@ -147,12 +147,12 @@ impl SessionManager {
                 continue;
             }
             if record.state == SessionState::Running && !record.process.is_some_and(|p| p.is_alive()) {
-                tracing::warn!(id, "sandbox died while the daemon was away; session stopped");
+                tracing::warn!(session = id, "sandbox died while the daemon was away; session stopped");
                 record.state = SessionState::Stopped;
                 self.store.save(&record)?;
             }
             if record.state == SessionState::Stopped && record.process.is_some_and(|p| p.is_alive()) {
-                tracing::warn!(id, "finishing a StopSession cut short by a crash");
+                tracing::warn!(session = id, "finishing a StopSession cut short by a crash");
                 self.destroy_sandbox(&id).await;
                 if let Some(r) = record.userns.take() {
                     self.ranges.release(&r);
@@ -164,7 +164,7 @@ impl SessionManager {
             if let (SessionState::Running, Some(net)) = (record.state, &record.net) {
                 let policy = record.network.clone().unwrap_or_default();
                 if let Err(e) = self.net.apply(&id, net, &self.netns_of(&id), &policy).await {
-                    tracing::error!(id, "restoring the session's network: {}", e.message());
+                    tracing::error!(session = id, "restoring the session's network: {}", e.message());
                 }
             }
             let guest = self.guest_client(&id);
@@ -178,10 +178,10 @@ impl SessionManager {
             }
         }
         for orphan in self.orphans(&known) {
-            tracing::warn!(id = orphan, "removing sandbox leftovers that no session owns");
+            tracing::warn!(session = orphan, "removing sandbox leftovers that no session owns");
             self.destroy_sandbox(&orphan).await;
             if let Err(e) = self.session_files(&orphan).remove() {
-                tracing::error!(id = orphan, "removing leftover session resources: {e}");
+                tracing::error!(session = orphan, "removing leftover session resources: {e}");
             }
             self.release_disk(&orphan);
         }
@@ -236,7 +236,7 @@ impl SessionManager {
             };
             for id in expired {
                 if let Err(e) = self.delete_as(&Caller::daemon(), &id, StopReason::Ttl).await {
-                    tracing::error!(id, "deleting expired session: {}", e.message());
+                    tracing::error!(session = id, "deleting expired session: {}", e.message());
                 }
             }
         }

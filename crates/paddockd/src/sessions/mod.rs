@@ -387,7 +387,7 @@ impl SessionManager {
     /// Deletes the session's subvolume (after its sandbox is gone).
     pub(super) fn release_disk(&self, id: &str) {
         if let Some(Err(e)) = self.disk.as_ref().map(|d| d.release(id)) {
-            tracing::error!(id, "removing the session's disk subvolume: {e}");
+            tracing::error!(session = id, "removing the session's disk subvolume: {e}");
         }
     }
 
@@ -451,11 +451,11 @@ impl SessionManager {
         }
         record.userns.iter().for_each(|r| self.ranges.release(r));
         if let Err(e) = self.session_files(&record.id).remove() {
-            tracing::error!(id = %record.id, "removing the resources of a removed sandbox: {e}");
+            tracing::error!(session = %record.id, "removing the resources of a removed sandbox: {e}");
         }
         self.release_disk(&record.id);
         if let Err(e) = self.store.remove(&record.id) {
-            tracing::error!(id = %record.id, "removing the record of a removed sandbox: {e:#}");
+            tracing::error!(session = %record.id, "removing the record of a removed sandbox: {e:#}");
         }
     }
 
@@ -465,7 +465,7 @@ impl SessionManager {
 
     async fn destroy_sandbox(&self, id: &str) {
         if let Err(e) = self.runtime_destroy(id).await {
-            tracing::error!(id, "removing sandbox: {}", e.message());
+            tracing::error!(session = id, "removing sandbox: {}", e.message());
         }
     }
 

@@ -44,7 +44,7 @@ impl SessionManager {
             return Err(internal(e));
         }
         self.net.apply(&s.record.id, &net, &self.netns_of(&s.record.id), &spec).await?;
-        tracing::info!(id = %s.record.id, mode = ?spec.mode, "network policy updated");
+        tracing::info!(session = %s.record.id, mode = ?spec.mode, "network policy updated");
         self.events.publish(EventKind::SessionNetworkUpdated, &s.record.id, &s.record.tenant);
         Ok(self.status_of(&s))
     }
