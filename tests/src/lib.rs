@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 pub mod net;
 pub mod prometheus;
+pub mod scale;
 
 pub type Client = SessionsClient<Channel>;
 
