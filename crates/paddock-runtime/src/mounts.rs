@@ -40,11 +40,28 @@ pub fn unmount_and_remove(target: &Path) -> Result<()> {
     }
 }
 
-/// Whether anything is mounted at `path` (per the host's mount table).
+/// Whether anything is mounted at `path`: statx's mount-root attribute,
+/// one syscall. (Reading /proc/self/mountinfo instead costs time in
+/// proportion to the host's mounts, three per live sandbox.)
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
+    /// `STATX_ATTR_MOUNT_ROOT` (Linux 5.8), not in the libc crate.
+    const MOUNT_ROOT: u64 = 0x2000;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    let wanted = path.to_string_lossy();
-    table.lines().any(|l| l.split(' ').nth(4) == Some(&*wanted))
+    // SAFETY: statx writes one `struct statx` into `buf`, which outlives the call.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT;
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c_path.as_ptr(), flags, 0, &mut buf) };
+    r == 0 && buf.stx_attributes_mask & MOUNT_ROOT != 0 && buf.stx_attributes & MOUNT_ROOT != 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_roots_are_told_apart() {
+        assert!(super::is_mounted(std::path::Path::new("/proc")));
+        assert!(!super::is_mounted(std::path::Path::new("/proc/self")));
+        assert!(!super::is_mounted(std::path::Path::new("/no/such/path")));
+    }
 }

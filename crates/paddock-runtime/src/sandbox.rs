@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -139,15 +138,18 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
 
     let state_dir = dirs.container_root.join(id);
     if state_dir.exists() {
+        // Not libcontainer's kill and delete: each builds a cgroup manager,
+        // which on a v1 host reads the whole mount table once for every
+        // controller it does not find mounted (4 here), and the table grows
+        // by three mounts per live sandbox: at 300 sessions that was most of
+        // a delete's time (BENCHMARKS.md, "Scale"). The init is PID 1 of the
+        // sandbox's pid namespace, so SIGKILL to it ends every process in
+        // it; cgroups, mounts and dirs go below, by path.
         match Container::load(state_dir.clone()) {
-            Ok(mut container) => {
-                let pid = container.pid();
-                let _ = container.kill(Signal::try_from(9).expect("SIGKILL"), true);
-                if let Some(pid) = pid {
+            Ok(container) => {
+                if let Some(pid) = container.pid().filter(|p| in_sandbox_cgroup(*p, id)) {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                     reap(pid, Duration::from_secs(2));
-                }
-                if let Err(e) = container.delete(true) {
-                    errors.push(format!("libcontainer delete: {e}"));
                 }
             }
             Err(e) => tracing::warn!(id, "container state unreadable ({e}); removing by hand"),
@@ -224,6 +226,13 @@ fn write_resolv_conf(rootfs: &std::path::Path, nameserver: std::net::Ipv4Addr) -
 
 /// Waits for our child `pid` to exit, so no zombie outlives the sandbox. A pid
 /// that is not our child (we were restarted) returns at once.
+/// Whether `pid` is still the sandbox's (in one of its cgroups), so a pid
+/// reused after the init died is never killed.
+fn in_sandbox_cgroup(pid: Pid, id: &str) -> bool {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    cgroups.lines().any(|l| l.rsplit(':').next().is_some_and(|path| path.ends_with(&format!("/{id}"))))
+}
+
 fn reap(pid: Pid, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
