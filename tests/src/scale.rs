@@ -52,9 +52,10 @@ pub async fn delete_timed(c: &mut Client, id: &str) -> Duration {
     t.elapsed()
 }
 
-/// `n` Exec round trips of `true`, spread over `ids` in turn.
-pub async fn exec_times(c: &mut Client, ids: &[String], n: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
+/// `n` Exec round trips of `true`, spread over `ids` in turn: each round
+/// trip, and the part of it the guest measured (fork to exit status).
+pub async fn exec_times(c: &mut Client, ids: &[String], n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut out, mut guest) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         let req = ExecRequest {
             session_id: ids[i % ids.len()].clone(),
@@ -64,9 +65,10 @@ pub async fn exec_times(c: &mut Client, ids: &[String], n: usize) -> Vec<Duratio
         let t = Instant::now();
         let r = c.exec(req).await.unwrap_or_else(|e| panic!("Exec: {e}")).into_inner();
         out.push(t.elapsed());
+        guest.push(Duration::from_micros(r.duration_us));
         assert_eq!(r.exit_code, Some(0), "{r:?}");
     }
-    out
+    (out, guest)
 }
 
 /// The median and the maximum.

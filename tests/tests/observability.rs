@@ -147,7 +147,7 @@ fn kind(e: &Event) -> EventKind {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_events_sees_an_oom_kill_a_ttl_expiry_and_a_delete_in_order() {
-    let d = Daemon::start_with(test_image(), vec!["--watch-interval".into(), "200ms".into()], None);
+    let d = Daemon::start();
     let mut c = d.client().await;
     let mut events = EventsClient::new(d.channel().await);
     let mut stream = events.watch_events(WatchEventsRequest::default()).await.unwrap().into_inner();
@@ -190,7 +190,7 @@ async fn watch_events_sees_an_oom_kill_a_ttl_expiry_and_a_delete_in_order() {
 async fn watch_events_orders_the_whole_life_of_sessions() {
     // The same story read back from one stream at the end: every event of the
     // three sessions, in the order they happened.
-    let d = Daemon::start_with(test_image(), vec!["--watch-interval".into(), "200ms".into()], None);
+    let d = Daemon::start();
     let mut c = d.client().await;
     let mut events = EventsClient::new(d.channel().await);
     let mut stream = events.watch_events(WatchEventsRequest::default()).await.unwrap().into_inner();
@@ -198,8 +198,9 @@ async fn watch_events_orders_the_whole_life_of_sessions() {
     let mut req = shell(&small.id, "tail /dev/zero");
     req.timeout_ms = Some(30_000);
     c.exec(req).await.unwrap();
-    // The watch loop looks every 200 ms.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The OOM notification arrives on its own; wait for it before the next act.
+    let mut got =
+        events_until(&mut stream, Duration::from_secs(10), |e| kind(e) == EventKind::SessionOomKill).await;
     let ttl = c
         .create_session(CreateSessionRequest { ttl_seconds: Some(1), ..Default::default() })
         .await
@@ -209,10 +210,12 @@ async fn watch_events_orders_the_whole_life_of_sessions() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.delete_session(DeleteSessionRequest { session_id: small.id.clone() }).await.unwrap();
-    let got = events_until(&mut stream, Duration::from_secs(10), |e| {
-        kind(e) == EventKind::SessionDeleted && e.id == small.id
-    })
-    .await;
+    got.extend(
+        events_until(&mut stream, Duration::from_secs(10), |e| {
+            kind(e) == EventKind::SessionDeleted && e.id == small.id
+        })
+        .await,
+    );
     let story: Vec<_> = got.iter().map(|e| (kind(e), e.id.clone(), e.reason)).collect();
     use EventKind::*;
     let expected = vec![
@@ -232,7 +235,7 @@ async fn watch_events_orders_the_whole_life_of_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_init_is_reported_without_a_caller_asking() {
-    let d = Daemon::start_with(test_image(), vec!["--watch-interval".into(), "200ms".into()], None);
+    let d = Daemon::start();
     let mut c = d.client().await;
     let mut events = EventsClient::new(d.channel().await);
     let s = create(&mut c, None).await;

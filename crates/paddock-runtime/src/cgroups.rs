@@ -128,6 +128,72 @@ pub fn read_oom_kills(parent: &str, id: &str) -> Option<u64> {
     Some(field(&read(&file)?, "oom_kill"))
 }
 
+/// An fd that becomes ready when the OOM killer acts in the sandbox's
+/// memory cgroup, and how to wait for it: on v1 an eventfd registered on
+/// `memory.oom_control` through `cgroup.event_control` (POLLIN; it also
+/// fires once when the cgroup is removed), on v2 `memory.events` itself
+/// (POLLPRI when it changes). Read it with [`OomNotifier::drain`] after each
+/// wake-up, which re-arms it.
+pub struct OomNotifier {
+    fd: std::os::fd::OwnedFd,
+    v2: bool,
+}
+
+impl OomNotifier {
+    pub fn new(parent: &str, id: &str) -> std::io::Result<Self> {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        if is_v2() {
+            let file = fs::File::open(Path::new(CGROUP_ROOT).join(parent).join(id).join("memory.events"))?;
+            return Ok(Self { fd: OwnedFd::from(file), v2: true });
+        }
+        let dir = controller_root("memory")
+            .ok_or_else(|| std::io::Error::other("no memory cgroup hierarchy is mounted"))?
+            .join(parent)
+            .join(id);
+        let control = fs::File::open(dir.join("memory.oom_control"))?;
+        // SAFETY: eventfd returns a new fd or -1; the fd is owned from here on.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // The kernel keeps what it needs of `control`: it may close after this.
+        let line = format!("{} {}", fd.as_raw_fd(), control.as_raw_fd());
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.event_control"))?
+            .write_all(line.as_bytes())?;
+        Ok(Self { fd, v2: false })
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// The poll(2) events to wait for.
+    pub fn poll_events(&self) -> i16 {
+        if self.v2 {
+            libc::POLLPRI
+        } else {
+            libc::POLLIN
+        }
+    }
+
+    /// Consumes the wake-up so the next one can be seen.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 512];
+        // SAFETY: reads into a stack buffer of its length; errors (EAGAIN) are fine.
+        unsafe {
+            if self.v2 {
+                libc::lseek(self.raw_fd(), 0, libc::SEEK_SET);
+            }
+            libc::read(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+        }
+    }
+}
+
 fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
 }

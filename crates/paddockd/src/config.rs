@@ -32,11 +32,6 @@ pub struct DaemonConfig {
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
-    /// How often running sessions are looked at for OOM kills and dead
-    /// inits, which WatchEvents reports (a few small file reads per session).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub watch_interval: Duration,
-
     /// Group of the API's unix sockets (mode 0660, owner root): its members
     /// may connect. Callers other than root still need a token.
     #[arg(long, default_value = "paddock")]

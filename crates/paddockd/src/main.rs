@@ -79,6 +79,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
+    raise_open_files();
     fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     state_modes::tighten(&cfg.state_dir)?;
     let _lock = lock_state_dir(&cfg.state_dir)?;
@@ -148,7 +149,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let core = Arc::new(Core::new(manager.clone(), envs, events, metrics, tokens, exchange));
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
-        tokio::spawn(manager.clone().watch_loop(cfg.watch_interval));
+        tokio::spawn(manager.clone().watch_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
         let metrics_listener = match &cfg.metrics_listen {
@@ -175,6 +176,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// A session holds a few fds in the daemon (its guest connection, a pidfd
+/// and an OOM notifier): the soft limit (often 1024) goes up to the hard one.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the open-file limit to {hard}: {e}");
+            }
+        }
     }
 }
 

@@ -62,7 +62,8 @@ async fn main() {
         let per_session =
             (before.saturating_sub(mem_available())) as f64 / ids.len() as f64 / (1 << 20) as f64;
         let (s50, smax) = p50_max((0..5).map(|_| scrape(&metrics).0).collect());
-        let exec = p50_max(exec_times(&mut c, &ids, 300).await);
+        let (round_trips, in_guest) = exec_times(&mut c, &ids, 300).await;
+        let (exec, guest) = (p50_max(round_trips), p50_max(in_guest));
         // Delete then create again, 20 times, keeping the level: creates
         // beyond the warm pool (drained by the first two), deletes of idle
         // sessions among `level` live.
@@ -76,9 +77,10 @@ async fn main() {
         }
         let (create, delete) = (p50_max(creates), p50_max(deletes));
         println!(
-            "{:>6} {:>18} {:>18} {:>18} {:>10.2} {:>16}",
+            "{:>6} {:>18} {:>10} {:>18} {:>18} {:>10.2} {:>16}",
             ids.len(),
             format!("{} / {}", ms(exec.0), ms(exec.1)),
+            ms(guest.0),
             format!("{} / {}", ms(create.0), ms(create.1)),
             format!("{} / {}", ms(delete.0), ms(delete.1)),
             per_session,

@@ -118,7 +118,11 @@ impl SessionManager {
             if record.state != SessionState::Creating && record.process.is_some() {
                 if let Some(r) = &record.userns {
                     if !self.ranges.claim(r) {
-                        tracing::warn!(session = id, host_id = r.host_id, "two sandboxes' records hold one uid range");
+                        tracing::warn!(
+                            session = id,
+                            host_id = r.host_id,
+                            "two sandboxes' records hold one uid range"
+                        );
                     }
                 }
             }
@@ -169,6 +173,9 @@ impl SessionManager {
             }
             let guest = self.guest_client(&id);
             let oom_kills = self.oom_kills_now(&id);
+            if let (SessionState::Running, Some(p)) = (record.state, record.process) {
+                self.watcher.add(&id, p.pid);
+            }
             self.sessions.lock().await.insert(id, Entry::new(record, guest, oom_kills));
         }
         for link in self.net.stray_links(&links) {

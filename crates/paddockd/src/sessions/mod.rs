@@ -17,6 +17,7 @@ pub mod session_files;
 pub mod state;
 mod tools;
 mod usage;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -98,6 +99,10 @@ pub struct SessionManager {
     /// Per-session disk limits; `None` with --disk-limit off.
     disk: Option<Arc<Disk>>,
     ranges: Arc<UidRanges>,
+    /// Waits for inits to exit and OOM kills (watch.rs); what it sees
+    /// arrives on `watched`, taken by `watch_loop`.
+    watcher: Arc<watch::Watcher>,
+    watched: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<watch::Seen>>>,
 }
 
 /// A slot reserved for a session being created; given back on drop unless
@@ -125,7 +130,10 @@ impl SessionManager {
     ) -> anyhow::Result<Self> {
         let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
+        let (watcher, watched) = watch::Watcher::start(cfg.cgroup_parent.clone())?;
         Ok(Self {
+            watcher,
+            watched: Mutex::new(Some(watched)),
             store: Store::open(cfg.sessions_dir())?,
             cfg,
             runtime,
@@ -232,6 +240,9 @@ impl SessionManager {
             let oom_kills = self.oom_kills_now(&record.id);
             index.insert(record.id.clone(), Entry::new(record.clone(), guest, oom_kills));
             drop(admission);
+        }
+        if let Some(p) = record.process {
+            self.watcher.add(&record.id, p.pid);
         }
         self.events.publish(EventKind::SessionCreated, &record.id, &record.tenant);
         self.events.publish(EventKind::SessionRunning, &record.id, &record.tenant);

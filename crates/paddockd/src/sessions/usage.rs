@@ -1,11 +1,9 @@
 //! What sessions use (cgroups, disk subvolume, veth counters), read when
 //! asked: by GetSession, and by a metrics scrape for all running sessions at
-//! once. And the watch loop that notices OOM kills and dead inits without
-//! waiting for a caller to touch the session, so WatchEvents reports them
-//! when they happen.
+//! once. And what a dead init or an OOM kill does to a session (found by
+//! `watch.rs` as it happens, or by any call that touches the session).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use paddock_proto::v1::Usage;
 use paddock_runtime::cgroups;
@@ -97,7 +95,7 @@ impl SessionManager {
     }
 
     /// OOM kills in the session's cgroup since the last look, published.
-    fn new_oom_kills(&self, s: &mut Session) -> u64 {
+    pub(super) fn new_oom_kills(&self, s: &mut Session) -> u64 {
         let Some(total) = cgroups::read_oom_kills(&self.dirs.cgroup_parent, &s.record.id) else {
             return 0;
         };
@@ -115,27 +113,5 @@ impl SessionManager {
     /// session's earlier kills are not news).
     pub(super) fn oom_kills_now(&self, id: &str) -> u64 {
         cgroups::read_oom_kills(&self.dirs.cgroup_parent, id).unwrap_or(0)
-    }
-
-    /// Every `interval`, looks at each running session for OOM kills and a
-    /// dead init. A session busy with a call or a delete is skipped for
-    /// that round (its lock is only tried): the next round sees it.
-    pub async fn watch_loop(self: Arc<Self>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let entries: Vec<_> = self.sessions.lock().await.values().cloned().collect();
-            for e in entries {
-                let Ok(mut s) = e.session.try_lock() else { continue };
-                if s.record.state != SessionState::Running {
-                    continue;
-                }
-                self.refresh_state(&mut s);
-                if s.record.state == SessionState::Running {
-                    self.new_oom_kills(&mut s);
-                }
-            }
-        }
     }
 }
