@@ -53,7 +53,8 @@ pub async fn delete_timed(c: &mut Client, id: &str) -> Duration {
 }
 
 /// `n` Exec round trips of `true`, spread over `ids` in turn: each round
-/// trip, and the part of it the guest measured (fork to exit status).
+/// trip, and the part of it the guest measured (from its fork's return to
+/// the exit status).
 pub async fn exec_times(c: &mut Client, ids: &[String], n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let (mut out, mut guest) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {

@@ -46,8 +46,9 @@ async fn a_setuid_file_left_by_a_session_gives_host_users_nothing() {
     .await;
     let mut found = Vec::new();
     find(&d.state_dir, "planted", &mut found);
-    // The upper layer, the merged root and the outputs, at least.
-    assert!(found.len() >= 3, "{found:?}");
+    // The upper layer and the outputs, at least (the merged root is the
+    // sandbox's only: the host's copy is detached once the init runs).
+    assert!(found.len() >= 2, "{found:?}");
     for path in &found {
         let meta = std::fs::metadata(path).unwrap();
         // Root's, or (in the outputs, under a user namespace) the range

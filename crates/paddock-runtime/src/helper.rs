@@ -85,7 +85,7 @@ pub fn serve(socket: &Path) -> Result<()> {
             fds.push((PollFd::new(c.get_ref().as_fd(), PollFlags::POLLIN), false));
         }
         let mut poll_fds: Vec<PollFd> = fds.iter().map(|(f, _)| *f).collect();
-        let _ = poll(&mut poll_fds, PollTimeout::from(500u16));
+        let ready_count = poll(&mut poll_fds, PollTimeout::from(500u16)).unwrap_or(0);
         let ready = |is_listener: bool| {
             fds.iter().zip(&poll_fds).any(|((_, l), f)| *l == is_listener && f.any().unwrap_or(false))
         };
@@ -93,7 +93,7 @@ pub fn serve(socket: &Path) -> Result<()> {
         drop(poll_fds);
         drop(fds);
 
-        reap_children(&mut children);
+        reap_children(&mut children, ready_count == 0);
 
         if new_conn {
             if let Some(Ok((stream, _))) = listener.as_ref().map(|l| l.accept()) {
@@ -180,14 +180,19 @@ fn reserve_listen_fd() -> Result<()> {
     Ok(())
 }
 
-/// Reaps every exited child (sandbox inits and their intermediates) and forgets
-/// the sandboxes whose init is gone, whoever reaped it.
-fn reap_children(children: &mut HashSet<i32>) {
+/// Reaps every exited child (sandbox inits and their intermediates); with
+/// `sweep` (an idle moment), also forgets the sandboxes whose init someone
+/// else reaped. The sweep is one wait4 per sandbox: on every request it made
+/// each create and delete cost more with every live sandbox.
+fn reap_children(children: &mut HashSet<i32>, sweep: bool) {
     while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
         match status.pid() {
             Some(pid) => children.remove(&pid.as_raw()),
             None => break,
         };
+    }
+    if !sweep {
+        return;
     }
     // sandbox::destroy reaps its init itself.
     children.retain(|pid| {

@@ -40,6 +40,11 @@ pub fn unmount_and_remove(target: &Path) -> Result<()> {
     }
 }
 
+/// Lazily unmounts what is mounted at `path` (MNT_DETACH), keeping the dir.
+pub fn detach(path: &Path) -> Result<()> {
+    umount2(path, MntFlags::MNT_DETACH).with_context(|| format!("unmounting {}", path.display()))
+}
+
 /// Whether anything is mounted at `path`: statx's mount-root attribute,
 /// one syscall. (Reading /proc/self/mountinfo instead costs time in
 /// proportion to the host's mounts, three per live sandbox.)
