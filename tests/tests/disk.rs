@@ -41,7 +41,8 @@ async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
         std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions()) & 0o777
     };
     assert_eq!(mode(d.state_dir.join("scratch.img")), 0o600);
-    assert_eq!(mode(d.state_dir.join("scratch")), 0o700);
+    // A gate parent (state_modes.rs): sandboxes with a user namespace pass through.
+    assert_eq!(mode(d.state_dir.join("scratch")), 0o711);
     assert_eq!(mode(d.state_dir.join("scratch").join(&small.id)), 0o700);
 
     // The writable layer: /tmp is on the overlay's upper dir.
