@@ -50,12 +50,9 @@ async fn a_setuid_file_left_by_a_session_gives_host_users_nothing() {
     assert!(found.len() >= 3, "{found:?}");
     for path in &found {
         let meta = std::fs::metadata(path).unwrap();
-        assert_eq!(
-            (meta.uid(), meta.mode() & 0o4000),
-            (0, 0o4000),
-            "{} is a setuid-root file",
-            path.display()
-        );
+        // Root's, or (in the outputs, under a user namespace) the range
+        // root's: setuid either way, so worth running if one could reach it.
+        assert_eq!(meta.mode() & 0o4000, 0o4000, "{} is a setuid file", path.display());
         let got = run_as_nobody(path);
         assert!(got.contains("Permission denied"), "nobody ran {}: {got}", path.display());
     }

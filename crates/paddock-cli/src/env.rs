@@ -99,6 +99,10 @@ pub struct CreateArgs {
     /// Egress rules of the environment's sessions (a session's own override them).
     #[command(flatten)]
     network: NetworkArgs,
+    /// Let setuid programs such as sudo work in its sessions (no_new_privs
+    /// off); needs the daemon's user namespaces.
+    #[arg(long)]
+    allow_privilege_escalation: bool,
     #[arg(long)]
     json: bool,
 }
@@ -114,6 +118,8 @@ struct EnvFile {
     #[serde(default)]
     env: BTreeMap<String, String>,
     network: Option<NetworkFile>,
+    #[serde(default)]
+    allow_privilege_escalation: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -262,6 +268,7 @@ async fn create(envs: &mut EnvironmentsClient<Conn>, args: CreateArgs) -> Result
         packages: Some(packages),
         env,
         network,
+        allow_privilege_escalation: args.allow_privilege_escalation || file.allow_privilege_escalation,
     };
     let e = envs.create_environment(req).await.map_err(status)?.into_inner();
     if args.json {
@@ -391,6 +398,9 @@ fn show(e: &Environment) {
     if let Some(p) = &e.network {
         print_policy(p);
     }
+    if e.allow_privilege_escalation {
+        println!("setuid:   allowed (allow_privilege_escalation)");
+    }
     if !e.imported_base.is_empty() {
         println!("imported: {}", e.imported_base);
     }
@@ -412,5 +422,6 @@ fn env_json(e: &Environment) -> serde_json::Value {
         "build_error": if e.build_error.is_empty() { None } else { Some(&e.build_error) },
         "imported_base": if e.imported_base.is_empty() { None } else { Some(&e.imported_base) },
         "network": e.network.as_ref().map(policy_json),
+        "allow_privilege_escalation": e.allow_privilege_escalation,
     })
 }

@@ -21,12 +21,39 @@ impl SandboxExecutor {
 
 impl Executor for SandboxExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        seccompiler::apply_filter(&self.filter)
-            .map_err(|e| ExecutorError::Other(format!("installing the seccomp filter: {e}")))?;
+        let nnp = spec.process().as_ref().and_then(|p| p.no_new_privileges()).unwrap_or(false);
+        if nnp {
+            seccompiler::apply_filter(&self.filter)
+                .map_err(|e| ExecutorError::Other(format!("installing the seccomp filter: {e}")))?;
+        } else {
+            install_keeping_privileges(&self.filter)?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
     }
+}
+
+/// Installs the filter without setting no_new_privs (seccompiler always sets
+/// it). The kernel then asks for CAP_SYS_ADMIN (of the sandbox's user
+/// namespace): spec.rs gives it in the effective set only, not in the
+/// bounding set, so the exec of the guest right after drops it.
+fn install_keeping_privileges(filter: &BpfProgram) -> Result<(), ExecutorError> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len())
+            .map_err(|_| ExecutorError::Other("seccomp filter too long".into()))?,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog)
+    };
+    if rc != 0 {
+        return Err(ExecutorError::Other(format!(
+            "installing the seccomp filter: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }

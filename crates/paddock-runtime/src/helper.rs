@@ -39,6 +39,12 @@ enum Request {
     /// Stop serving (the daemon was upgraded); exit once the sandboxes this
     /// helper is the parent of are gone.
     Retire,
+    /// Check that user namespaces work here (see `probe.rs`).
+    ProbeUserns {
+        scratch: PathBuf,
+        lower_dirs: Vec<PathBuf>,
+        range: crate::namespaces::IdRange,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +53,7 @@ enum Response {
     Created(SandboxProcess),
     Destroyed,
     Retired,
+    Probed,
     Error(String),
 }
 
@@ -56,6 +63,9 @@ enum Response {
 /// (`paddockd runtime-helper`), before any thread is started.
 pub fn serve(socket: &Path) -> Result<()> {
     reserve_listen_fd()?;
+    // Sandbox inits inherit the helper's supplementary groups; under a user
+    // namespace those would be host groups the sandbox keeps. Root needs none.
+    nix::unistd::setgroups(&[]).context("dropping supplementary groups")?;
     let filter = seccomp::compile_filter()?;
     let _ = fs::remove_file(socket);
     let mut listener =
@@ -149,6 +159,12 @@ fn handle(line: &str, filter: &seccompiler::BpfProgram, children: &mut HashSet<i
             Ok(()) => Response::Destroyed,
             Err(e) => Response::Error(format!("{e:#}")),
         },
+        Request::ProbeUserns { scratch, lower_dirs, range } => {
+            match crate::probe::user_namespaces(&scratch, &lower_dirs, range) {
+                Ok(()) => Response::Probed,
+                Err(e) => Response::Error(format!("{e:#}")),
+            }
+        }
     }
 }
 
@@ -244,6 +260,22 @@ impl RuntimeClient {
     pub fn destroy(&self, dirs: &RuntimeDirs, id: &str) -> Result<(), RuntimeError> {
         match self.call(&Request::Destroy { dirs: dirs.clone(), id: id.to_string() })? {
             Response::Destroyed => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Fails with the reason when user namespaces cannot work as sandboxes
+    /// need them (kernel features, filesystems of `scratch` and `lower_dirs`).
+    pub fn probe_userns(
+        &self,
+        scratch: &Path,
+        lower_dirs: &[PathBuf],
+        range: crate::namespaces::IdRange,
+    ) -> Result<(), RuntimeError> {
+        let request =
+            Request::ProbeUserns { scratch: scratch.to_path_buf(), lower_dirs: lower_dirs.to_vec(), range };
+        match self.call(&request)? {
+            Response::Probed => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -49,6 +49,10 @@ impl SandboxPaths {
     pub fn work(&self) -> PathBuf {
         self.writable.join("work")
     }
+    /// Bind mount of the sandbox's user namespace (when it has one).
+    pub fn userns(&self) -> PathBuf {
+        self.dir.join("userns")
+    }
     /// Bind mount of the sandbox's network namespace.
     pub fn netns(&self) -> PathBuf {
         self.dir.join("netns")

@@ -3,7 +3,9 @@
 //!
 //! - [`spec`]: the OCI runtime spec (namespaces, mounts, capabilities, limits).
 //! - [`seccomp`]: the syscall filter; [`executor`] installs it in the container's init.
-//! - [`mounts`], [`cgroups`], [`netdev`]: host-side pieces libcontainer does not own.
+//! - [`mounts`], [`namespaces`], [`cgroups`], [`netdev`]: host-side pieces libcontainer
+//!   does not own (the overlay root, the user and network namespaces, cgroups, links);
+//!   [`probe`] checks at start-up that the kernel can do user namespaces as Paddock needs.
 //! - [`sandbox`]: create and destroy, the steps in order, with cleanup on failure.
 //! - [`helper`]: the runtime helper process that runs [`sandbox`] on behalf of the
 //!   daemon, because libcontainer forks and must not run in a multithreaded process.
@@ -11,10 +13,13 @@
 pub mod cgroups;
 pub mod executor;
 pub mod helper;
+mod idmap;
 pub mod layout;
 pub mod mounts;
+pub mod namespaces;
 pub mod netdev;
 mod netlink;
+pub mod probe;
 pub mod quota;
 pub mod sandbox;
 pub mod seccomp;
@@ -78,6 +83,14 @@ pub struct SandboxConfig {
     /// The veth link to the host; `None`: loopback only.
     #[serde(default)]
     pub network: Option<netdev::SandboxNet>,
+    /// The host ids the sandbox's user namespace maps 0..65535 to; `None`: no
+    /// user namespace (root inside is root on the host).
+    #[serde(default)]
+    pub userns: Option<namespaces::IdRange>,
+    /// Leave no_new_privs off, so setuid programs (sudo) work. Only with a
+    /// user namespace; the daemon refuses it otherwise.
+    #[serde(default)]
+    pub allow_privilege_escalation: bool,
 }
 
 /// A host directory shown at `destination` inside the sandbox.

@@ -83,7 +83,7 @@ pub fn delete_link(name: &str) -> Result<()> {
 
 /// Runs `f` with the calling thread in the network namespace pinned at `pin`,
 /// then returns the thread to the namespace it was in.
-fn in_netns<T>(pin: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn in_netns<T>(pin: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let original = File::open("/proc/thread-self/ns/net").context("opening the current network namespace")?;
     let target = File::open(pin).with_context(|| format!("opening {}", pin.display()))?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("entering the sandbox's network namespace")?;

@@ -2,13 +2,16 @@
 //! (single-threaded): libcontainer forks, and the netns setup switches the calling
 //! thread's namespace.
 //!
-//! Create: sandbox dir → overlay root → loopback-only netns → guest socket at
-//! fd 3 → config.json → libcontainer build (OCI create) → start. Any failure runs
+//! Create: sandbox dir → user namespace and the loopback-only netns it owns →
+//! overlay root (idmapped with a user namespace) → veth → the sandbox dir made
+//! a gate its uid range may traverse → config.json → guest socket at fd 3 →
+//! libcontainer build (OCI create) → start. Any failure runs
 //! [`destroy`], which is idempotent and also what a restarted daemon uses to
 //! clean up a sandbox it finds half-made.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
@@ -23,8 +26,9 @@ use seccompiler::BpfProgram;
 
 use crate::executor::SandboxExecutor;
 use crate::layout::{validate_id, SandboxPaths};
+use crate::namespaces;
 use crate::spec::{build_spec, LISTEN_FD};
-use crate::{cgroups, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
+use crate::{cgroups, idmap, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
 pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess> {
@@ -32,7 +36,11 @@ pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess
     let paths = SandboxPaths::of(&cfg.dirs, &cfg.id);
     // Refuse to touch a sandbox that exists: its owner is someone else.
     fs::create_dir_all(&cfg.dirs.sandboxes_dir)?;
-    fs::create_dir(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
+    // 0700 until the gate is set (last, see `create_in`).
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&paths.dir)
+        .with_context(|| format!("creating {}", paths.dir.display()))?;
     match create_in(cfg, &paths, filter) {
         Ok(p) => Ok(p),
         Err(e) => {
@@ -58,20 +66,34 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
     for dir in [&upper, &work, &paths.rootfs()] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let user_pin = paths.userns();
+    namespaces::create(cfg.userns.map(|r| (r, user_pin.as_path())), Some(&paths.netns()))?;
     let mut lowers = vec![cfg.image_rootfs.as_path()];
     lowers.extend(cfg.layers.iter().map(|p| p.as_path()));
-    mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?;
-    mounts::create_loopback_netns(&paths.netns())?;
+    match cfg.userns {
+        Some(range) => idmap::mount_overlay(&lowers, &upper, &work, &paths.rootfs(), &user_pin, range)?,
+        None => mounts::mount_overlay(&lowers, &upper, &work, &paths.rootfs())?,
+    }
     if let Some(net) = &cfg.network {
         netdev::wire_veth(&paths.netns(), net)?;
         // A caller that binds its own resolv.conf (a build container, whose
         // writable layer becomes an image layer) keeps it out of the overlay.
         if !cfg.binds.iter().any(|b| b.destination == std::path::Path::new("/etc/resolv.conf")) {
-            write_resolv_conf(&paths.rootfs(), net.host_addr)?;
+            let rootfs = paths.rootfs();
+            match cfg.userns {
+                // Through the idmapped overlay only the range's root can create files.
+                Some(range) => idmap::as_range_root(range, || {
+                    write_resolv_conf(&rootfs, net.host_addr).map_err(|e| format!("{e:#}"))
+                })?,
+                None => write_resolv_conf(&rootfs, net.host_addr)?,
+            }
         }
     }
 
-    let spec = build_spec(cfg, &paths.netns())?;
+    // Last: through the idmapped mount of this dir, host root could not
+    // reach `upper` past a group it cannot map.
+    namespaces::gate_dir(&paths.dir, cfg.userns)?;
+    let spec = build_spec(cfg, &paths.netns(), &user_pin)?;
     spec.save(paths.bundle().join("config.json")).context("writing config.json")?;
 
     let listener = UnixListener::bind(paths.guest_socket())
@@ -139,7 +161,7 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
     if let Err(e) = cgroups::remove_sandbox_cgroups(&dirs.cgroup_parent, id) {
         errors.push(format!("{e:#}"));
     }
-    for target in [paths.rootfs(), paths.netns()] {
+    for target in [paths.rootfs(), paths.netns(), paths.userns()] {
         if let Err(e) = mounts::unmount_and_remove(&target) {
             errors.push(format!("{e:#}"));
         }
@@ -167,7 +189,9 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
 /// made here, so a missing one fails instead of escaping the limit.
 fn make_writable_dir(paths: &SandboxPaths) -> Result<()> {
     if paths.writable_apart() {
-        fs::create_dir(&paths.writable).with_context(|| {
+        // Root's only: the overlay is made from fds host root opens; the
+        // sandbox never reaches it by path.
+        fs::DirBuilder::new().mode(0o700).create(&paths.writable).with_context(|| {
             format!("creating {} (in the session's disk subvolume)", paths.writable.display())
         })?;
     }

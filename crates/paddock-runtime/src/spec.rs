@@ -71,12 +71,22 @@ const ALLOWED_CHAR_DEVICES: &[(i64, Option<i64>)] = &[
     (136, None),
 ];
 
-pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
+/// `netns` and `userns` are the pins the helper made (see `namespaces.rs`);
+/// the sandbox joins them, so the spec has no uid/gid mappings of its own.
+pub fn build_spec(cfg: &SandboxConfig, netns: &Path, userns: &Path) -> Result<Spec> {
     let caps: HashSet<Capability> = CAPABILITIES.iter().copied().collect();
+    let nnp = !(cfg.allow_privilege_escalation && cfg.userns.is_some());
+    // Without no_new_privs, installing the seccomp filter needs CAP_SYS_ADMIN:
+    // the init holds it (effective, permitted) until it execs the guest, but
+    // it is not in the bounding set, so no exec, setuid or not, gets it back.
+    let mut held = caps.clone();
+    if !nnp {
+        held.insert(Capability::SysAdmin);
+    }
     let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
+        .bounding(caps)
+        .effective(held.clone())
+        .permitted(held)
         .inheritable(HashSet::new())
         .ambient(HashSet::new())
         .build()?;
@@ -100,7 +110,9 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
         .args(vec![GUEST_PATH_IN_SANDBOX.to_string()])
         .env(env)
         .cwd("/")
-        .no_new_privileges(true)
+        // Off only for an environment that asks for it, under a user namespace:
+        // setuid programs (sudo) then work, as root of the namespace only.
+        .no_new_privileges(nnp)
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
@@ -109,6 +121,7 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
             .build()?])
         .build()?;
 
+    let user = cfg.userns.is_some().then_some((LinuxNamespaceType::User, Some(userns)));
     let namespaces = [
         (LinuxNamespaceType::Pid, None),
         (LinuxNamespaceType::Ipc, None),
@@ -118,6 +131,7 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path) -> Result<Spec> {
         (LinuxNamespaceType::Network, Some(netns)),
     ]
     .into_iter()
+    .chain(user)
     .map(|(typ, path)| {
         let b = LinuxNamespaceBuilder::default().typ(typ);
         match path {

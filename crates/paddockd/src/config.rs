@@ -142,6 +142,17 @@ pub struct DaemonConfig {
     #[arg(long)]
     pub package_manager_config: Vec<PathBuf>,
 
+    /// User namespaces for sandboxes and build containers: `on` (root inside
+    /// is an unprivileged host uid of a range of the sandbox's own) or `off`
+    /// (root inside is root on the host; a warning is logged at start).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub userns: String,
+    /// First host uid/gid of the sandboxes' ranges (65536 ids each, one range
+    /// per sandbox). Must lie above every /etc/subuid and /etc/subgid range
+    /// and any host user; another paddockd on the host needs its own.
+    #[arg(long, default_value_t = 1 << 24)]
+    pub userns_base: u32,
+
     #[command(subcommand)]
     pub command: Option<Subcommand>,
 }
@@ -160,6 +171,14 @@ pub enum Subcommand {
 pub const MAX_EXEC_OUTPUT: u64 = 64 << 20;
 
 impl DaemonConfig {
+    pub fn userns_enabled(&self) -> bool {
+        self.userns == "on"
+    }
+    /// Where a build container's copy of the host's package-manager
+    /// configuration is kept while it runs (a gate its uid range traverses).
+    pub fn build_files_dir(&self) -> PathBuf {
+        self.state_dir.join("build-files")
+    }
     pub fn sessions_dir(&self) -> PathBuf {
         self.state_dir.join("sessions")
     }

@@ -24,6 +24,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use nix::mount::MsFlags;
+use paddock_runtime::namespaces::{self, IdRange};
 use paddock_runtime::quota;
 use paddock_units::format_bytes;
 
@@ -66,13 +67,14 @@ impl Disk {
         self.mount.join(id)
     }
 
-    /// Makes the subvolume of session `id`, limited to `bytes`.
-    pub fn prepare(&self, id: &str, bytes: i64) -> std::io::Result<()> {
+    /// Makes the subvolume of session `id`, limited to `bytes`, a gate for
+    /// its sandbox (`userns`: its range, or none): the outputs in it are
+    /// writable by any uid of the sandbox, and no host user may reach them.
+    pub fn prepare(&self, id: &str, bytes: i64, userns: Option<IdRange>) -> std::io::Result<()> {
         quota::create_subvolume(&self.mount, id)?;
-        let limited = quota::set_limit(&self.dir(id), bytes as u64)
-            // 0700: the outputs in it are writable by any uid of the sandbox, and no
-            // host user may reach them; the sandbox sees them through mounts only.
-            .and_then(|()| fs::set_permissions(self.dir(id), fs::Permissions::from_mode(0o700)));
+        let limited = quota::set_limit(&self.dir(id), bytes as u64).and_then(|()| {
+            namespaces::gate_dir(&self.dir(id), userns).map_err(|e| std::io::Error::other(format!("{e:#}")))
+        });
         if let Err(e) = limited {
             let _ = quota::delete_subvolume(&self.mount, id);
             return Err(e);
@@ -113,7 +115,8 @@ fn mount_image(cfg: &DaemonConfig, mount: &Path) -> Result<()> {
             attach_and_mount(&image, mount)?;
         }
     }
-    fs::set_permissions(mount, fs::Permissions::from_mode(0o700))?;
+    // A gate parent (see state_modes.rs): each session's subvolume is its gate.
+    fs::set_permissions(mount, fs::Permissions::from_mode(0o711))?;
     quota::enable_quota(mount).context("the disk limit needs btrfs quotas")?;
     Ok(())
 }

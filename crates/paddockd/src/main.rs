@@ -13,6 +13,7 @@ mod sessions;
 mod state_modes;
 mod store;
 mod time;
+mod uid_ranges;
 mod warm;
 
 use std::fs;
@@ -87,16 +88,45 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     ));
     let helper_pid = runtime.hello().context("starting the runtime helper")?;
     tracing::info!(helper_pid, state_dir = %cfg.state_dir.display(), "paddockd starting");
+    let ranges = Arc::new(uid_ranges::UidRanges::new(&cfg)?);
+    if ranges.enabled() {
+        state_modes::check_reachable(&cfg.state_dir)?;
+        // Writable layers live in the disk image when it is on, layers and
+        // images on the state filesystem: both must allow idmapped mounts.
+        let mut lower_dirs = vec![cfg.state_dir.join("layers")];
+        lower_dirs.extend(fs::canonicalize(cfg.image_rootfs()).ok());
+        let scratch = cfg.scratch_dir().unwrap_or_else(|| cfg.state_dir.clone());
+        runtime
+            .probe_userns(&scratch, &lower_dirs, ranges.probe_range())
+            .map_err(|e| anyhow::anyhow!("user namespaces do not work on this host: {e}"))?;
+    } else {
+        tracing::warn!(
+            "user namespaces are OFF (--userns off): root in a sandbox or build container is root on the host, \
+             one kernel bug away from owning it; privilege escalation cannot be allowed for any environment"
+        );
+    }
 
     let cfg = Arc::new(cfg);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let net = network::NetManager::start(&cfg).await.context("setting up sandbox networking")?;
         let events = Arc::new(Events::default());
-        let envs =
-            Arc::new(EnvironmentManager::new(cfg.clone(), runtime.clone(), cfg.runtime_dirs(), net.clone())?);
+        let envs = Arc::new(EnvironmentManager::new(
+            cfg.clone(),
+            runtime.clone(),
+            cfg.runtime_dirs(),
+            net.clone(),
+            ranges.clone(),
+        )?);
         envs.recover().await?;
-        let manager =
-            Arc::new(SessionManager::new(cfg.clone(), runtime, net, envs.clone(), events.clone(), disk)?);
+        let manager = Arc::new(SessionManager::new(
+            cfg.clone(),
+            runtime,
+            net,
+            envs.clone(),
+            events.clone(),
+            disk,
+            ranges,
+        )?);
         manager.recover().await?;
         let tokens = Tokens::open(cfg.tokens_dir())?;
         let exchange = cfg.exchange_dir();

@@ -71,6 +71,11 @@ pub struct SessionRecord {
     /// Who owns the session; records from before tenants belong to the default one.
     #[serde(default = "crate::core::caller::default_tenant")]
     pub tenant: String,
+    /// The host ids the sandbox's user namespace maps 0..65535 to, chosen
+    /// before it is made; `None`: no user namespace (--userns off, or a
+    /// sandbox made before user namespaces).
+    #[serde(default)]
+    pub userns: Option<paddock_runtime::namespaces::IdRange>,
 }
 
 impl Record for SessionRecord {

@@ -2,7 +2,10 @@
 //! trip against `runc run` / `runc exec` on the same rootfs and `bwrap`, in one
 //! run, with medians and ratios. Not a test: see BENCHMARKS.md.
 //!
-//! usage: bench-runtime [ITERATIONS]   (run as root; scripts/bench.sh builds it)
+//! usage: bench-runtime [ITERATIONS] [--userns-compare]   (run as root;
+//! scripts/bench.sh builds it). With `--userns-compare` it measures only
+//! Paddock, with `--userns off` and with user namespaces (the default), cold
+//! and warm, interleaved in one run, and prints both side by side.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -57,13 +60,16 @@ fn runc_bundle(dir: &Path, rootfs: &Path, args: &[&str]) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    if std::env::args().any(|a| a == "--userns-compare") {
+        return compare_userns(n).await;
+    }
     let rootfs = test_image();
     let work = std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
 
     // ---- Paddock, cold (every session made on demand) and warm (from the pool)
-    let cold = measure_paddock(n, 0).await;
-    let warm = measure_paddock(n, 2).await;
+    let cold = measure_paddock(n, 0, &[]).await;
+    let warm = measure_paddock(n, 2, &[]).await;
 
     // ---- runc run (create + start + wait + delete of a container running /bin/true)
     let runc_root = work.join("runc-state");
@@ -161,8 +167,10 @@ struct PaddockTimes {
 /// Sessions on a daemon with `warm` warm sandboxes. With a pool, each create
 /// waits (untimed) for the pool to be full again: the steady state of a host
 /// whose sessions arrive more slowly than it refills.
-async fn measure_paddock(n: usize, warm: usize) -> PaddockTimes {
-    let daemon = Daemon::start_with(test_image(), vec!["--warm-sandboxes".into(), warm.to_string()], None);
+async fn measure_paddock(n: usize, warm: usize, extra: &[&str]) -> PaddockTimes {
+    let mut args = vec!["--warm-sandboxes".to_string(), warm.to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let daemon = Daemon::start_with(test_image(), args, None);
     let mut client = daemon.client().await;
     let sandboxes = || std::fs::read_dir(daemon.state_dir.join("sandboxes")).map(|r| r.count()).unwrap_or(0);
     let true_req = |id: &str| ExecRequest {
@@ -205,4 +213,32 @@ async fn measure_paddock(n: usize, warm: usize) -> PaddockTimes {
     }
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
     t
+}
+
+/// Paddock without and with user namespaces, cold and warm; each pair is
+/// measured back to back so both see the same load.
+async fn compare_userns(n: usize) {
+    let off: &[&str] = &["--userns", "off"];
+    let mut rows = Vec::new();
+    for warm in [0, 2] {
+        let before = measure_paddock(n, warm, off).await;
+        let after = measure_paddock(n, warm, &[]).await;
+        rows.push((warm, before, after));
+    }
+    println!("user namespace cost: {n} sessions, {} exec round trips per daemon; medians", n * 4);
+    println!();
+    println!("| measure | --userns off | userns on | difference |");
+    println!("|---|---|---|---|");
+    for (warm, b, a) in rows {
+        let name = if warm == 0 { "cold" } else { "warm" };
+        let line = |what: &str, x: &[Duration], y: &[Duration]| {
+            let (x, y) = (median(x.to_vec()), median(y.to_vec()));
+            let diff = (y.as_secs_f64() - x.as_secs_f64()) * 1e3;
+            println!("| {name} {what} | {} | {} | {diff:+.2} ms |", ms(x), ms(y));
+        };
+        line("CreateSession", &b.create, &a.create);
+        line("create-to-first-exec", &b.create_to_exec, &a.create_to_exec);
+        line("DeleteSession", &b.delete, &a.delete);
+        line("Exec round trip", &b.exec, &a.exec);
+    }
 }

@@ -248,7 +248,16 @@ impl Core {
         let env = r.env.into_iter().collect();
         let record = self
             .envs
-            .create(caller, r.name, r.description, packages(r.packages), env, Base::Daemon, network)
+            .create(
+                caller,
+                r.name,
+                r.description,
+                packages(r.packages),
+                env,
+                Base::Daemon,
+                network,
+                r.allow_privilege_escalation,
+            )
             .await?;
         self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
@@ -270,7 +279,10 @@ impl Core {
         let env = r.update_env.then(|| r.env.into_iter().collect());
         let pk = r.packages.map(|p| packages(Some(p)));
         let network = policy(r.network.as_ref())?;
-        let record = self.envs.update(caller, &r.environment, pk, env, r.description, network).await?;
+        let record = self
+            .envs
+            .update(caller, &r.environment, pk, env, r.description, network, r.allow_privilege_escalation)
+            .await?;
         self.events.publish(EventKind::EnvironmentUpdated, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
     }

@@ -50,6 +50,7 @@ pub fn environment(envs: &EnvironmentManager, r: &EnvironmentRecord) -> Environm
             pip: p.pip.clone(),
         }),
         network: r.network.as_ref().map(|p| p.to_proto()),
+        allow_privilege_escalation: r.allow_privilege_escalation,
         env: r.env.clone().into_iter().collect(),
         state: state as i32,
         layers: current.map(|i| envs.image_layers(&i)).unwrap_or_default(),

@@ -21,6 +21,7 @@ use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::{build_event, BuildEvent, ExecRequest};
 use paddock_runtime::helper::RuntimeClient;
 use paddock_runtime::layout::SandboxPaths;
+use paddock_runtime::namespaces::{self, IdRange};
 use paddock_runtime::netdev::SandboxNet;
 use paddock_runtime::{BindMount, ResourceLimits, RuntimeDirs, SandboxConfig};
 use rand::Rng;
@@ -32,6 +33,7 @@ use crate::config::{DaemonConfig, MAX_EXEC_OUTPUT};
 use crate::guest;
 use crate::network::policy::{Mode, PolicySpec};
 use crate::network::NetManager;
+use crate::uid_ranges::UidRanges;
 
 /// Lines of a failed step's output kept for its error.
 const TAIL_LINES: usize = 25;
@@ -64,6 +66,7 @@ pub struct Builder {
     pub runtime: Arc<RuntimeClient>,
     pub dirs: RuntimeDirs,
     pub net: Arc<NetManager>,
+    pub ranges: Arc<UidRanges>,
 }
 
 impl Builder {
@@ -75,11 +78,25 @@ impl Builder {
         if net.is_none() {
             tracing::warn!(id, "networking is off: the build container reaches no registry");
         }
-        let result = self.run_in(&id, step, net.as_ref(), events).await;
+        let userns = match self.ranges.allocate() {
+            Ok(r) => r,
+            Err(e) => {
+                net.iter().for_each(|n| self.net.release(n));
+                return Err(failure(e.message().to_string(), ""));
+            }
+        };
+        let files = self.cfg.build_files_dir().join(&id);
+        let result = self.run_in(&id, step, net.as_ref(), userns, &files, events).await;
         let (runtime, dirs, id2) = (self.runtime.clone(), self.dirs.clone(), id.clone());
         let destroyed = tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id2)).await;
-        // The link goes only with the container: its slot is free after this.
+        // The link and the id range go only with the container: free after this.
         net.iter().for_each(|n| self.net.release(n));
+        userns.iter().for_each(|r| self.ranges.release(r));
+        if let Err(e) = std::fs::remove_dir_all(&files) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(id, "removing {}: {e}", files.display());
+            }
+        }
         match destroyed {
             Ok(Ok(())) => result,
             other => {
@@ -96,9 +113,12 @@ impl Builder {
         id: &str,
         step: &Step<'_>,
         net: Option<&SandboxNet>,
+        userns: Option<IdRange>,
+        files: &Path,
         events: &mpsc::Sender<BuildEvent>,
     ) -> Result<(), StepFailure> {
-        let sandbox = self.sandbox_config(id, step, net).map_err(|e| failure(format!("{e:#}"), ""))?;
+        let sandbox =
+            self.sandbox_config(id, step, net, userns, files).map_err(|e| failure(format!("{e:#}"), ""))?;
         let runtime = self.runtime.clone();
         match tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await {
             Ok(Ok(_)) => {}
@@ -210,14 +230,30 @@ impl Builder {
         }
     }
 
+    /// `files` holds the copy of the host's package-manager configuration:
+    /// outside the layer store (closed to the sandbox's uid range), in a gate
+    /// `root:<range's root> 0710` of its own.
     fn sandbox_config(
         &self,
         id: &str,
         step: &Step<'_>,
         net: Option<&SandboxNet>,
+        userns: Option<IdRange>,
+        files: &Path,
     ) -> anyhow::Result<SandboxConfig> {
-        let host_dir = step.tmp.join("host");
+        let host_dir = files.join("host");
+        anyhow::Context::with_context(std::fs::create_dir(files), || {
+            format!("creating {}", files.display())
+        })?;
+        namespaces::gate_dir(files, userns)?;
+        std::fs::create_dir(&host_dir)?;
         let mut env = host_config(&host_dir)?;
+        if let Some(r) = userns {
+            // Root's inside, with their modes, as without a user namespace.
+            for f in std::fs::read_dir(&host_dir)? {
+                std::os::unix::fs::chown(f?.path(), Some(r.host_id), Some(r.host_id))?;
+            }
+        }
         env.push("DEBIAN_FRONTEND=noninteractive".into());
         // The proxy variables make proxy-aware tools (apt, pip, npm, cargo, gem,
         // go) name the host they want; the transparent proxy takes the rest.
@@ -264,6 +300,8 @@ impl Builder {
             upper: Some(step.tmp.to_path_buf()),
             binds,
             network: net.cloned(),
+            userns,
+            allow_privilege_escalation: false,
         })
     }
 }

@@ -259,6 +259,7 @@ impl EnvironmentManager {
             layers: image.layers.iter().map(|d| self.layers.diff(d)).collect(),
             env,
             network: record.network.clone(),
+            allow_privilege_escalation: record.allow_privilege_escalation,
         })
     }
 }

@@ -39,6 +39,7 @@ use crate::network::policy::PolicySpec;
 use crate::network::NetManager;
 use crate::store::Store;
 use crate::time::now_ms;
+use crate::uid_ranges::UidRanges;
 use paddock_proto::v1::BuildState;
 
 /// What a session on an environment starts from.
@@ -51,6 +52,8 @@ pub struct SessionImage {
     pub env: Vec<String>,
     /// The environment's egress rules, unless the session brings its own.
     pub network: Option<PolicySpec>,
+    /// Setuid programs work (no_new_privs off); needs a user namespace.
+    pub allow_privilege_escalation: bool,
 }
 
 impl SessionImage {
@@ -63,6 +66,7 @@ impl SessionImage {
             layers: vec![],
             env: vec![],
             network: None,
+            allow_privilege_escalation: false,
         }
     }
 }
@@ -83,11 +87,12 @@ impl EnvironmentManager {
         runtime: Arc<RuntimeClient>,
         dirs: RuntimeDirs,
         net: Arc<NetManager>,
+        ranges: Arc<UidRanges>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             store: Store::open(cfg.state_dir.join("environments"))?,
             layers: LayerStore::open(cfg.state_dir.join("layers"))?,
-            builder: Builder { cfg: cfg.clone(), runtime, dirs, net },
+            builder: Builder { cfg: cfg.clone(), runtime, dirs, net, ranges },
             cfg,
             records: Mutex::new(HashMap::new()),
             build_locks: std::sync::Mutex::new(HashMap::new()),
@@ -118,6 +123,11 @@ impl EnvironmentManager {
                 other => tracing::error!(id, "removing a build container: {other:?}"),
             }
         }
+        for entry in std::fs::read_dir(self.cfg.build_files_dir()).into_iter().flatten().flatten() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::error!(path = %entry.path().display(), "removing a build's leftover files: {e}");
+            }
+        }
         if let Err(e) = self.layers.recover() {
             tracing::error!("removing unfinished layer builds: {e:#}");
         }
@@ -139,8 +149,10 @@ impl EnvironmentManager {
         env: BTreeMap<String, String>,
         base: Base,
         network: Option<PolicySpec>,
+        allow_privilege_escalation: bool,
     ) -> Result<EnvironmentRecord, Error> {
         validate_name(&name).map_err(Error::invalid_argument)?;
+        self.check_privilege_escalation(allow_privilege_escalation)?;
         let packages = packages.normalized().map_err(Error::invalid_argument)?;
         validate_env(&env).map_err(Error::invalid_argument)?;
         let mut records = self.records.lock().await;
@@ -161,6 +173,7 @@ impl EnvironmentManager {
             build_error: None,
             network,
             tenant: caller.tenant.clone(),
+            allow_privilege_escalation,
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
@@ -243,8 +256,10 @@ impl EnvironmentManager {
         env: Option<BTreeMap<String, String>>,
         description: Option<String>,
         network: Option<PolicySpec>,
+        allow_privilege_escalation: Option<bool>,
     ) -> Result<EnvironmentRecord, Error> {
         let id = self.get(caller, key).await?.id;
+        self.check_privilege_escalation(allow_privilege_escalation == Some(true))?;
         let packages = packages.map(|p| p.normalized()).transpose().map_err(Error::invalid_argument)?;
         if let Some(env) = &env {
             validate_env(env).map_err(Error::invalid_argument)?;
@@ -269,10 +284,23 @@ impl EnvironmentManager {
         if network.is_some() {
             record.network = network;
         }
+        if let Some(allow) = allow_privilege_escalation {
+            record.allow_privilege_escalation = allow;
+        }
         record.updated_at_ms = now_ms();
         self.store.save(&record).map_err(internal)?;
         records.insert(id, record.clone());
         Ok(record)
+    }
+
+    /// Without a user namespace a setuid program would make host root.
+    fn check_privilege_escalation(&self, allow: bool) -> Result<(), Error> {
+        if allow && !self.builder.ranges.enabled() {
+            return Err(Error::failed_precondition(
+                "allow_privilege_escalation: needs user namespaces, and this daemon runs with --userns off",
+            ));
+        }
+        Ok(())
     }
 
     /// Removes the record; the caller has checked no session uses it. Its

@@ -114,7 +114,16 @@ impl EnvironmentManager {
         all_env.extend(env);
         let base = Base::Imported { digest: digest.clone() };
         let record = self
-            .create(caller, name, format!("imported from {}", dir.display()), packages, all_env, base, None)
+            .create(
+                caller,
+                name,
+                format!("imported from {}", dir.display()),
+                packages,
+                all_env,
+                base,
+                None,
+                false,
+            )
             .await?;
         if record.packages.is_empty() {
             // Nothing to install: the imported base is the whole image.

@@ -55,6 +55,9 @@ pub struct EnvironmentRecord {
     /// Names are unique per tenant.
     #[serde(default = "crate::core::caller::default_tenant")]
     pub tenant: String,
+    /// Its sessions run without no_new_privs (setuid programs work).
+    #[serde(default)]
+    pub allow_privilege_escalation: bool,
 }
 
 impl EnvironmentRecord {

@@ -115,6 +115,13 @@ impl SessionManager {
         let mut links = Vec::new();
         for mut record in self.store.load_all()? {
             let id = record.id.clone();
+            if record.state != SessionState::Creating && record.process.is_some() {
+                if let Some(r) = &record.userns {
+                    if !self.ranges.claim(r) {
+                        tracing::warn!(id, host_id = r.host_id, "two sandboxes' records hold one uid range");
+                    }
+                }
+            }
             if record.state != SessionState::Creating {
                 if let Some(net) = &record.net {
                     if !self.net.claim(net) {
@@ -147,6 +154,9 @@ impl SessionManager {
             if record.state == SessionState::Stopped && record.process.is_some_and(|p| p.is_alive()) {
                 tracing::warn!(id, "finishing a StopSession cut short by a crash");
                 self.destroy_sandbox(&id).await;
+                if let Some(r) = record.userns.take() {
+                    self.ranges.release(&r);
+                }
                 record.process = None;
                 self.store.save(&record)?;
             }

@@ -33,6 +33,8 @@ impl SessionManager {
         if let Some(net) = &s.record.net {
             self.net.release(net);
         }
+        // A stopped session's range went at its stop (see `stop`).
+        s.record.userns.iter().for_each(|r| self.ranges.release(r));
         self.store.remove(id).map_err(internal)?;
         // Calls that found the session before this point see it gone.
         s.record.state.advance(Event::Deleted)?;
@@ -59,6 +61,12 @@ impl SessionManager {
             self.runtime_destroy(id).await?;
             if let Some(net) = s.record.net.take() {
                 self.net.release(&net);
+            }
+            // Free for another sandbox now; taken out of the record so no
+            // later delete frees it a second time (it may be reused by then).
+            // The outputs keep the range's owners; the daemon serves them as root.
+            if let Some(r) = s.record.userns.take() {
+                self.ranges.release(&r);
             }
             s.record.process = None;
             self.store.save(&s.record).map_err(internal)?;

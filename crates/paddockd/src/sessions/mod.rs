@@ -28,6 +28,7 @@ use paddock_proto::guest::PingRequest;
 use paddock_proto::v1::CreateSessionRequest;
 use paddock_runtime::helper::{RuntimeClient, RuntimeError};
 use paddock_runtime::layout::SandboxPaths;
+use paddock_runtime::namespaces::IdRange;
 use paddock_runtime::{RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::Mutex;
@@ -44,6 +45,7 @@ use crate::network::policy::Mode;
 use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::time::now_ms;
+use crate::uid_ranges::UidRanges;
 use crate::warm::WarmPool;
 use session_files::SessionFiles;
 use state::Op;
@@ -89,6 +91,7 @@ pub struct SessionManager {
     events: Arc<Events>,
     /// Per-session disk limits; `None` with --disk-limit off.
     disk: Option<Arc<Disk>>,
+    ranges: Arc<UidRanges>,
 }
 
 /// A slot reserved for a session being created; given back on drop unless
@@ -111,6 +114,7 @@ impl SessionManager {
         envs: Arc<EnvironmentManager>,
         events: Arc<Events>,
         disk: Option<Arc<Disk>>,
+        ranges: Arc<UidRanges>,
     ) -> anyhow::Result<Self> {
         let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
@@ -127,6 +131,7 @@ impl SessionManager {
             envs,
             events,
             disk,
+            ranges,
         })
     }
 
@@ -188,7 +193,9 @@ impl SessionManager {
         let placed = match applied {
             Ok(()) if uploads.is_empty() => Ok(vec![]),
             // Usually small; a large one is at most one message (MAX_MESSAGE).
-            Ok(()) => tokio::task::block_in_place(|| self.session_files(&record.id).write_uploads(&uploads)),
+            Ok(()) => tokio::task::block_in_place(|| {
+                self.session_files(&record.id).write_uploads(&uploads, record.userns)
+            }),
             Err(e) => Err(e),
         };
         let saved = placed.and_then(|placed| {
@@ -251,7 +258,24 @@ impl SessionManager {
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Error> {
         let id = new_session_id();
-        let net = self.net.allocate()?;
+        if image.allow_privilege_escalation && !self.ranges.enabled() {
+            return Err(Error::failed_precondition(format!(
+                "environment {:?} allows privilege escalation, which needs user namespaces; this daemon runs with --userns off",
+                image.environment_name
+            )));
+        }
+        let userns = self.ranges.allocate()?;
+        let net = match self.net.allocate() {
+            Ok(n) => n,
+            Err(e) => {
+                userns.iter().for_each(|r| self.ranges.release(r));
+                return Err(e);
+            }
+        };
+        let release = || {
+            net.iter().for_each(|n| self.net.release(n));
+            userns.iter().for_each(|r| self.ranges.release(r));
+        };
         let mut record = SessionRecord {
             id: id.clone(),
             state,
@@ -267,14 +291,15 @@ impl SessionManager {
             net: net.clone(),
             network: None,
             tenant: crate::core::caller::default_tenant(),
+            userns,
         };
         if let Err(e) = self.store.save(&record) {
-            net.iter().for_each(|n| self.net.release(n));
+            release();
             return Err(internal(e));
         }
         let files = self.session_files(&id);
-        let made = self.prepare_disk(&id, limits.disk_bytes).and_then(|()| {
-            files.create().map_err(|e| format!("making the session's resource directories: {e}"))
+        let made = self.prepare_disk(&id, limits.disk_bytes, userns).and_then(|()| {
+            files.create(userns).map_err(|e| format!("making the session's resource directories: {e}"))
         });
         if let Err(e) = made {
             self.remove_sandbox(&record).await;
@@ -294,6 +319,8 @@ impl SessionManager {
             upper: None,
             binds: files.binds(),
             network: net.clone(),
+            userns,
+            allow_privilege_escalation: image.allow_privilege_escalation,
         };
         let runtime = self.runtime.clone();
         let created = tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await;
@@ -337,9 +364,9 @@ impl SessionManager {
     }
 
     /// The session's subvolume of the disk image, limited to `bytes`.
-    fn prepare_disk(&self, id: &str, bytes: i64) -> Result<(), String> {
+    fn prepare_disk(&self, id: &str, bytes: i64, userns: Option<IdRange>) -> Result<(), String> {
         match &self.disk {
-            Some(disk) => disk.prepare(id, bytes).map_err(|e| format!("disk limit: {e}")),
+            Some(disk) => disk.prepare(id, bytes, userns).map_err(|e| format!("disk limit: {e}")),
             None => Ok(()),
         }
     }
@@ -409,6 +436,7 @@ impl SessionManager {
         if let Some(net) = &record.net {
             self.net.release(net);
         }
+        record.userns.iter().for_each(|r| self.ranges.release(r));
         if let Err(e) = self.session_files(&record.id).remove() {
             tracing::error!(id = %record.id, "removing the resources of a removed sandbox: {e}");
         }

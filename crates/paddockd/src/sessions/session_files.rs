@@ -19,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::core::error::Error;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use paddock_proto::v1::{DownloadChunk, FileInfo, ListDirResponse, SessionResource};
+use paddock_runtime::namespaces::{self, IdRange};
 use paddock_runtime::BindMount;
 use tokio::sync::mpsc;
 
@@ -42,17 +43,24 @@ impl SessionFiles {
         self.dir.join("outputs")
     }
 
-    /// Makes the (empty) directories. The parent is 0700: the outputs
-    /// directory is writable by every user of the sandbox, and no host user
-    /// should reach it.
-    pub fn create(&self) -> io::Result<()> {
-        let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-        fs::DirBuilder::new().mode(0o755).create(&self.dir)?;
+    /// Makes the (empty) directories. The session's dir is a gate
+    /// (`namespaces::gate_dir`): the outputs directory is writable by every
+    /// user of the sandbox, and no host user may reach it; with a user
+    /// namespace the sandbox's init may pass (it resolves the bind sources),
+    /// and both dirs belong to the range's root, so inside they are root's as
+    /// without one. The parent exists (a gate parent, or the session's gate
+    /// in the disk image).
+    pub fn create(&self, userns: Option<IdRange>) -> io::Result<()> {
+        fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
         fs::DirBuilder::new().mode(0o755).create(self.uploads())?;
         fs::DirBuilder::new().mode(0o777).create(self.outputs())?;
         // The umask may have taken bits away.
-        fs::set_permissions(self.outputs(), fs::Permissions::from_mode(0o777))
+        fs::set_permissions(self.outputs(), fs::Permissions::from_mode(0o777))?;
+        if let Some(r) = userns {
+            std::os::unix::fs::chown(self.uploads(), Some(r.host_id), Some(r.host_id))?;
+            std::os::unix::fs::chown(self.outputs(), Some(r.host_id), Some(r.host_id))?;
+        }
+        namespaces::gate_dir(&self.dir, userns).map_err(|e| io::Error::other(format!("{e:#}")))
     }
 
     pub fn binds(&self) -> Vec<BindMount> {
@@ -71,7 +79,13 @@ impl SessionFiles {
 
     /// Writes the uploads; the sandbox sees them at once (the directory is
     /// bind-mounted). Returns their paths in the sandbox.
-    pub fn write_uploads(&self, uploads: &[Upload<'_>]) -> Result<Vec<String>, Error> {
+    /// With a user namespace, the files and dirs made belong to the range's
+    /// root, so inside they are root's with their modes, as without one.
+    pub fn write_uploads(
+        &self,
+        uploads: &[Upload<'_>],
+        userns: Option<IdRange>,
+    ) -> Result<Vec<String>, Error> {
         let mut placed = Vec::with_capacity(uploads.len());
         for (i, u) in uploads.iter().enumerate() {
             let target = self.uploads().join(&u.relative);
@@ -85,7 +99,14 @@ impl SessionFiles {
                 }
             };
             if let Some(parent) = target.parent() {
+                let missing: Vec<PathBuf> =
+                    parent.ancestors().take_while(|d| !d.exists()).map(|d| d.to_path_buf()).collect();
                 fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(failed)?;
+                if let Some(r) = userns {
+                    for d in missing {
+                        std::os::unix::fs::chown(&d, Some(r.host_id), Some(r.host_id)).map_err(failed)?;
+                    }
+                }
             }
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -94,6 +115,10 @@ impl SessionFiles {
                 .open(&target)
                 .map_err(failed)?;
             io::Write::write_all(&mut f, u.content).map_err(failed)?;
+            if let Some(r) = userns {
+                std::os::unix::fs::fchown(&f, Some(r.host_id), Some(r.host_id)).map_err(failed)?;
+            }
+            // After the chown, which clears setuid/setgid bits.
             f.set_permissions(fs::Permissions::from_mode(u.mode)).map_err(failed)?;
             placed.push(u.sandbox_path());
         }
