@@ -29,7 +29,7 @@ pub use rmcp;
 /// which is a result): the API's status code name and message.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// e.g. `NOT_FOUND`, `INVALID_ARGUMENT`.
+    /// The gRPC code's name as Rust spells it: `NotFound`, `InvalidArgument`.
     pub code: String,
     pub message: String,
 }

@@ -75,7 +75,7 @@ pub fn list() -> Vec<Tool> {
 
 fn parse<T: serde::de::DeserializeOwned>(args: serde_json::Value) -> Result<T, Failure> {
     serde_json::from_value(args)
-        .map_err(|e| Failure { code: "INVALID_ARGUMENT".into(), message: format!("input: {e}") })
+        .map_err(|e| Failure { code: "InvalidArgument".into(), message: format!("input: {e}") })
 }
 
 pub fn exec_request(args: serde_json::Value) -> Result<v1::ExecRequest, Failure> {
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn bad_input_is_named() {
         let e = exec_request(json!({"cmd": "ls"})).unwrap_err();
-        assert_eq!(e.code, "INVALID_ARGUMENT");
+        assert_eq!(e.code, "InvalidArgument");
         assert!(e.message.contains("cmd"), "{}", e.message);
         let r = run_code_request(json!({"code": "1"})).unwrap();
         assert_eq!(r.language, "python");
