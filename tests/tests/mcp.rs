@@ -129,13 +129,14 @@ async fn stdio_serves_a_named_session_and_a_new_one() {
     let over_mcp = mcp_answers(&report);
     let direct = run_tool_answers(&d, &s.id).await;
     assert_eq!(over_mcp[..direct.len()], direct[..]);
-    assert_eq!(direct[1].0[0].lines().nth(1).unwrap().trim_start(), "2\tbeta", "{direct:?}");
+    assert_eq!(direct[1].0, ["alpha\nbeta\ngamma\n"], "{direct:?}");
+    assert_eq!(direct[3].0, ["/workspace/mcp/notes.txt:2:beta\n"], "{direct:?}");
     assert!(direct[4].1, "a missing file is an error result");
 
     // Without --session: a session of its own, gone when the client closes stdin.
     let calls = json!([["bash", {"command": "echo made > /workspace/f && cat /workspace/f"}]]).to_string();
     let report = client(&["stdio", &calls, "--", &paddock, "--addr", &addr, "mcp", "--memory", "256M"], None);
-    assert_eq!(mcp_answers(&report), [(vec!["made\n".to_string()], false)]);
+    assert_eq!(mcp_answers(&report), [(vec!["made".to_string()], false)]);
     assert_eq!(sessions_labelled(&d, "stdio").await, Vec::<String>::new());
     assert_eq!(list(&mut c).await.len(), 1, "only the named session is left");
 

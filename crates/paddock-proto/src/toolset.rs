@@ -24,8 +24,8 @@ pub struct BashInput {
     pub timeout_ms: Option<u64>,
 }
 
-/// Read a file: text with line numbers (at most 256 KiB), images as image
-/// blocks, PDFs as documents. Paths are absolute in the sandbox or relative
+/// Read a file: its text (at most 256 KiB, or the lines of `view_range`),
+/// images as image blocks, PDFs as documents. Paths are absolute in the sandbox or relative
 /// to the session's working directory.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ReadInput {
