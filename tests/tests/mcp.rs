@@ -54,7 +54,8 @@ fn mcp_answers(report: &Value) -> Vec<(Vec<String>, bool)> {
         .unwrap()
         .iter()
         .map(|r| {
-            let texts = r["content"].as_array().unwrap().iter().map(|b| b["text"].as_str().unwrap().to_string());
+            let texts =
+                r["content"].as_array().unwrap().iter().map(|b| b["text"].as_str().unwrap().to_string());
             (texts.collect(), r["is_error"].as_bool().unwrap())
         })
         .collect()
@@ -109,7 +110,12 @@ fn check_exec_and_code(report: &Value) {
 
 async fn sessions_labelled(d: &Daemon, value: &str) -> Vec<String> {
     let mut c = d.client().await;
-    list(&mut c).await.into_iter().filter(|s| s.labels.get("paddock.mcp").map(String::as_str) == Some(value)).map(|s| s.id).collect()
+    list(&mut c)
+        .await
+        .into_iter()
+        .filter(|s| s.labels.get("paddock.mcp").map(String::as_str) == Some(value))
+        .map(|s| s.id)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +147,8 @@ async fn stdio_serves_a_named_session_and_a_new_one() {
     assert_eq!(list(&mut c).await.len(), 1, "only the named session is left");
 
     // A bad session id is refused before serving, by name.
-    let out = Command::new(paddock_bin()).args(["--addr", &addr, "mcp", "--session", "ses-nope"]).output().unwrap();
+    let out =
+        Command::new(paddock_bin()).args(["--addr", &addr, "mcp", "--session", "ses-nope"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--session ses-nope") && err.contains("NotFound"), "{err}");

@@ -56,7 +56,11 @@ impl Backend for Remote {
         c.exec(req).await.map(|r| r.into_inner()).map_err(failure)
     }
 
-    async fn run_code(&self, _: &Extensions, mut req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse, Failure> {
+    async fn run_code(
+        &self,
+        _: &Extensions,
+        mut req: pb::RunCodeRequest,
+    ) -> Result<pb::RunCodeResponse, Failure> {
         req.session_id = self.session.clone();
         let mut c = CodeClient::new(self.conn.clone()).max_decoding_message_size(MAX_MESSAGE);
         c.run_code(req).await.map(|r| r.into_inner()).map_err(failure)

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use paddock_proto::v1::{self, content_block::Block};
 use paddock_proto::toolset::spec;
+use paddock_proto::v1::{self, content_block::Block};
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents, Tool};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -148,7 +148,8 @@ pub fn exec_result(r: v1::ExecResponse) -> CallToolResult {
         (None, None) => "no exit status".to_string(),
     };
     let mut text = status;
-    for (name, out, cut) in [("stdout", &stdout, r.stdout_truncated), ("stderr", &stderr, r.stderr_truncated)] {
+    for (name, out, cut) in [("stdout", &stdout, r.stdout_truncated), ("stderr", &stderr, r.stderr_truncated)]
+    {
         if !out.is_empty() {
             text.push_str(&format!("\n--- {name}{}\n{out}", if cut { " (truncated)" } else { "" }));
         }

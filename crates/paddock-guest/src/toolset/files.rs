@@ -5,9 +5,9 @@ use std::io::Read;
 use std::path::Path;
 
 use base64::Engine;
+use paddock_proto::toolset::{EditInput, ReadInput, WriteInput};
 use paddock_proto::v1::content_block::Block;
 use paddock_proto::v1::Base64Source;
-use paddock_proto::toolset::{EditInput, ReadInput, WriteInput};
 
 use super::paths::{fs_error, resolve};
 use super::{text, Outcome};

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use paddock_proto::v1::ExecRequest;
 use paddock_proto::toolset::{GlobInput, GrepInput};
+use paddock_proto::v1::ExecRequest;
 
 use super::paths::{canonicalize, resolve, within};
 use super::{text, Outcome};

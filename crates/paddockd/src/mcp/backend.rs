@@ -31,7 +31,9 @@ impl Route {
             for pair in uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
                 match pair.split_once('=') {
                     Some(("environment", v)) if !v.is_empty() => environment = v.to_string(),
-                    _ => return Err(format!("/mcp: unknown query {pair:?}; the only one is environment=NAME")),
+                    _ => {
+                        return Err(format!("/mcp: unknown query {pair:?}; the only one is environment=NAME"))
+                    }
                 }
             }
             return Ok(Route::Fresh { environment });
@@ -106,7 +108,11 @@ fn failure(e: Error) -> Failure {
 }
 
 impl Backend for CoreBackend {
-    async fn run_tool(&self, cx: &Extensions, mut req: pb::RunToolRequest) -> Result<pb::ToolResult, Failure> {
+    async fn run_tool(
+        &self,
+        cx: &Extensions,
+        mut req: pb::RunToolRequest,
+    ) -> Result<pb::ToolResult, Failure> {
         let (caller, id) = self.target(cx).await?;
         req.session_id = id;
         self.core.run_tool(&caller, req).await.map_err(failure)
@@ -118,7 +124,11 @@ impl Backend for CoreBackend {
         self.core.exec(&caller, req).await.map_err(failure)
     }
 
-    async fn run_code(&self, cx: &Extensions, mut req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse, Failure> {
+    async fn run_code(
+        &self,
+        cx: &Extensions,
+        mut req: pb::RunCodeRequest,
+    ) -> Result<pb::RunCodeResponse, Failure> {
         let (caller, id) = self.target(cx).await?;
         req.session_id = id;
         self.core.run_code(&caller, req).await.map_err(failure)

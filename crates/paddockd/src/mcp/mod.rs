@@ -55,8 +55,10 @@ fn config() -> StreamableHttpServerConfig {
 pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("--mcp-listen {addr}"))?;
-    tracing::info!("serving MCP (Streamable HTTP) on http://{}/mcp (every request needs a bearer token)",
-        listener.local_addr()?);
+    tracing::info!(
+        "serving MCP (Streamable HTTP) on http://{}/mcp (every request needs a bearer token)",
+        listener.local_addr()?
+    );
     let sessions = || Arc::new(LocalSessionManager::default());
     let (c1, c2) = (core.clone(), core.clone());
     let endpoints = Arc::new(Endpoints {
@@ -84,8 +86,9 @@ pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
                 let endpoints = endpoints.clone();
                 async move { Ok::<_, Infallible>(endpoints.handle(req).await) }
             });
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
             {
                 tracing::debug!("MCP connection from {peer}: {e}");
             }
@@ -122,7 +125,9 @@ impl Endpoints {
 
     fn authenticate<B>(&self, req: &Request<B>) -> std::result::Result<Caller, String> {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Err("MCP requests need a token: Authorization: Bearer <token> (`paddock token create`)".into());
+            return Err(
+                "MCP requests need a token: Authorization: Bearer <token> (`paddock token create`)".into()
+            );
         };
         let value = value.to_str().map_err(|_| "Authorization: not valid text".to_string())?;
         let token = value.strip_prefix("Bearer ").ok_or("Authorization: expected \"Bearer <token>\"")?;
