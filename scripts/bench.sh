@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (as root): runtime (session start, Exec), disk limits'
-# cost at session start, toolset, network
+# cost at session start, toolset, the Python client, network
 # and environments (cold/warm builds against by hand, disk, env session start;
 # takes minutes). Results go into BENCHMARKS.md by hand, with
 # this command line.
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool
 target/release/bench-runtime "$@"
 echo
 target/release/bench-disk "$@"
@@ -16,5 +16,8 @@ echo
 target/release/bench-tools "$@"
 echo
 target/release/bench-network "$@"
+echo
+# The Python client against the Rust client, and the worker factory's cost.
+"$(scripts/python-client.sh)" clients/python/bench/bench_client.py
 echo
 target/release/bench-env

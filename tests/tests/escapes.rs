@@ -34,6 +34,10 @@ async fn escape_attempts_fail() {
         "write-sys",
         "socket-alg",
         "sethostname",
+        "personality-no-aslr",
+        "cachestat",
+        "listmount",
+        "mseal",
     ];
     let mut allowed = Vec::new();
     for a in attempts {
@@ -56,4 +60,24 @@ async fn escape_attempts_fail() {
     // clone3 is answered ENOSYS so libc falls back to the checked clone.
     let r = sh(&mut c, &s.id, "escape-probe clone3-newuser").await;
     assert!(String::from_utf8_lossy(&r.stdout).contains("Function not implemented"));
+
+    // The allowlist: a syscall newer than the list looks absent (ENOSYS); a
+    // known dangerous one is refused (EPERM); personality takes Docker's values.
+    for (attempt, answer) in [
+        ("cachestat", "Function not implemented"),
+        ("listmount", "Function not implemented"),
+        ("mseal", "Function not implemented"),
+        ("personality-no-aslr", "Operation not permitted"),
+        ("io_uring_setup", "Operation not permitted"),
+        ("bpf", "Operation not permitted"),
+    ] {
+        let r = sh(&mut c, &s.id, &format!("escape-probe {attempt}")).await;
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(out.contains(answer), "{attempt}: want {answer:?}, got {out}");
+    }
+    for attempt in ["personality-linux", "personality-query"] {
+        let r = sh(&mut c, &s.id, &format!("escape-probe {attempt}")).await;
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert_eq!(r.exit_code, Some(0), "{attempt} must work: {out}");
+    }
 }

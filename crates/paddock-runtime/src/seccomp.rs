@@ -1,183 +1,161 @@
-//! The sandbox's seccomp filter: a denylist modelled on Docker's default profile,
-//! compiled once with seccompiler and applied by [`crate::executor::SandboxExecutor`]
-//! just before the sandbox's init is exec'd. Every process in the sandbox inherits it.
+//! The sandbox's seccomp filter: an allowlist modelled on Docker's default
+//! profile, compiled once (the runtime helper does it at start) and applied by
+//! [`crate::executor::SandboxExecutor`] just before the sandbox's init is
+//! exec'd. The guest (PID 1) and every process in the sandbox inherit it.
+//!
+//! What a syscall gets:
+//! - allowed ([`table::ALLOWED`]): runs;
+//! - denied ([`table::DENIED`], known and refused on purpose): EPERM, what a
+//!   process without the privilege gets, so programs take their "not allowed"
+//!   path (libuv and tokio fall back from io_uring, for example);
+//! - anything else, including syscalls newer than the list: ENOSYS, so the
+//!   kernel looks older than it is and libc falls back (a new syscall is not
+//!   reachable until someone adds it here);
+//! - `clone`: allowed unless its flags ask for a namespace (EPERM); `clone3`:
+//!   ENOSYS (its flags sit in memory BPF cannot read), which makes glibc fall
+//!   back to `clone`;
+//! - `socket`: allowed except AF_ALG and AF_VSOCK (EPERM), as in Docker;
+//! - `personality`: only the values Docker allows (query, PER_LINUX,
+//!   PER_LINUX32, UNAME26 with either); others, such as ADDR_NO_RANDOMIZE or
+//!   READ_IMPLIES_EXEC, EPERM;
+//! - x32 syscalls (same audit arch, bit 30 set): EPERM; another audit arch
+//!   (i386 via `int 0x80`): the process is killed.
+//!
+//! The program is written here rather than by seccompiler, whose filters have
+//! one match action and one mismatch action; this needs three outcomes. The
+//! kernel's per-syscall cache (Linux 5.11+) skips the filter for every syscall
+//! whose answer is a constant ALLOW, so the linear list costs nothing on the
+//! hot path; only `clone`, `socket` and `personality` run it, and they are
+//! checked first.
 
-use std::collections::BTreeMap;
+#[cfg(target_arch = "x86_64")]
+mod table;
+#[cfg(test)]
+mod tests;
 
-use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use seccompiler::{sock_filter, BpfProgram};
 
-/// Syscalls no sandboxed process may make (EPERM). Docker's default profile blocks
-/// these (most of them by leaving them off its allowlist), plus io_uring, which
-/// Google found in most kernel exploit submissions. (create_module, get_kernel_syms
-/// and query_module are gone from x86_64 kernels and fail with ENOSYS anyway.)
-const DENIED: &[(&str, libc::c_long)] = &[
-    ("acct", libc::SYS_acct),
-    ("add_key", libc::SYS_add_key),
-    ("bpf", libc::SYS_bpf),
-    ("clock_adjtime", libc::SYS_clock_adjtime),
-    ("clock_settime", libc::SYS_clock_settime),
-    ("delete_module", libc::SYS_delete_module),
-    ("fanotify_init", libc::SYS_fanotify_init),
-    ("finit_module", libc::SYS_finit_module),
-    ("fsconfig", libc::SYS_fsconfig),
-    ("fsmount", libc::SYS_fsmount),
-    ("fsopen", libc::SYS_fsopen),
-    ("fspick", libc::SYS_fspick),
-    ("get_mempolicy", libc::SYS_get_mempolicy),
-    ("init_module", libc::SYS_init_module),
-    ("io_uring_enter", libc::SYS_io_uring_enter),
-    ("io_uring_register", libc::SYS_io_uring_register),
-    ("io_uring_setup", libc::SYS_io_uring_setup),
-    ("ioperm", libc::SYS_ioperm),
-    ("iopl", libc::SYS_iopl),
-    ("kcmp", libc::SYS_kcmp),
-    ("kexec_file_load", libc::SYS_kexec_file_load),
-    ("kexec_load", libc::SYS_kexec_load),
-    ("keyctl", libc::SYS_keyctl),
-    ("lookup_dcookie", libc::SYS_lookup_dcookie),
-    ("mbind", libc::SYS_mbind),
-    ("mount", libc::SYS_mount),
-    ("mount_setattr", libc::SYS_mount_setattr),
-    ("move_mount", libc::SYS_move_mount),
-    ("move_pages", libc::SYS_move_pages),
-    ("name_to_handle_at", libc::SYS_name_to_handle_at),
-    ("nfsservctl", libc::SYS_nfsservctl),
-    ("open_by_handle_at", libc::SYS_open_by_handle_at),
-    ("open_tree", libc::SYS_open_tree),
-    ("perf_event_open", libc::SYS_perf_event_open),
-    ("pidfd_getfd", libc::SYS_pidfd_getfd),
-    ("pivot_root", libc::SYS_pivot_root),
-    ("process_madvise", libc::SYS_process_madvise),
-    ("process_vm_readv", libc::SYS_process_vm_readv),
-    ("process_vm_writev", libc::SYS_process_vm_writev),
-    ("ptrace", libc::SYS_ptrace),
-    ("quotactl", libc::SYS_quotactl),
-    ("quotactl_fd", libc::SYS_quotactl_fd),
-    ("reboot", libc::SYS_reboot),
-    ("request_key", libc::SYS_request_key),
-    ("set_mempolicy", libc::SYS_set_mempolicy),
-    ("setdomainname", libc::SYS_setdomainname),
-    ("sethostname", libc::SYS_sethostname),
-    ("setns", libc::SYS_setns),
-    ("settimeofday", libc::SYS_settimeofday),
-    ("swapoff", libc::SYS_swapoff),
-    ("swapon", libc::SYS_swapon),
-    ("_sysctl", libc::SYS__sysctl),
-    ("sysfs", libc::SYS_sysfs),
-    ("syslog", libc::SYS_syslog),
-    ("umount2", libc::SYS_umount2),
-    ("unshare", libc::SYS_unshare),
-    ("uselib", libc::SYS_uselib),
-    ("userfaultfd", libc::SYS_userfaultfd),
-    ("ustat", libc::SYS_ustat),
-    ("vhangup", libc::SYS_vhangup),
-];
+const SECCOMP_RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const RET_EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+const RET_KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
 
-/// Namespace flags that `clone` may not carry: a new namespace is a way out of ours.
-const NAMESPACE_FLAGS: &[u64] = &[
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-    libc::CLONE_NEWCGROUP as u64,
-];
-
-/// Socket families no sandboxed process may open.
-const DENIED_SOCKET_FAMILIES: &[u64] = &[libc::AF_VSOCK as u64, libc::AF_ALG as u64];
-
-/// x32 syscalls carry this bit and share AUDIT_ARCH_X86_64, so a denylist keyed by
-/// x86_64 numbers alone would let an x32 binary through.
+/// `AUDIT_ARCH_X86_64`: EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// x32 syscalls carry this bit and share AUDIT_ARCH_X86_64.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
+/// Namespace flags `clone` may not carry: a new namespace (a user namespace
+/// above all) is a way out of ours. CLONE_NEWTIME overlaps the exit signal in
+/// `clone`'s flags and is reachable only through `clone3` and `unshare`.
+const CLONE_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP) as u32;
+
+/// Socket families no sandboxed process may open.
+const DENIED_SOCKET_FAMILIES: &[u32] = &[libc::AF_ALG as u32, libc::AF_VSOCK as u32];
+
+/// The `personality` values Docker allows: 0 (PER_LINUX), 8 (PER_LINUX32),
+/// 0x20000 (UNAME26), 0x20008 (UNAME26|PER_LINUX32), 0xffffffff (query).
+pub const ALLOWED_PERSONALITIES: &[u32] = &[0, 0x0008, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
+// Offsets in `struct seccomp_data`; an argument's low half on a little-endian
+// host. The kernel reads these arguments as 32-bit values (clone's flags
+// through lower_32_bits, socket's family and personality's persona are ints),
+// so the low half is exactly what it acts on.
+const OFFSET_NR: u32 = 0;
+const OFFSET_ARCH: u32 = 4;
+const fn offset_arg_low(arg: u32) -> u32 {
+    16 + 8 * arg
+}
+
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+/// The kernel's limit on a filter's length (BPF_MAXINSNS).
+const BPF_MAXINSNS: usize = 4096;
+
+fn ins(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
 /// Compiles the sandbox filter for the host architecture.
+#[cfg(target_arch = "x86_64")]
 pub fn compile_filter() -> anyhow::Result<BpfProgram> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (_, nr) in DENIED {
-        rules.insert(*nr, vec![]);
-    }
-    let clone_rules =
-        NAMESPACE_FLAGS.iter().map(|flag| masked_bit_set(0, *flag)).collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_clone, clone_rules);
-    let socket_rules = DENIED_SOCKET_FAMILIES
-        .iter()
-        .map(|family| {
-            SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                *family,
-            )?])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_socket, socket_rules);
-
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        host_arch()?,
-    )?;
-    let body: BpfProgram = filter.try_into()?;
-    let mut program = prologue();
-    program.extend(body);
-    Ok(program)
-}
-
-fn masked_bit_set(arg: u8, bit: u64) -> Result<SeccompRule, seccompiler::BackendError> {
-    SeccompRule::new(vec![SeccompCondition::new(
-        arg,
-        SeccompCmpArgLen::Qword,
-        SeccompCmpOp::MaskedEq(bit),
-        bit,
-    )?])
-}
-
-/// Hand-written checks that seccompiler's single match action cannot express:
-/// every x32 syscall gets EPERM, and `clone3` gets ENOSYS (its flags live in a
-/// struct that BPF cannot read), which makes glibc fall back to `clone`, whose
-/// flags the filter does check. seccompiler's own program follows unchanged; its
-/// jumps are relative, so prepending is safe.
-fn prologue() -> BpfProgram {
-    const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    vec![
-        // seccomp_data.nr is at offset 0.
-        ins(BPF_LD_W_ABS, 0, 0, 0),
+    let mut p = vec![
+        ins(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
+        ins(BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        ins(BPF_RET_K, 0, 0, RET_KILL),
+        ins(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
         ins(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        ins(BPF_JEQ_K, 0, 1, libc::SYS_clone3 as u32),
-        ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-    ]
-}
-
-fn host_arch() -> anyhow::Result<TargetArch> {
-    TargetArch::try_from(std::env::consts::ARCH).map_err(|e| {
-        anyhow::anyhow!("seccomp: unsupported host architecture {}: {e:?}", std::env::consts::ARCH)
-    })
-}
-
-/// Names of the denied syscalls, for documentation and tests.
-pub fn denied_syscall_names() -> impl Iterator<Item = &'static str> {
-    DENIED.iter().map(|(name, _)| *name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_compiles_and_fits_the_kernel_limit() {
-        let prog = compile_filter().unwrap();
-        // BPF_MAXINSNS
-        assert!(prog.len() < 4096, "filter has {} instructions", prog.len());
-        assert!(denied_syscall_names().any(|n| n == "mount"));
+        ins(BPF_RET_K, 0, 0, RET_EPERM),
+    ];
+    // Argument checks first: they are the only syscalls that run the filter.
+    // Each block ends in a return on every path, so the number stays in A for
+    // the blocks after it.
+    p.extend([
+        ins(BPF_JEQ_K, 0, 4, libc::SYS_clone as u32),
+        ins(BPF_LD_W_ABS, 0, 0, offset_arg_low(0)),
+        ins(BPF_JSET_K, 0, 1, CLONE_NAMESPACE_FLAGS),
+        ins(BPF_RET_K, 0, 0, RET_EPERM),
+        ins(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]);
+    p.extend(arg_in_set(libc::SYS_socket, 0, DENIED_SOCKET_FAMILIES, RET_EPERM, SECCOMP_RET_ALLOW));
+    p.extend(arg_in_set(libc::SYS_personality, 0, ALLOWED_PERSONALITIES, SECCOMP_RET_ALLOW, RET_EPERM));
+    p.extend(returns(libc::SYS_clone3, RET_ENOSYS));
+    for (_, nr) in allowed() {
+        p.extend(returns(nr, SECCOMP_RET_ALLOW));
     }
+    for (_, nr) in table::DENIED {
+        p.extend(returns(*nr, RET_EPERM));
+    }
+    p.push(ins(BPF_RET_K, 0, 0, RET_ENOSYS));
+    anyhow::ensure!(p.len() <= BPF_MAXINSNS, "seccomp: the filter has {} instructions", p.len());
+    Ok(p)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn compile_filter() -> anyhow::Result<BpfProgram> {
+    anyhow::bail!("seccomp: no syscall table for {}; only x86_64 has one", std::env::consts::ARCH)
+}
+
+/// `nr` → `action`; any other syscall goes on to the next instruction.
+fn returns(nr: libc::c_long, action: u32) -> [sock_filter; 2] {
+    [ins(BPF_JEQ_K, 0, 1, nr as u32), ins(BPF_RET_K, 0, 0, action)]
+}
+
+/// For syscall `nr`: `on_match` if argument `arg` is one of `values`, else
+/// `otherwise`. Other syscalls skip the block.
+fn arg_in_set(nr: libc::c_long, arg: u32, values: &[u32], on_match: u32, otherwise: u32) -> Vec<sock_filter> {
+    let n = values.len();
+    assert!(n < 250, "jump offsets are 8 bits");
+    let mut p =
+        vec![ins(BPF_JEQ_K, 0, (n + 3) as u8, nr as u32), ins(BPF_LD_W_ABS, 0, 0, offset_arg_low(arg))];
+    // From the i-th comparison, `on_match` is n - i instructions further on.
+    p.extend(values.iter().enumerate().map(|(i, v)| ins(BPF_JEQ_K, (n - i) as u8, 0, *v)));
+    p.push(ins(BPF_RET_K, 0, 0, otherwise));
+    p.push(ins(BPF_RET_K, 0, 0, on_match));
+    p
+}
+
+/// The syscalls allowed without argument checks, with their numbers.
+#[cfg(target_arch = "x86_64")]
+pub fn allowed() -> impl Iterator<Item = (&'static str, libc::c_long)> {
+    let extra = [
+        ("SYS_io_pgetevents", table::SYS_IO_PGETEVENTS),
+        ("SYS_map_shadow_stack", table::SYS_MAP_SHADOW_STACK),
+    ];
+    table::ALLOWED.iter().copied().chain(extra).map(|(name, nr)| (name.trim_start_matches("SYS_"), nr))
+}
+
+/// Names of the syscalls denied with EPERM, for documentation and tests.
+#[cfg(target_arch = "x86_64")]
+pub fn denied_syscall_names() -> impl Iterator<Item = &'static str> {
+    table::DENIED.iter().map(|(name, _)| name.trim_start_matches("SYS_"))
 }

@@ -25,6 +25,23 @@ struct Shell {
     exit: oneshot::Receiver<ExitStatus>,
     /// Torn down (timed out, or its output ended): calls fail until restart.
     closed: bool,
+    /// A command was written and its sentinel not yet read: set while a call
+    /// runs, so a call dropped mid-command leaves it set.
+    in_flight: bool,
+}
+
+/// Kills the shell's process group unless disarmed: a call whose RPC is
+/// cancelled (the client gave up, e.g. the SDK's tool timeout) is dropped
+/// mid-command, and its command must not run on into the next call. The
+/// reference kills its shell the same way when a call is cancelled.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_group(pid);
+        }
+    }
 }
 
 /// The session's shell; `None` until first used.
@@ -71,12 +88,21 @@ impl BashTool {
             self.shell = Some(start(reaper, workdir, env).await.map_err(|e| format!("bash: {e}"))?);
         }
         let shell = self.shell.as_mut().expect("started");
+        if shell.in_flight {
+            // The previous call was cancelled; its guard killed the shell.
+            kill(shell);
+        }
         if shell.closed || matches!(shell.exit.try_recv(), Ok(_) | Err(oneshot::error::TryRecvError::Closed))
         {
             shell.closed = true;
             return Err("bash: bash session terminated; restart required".into());
         }
-        match exec(shell, command, timeout).await {
+        shell.in_flight = true;
+        let mut guard = KillOnDrop(Some(shell.pid));
+        let outcome = exec(shell, command, timeout).await;
+        guard.0 = None;
+        shell.in_flight = false;
+        match outcome {
             Ok(r) => Ok(r),
             Err(TimedOut) => {
                 // The timed-out command must not bleed into the next call.
@@ -132,6 +158,7 @@ async fn start(reaper: &Reaper, workdir: &Path, env: &[(String, String)]) -> Res
         stdout: pipe::Receiver::from_owned_fd(stdout_r).map_err(|e| e.to_string())?,
         exit,
         closed: false,
+        in_flight: false,
     })
 }
 
