@@ -80,6 +80,9 @@ pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
                 continue;
             }
         };
+        // Answers are small and request-response: Nagle would hold each one
+        // back waiting for the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
