@@ -20,6 +20,12 @@ pub struct DaemonConfig {
     #[arg(long = "listen")]
     pub listen: Vec<String>,
 
+    /// Also serve the E2B-compatible API (plain HTTP/1.1) on HOST:PORT, for
+    /// the unmodified e2b SDKs: set E2B_API_URL and E2B_SANDBOX_URL to
+    /// http://HOST:PORT and E2B_API_KEY to a Paddock token. Off by default.
+    #[arg(long = "e2b-listen", value_name = "ADDR")]
+    pub e2b_listen: Option<String>,
+
     /// Group of the API's unix sockets (mode 0660, owner root): its members
     /// may connect. Callers other than root still need a token.
     #[arg(long, default_value = "paddock")]

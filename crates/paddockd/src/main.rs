@@ -3,6 +3,7 @@
 mod config;
 mod core;
 mod disk;
+mod e2b;
 mod environments;
 mod envvars;
 mod grpc;
@@ -136,6 +137,16 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         tokio::spawn(manager.clone().warm_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
+        if let Some(addr) = cfg.e2b_listen.clone() {
+            let core = core.clone();
+            tokio::spawn(async move {
+                if let Err(e) = e2b::serve(addr, core).await {
+                    // Asked for and not served: the daemon cannot do its job.
+                    tracing::error!("{e:#}");
+                    std::process::exit(1);
+                }
+            });
+        }
         tokio::select! {
             r = grpc::serve(listeners, core) => r,
             _ = shutdown_signal() => {
