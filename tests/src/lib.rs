@@ -590,3 +590,44 @@ pub async fn sh_ok(client: &mut Client, id: &str, command: &str) -> String {
     );
     String::from_utf8(r.stdout).unwrap()
 }
+
+/// The Python of target/e2b-venv, with the pinned e2b SDKs of
+/// tests/e2b/requirements.txt (installed on first use; pip reads its index
+/// from the host's configuration). PADDOCK_E2B_PYTHON overrides it.
+pub fn e2b_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("PADDOCK_E2B_PYTHON") {
+                return p.into();
+            }
+            let venv = workspace_root().join("target/e2b-venv");
+            let python = venv.join("bin/python");
+            let requirements = workspace_root().join("tests/e2b/requirements.txt");
+            let installed = venv.join(".requirements");
+            let wanted = std::fs::read(&requirements).unwrap();
+            if std::fs::read(&installed).ok().as_deref() != Some(&wanted[..]) {
+                if !python.exists() {
+                    let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+                    assert!(ok.success(), "python3 -m venv {}", venv.display());
+                }
+                let ok = Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", "--disable-pip-version-check", "-r"])
+                    .arg(&requirements)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "pip install -r {}", requirements.display());
+                std::fs::write(&installed, wanted).unwrap();
+            }
+            python
+        })
+        .clone()
+}
+
+/// Whether the Debian base image has E2B's user `user` (rootfs/build-base.sh
+/// adds it; an image built before that has not).
+pub fn image_has_e2b_user(image: &Path) -> bool {
+    std::fs::read_to_string(image.join("etc/passwd"))
+        .is_ok_and(|p| p.lines().any(|l| l.starts_with("user:")))
+        && image.join("usr/bin/sudo").exists()
+}
