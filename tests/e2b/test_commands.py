@@ -81,10 +81,10 @@ def test_command_timeout_kills_it(sandbox):
 
 def test_pty(sandbox):
     data = bytearray()
-    terminal = sandbox.pty.create(PtySize(rows=24, cols=80), on_data=data.extend)
+    terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
     sandbox.pty.send_stdin(terminal.pid, b"stty size; tty; exit 3\n")
-    result = terminal.wait()
+    result = terminal.wait(on_pty=data.extend)
     assert result.exit_code == 3
     text = data.decode(errors="replace")
     assert "30 100" in text and "/dev/pts/" in text

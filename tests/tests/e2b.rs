@@ -29,7 +29,8 @@ fn e2b_daemon() -> Option<(Daemon, String, String)> {
         .output()
         .unwrap();
     assert!(out.status.success(), "e2b-templates.sh: {}", String::from_utf8_lossy(&out.stderr));
-    let token = d.token("e2b-tests", Some("e2b"));
+    // The templates are the operator's (tenant `default`, made over the unix socket).
+    let token = d.token("e2b-tests", Some("default"));
     Some((d, addr, token))
 }
 

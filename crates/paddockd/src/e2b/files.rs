@@ -89,9 +89,12 @@ struct Writing {
     done: tokio::task::JoinHandle<crate::core::Result<pb::FileInfo>>,
 }
 
-fn start_upload(e2b: &Arc<E2b>, caller: &Caller, id: &str, path: String) -> Writing {
+/// An upload through the core; the file (and any directory made for it)
+/// belongs to `user`, as when envd writes it.
+fn start_upload(e2b: &Arc<E2b>, caller: &Caller, id: &str, user: &str, path: String) -> Writing {
     let (tx, rx) = mpsc::channel(8);
-    let header = pb::UploadHeader { session_id: id.into(), path: path.clone(), ..Default::default() };
+    let header =
+        pb::UploadHeader { session_id: id.into(), path: path.clone(), owner: user.into(), ..Default::default() };
     let first = pb::UploadRequest { part: Some(pb::upload_request::Part::Header(header.clone())) };
     let messages = tokio_stream::once(first).chain(ReceiverStream::new(rx));
     let (core, caller) = (e2b.core.clone(), caller.clone());
@@ -153,7 +156,7 @@ async fn upload(
                             (None, Some(f)) if !f.is_empty() => resolve(user, &f),
                             _ => return Err(e2b_error(400, "a file part needs a filename (its path) or ?path=")),
                         };
-                        current = Some(start_upload(e2b, &caller, &id, target));
+                        current = Some(start_upload(e2b, &caller, &id, user, target));
                     }
                     Part::Data(d) => {
                         if let Some(w) = &current {
@@ -179,7 +182,7 @@ async fn upload(
                 format!("Paddock takes uploads as multipart/form-data or application/octet-stream, not {content_type:?}"),
             ));
         }
-        let w = start_upload(e2b, &caller, &id, path);
+        let w = start_upload(e2b, &caller, &id, user, path);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| e2b_error(400, format!("reading the upload: {e}")))?;
             if let Ok(d) = frame.into_data() {

@@ -154,7 +154,7 @@ impl Fs {
             Err(e) if e.code() == Code::NotFound => {}
             Err(e) => return Err(e),
         }
-        let req = pb::MakeDirRequest { session_id: self.id.clone(), path: path.into() };
+        let req = pb::MakeDirRequest { session_id: self.id.clone(), path: path.into(), owner: self.user.clone() };
         Ok(json!({"entry": entry(&self.e2b.core.make_dir(&self.caller, req).await?)}))
     }
 

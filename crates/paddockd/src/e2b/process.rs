@@ -164,7 +164,11 @@ impl Proc {
         // envd ≥ 0.3.0: without `stdin: true` the command reads nothing.
         let is_pty = info.pty;
         if !is_pty && msg["stdin"].as_bool() != Some(true) {
-            self.write(info.pid, String::new(), vec![], true).await?;
+            // A command that is already done has closed it itself.
+            match self.write(info.pid, String::new(), vec![], true).await {
+                Err(e) if e.code() != Code::FailedPrecondition => return Err(e),
+                _ => {}
+            }
         }
         Ok((info.pid, is_pty))
     }
