@@ -84,7 +84,8 @@ def test_pty(sandbox):
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
     sandbox.pty.send_stdin(terminal.pid, b"stty size; tty; exit 3\n")
-    result = terminal.wait(on_pty=data.extend)
-    assert result.exit_code == 3
+    with pytest.raises(CommandExitException) as e:
+        terminal.wait(on_pty=data.extend)
+    assert e.value.exit_code == 3
     text = data.decode(errors="replace")
     assert "30 100" in text and "/dev/pts/" in text
