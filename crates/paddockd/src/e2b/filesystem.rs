@@ -205,8 +205,10 @@ impl Fs {
                     None => break None,
                     Some(Err(e)) => break Some(e),
                     Some(Ok(ev)) => {
-                        if !tx.send(json!({"filesystem": fs_event(&root, &ev)})).await {
-                            return;
+                        for e in fs_events(&root, &ev) {
+                            if !tx.send(json!({"filesystem": e})).await {
+                                return;
+                            }
                         }
                     }
                 }
@@ -231,7 +233,7 @@ impl Fs {
                             if buf.len() >= MAX_BUFFERED_EVENTS {
                                 buf.remove(0);
                             }
-                            buf.push(fs_event(&root, &ev));
+                            buf.extend(fs_events(&root, &ev));
                         }
                         Err(e) => {
                             *ended.lock().unwrap() = Some(e);
@@ -278,16 +280,25 @@ impl Fs {
 /// A watch event as envd reports it: the path relative to the watched
 /// directory, and fsnotify's event type (a move is RENAME where it left and
 /// CREATE where it went).
-fn fs_event(root: &str, ev: &pb::WatchEvent) -> Value {
+///
+/// Paddock writes an upload to a hidden temporary name and renames it into
+/// place; envd writes in place. So the temporary file's events are dropped
+/// and arriving by rename reads as CREATE then WRITE.
+fn fs_events(root: &str, ev: &pb::WatchEvent) -> Vec<Value> {
     let name = ev.path.strip_prefix(root).map(|p| p.trim_start_matches('/')).unwrap_or(&ev.path);
-    let kind = match ev.kind() {
-        pb::WatchEventKind::Created | pb::WatchEventKind::MovedTo => "EVENT_TYPE_CREATE",
-        pb::WatchEventKind::Modified => "EVENT_TYPE_WRITE",
-        pb::WatchEventKind::Removed => "EVENT_TYPE_REMOVE",
-        pb::WatchEventKind::MovedFrom => "EVENT_TYPE_RENAME",
-        pb::WatchEventKind::Unspecified => "EVENT_TYPE_UNSPECIFIED",
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if base.starts_with('.') && base.rsplit_once(".upload-").is_some_and(|(_, h)| h.len() == 16) {
+        return vec![];
+    }
+    let kinds: &[&str] = match ev.kind() {
+        pb::WatchEventKind::Created => &["EVENT_TYPE_CREATE"],
+        pb::WatchEventKind::MovedTo => &["EVENT_TYPE_CREATE", "EVENT_TYPE_WRITE"],
+        pb::WatchEventKind::Modified => &["EVENT_TYPE_WRITE"],
+        pb::WatchEventKind::Removed => &["EVENT_TYPE_REMOVE"],
+        pb::WatchEventKind::MovedFrom => &["EVENT_TYPE_RENAME"],
+        pb::WatchEventKind::Unspecified => &[],
     };
-    json!({"name": name, "type": kind})
+    kinds.iter().map(|k| json!({"name": name, "type": k})).collect()
 }
 
 /// Called when a sandbox is killed through the control plane.
