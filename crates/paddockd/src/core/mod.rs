@@ -1,5 +1,5 @@
 //! The core: the daemon's whole surface as one interface. Every front end
-//! (the gRPC services today; E2B, MCP, metrics and a router later) calls
+//! (the gRPC services and the E2B API today; MCP, metrics and a router later) calls
 //! [`Core`] and nothing else: each operation takes the [`Caller`] first and
 //! returns Paddock's own [`Error`] or a [`Stream`]. Front ends never see a
 //! guest channel, a record or a manager (the tidy test in this module checks
