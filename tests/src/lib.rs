@@ -627,7 +627,6 @@ pub fn e2b_python() -> PathBuf {
 /// Whether the Debian base image has E2B's user `user` (rootfs/build-base.sh
 /// adds it; an image built before that has not).
 pub fn image_has_e2b_user(image: &Path) -> bool {
-    std::fs::read_to_string(image.join("etc/passwd"))
-        .is_ok_and(|p| p.lines().any(|l| l.starts_with("user:")))
+    std::fs::read_to_string(image.join("etc/passwd")).is_ok_and(|p| p.lines().any(|l| l.starts_with("user:")))
         && image.join("usr/bin/sudo").exists()
 }

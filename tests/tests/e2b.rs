@@ -17,7 +17,9 @@ fn e2b_daemon() -> Option<(Daemon, String, String)> {
             std::env::var("PADDOCK_REQUIRE_DEBIAN_IMAGE").is_err(),
             "the Debian base image has no user `user`; rebuild it with rootfs/build-base.sh"
         );
-        eprintln!("skipping: the Debian base image predates user `user` (rebuild it with rootfs/build-base.sh)");
+        eprintln!(
+            "skipping: the Debian base image predates user `user` (rebuild it with rootfs/build-base.sh)"
+        );
         return None;
     }
     let addr = free_tcp_addr();
@@ -86,5 +88,10 @@ mine.kill()
         .env("OTHER", &other)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

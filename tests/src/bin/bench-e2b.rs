@@ -25,7 +25,10 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
 async fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let image = debian_image().expect("needs the Debian base image (rootfs/build-base.sh)");
-    assert!(image_has_e2b_user(&image), "the base image has no user `user`; rebuild it (rootfs/build-base.sh)");
+    assert!(
+        image_has_e2b_user(&image),
+        "the base image has no user `user`; rebuild it (rootfs/build-base.sh)"
+    );
     let addr = free_tcp_addr();
     let d = Daemon::start_with(image, vec!["--e2b-listen".into(), addr.clone()], None);
     let out = Command::new(workspace_root().join("scripts/e2b-templates.sh"))
@@ -74,7 +77,9 @@ async fn main() {
         report[k].as_array().unwrap().iter().map(|v| Duration::from_secs_f64(v.as_f64().unwrap())).collect()
     };
 
-    println!("E2B-compatible API vs gRPC: create to first command `true` ({rounds} rounds, environment `base`)");
+    println!(
+        "E2B-compatible API vs gRPC: create to first command `true` ({rounds} rounds, environment `base`)"
+    );
     println!("| path | median | p90 |");
     println!("|---|---|---|");
     let (gm, gp) = stats(grpc);

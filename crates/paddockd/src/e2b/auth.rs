@@ -21,7 +21,11 @@ pub async fn api_caller(core: &Core, req: &Request<Incoming>) -> Result<Caller, 
 /// The caller for sandbox `id`, from its access token. A sandbox that does
 /// not exist answers as E2B's proxy does (502, "The sandbox was not found"),
 /// which is how the SDK tells a killed sandbox from a broken connection.
-pub async fn sandbox_caller(core: &Core, id: &str, req: &Request<Incoming>) -> Result<Caller, Response<Body>> {
+pub async fn sandbox_caller(
+    core: &Core,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Result<Caller, Response<Body>> {
     let token = header(req, "x-access-token").or_else(|| header(req, "e2b-traffic-access-token"));
     let Some(token) = token else {
         return Err(e2b_error(401, "missing X-Access-Token: the sandbox's envdAccessToken"));

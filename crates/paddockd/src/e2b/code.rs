@@ -120,7 +120,9 @@ fn rich(o: &pb::RichOutput) -> Value {
         _ => data,
     };
     match field {
-        "" => json!({"type": "result", "extra": {o.mime_type.clone(): B64.encode(&o.data)}, "is_main_result": false}),
+        "" => {
+            json!({"type": "result", "extra": {o.mime_type.clone(): B64.encode(&o.data)}, "is_main_result": false})
+        }
         f => json!({"type": "result", f: data, "is_main_result": false}),
     }
 }
@@ -242,7 +244,10 @@ impl Interp {
 
     async fn context_language(&self, ctx: &str) -> Result<&'static str, Response<Body>> {
         let list = self.contexts().await?;
-        let found = list.iter().find(|c| c.id == ctx).ok_or_else(|| e2b_error(404, format!("context {ctx} does not exist")))?;
+        let found = list
+            .iter()
+            .find(|c| c.id == ctx)
+            .ok_or_else(|| e2b_error(404, format!("context {ctx} does not exist")))?;
         language(Some(found.language.as_str()))
     }
 
@@ -316,7 +321,9 @@ fn ndjson(r: &pb::RunCodeResponse, count: u64) -> String {
         lines.push(json!({"type": "error", "name": "TimeoutError", "value": "the run outlived its sandbox's timeout", "traceback": ""}));
     } else if r.exit_code != 0 {
         // A bash cell that failed: E2B reports it as an error.
-        lines.push(json!({"type": "error", "name": "ExitCode", "value": r.exit_code.to_string(), "traceback": ""}));
+        lines.push(
+            json!({"type": "error", "name": "ExitCode", "value": r.exit_code.to_string(), "traceback": ""}),
+        );
     }
     lines.push(json!({"type": "number_of_executions", "execution_count": count}));
     lines.push(json!({"type": "end_of_execution"}));

@@ -81,7 +81,8 @@ pub async fn request(req: Request<Incoming>) -> Result<Value, Error> {
     if message.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(message).map_err(|e| Error::invalid_argument(format!("the message is not JSON: {e}")))
+    serde_json::from_slice(message)
+        .map_err(|e| Error::invalid_argument(format!("the message is not JSON: {e}")))
 }
 
 pub fn unary(result: Result<Value, Error>) -> Response<Body> {

@@ -111,7 +111,10 @@ async fn create(core: &Core, caller: &Caller, req: Request<Incoming>) -> Answer 
     }
     let mut labels = string_map(&body, "metadata")?;
     if let Some(k) = labels.keys().find(|k| k.starts_with(LABEL_PREFIX)) {
-        return Err(e2b_error(400, format!("metadata.{k}: keys starting with {LABEL_PREFIX:?} are Paddock's")));
+        return Err(e2b_error(
+            400,
+            format!("metadata.{k}: keys starting with {LABEL_PREFIX:?} are Paddock's"),
+        ));
     }
     for (k, v) in string_map(&body, "envVars")? {
         labels.insert(format!("{ENV_LABEL_PREFIX}{k}"), v);
@@ -157,7 +160,11 @@ fn network_policy(body: &Value) -> Result<Option<pb::NetworkPolicy>, Response<Bo
             Value::Null => Ok(vec![]),
             Value::Array(a) => a
                 .iter()
-                .map(|s| s.as_str().map(str::to_string).ok_or_else(|| e2b_error(400, format!("network.{field}: strings only"))))
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| e2b_error(400, format!("network.{field}: strings only")))
+                })
                 .collect(),
             _ => Err(e2b_error(400, format!("network.{field}: must be a list"))),
         }
@@ -281,7 +288,9 @@ async fn kill(e2b: &E2b, caller: &Caller, id: &str) -> Answer {
 
 async fn set_timeout(core: &Core, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
     let body = read_json(req.into_body()).await?;
-    let timeout = body["timeout"].as_i64().ok_or_else(|| e2b_error(400, "timeout: must be a whole number of seconds"))?;
+    let timeout = body["timeout"]
+        .as_i64()
+        .ok_or_else(|| e2b_error(400, "timeout: must be a whole number of seconds"))?;
     core.set_session_ttl(caller, id, Some(timeout)).await.map_err(|e| not_found_or(&e, id))?;
     Ok(empty(204))
 }
@@ -305,14 +314,19 @@ async fn connect(core: &Core, caller: &Caller, id: &str, req: Request<Incoming>)
 
 async fn list(core: &Core, caller: &Caller, req: &Request<Incoming>) -> Answer {
     let q = query(req);
-    let wanted: Vec<(String, String)> = query_value(&q, "metadata").map(|m| form_pairs(&m)).unwrap_or_default();
+    let wanted: Vec<(String, String)> =
+        query_value(&q, "metadata").map(|m| form_pairs(&m)).unwrap_or_default();
     let states: Vec<String> = query_value(&q, "state")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_else(|| vec!["running".into(), "paused".into()]);
     let template = query_value(&q, "template");
     let limit = match query_value(&q, "limit") {
         None => DEFAULT_PAGE,
-        Some(l) => l.parse().ok().filter(|l| *l > 0).ok_or_else(|| e2b_error(400, "limit: must be a positive number"))?,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| e2b_error(400, "limit: must be a positive number"))?,
     };
     let after = query_value(&q, "nextToken");
     let mut sessions: Vec<pb::Session> = core

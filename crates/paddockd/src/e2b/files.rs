@@ -93,8 +93,12 @@ struct Writing {
 /// belongs to `user`, as when envd writes it.
 fn start_upload(e2b: &Arc<E2b>, caller: &Caller, id: &str, user: &str, path: String) -> Writing {
     let (tx, rx) = mpsc::channel(8);
-    let header =
-        pb::UploadHeader { session_id: id.into(), path: path.clone(), owner: user.into(), ..Default::default() };
+    let header = pb::UploadHeader {
+        session_id: id.into(),
+        path: path.clone(),
+        owner: user.into(),
+        ..Default::default()
+    };
     let first = pb::UploadRequest { part: Some(pb::upload_request::Part::Header(header.clone())) };
     let messages = tokio_stream::once(first).chain(ReceiverStream::new(rx));
     let (core, caller) = (e2b.core.clone(), caller.clone());
@@ -134,7 +138,8 @@ async fn upload(
     path: Option<String>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Response<Body>> {
-    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type =
+        req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let mut body = req.into_body();
     let mut written = Vec::new();
     if let Some(boundary) = content_type.strip_prefix("multipart/form-data").and_then(boundary_of) {
@@ -154,7 +159,12 @@ async fn upload(
                         let target = match (&path, filename) {
                             (Some(p), _) => p.clone(),
                             (None, Some(f)) if !f.is_empty() => resolve(user, &f),
-                            _ => return Err(e2b_error(400, "a file part needs a filename (its path) or ?path=")),
+                            _ => {
+                                return Err(e2b_error(
+                                    400,
+                                    "a file part needs a filename (its path) or ?path=",
+                                ))
+                            }
                         };
                         current = Some(start_upload(e2b, &caller, &id, user, target));
                     }
@@ -176,7 +186,8 @@ async fn upload(
         }
     } else {
         let path = path.ok_or_else(|| e2b_error(400, "path: must be set for an octet-stream upload"))?;
-        if content_type.contains("gzip") || !matches!(content_type.as_str(), "" | "application/octet-stream") {
+        if content_type.contains("gzip") || !matches!(content_type.as_str(), "" | "application/octet-stream")
+        {
             return Err(e2b_error(
                 415,
                 format!("Paddock takes uploads as multipart/form-data or application/octet-stream, not {content_type:?}"),
@@ -197,7 +208,10 @@ async fn upload(
 }
 
 fn boundary_of(params: &str) -> Option<String> {
-    params.split(';').find_map(|p| p.trim().strip_prefix("boundary=")).map(|b| b.trim_matches('"').to_string())
+    params
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
 }
 
 #[derive(Debug, PartialEq)]
@@ -235,7 +249,12 @@ impl Multipart {
         let mut buf = BytesMut::new();
         // The first boundary has no CRLF before it; pretend it had one.
         buf.extend_from_slice(b"\r\n");
-        Self { delimiter: format!("\r\n--{boundary}").into_bytes(), buf, state: State::Preamble, closed: false }
+        Self {
+            delimiter: format!("\r\n--{boundary}").into_bytes(),
+            buf,
+            state: State::Preamble,
+            closed: false,
+        }
     }
 
     fn feed(&mut self, data: Bytes) -> Result<Vec<Part>, String> {
@@ -348,7 +367,8 @@ mod tests {
 
     #[test]
     fn multipart_parts_come_out_whole_however_the_body_is_cut() {
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/home/user/a.txt\"\r\n\
+        let body =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/home/user/a.txt\"\r\n\
 Content-Type: application/octet-stream\r\n\r\nline1\r\n--XyZnot-a-boundary\r\n\r\n--XyZ\r\n\
 Content-Disposition: form-data; name=\"file\"; filename=\"b\"\r\n\r\n\r\n--XyZ--\r\n";
         for split in [1, 2, 3, 7, 64, body.len()] {

@@ -48,7 +48,13 @@ impl Watchers {
     }
 }
 
-pub async fn handle(e2b: &Arc<E2b>, caller: Caller, id: String, method: String, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    e2b: &Arc<E2b>,
+    caller: Caller,
+    id: String,
+    method: String,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let keepalive = connect::keepalive(&req);
     let user = match user(&req) {
         Ok(u) => u,
@@ -75,7 +81,10 @@ pub async fn handle(e2b: &Arc<E2b>, caller: Caller, id: String, method: String, 
         "CreateWatcher" => connect::unary(fs.create_watcher(&path, &msg).await),
         "GetWatcherEvents" => connect::unary(fs.watcher_events(&msg)),
         "RemoveWatcher" => connect::unary(fs.remove_watcher(&msg)),
-        m => connect::unary_error(&Error::new(Code::Unimplemented, format!("filesystem.Filesystem has no method {m}"))),
+        m => connect::unary_error(&Error::new(
+            Code::Unimplemented,
+            format!("filesystem.Filesystem has no method {m}"),
+        )),
     }
 }
 
@@ -154,7 +163,8 @@ impl Fs {
             Err(e) if e.code() == Code::NotFound => {}
             Err(e) => return Err(e),
         }
-        let req = pb::MakeDirRequest { session_id: self.id.clone(), path: path.into(), owner: self.user.clone() };
+        let req =
+            pb::MakeDirRequest { session_id: self.id.clone(), path: path.into(), owner: self.user.clone() };
         Ok(json!({"entry": entry(&self.e2b.core.make_dir(&self.caller, req).await?)}))
     }
 
@@ -186,7 +196,12 @@ impl Fs {
         self.e2b.core.watch(&self.caller, req).await
     }
 
-    fn stream_watch(self, root: String, mut events: Stream<pb::WatchEvent>, keepalive: std::time::Duration) -> Response<Body> {
+    fn stream_watch(
+        self,
+        root: String,
+        mut events: Stream<pb::WatchEvent>,
+        keepalive: std::time::Duration,
+    ) -> Response<Body> {
         let (tx, resp) = connect::stream();
         tokio::spawn(async move {
             if !tx.send(json!({"start": {}})).await {

@@ -95,7 +95,8 @@ pub async fn read_json(body: Incoming) -> Result<Value, Response<Body>> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&data).map_err(|e| e2b_error(400, format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(&data)
+        .map_err(|e| e2b_error(400, format!("the request body is not valid JSON: {e}")))
 }
 
 /// `application/x-www-form-urlencoded` pairs, percent-decoded.
@@ -171,7 +172,11 @@ mod tests {
         assert_eq!(rfc3339(1_767_225_599_000), "2025-12-31T23:59:59.000Z");
         assert_eq!(
             form_pairs("metadata=a%3D1%26b%3D2&state=running%2Cpaused&x"),
-            [("metadata".into(), "a=1&b=2".into()), ("state".into(), "running,paused".into()), ("x".into(), "".into())]
+            [
+                ("metadata".into(), "a=1&b=2".into()),
+                ("state".into(), "running,paused".into()),
+                ("x".into(), "".into())
+            ]
         );
         assert_eq!(form_pairs("p=%2Fhome%2Fuser%2Fa+b%zz%4"), [("p".into(), "/home/user/a b%zz%4".into())]);
     }

@@ -22,7 +22,13 @@ use crate::core::{Caller, Code, Error, Result};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-pub async fn handle(e2b: &Arc<E2b>, caller: Caller, id: String, method: String, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    e2b: &Arc<E2b>,
+    caller: Caller,
+    id: String,
+    method: String,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let keepalive = connect::keepalive(&req);
     let deadline = connect::timeout_ms(&req);
     let user = match user(&req) {
@@ -54,7 +60,10 @@ pub async fn handle(e2b: &Arc<E2b>, caller: Caller, id: String, method: String, 
             Code::Unimplemented,
             "Paddock does not support StreamInput (a client stream); use SendInput",
         )),
-        m => connect::unary_error(&Error::new(Code::Unimplemented, format!("process.Process has no method {m}"))),
+        m => connect::unary_error(&Error::new(
+            Code::Unimplemented,
+            format!("process.Process has no method {m}"),
+        )),
     }
 }
 
@@ -82,7 +91,9 @@ fn signal_number(v: &Value) -> Result<i32> {
             "SIGNAL_SIGHUP" => Ok(1),
             other => Err(Error::invalid_argument(format!("signal: {other} is not a signal Paddock knows"))),
         },
-        Value::Number(n) => n.as_i64().map(|n| n as i32).ok_or_else(|| Error::invalid_argument("signal: not a number")),
+        Value::Number(n) => {
+            n.as_i64().map(|n| n as i32).ok_or_else(|| Error::invalid_argument("signal: not a number"))
+        }
         _ => Err(Error::invalid_argument("signal: must be set")),
     }
 }
@@ -234,7 +245,12 @@ impl Proc {
             .await?
             .into_iter()
             .find(|p| p.running && ((pid != 0 && p.pid == pid) || (!tag.is_empty() && p.tag == tag)))
-            .ok_or_else(|| Error::not_found(format!("process {} is not running", if tag.is_empty() { pid.to_string() } else { tag })))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "process {} is not running",
+                    if tag.is_empty() { pid.to_string() } else { tag }
+                ))
+            })
     }
 
     async fn list(&self) -> Result<Value> {
@@ -244,7 +260,8 @@ impl Proc {
             .into_iter()
             .filter(|p| p.running)
             .map(|p| {
-                let (cmd, args) = p.argv.split_first().map(|(c, a)| (c.clone(), a.to_vec())).unwrap_or_default();
+                let (cmd, args) =
+                    p.argv.split_first().map(|(c, a)| (c.clone(), a.to_vec())).unwrap_or_default();
                 let mut v = json!({"pid": p.pid, "config": {"cmd": cmd, "args": args, "envs": {}}});
                 if !p.tag.is_empty() {
                     v["tag"] = json!(p.tag);
@@ -259,7 +276,13 @@ impl Proc {
         let info = self.find(&msg["process"]).await?;
         let signal = signal_number(&msg["signal"])?;
         // The whole group: `bash -l -c` leaves the command's children in it.
-        let req = pb::SignalProcessRequest { session_id: self.id.clone(), pid: info.pid, signal, group: true, ..Default::default() };
+        let req = pb::SignalProcessRequest {
+            session_id: self.id.clone(),
+            pid: info.pid,
+            signal,
+            group: true,
+            ..Default::default()
+        };
         self.e2b.core.signal_process(&self.caller, req).await?;
         Ok(json!({}))
     }
@@ -274,7 +297,8 @@ impl Proc {
         let (pid, tag) = selector(&msg["process"])?;
         let input = &msg["input"];
         let data = input["stdin"].as_str().or_else(|| input["pty"].as_str()).unwrap_or("");
-        let data = B64.decode(data).map_err(|e| Error::invalid_argument(format!("input: not base64: {e}")))?;
+        let data =
+            B64.decode(data).map_err(|e| Error::invalid_argument(format!("input: not base64: {e}")))?;
         self.write(pid, tag, data, false).await.map_err(process_gone)?;
         Ok(json!({}))
     }
