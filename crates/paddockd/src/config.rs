@@ -25,6 +25,11 @@ pub struct DaemonConfig {
     /// request needs a bearer token, as on the API's TCP listeners.
     #[arg(long = "mcp-listen", value_name = "HOST:PORT")]
     pub mcp_listen: Option<String>,
+    /// Also serve the E2B-compatible API (plain HTTP/1.1) on HOST:PORT, for
+    /// the unmodified e2b SDKs: set E2B_API_URL and E2B_SANDBOX_URL to
+    /// http://HOST:PORT and E2B_API_KEY to a Paddock token. Off by default.
+    #[arg(long = "e2b-listen", value_name = "ADDR")]
+    pub e2b_listen: Option<String>,
 
     /// Group of the API's unix sockets (mode 0660, owner root): its members
     /// may connect. Callers other than root still need a token.

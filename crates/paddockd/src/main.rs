@@ -3,6 +3,7 @@
 mod config;
 mod core;
 mod disk;
+mod e2b;
 mod environments;
 mod envvars;
 mod grpc;
@@ -137,16 +138,14 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         tokio::spawn(manager.clone().warm_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
-        let mcp = cfg.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone()));
-        let mcp = async move {
-            match mcp {
-                Some(serving) => serving.await,
-                None => std::future::pending().await,
-            }
-        };
+        // The opt-in front ends: each one's error (it could not listen, say)
+        // ends the daemon, as the API's would.
+        let mcp = optional(cfg.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone())));
+        let e2b = optional(cfg.e2b_listen.clone().map(|addr| e2b::serve(addr, core.clone())));
         tokio::select! {
             r = grpc::serve(listeners, core) => r,
             r = mcp => r,
+            r = e2b => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;
@@ -155,6 +154,14 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             }
         }
     })
+}
+
+/// Serves `listener` when it was asked for; otherwise never finishes.
+async fn optional(listener: Option<impl std::future::Future<Output = Result<()>>>) -> Result<()> {
+    match listener {
+        Some(serving) => serving.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn shutdown_signal() {
