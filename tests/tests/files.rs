@@ -21,7 +21,13 @@ async fn files(d: &Daemon) -> FilesClient<Channel> {
 
 fn header(id: &str, path: &str, tar: bool) -> UploadRequest {
     UploadRequest {
-        part: Some(Part::Header(UploadHeader { session_id: id.into(), path: path.into(), tar, mode: 0 })),
+        part: Some(Part::Header(UploadHeader {
+            session_id: id.into(),
+            path: path.into(),
+            tar,
+            mode: 0,
+            owner: String::new(),
+        })),
     }
 }
 
@@ -52,7 +58,7 @@ async fn file_operations_and_their_errors() {
     let mut f = files(&d).await;
 
     let made = f
-        .make_dir(MakeDirRequest { session_id: id.into(), path: "a/b/c".into() })
+        .make_dir(MakeDirRequest { session_id: id.into(), path: "a/b/c".into(), owner: String::new() })
         .await
         .unwrap()
         .into_inner();
@@ -296,7 +302,9 @@ async fn watching_a_directory_streams_its_changes() {
     let s = create(&mut c, None).await;
     let id = s.id.as_str();
     let mut f = files(&d).await;
-    f.make_dir(MakeDirRequest { session_id: id.into(), path: "w".into() }).await.unwrap();
+    f.make_dir(MakeDirRequest { session_id: id.into(), path: "w".into(), owner: String::new() })
+        .await
+        .unwrap();
     let mut events = f
         .watch(WatchRequest { session_id: id.into(), path: "w".into(), recursive: true })
         .await

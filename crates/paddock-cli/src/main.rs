@@ -2,6 +2,7 @@
 
 mod connect;
 mod env;
+mod mcp;
 mod network;
 mod observe;
 mod tokens;
@@ -48,6 +49,10 @@ enum Command {
     /// Make, list and remove API tokens (admins only).
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Serve a session's tools (bash, read, write, edit, glob, grep, exec,
+    /// run_code) as an MCP server on stdin/stdout. Without --session, a new
+    /// session is made from the create flags and deleted on exit.
+    Mcp(mcp::McpArgs),
     /// A live table of running sessions by CPU and memory.
     Top(observe::TopArgs),
     /// Follow session and environment events (WatchEvents) as they happen.
@@ -93,6 +98,17 @@ enum SessionCommand {
 
 #[derive(Args)]
 struct CreateArgs {
+    #[command(flatten)]
+    spec: SessionSpec,
+    /// Print the session as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a new session is made with (`session create`, and `mcp` without
+/// `--session`).
+#[derive(Args)]
+pub(crate) struct SessionSpec {
     /// Memory limit, e.g. 512M, 2G.
     #[arg(long, value_parser = parse_bytes)]
     memory: Option<i64>,
@@ -125,9 +141,6 @@ struct CreateArgs {
     uploads: Vec<(String, String)>,
     #[command(flatten)]
     network: network::NetworkArgs,
-    /// Print the session as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 fn parse_upload(s: &str) -> Result<(String, String), String> {
@@ -189,13 +202,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Env(cmd) => return env::run(&daemon, cmd).await,
         Command::Token(cmd) => return tokens::run(&daemon, cmd).await,
+        Command::Mcp(args) => return mcp::run(&daemon, args).await,
         Command::Top(args) => return observe::top(&daemon, args).await,
         Command::Events(args) => return observe::events(&daemon, args).await,
         other => other,
     };
     let mut client = connect::sessions(&daemon).await?;
     match cmd {
-        Command::Env(_) | Command::Token(_) | Command::Top(_) | Command::Events(_) => {
+        Command::Env(_) | Command::Token(_) | Command::Mcp(_) | Command::Top(_) | Command::Events(_) => {
             unreachable!("handled above")
         }
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
@@ -322,13 +336,24 @@ where
 }
 
 async fn create(client: &mut SessionsClient<Conn>, args: CreateArgs) -> Result<ExitCode> {
+    let request = create_request(args.spec)?;
+    let s = client.create_session(request).await.map_err(status)?.into_inner();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+    } else {
+        println!("{}", s.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn create_request(args: SessionSpec) -> Result<CreateSessionRequest> {
     let mut resources = Vec::with_capacity(args.uploads.len());
     for (local, path) in args.uploads {
         let content = std::fs::read(&local).with_context(|| format!("--upload {local}"))?;
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&local)?.permissions());
         resources.push(SessionResource { path, content, mode: mode & 0o555 });
     }
-    let request = CreateSessionRequest {
+    Ok(CreateSessionRequest {
         limits: Some(Limits {
             memory_bytes: args.memory,
             cpus: args.cpus,
@@ -342,14 +367,7 @@ async fn create(client: &mut SessionsClient<Conn>, args: CreateArgs) -> Result<E
         resources,
         network: args.network.policy(),
         ..Default::default()
-    };
-    let s = client.create_session(request).await.map_err(status)?.into_inner();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
-    } else {
-        println!("{}", s.id);
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn exec(client: &mut SessionsClient<Conn>, args: ExecArgs) -> Result<ExitCode> {

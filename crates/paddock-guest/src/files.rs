@@ -44,10 +44,11 @@ impl FileService {
         paddock_files::list(self.path("path", path)?, depth).await
     }
 
-    pub async fn make_dir(&self, path: &str) -> Result<FileInfo, Status> {
+    pub async fn make_dir(&self, path: &str, owner: &str) -> Result<FileInfo, Status> {
         let p = self.path("path", path)?;
+        let owner = owner_of(owner)?;
         blocking(move || {
-            fs::create_dir_all(&p).map_err(|e| fs_status(&p, e))?;
+            make_dirs(&p, owner).map_err(|e| fs_status(&p, e))?;
             info(&p).map_err(|e| fs_status(&p, e))
         })
         .await
@@ -95,6 +96,7 @@ impl FileService {
             }
         };
         let target = self.path("header.path", &header.path)?;
+        let owner = owner_of(&header.owner)?;
         // Bytes flow to a blocking writer through a small queue (back-pressure).
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
         let writer = {
@@ -105,7 +107,7 @@ impl FileService {
                 if tar {
                     unpack(&target, ChannelReader::new(rx))
                 } else {
-                    write_file(&target, mode, rx)
+                    write_file(&target, mode, owner, rx)
                 }
             })
         };
@@ -161,9 +163,34 @@ fn cstr(p: &Path) -> Result<std::ffi::CString, Status> {
 
 /// Writes the chunks to a temporary file beside `target` and renames it into
 /// place once the empty end marker arrives; without it, removes it.
-fn write_file(target: &Path, mode: u32, rx: std::sync::mpsc::Receiver<Bytes>) -> io::Result<()> {
+/// The (uid, gid) an `owner` field names; None for the default, root.
+fn owner_of(owner: &str) -> Result<Option<(u32, u32)>, Status> {
+    match owner {
+        "" => Ok(None),
+        o => crate::processes::resolve_user(o).map(Some),
+    }
+}
+
+/// `create_dir_all`, giving the directories it makes to `owner`.
+fn make_dirs(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    if let Some((uid, gid)) = owner {
+        for d in missing {
+            std::os::unix::fs::chown(d, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_file(
+    target: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    rx: std::sync::mpsc::Receiver<Bytes>,
+) -> io::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(parent)?;
+    make_dirs(parent, owner)?;
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.upload-{:016x}", u64::from_ne_bytes(crate::urandom())));
     let result = (|| {
@@ -176,6 +203,9 @@ fn write_file(target: &Path, mode: u32, rx: std::sync::mpsc::Receiver<Bytes>) ->
             }
         }
         f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
         drop(f);
         fs::rename(&tmp, target)
     })();

@@ -138,7 +138,8 @@ impl Guest for GuestService {
     }
 
     async fn make_dir(&self, request: Request<MakeDirRequest>) -> Result<Response<FileInfo>, Status> {
-        self.files.make_dir(&request.into_inner().path).await.map(Response::new)
+        let r = request.into_inner();
+        self.files.make_dir(&r.path, &r.owner).await.map(Response::new)
     }
 
     async fn r#move(&self, request: Request<MoveRequest>) -> Result<Response<FileInfo>, Status> {

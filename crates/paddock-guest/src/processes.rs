@@ -438,7 +438,7 @@ fn prune(procs: &mut Vec<Arc<Proc>>) {
 }
 
 /// `name`, `uid` or `uid:gid` → (uid, gid), names looked up in /etc/passwd.
-fn resolve_user(user: &str) -> Result<(u32, u32), Status> {
+pub(crate) fn resolve_user(user: &str) -> Result<(u32, u32), Status> {
     let bad = || {
         Status::invalid_argument(format!(
             "user: {user:?} is not a user of this sandbox (a name, uid or uid:gid)"

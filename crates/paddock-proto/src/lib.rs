@@ -1,8 +1,9 @@
 //! Generated gRPC code for Paddock: the public API (`v1`) and the internal
-//! daemon-to-guest protocol (`guest`), and how to dial them over a unix socket
-//! (`dial`).
+//! daemon-to-guest protocol (`guest`), how to dial them over a unix socket
+//! (`dial`), and the agent toolset's input types and schemas (`toolset`).
 
 pub mod dial;
+pub mod toolset;
 
 /// The largest gRPC message either side sends or accepts: file contents and
 /// command output travel in single messages.

@@ -20,6 +20,17 @@ pub struct DaemonConfig {
     #[arg(long = "listen")]
     pub listen: Vec<String>,
 
+    /// Serve MCP (Streamable HTTP) on HOST:PORT: `/mcp/sessions/{id}` for a
+    /// session's tools, `/mcp` for a new session per MCP session. Every
+    /// request needs a bearer token, as on the API's TCP listeners.
+    #[arg(long = "mcp-listen", value_name = "HOST:PORT")]
+    pub mcp_listen: Option<String>,
+    /// Also serve the E2B-compatible API (plain HTTP/1.1) on HOST:PORT, for
+    /// the unmodified e2b SDKs: set E2B_API_URL and E2B_SANDBOX_URL to
+    /// http://HOST:PORT and E2B_API_KEY to a Paddock token. Off by default.
+    #[arg(long = "e2b-listen", value_name = "ADDR")]
+    pub e2b_listen: Option<String>,
+
     /// Serve Prometheus metrics on HOST:PORT at /metrics (the OpenMetrics
     /// text format). Off unless given. Anyone who can connect reads every
     /// session's usage and labels: bind it to loopback or a monitoring network.

@@ -3,11 +3,13 @@
 mod config;
 mod core;
 mod disk;
+mod e2b;
 mod environments;
 mod envvars;
 mod grpc;
 mod guest;
 mod limits;
+mod mcp;
 mod metrics;
 mod network;
 mod sessions;
@@ -152,13 +154,16 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         tokio::spawn(manager.clone().watch_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
-        let metrics_listener = match &cfg.metrics_listen {
-            Some(addr) => Some(metrics::bind(addr).await?),
-            None => None,
-        };
+        // The opt-in front ends: each one's error (it could not listen, say)
+        // ends the daemon, as the API's would.
+        let mcp = optional(cfg.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone())));
+        let e2b = optional(cfg.e2b_listen.clone().map(|addr| e2b::serve(addr, core.clone())));
+        let metrics = optional(cfg.metrics_listen.clone().map(|addr| metrics::serve(addr, core.clone())));
         tokio::select! {
-            r = grpc::serve(listeners, core.clone()) => r,
-            r = metrics::serve(metrics_listener, core) => r,
+            r = grpc::serve(listeners, core) => r,
+            r = mcp => r,
+            r = e2b => r,
+            r = metrics => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;
@@ -167,6 +172,14 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             }
         }
     })
+}
+
+/// Serves `listener` when it was asked for; otherwise never finishes.
+async fn optional(listener: Option<impl std::future::Future<Output = Result<()>>>) -> Result<()> {
+    match listener {
+        Some(serving) => serving.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn shutdown_signal() {

@@ -98,6 +98,7 @@ async fn main() {
                     path: "big".into(),
                     tar: false,
                     mode: 0,
+                    owner: String::new(),
                 })),
             }
         } else {

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use paddock_proto::toolset::BashInput;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -17,13 +17,6 @@ use crate::spawn::{kill_group, pipe_cloexec, Command};
 
 const OUTPUT_LIMIT: usize = 100 * 1024;
 const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
-
-#[derive(Deserialize)]
-pub struct BashInput {
-    command: Option<String>,
-    restart: Option<bool>,
-    timeout_ms: Option<u64>,
-}
 
 struct Shell {
     pid: i32,

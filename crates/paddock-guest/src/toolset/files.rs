@@ -5,9 +5,9 @@ use std::io::Read;
 use std::path::Path;
 
 use base64::Engine;
+use paddock_proto::toolset::{EditInput, ReadInput, WriteInput};
 use paddock_proto::v1::content_block::Block;
 use paddock_proto::v1::Base64Source;
-use serde::Deserialize;
 
 use super::paths::{fs_error, resolve};
 use super::{text, Outcome};
@@ -18,26 +18,6 @@ const MAX_FILE_BYTES: u64 = 256 * 1024;
 const MAX_IMAGE_BASE64_BYTES: u64 = 5 * 1024 * 1024;
 const MAX_PDF_BYTES: u64 = 20 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
-
-#[derive(Deserialize)]
-pub struct ReadInput {
-    file_path: String,
-    view_range: Option<Vec<i64>>,
-}
-
-#[derive(Deserialize)]
-pub struct WriteInput {
-    file_path: String,
-    content: String,
-}
-
-#[derive(Deserialize)]
-pub struct EditInput {
-    file_path: String,
-    old_string: String,
-    new_string: String,
-    replace_all: Option<bool>,
-}
 
 fn media_type(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();

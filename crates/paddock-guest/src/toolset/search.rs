@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use paddock_proto::toolset::{GlobInput, GrepInput};
 use paddock_proto::v1::ExecRequest;
-use serde::Deserialize;
 
 use super::paths::{canonicalize, resolve, within};
 use super::{text, Outcome};
@@ -21,18 +21,6 @@ const RG_OUTPUT_CAP: usize = 4 * GREP_OUTPUT_LIMIT + 4;
 /// rg is bounded by the sandbox's limits; this keeps a pathological search
 /// from holding the call forever.
 const RG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
-#[derive(Deserialize)]
-pub struct GlobInput {
-    pattern: String,
-    path: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct GrepInput {
-    pattern: String,
-    path: Option<String>,
-}
 
 fn search_root(workdir: &Path, path: Option<&str>, op: &str) -> Result<PathBuf, String> {
     match path.filter(|p| !p.is_empty()) {

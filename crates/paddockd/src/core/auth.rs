@@ -2,6 +2,9 @@
 //! Front ends turn a connection and its metadata into a [`Caller`]; the
 //! secret check is here, against tokens kept hashed (sha256) in
 //! `<state>/tokens/<name>.json` (0700 directory, like the rest of the state).
+//! Session tokens (E2B's per-sandbox `envdAccessToken`) are not stored: each
+//! is an HMAC of its tenant and session under one key, `<state>/tokens/session.key`,
+//! so they survive restarts and go with the session.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -42,6 +45,37 @@ pub struct Tokens {
     store: Store<TokenRecord>,
     /// By hash.
     by_hash: Mutex<HashMap<String, TokenRecord>>,
+    /// The HMAC key of session tokens.
+    session_key: [u8; 32],
+}
+
+/// Session tokens start so: one is told apart from an API token at a glance.
+const SESSION_TOKEN_PREFIX: &str = "pds_";
+
+/// HMAC-SHA256 (RFC 2104), over a key of one block or less.
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let pad = |b: u8| block.iter().map(|k| k ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// Reads the session-token key, making it (0600) on first use.
+fn session_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("session.key");
+    if let Ok(data) = std::fs::read(&path) {
+        return data.try_into().map_err(|_| anyhow::anyhow!("{} is not 32 bytes; remove it", path.display()));
+    }
+    let key: [u8; 32] = rand::thread_rng().gen();
+    let tmp = dir.join("session.key.tmp");
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
 }
 
 fn hash(token: &str) -> String {
@@ -65,9 +99,23 @@ fn check_name(field: &str, s: &str) -> Result<()> {
 
 impl Tokens {
     pub fn open(dir: PathBuf) -> anyhow::Result<Self> {
-        let store = Store::open(dir)?;
+        let store = Store::open(dir.clone())?;
         let by_hash = store.load_all()?.into_iter().map(|t: TokenRecord| (t.sha256.clone(), t)).collect();
-        Ok(Self { store, by_hash: Mutex::new(by_hash) })
+        let session_key = session_key(&dir)?;
+        Ok(Self { store, by_hash: Mutex::new(by_hash), session_key })
+    }
+
+    /// The token that stands for `tenant` on session `id` only.
+    pub fn session_token(&self, tenant: &str, id: &str) -> String {
+        let mac = hmac_sha256(&self.session_key, format!("{tenant}\0{id}").as_bytes());
+        format!("{SESSION_TOKEN_PREFIX}{}", hex(&mac))
+    }
+
+    pub fn check_session_token(&self, tenant: &str, id: &str, token: &str) -> bool {
+        let expected = self.session_token(tenant, id);
+        // Constant time: the comparison says nothing of how much matched.
+        expected.len() == token.len()
+            && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller> {
@@ -197,6 +245,24 @@ mod tests {
         reopened.delete("ci").unwrap();
         assert_eq!(reopened.verify(&a.token).unwrap_err().code(), Code::Unauthenticated);
         assert_eq!(reopened.delete("ci").unwrap_err().code(), Code::NotFound);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn session_tokens_are_per_session_and_tenant_and_survive_a_reopen() {
+        let dir = tmp();
+        let tokens = Tokens::open(dir.join("tokens")).unwrap();
+        let t = tokens.session_token("a", "ses-1");
+        assert!(t.starts_with(SESSION_TOKEN_PREFIX));
+        assert!(tokens.check_session_token("a", "ses-1", &t));
+        assert!(!tokens.check_session_token("a", "ses-2", &t));
+        assert!(!tokens.check_session_token("b", "ses-1", &t));
+        assert!(!tokens.check_session_token("a", "ses-1", &t[..t.len() - 1]));
+        let reopened = Tokens::open(dir.join("tokens")).unwrap();
+        assert!(reopened.check_session_token("a", "ses-1", &t));
+        // The HMAC itself, against Python's hmac module.
+        let mac = hmac_sha256(&[0x0b; 32], b"Hi There");
+        assert_eq!(hex(&mac), "198a607eb44bfbc69903a0f1cf2bbdc5ba0aa3f3d9ae3c1c7a3b1696a0b68cf7");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -22,18 +22,11 @@ use crate::core::{Caller, Core};
 /// The content type Prometheus asks for and prometheus-client writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds before the daemon serves anything, so a taken port stops the start.
-pub async fn bind(addr: &str) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+/// Serves until the daemon stops; an address it cannot listen on ends the
+/// daemon (as the API's would).
+pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
+    let listener = TcpListener::bind(&addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
     tracing::info!("serving metrics on http://{}/metrics", listener.local_addr()?);
-    Ok(listener)
-}
-
-/// Serves until the daemon stops; with no listener, waits forever.
-pub async fn serve(listener: Option<TcpListener>, core: Arc<Core>) -> Result<()> {
-    let Some(listener) = listener else {
-        return std::future::pending().await;
-    };
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

@@ -55,6 +55,17 @@ use state::Op;
 
 /// Longest TTL a session may ask for: 30 days.
 const MAX_TTL_SECONDS: i64 = 30 * 86400;
+
+/// The expiry time of a TTL given at `now`; a TTL out of range is refused.
+fn expiry(now: i64, ttl_seconds: i64) -> Result<i64, Error> {
+    if (1..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+        Ok(now + ttl_seconds * 1000)
+    } else {
+        Err(Error::invalid_argument(format!(
+            "ttl_seconds: {ttl_seconds} is out of range; use 1 to {MAX_TTL_SECONDS} (30 days), or leave it unset"
+        )))
+    }
+}
 /// Extra time the daemon gives the guest beyond an Exec's own timeout.
 const EXEC_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 
@@ -158,12 +169,7 @@ impl SessionManager {
         let now = now_ms();
         let expires_at_ms = match req.ttl_seconds {
             None => None,
-            Some(t) if (1..=MAX_TTL_SECONDS).contains(&t) => Some(now + t * 1000),
-            Some(t) => {
-                return Err(Error::invalid_argument(format!(
-                "ttl_seconds: {t} is out of range; use 1 to {MAX_TTL_SECONDS} (30 days), or leave it unset"
-            )))
-            }
+            Some(t) => Some(expiry(now, t)?),
         };
         let uploads = session_files::validate(&req.resources)?;
         let requested = match &req.network {
@@ -422,6 +428,28 @@ impl SessionManager {
         let mut s = session.lock().await;
         s.record.state.check(id, Op::Read)?;
         self.refresh_state(&mut s);
+        Ok(s.record.clone())
+    }
+
+    /// Sets a running session's TTL to `ttl_seconds` from now (longer or
+    /// shorter than before), or removes it with `None`.
+    pub async fn set_ttl(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ttl_seconds: Option<i64>,
+    ) -> Result<SessionRecord, Error> {
+        let expires_at_ms = ttl_seconds.map(|t| expiry(now_ms(), t)).transpose()?;
+        let session = self.lookup(caller, id).await?;
+        let mut s = session.lock().await;
+        self.refresh_state(&mut s);
+        s.record.state.check(id, Op::UseGuest)?;
+        // Recorded first, so a daemon restart keeps the new deadline.
+        let previous = std::mem::replace(&mut s.record.expires_at_ms, expires_at_ms);
+        if let Err(e) = self.store.save(&s.record) {
+            s.record.expires_at_ms = previous;
+            return Err(internal(e));
+        }
         Ok(s.record.clone())
     }
 

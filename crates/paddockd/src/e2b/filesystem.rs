@@ -1,0 +1,322 @@
+//! envd's `filesystem.Filesystem` service over the core's Files. Relative
+//! paths are resolved against the user's home, as envd does. The sync SDK
+//! watches by polling (CreateWatcher, GetWatcherEvents, RemoveWatcher): a
+//! watcher is a task that drains the core's Watch stream into a buffer
+//! kept here, in memory (a daemon restart ends every watch).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use paddock_proto::v1 as pb;
+use serde_json::{json, Value};
+use tokio_stream::StreamExt;
+
+use super::auth::{resolve, user};
+use super::connect::{self, int_field, str_field};
+use super::http::{rfc3339, Body};
+use super::E2b;
+use crate::core::{Caller, Code, Error, Result, Stream};
+
+/// Events a watcher holds before the oldest are dropped (an unpolled watcher
+/// must not grow without bound).
+const MAX_BUFFERED_EVENTS: usize = 10_000;
+
+struct Watcher {
+    session: String,
+    tenant: String,
+    events: Arc<Mutex<Vec<Value>>>,
+    /// Its error, once the watch ended (the directory was removed...).
+    ended: Arc<Mutex<Option<Error>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct Watchers(Mutex<HashMap<String, Watcher>>);
+
+impl Watchers {
+    /// Drops the watchers of a sandbox that is gone.
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap().retain(|_, w| {
+            let keep = w.session != id;
+            if !keep {
+                w.task.abort();
+            }
+            keep
+        });
+    }
+}
+
+pub async fn handle(
+    e2b: &Arc<E2b>,
+    caller: Caller,
+    id: String,
+    method: String,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let keepalive = connect::keepalive(&req);
+    let user = match user(&req) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let streaming = method == "WatchDir";
+    let msg = match connect::request(req).await {
+        Ok(m) => m,
+        Err(e) if streaming => return connect::stream_error(e),
+        Err(e) => return connect::unary_error(&e),
+    };
+    let fs = Fs { e2b: e2b.clone(), caller, id, user };
+    let path = fs.path(&msg, "path");
+    match method.as_str() {
+        "Stat" => connect::unary(fs.stat(&path).await.map(|e| json!({"entry": e}))),
+        "ListDir" => connect::unary(fs.list(&path, &msg).await),
+        "MakeDir" => connect::unary(fs.make_dir(&path).await),
+        "Move" => connect::unary(fs.rename(&msg).await),
+        "Remove" => connect::unary(fs.remove(&path).await),
+        "WatchDir" => match fs.watch(&path, &msg).await {
+            Ok(events) => fs.stream_watch(path, events, keepalive),
+            Err(e) => connect::stream_error(e),
+        },
+        "CreateWatcher" => connect::unary(fs.create_watcher(&path, &msg).await),
+        "GetWatcherEvents" => connect::unary(fs.watcher_events(&msg)),
+        "RemoveWatcher" => connect::unary(fs.remove_watcher(&msg)),
+        m => connect::unary_error(&Error::new(
+            Code::Unimplemented,
+            format!("filesystem.Filesystem has no method {m}"),
+        )),
+    }
+}
+
+struct Fs {
+    e2b: Arc<E2b>,
+    caller: Caller,
+    id: String,
+    user: String,
+}
+
+fn permissions(t: pb::FileType, mode: u32) -> String {
+    let kind = match t {
+        pb::FileType::Directory => 'd',
+        pb::FileType::Symlink => 'l',
+        _ => '-',
+    };
+    let bits: String =
+        (0..9).map(|i| if mode & (0o400 >> i) != 0 { ['r', 'w', 'x'][i % 3] } else { '-' }).collect();
+    format!("{kind}{bits}")
+}
+
+/// A Paddock FileInfo as envd's EntryInfo. Paddock keeps no owner names, so
+/// `owner` and `group` are left out.
+pub fn entry(f: &pb::FileInfo) -> Value {
+    let t = f.r#type();
+    let name = f.path.rsplit('/').next().unwrap_or("").to_string();
+    let mut v = json!({
+        "name": name,
+        "type": match t {
+            pb::FileType::Directory => "FILE_TYPE_DIRECTORY",
+            pb::FileType::Symlink => "FILE_TYPE_SYMLINK",
+            pb::FileType::File => "FILE_TYPE_FILE",
+            _ => "FILE_TYPE_UNSPECIFIED",
+        },
+        "path": f.path,
+        "size": f.size.to_string(),
+        "mode": f.mode,
+        "permissions": permissions(t, f.mode),
+        "modifiedTime": rfc3339(f.modified_at_ms),
+    });
+    if !f.link_target.is_empty() {
+        v["symlinkTarget"] = json!(f.link_target);
+    }
+    v
+}
+
+impl Fs {
+    fn path(&self, msg: &Value, field: &str) -> String {
+        resolve(&self.user, &str_field(msg, field))
+    }
+
+    async fn stat_info(&self, path: &str) -> Result<pb::FileInfo> {
+        let req = pb::StatRequest { session_id: self.id.clone(), path: path.into() };
+        self.e2b.core.stat(&self.caller, req).await
+    }
+
+    async fn stat(&self, path: &str) -> Result<Value> {
+        Ok(entry(&self.stat_info(path).await?))
+    }
+
+    async fn list(&self, path: &str, msg: &Value) -> Result<Value> {
+        // envd treats depth 0 as 1.
+        let depth = int_field(msg, "depth").unwrap_or(1).max(1) as u32;
+        if self.stat_info(path).await?.r#type() != pb::FileType::Directory {
+            return Err(Error::invalid_argument(format!("path {path} is not a directory")));
+        }
+        let req = pb::ListDirRequest { session_id: self.id.clone(), path: path.into(), depth };
+        let list = self.e2b.core.list_dir(&self.caller, req).await?;
+        Ok(json!({"entries": list.entries.iter().map(entry).collect::<Vec<_>>()}))
+    }
+
+    async fn make_dir(&self, path: &str) -> Result<Value> {
+        // envd answers ALREADY_EXISTS, which the SDK turns into False.
+        match self.stat_info(path).await {
+            Ok(_) => return Err(Error::already_exists(format!("{path} already exists"))),
+            Err(e) if e.code() == Code::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let req =
+            pb::MakeDirRequest { session_id: self.id.clone(), path: path.into(), owner: self.user.clone() };
+        Ok(json!({"entry": entry(&self.e2b.core.make_dir(&self.caller, req).await?)}))
+    }
+
+    async fn rename(&self, msg: &Value) -> Result<Value> {
+        let req = pb::MoveRequest {
+            session_id: self.id.clone(),
+            from: self.path(msg, "source"),
+            to: self.path(msg, "destination"),
+            overwrite: true,
+        };
+        Ok(json!({"entry": entry(&self.e2b.core.r#move(&self.caller, req).await?)}))
+    }
+
+    async fn remove(&self, path: &str) -> Result<Value> {
+        let req = pb::RemoveRequest { session_id: self.id.clone(), path: path.into(), recursive: true };
+        self.e2b.core.remove(&self.caller, req).await?;
+        Ok(json!({}))
+    }
+
+    async fn watch(&self, path: &str, msg: &Value) -> Result<Stream<pb::WatchEvent>> {
+        if self.stat_info(path).await?.r#type() != pb::FileType::Directory {
+            return Err(Error::invalid_argument(format!("path {path} is not a directory")));
+        }
+        let req = pb::WatchRequest {
+            session_id: self.id.clone(),
+            path: path.into(),
+            recursive: msg["recursive"].as_bool().unwrap_or(false),
+        };
+        self.e2b.core.watch(&self.caller, req).await
+    }
+
+    fn stream_watch(
+        self,
+        root: String,
+        mut events: Stream<pb::WatchEvent>,
+        keepalive: std::time::Duration,
+    ) -> Response<Body> {
+        let (tx, resp) = connect::stream();
+        tokio::spawn(async move {
+            if !tx.send(json!({"start": {}})).await {
+                return;
+            }
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+            let error = loop {
+                let event = tokio::select! {
+                    e = events.next() => e,
+                    _ = ticks.tick() => {
+                        if !tx.send(json!({"keepalive": {}})).await { return }
+                        continue;
+                    }
+                };
+                match event {
+                    None => break None,
+                    Some(Err(e)) => break Some(e),
+                    Some(Ok(ev)) => {
+                        for e in fs_events(&root, &ev) {
+                            if !tx.send(json!({"filesystem": e})).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            tx.end(error).await;
+        });
+        resp
+    }
+
+    async fn create_watcher(&self, path: &str, msg: &Value) -> Result<Value> {
+        let mut stream = self.watch(path, msg).await?;
+        let watcher_id = format!("w-{:016x}", rand::random::<u64>());
+        let (events, ended) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(None)));
+        let root = path.to_string();
+        let task = {
+            let (events, ended) = (events.clone(), ended.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = stream.next().await {
+                    match ev {
+                        Ok(ev) => {
+                            let mut buf = events.lock().unwrap();
+                            if buf.len() >= MAX_BUFFERED_EVENTS {
+                                buf.remove(0);
+                            }
+                            buf.extend(fs_events(&root, &ev));
+                        }
+                        Err(e) => {
+                            *ended.lock().unwrap() = Some(e);
+                            return;
+                        }
+                    }
+                }
+                *ended.lock().unwrap() = Some(Error::not_found("the watched directory is gone"));
+            })
+        };
+        let w = Watcher { session: self.id.clone(), tenant: self.caller.tenant.clone(), events, ended, task };
+        self.e2b.watchers.0.lock().unwrap().insert(watcher_id.clone(), w);
+        Ok(json!({"watcherId": watcher_id}))
+    }
+
+    /// The caller's watcher on this sandbox; another's is NOT_FOUND.
+    fn with_watcher<T>(&self, msg: &Value, f: impl FnOnce(&Watcher) -> T) -> Result<T> {
+        let id = str_field(msg, "watcherId");
+        let watchers = self.e2b.watchers.0.lock().unwrap();
+        match watchers.get(&id) {
+            Some(w) if w.session == self.id && w.tenant == self.caller.tenant => Ok(f(w)),
+            _ => Err(Error::not_found(format!("watcher {id:?} does not exist"))),
+        }
+    }
+
+    fn watcher_events(&self, msg: &Value) -> Result<Value> {
+        let (events, ended) = self.with_watcher(msg, |w| {
+            (std::mem::take(&mut *w.events.lock().unwrap()), w.ended.lock().unwrap().clone())
+        })?;
+        match ended {
+            // Whatever came before the end is delivered first.
+            Some(e) if events.is_empty() => Err(e),
+            _ => Ok(json!({"events": events})),
+        }
+    }
+
+    fn remove_watcher(&self, msg: &Value) -> Result<Value> {
+        self.with_watcher(msg, |w| w.task.abort())?;
+        self.e2b.watchers.0.lock().unwrap().remove(&str_field(msg, "watcherId"));
+        Ok(json!({}))
+    }
+}
+
+/// A watch event as envd reports it: the path relative to the watched
+/// directory, and fsnotify's event type (a move is RENAME where it left and
+/// CREATE where it went).
+///
+/// Paddock writes an upload to a hidden temporary name and renames it into
+/// place; envd writes in place. So the temporary file's events are dropped
+/// and arriving by rename reads as CREATE then WRITE.
+fn fs_events(root: &str, ev: &pb::WatchEvent) -> Vec<Value> {
+    let name = ev.path.strip_prefix(root).map(|p| p.trim_start_matches('/')).unwrap_or(&ev.path);
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if base.starts_with('.') && base.rsplit_once(".upload-").is_some_and(|(_, h)| h.len() == 16) {
+        return vec![];
+    }
+    let kinds: &[&str] = match ev.kind() {
+        pb::WatchEventKind::Created => &["EVENT_TYPE_CREATE"],
+        pb::WatchEventKind::MovedTo => &["EVENT_TYPE_CREATE", "EVENT_TYPE_WRITE"],
+        pb::WatchEventKind::Modified => &["EVENT_TYPE_WRITE"],
+        pb::WatchEventKind::Removed => &["EVENT_TYPE_REMOVE"],
+        pb::WatchEventKind::MovedFrom => &["EVENT_TYPE_RENAME"],
+        pb::WatchEventKind::Unspecified => &[],
+    };
+    kinds.iter().map(|k| json!({"name": name, "type": k})).collect()
+}
+
+/// Called when a sandbox is killed through the control plane.
+pub fn forget_sandbox(e2b: &E2b, id: &str) {
+    e2b.watchers.forget(id);
+}
