@@ -500,6 +500,6 @@ mod tidy {
                 checked += 1;
             }
         }
-        assert!(checked >= 2, "no front-end files found in {}", dir.display());
+        assert!(checked >= 1, "no front-end files found in {}", dir.display());
     }
 }
