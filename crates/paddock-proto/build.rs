@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("paddock/v1/environments.proto"),
         proto_root.join("paddock/v1/tokens.proto"),
         proto_root.join("paddock/v1/events.proto"),
+        proto_root.join("paddock/v1/fleet.proto"),
     ];
     let guest = proto_root.join("paddock/guest/v1/guest.proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());

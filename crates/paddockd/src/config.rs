@@ -176,6 +176,13 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 1 << 24)]
     pub userns_base: u32,
 
+    /// This node's name in a fleet (1 to 32 lowercase letters, digits or
+    /// '-', starting with a letter): the ids of sessions made from now on
+    /// carry it (`ses-NAME-<16 hex>`), so a router finds the node from the id
+    /// alone. Ids made before keep working here.
+    #[arg(long, value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Subcommand>,
 }
@@ -188,6 +195,57 @@ pub enum Subcommand {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// A fleet's router: the public API in front of paddockd nodes, each
+    /// call forwarded to the node that holds its session (README, "A fleet").
+    Router(crate::fleet::RouterConfig),
+}
+
+/// A node's name: what a session id, a hostname and a log line can carry.
+pub fn parse_node_name(s: &str) -> Result<String, String> {
+    if is_node_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: a node name is 1 to 32 lowercase letters, digits or '-', starting with a letter and not ending with '-'"))
+    }
+}
+
+pub fn is_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A session id's node part (None for an id made without a node name) and
+/// its random part; None if `s` is no session id.
+pub fn split_session_id(s: &str) -> Option<(Option<&str>, &str)> {
+    let rest = s.strip_prefix("ses-")?;
+    let random = rest.get(rest.len().checked_sub(16)?..)?;
+    if !random.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    match &rest[..rest.len() - 16] {
+        "" => Some((None, random)),
+        node => node.strip_suffix('-').filter(|n| is_node_name(n)).map(|n| (Some(n), random)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_with_and_without_a_node() {
+        assert_eq!(split_session_id("ses-0123456789abcdef"), Some((None, "0123456789abcdef")));
+        assert_eq!(split_session_id("ses-n1-0123456789abcdef"), Some((Some("n1"), "0123456789abcdef")));
+        assert_eq!(split_session_id("ses-a-b-0123456789abcdef"), Some((Some("a-b"), "0123456789abcdef")));
+        for bad in ["ses-", "ses-0123", "ses--0123456789abcdef", "ses-N1-0123456789abcdef", "x-0123456789abcdef", "ses-n1-0123456789abcdeg", "ses-n1_0123456789abcdef"] {
+            assert_eq!(split_session_id(bad), None, "{bad}");
+        }
+        assert!(parse_node_name("node-1").is_ok());
+        assert!(parse_node_name("1node").is_err());
+    }
 }
 
 /// The largest Exec output cap a request may ask for (it travels in one message).

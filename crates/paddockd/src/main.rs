@@ -6,6 +6,7 @@ mod disk;
 mod e2b;
 mod environments;
 mod envvars;
+mod fleet;
 mod grpc;
 mod guest;
 mod limits;
@@ -41,6 +42,7 @@ fn main() {
     let result = match &cfg.command {
         // The runtime helper must stay single-threaded: it never starts tokio.
         Some(Subcommand::RuntimeHelper { socket }) => paddock_runtime::helper::serve(socket),
+        Some(Subcommand::Router(router)) => fleet::run(router.clone()),
         None => run_daemon(cfg),
     };
     if let Err(e) = result {
@@ -64,7 +66,7 @@ fn init_logs(format: &str) {
 
 /// The gid of the API sockets' group; without the group the sockets are
 /// root's only (0600), which is safe but leaves out everyone else.
-fn socket_gid(name: &str) -> Option<u32> {
+pub(crate) fn socket_gid(name: &str) -> Option<u32> {
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
@@ -148,7 +150,9 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let tokens = Tokens::open(cfg.tokens_dir())?;
         let exchange = cfg.exchange_dir();
         fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
-        let core = Arc::new(Core::new(manager.clone(), envs, events, metrics, tokens, exchange));
+        let core = Core::new(manager.clone(), envs, events, metrics, tokens, exchange)
+            .with_node(cfg.node_name.clone(), cfg.max_sessions);
+        let core: Arc<dyn core::Paddock> = Arc::new(core);
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
         tokio::spawn(manager.clone().watch_loop());
@@ -182,7 +186,7 @@ async fn optional(listener: Option<impl std::future::Future<Output = Result<()>>
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");

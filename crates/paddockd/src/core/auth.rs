@@ -32,6 +32,10 @@ struct TokenRecord {
     /// sha256 of the whole token, hex.
     sha256: String,
     created_at_ms: i64,
+    /// A router's token: its calls act for the tenant they name (see
+    /// `Caller::on_behalf_of`). Older records have none.
+    #[serde(default)]
+    router: bool,
 }
 
 impl Record for TokenRecord {
@@ -126,17 +130,24 @@ impl Tokens {
         let tokens = self.by_hash.lock().unwrap();
         let t = tokens.get(&hash(token)).ok_or_else(bad)?;
         let subject = format!("token:{}", t.name);
-        Ok(if t.tenant.is_empty() {
+        Ok(if t.router {
+            Caller::router(subject)
+        } else if t.tenant.is_empty() {
             Caller::admin(subject)
         } else {
             Caller::tenant(t.tenant.clone(), subject)
         })
     }
 
-    pub fn create(&self, name: &str, tenant: &str) -> Result<CreateTokenResponse> {
+    pub fn create(&self, name: &str, tenant: &str, router: bool) -> Result<CreateTokenResponse> {
         check_name("name", name)?;
         if !tenant.is_empty() {
             check_name("tenant", tenant)?;
+        }
+        if router && !tenant.is_empty() {
+            return Err(Error::invalid_argument(
+                "router: a router's token acts for every tenant; it takes no tenant",
+            ));
         }
         let mut tokens = self.by_hash.lock().unwrap();
         if tokens.values().any(|t| t.name == name) {
@@ -149,6 +160,7 @@ impl Tokens {
             tenant: tenant.into(),
             sha256: hash(&token),
             created_at_ms: now_ms(),
+            router,
         };
         self.store.save(&record).map_err(internal)?;
         let info = info(&record);
@@ -174,7 +186,12 @@ impl Tokens {
 }
 
 fn info(t: &TokenRecord) -> TokenInfo {
-    TokenInfo { name: t.name.clone(), tenant: t.tenant.clone(), created_at_ms: t.created_at_ms }
+    TokenInfo {
+        name: t.name.clone(),
+        tenant: t.tenant.clone(),
+        created_at_ms: t.created_at_ms,
+        router: t.router,
+    }
 }
 
 /// `given` as a path inside `root`: relative to it, or absolute under it; no
@@ -230,13 +247,13 @@ mod tests {
     fn tokens_verify_until_deleted_and_survive_a_reopen() {
         let dir = tmp();
         let tokens = Tokens::open(dir.join("tokens")).unwrap();
-        let a = tokens.create("ci", "team-a").unwrap();
-        let admin = tokens.create("ops", "").unwrap();
+        let a = tokens.create("ci", "team-a", false).unwrap();
+        let admin = tokens.create("ops", "", false).unwrap();
         assert_eq!(tokens.verify(&a.token).unwrap(), Caller::tenant("team-a", "token:ci"));
         assert!(tokens.verify(&admin.token).unwrap().is_admin());
         assert_eq!(tokens.verify("pdk_00").unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(tokens.create("ci", "").unwrap_err().code(), Code::AlreadyExists);
-        assert_eq!(tokens.create("bad name", "").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(tokens.create("ci", "", false).unwrap_err().code(), Code::AlreadyExists);
+        assert_eq!(tokens.create("bad name", "", false).unwrap_err().code(), Code::InvalidArgument);
         // Only the hash is on disk.
         let on_disk = std::fs::read_to_string(dir.join("tokens/ci.json")).unwrap();
         assert!(!on_disk.contains(&a.token[TOKEN_PREFIX.len()..]));

@@ -50,6 +50,7 @@ impl Error {
         permission_denied => PermissionDenied,
         unauthenticated => Unauthenticated,
         unavailable => Unavailable,
+        unimplemented => Unimplemented,
     }
 
     pub fn new(code: Code, message: impl Into<String>) -> Self {

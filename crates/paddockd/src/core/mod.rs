@@ -12,11 +12,13 @@
 //! - views (`Session`, `Environment`) are built in `views.rs` only;
 //! - events are published by the managers after each recorded change.
 
+pub mod api;
 pub mod auth;
 pub mod caller;
 pub mod error;
 pub mod events;
 pub mod metrics;
+mod node;
 pub mod views;
 
 use std::future::Future;
@@ -33,6 +35,7 @@ use crate::environments::{Base, EnvironmentManager};
 use crate::network::policy::PolicySpec;
 use crate::sessions::{FilesReader, SessionManager};
 use auth::Tokens;
+pub use api::{Paddock, Uploads};
 pub use caller::Caller;
 use error::from_guest;
 pub use error::{Code, Error, Result, Stream};
@@ -47,6 +50,9 @@ pub struct Core {
     tokens: Tokens,
     /// The only host directory image layouts are exported to or imported from.
     exchange_dir: PathBuf,
+    /// `--node-name` (empty without) and `--max-sessions`, for GetNodeStatus.
+    node_name: String,
+    max_sessions: usize,
 }
 
 /// Guest operations that pass a request through unchanged: the session is
@@ -107,7 +113,14 @@ impl Core {
         tokens: Tokens,
         exchange_dir: PathBuf,
     ) -> Self {
-        Self { sessions, envs, events, metrics, tokens, exchange_dir }
+        Self { sessions, envs, events, metrics, tokens, exchange_dir, node_name: String::new(), max_sessions: 0 }
+    }
+
+    /// What GetNodeStatus reports of the node's configuration.
+    pub fn with_node(mut self, name: Option<String>, max_sessions: usize) -> Self {
+        self.node_name = name.unwrap_or_default();
+        self.max_sessions = max_sessions;
+        self
     }
 
     /// Awaits a call into a session and counts it by service, method and outcome.
@@ -178,7 +191,7 @@ impl Core {
         req: pb::CreateTokenRequest,
     ) -> Result<pb::CreateTokenResponse> {
         require_admin(caller, "creating tokens")?;
-        self.tokens.create(&req.name, &req.tenant)
+        self.tokens.create(&req.name, &req.tenant, req.router)
     }
 
     pub fn list_tokens(&self, caller: &Caller) -> Result<pb::ListTokensResponse> {
@@ -328,7 +341,7 @@ impl Core {
         &self,
         caller: &Caller,
         header: &pb::UploadHeader,
-        messages: impl tokio_stream::Stream<Item = pb::UploadRequest> + Send + 'static,
+        messages: Uploads,
     ) -> Result<pb::FileInfo> {
         let id = header.session_id.clone();
         let call = self.sessions.call_guest(caller, &id, |mut g| async move { g.upload(messages).await });
@@ -344,6 +357,10 @@ impl Core {
     ) -> Result<pb::Environment> {
         let network = policy(r.network.as_ref())?;
         let env = r.env.into_iter().collect();
+        if !r.id.is_empty() && !caller.forwarded {
+            return Err(Error::permission_denied("id: only a fleet's router gives an environment its id"));
+        }
+        let id = Some(r.id).filter(|id| !id.is_empty());
         let record = self
             .envs
             .create(
@@ -355,6 +372,7 @@ impl Core {
                 Base::Daemon,
                 network,
                 r.allow_privilege_escalation,
+                id,
             )
             .await?;
         self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
@@ -472,8 +490,18 @@ mod tidy {
     /// record, guest channel or network internals.
     #[test]
     fn front_ends_use_only_the_core() {
-        let forbidden =
-            ["crate::sessions", "crate::environments", "crate::store", "crate::guest", "crate::network"];
+        // `Core` too: a front end holds `dyn Paddock`, so it serves a fleet's
+        // router exactly as it serves one host.
+        let forbidden = [
+            "crate::sessions",
+            "crate::environments",
+            "crate::store",
+            "crate::guest",
+            "crate::network",
+            "core::Core",
+            "Core}",
+            "Core,",
+        ];
         for front_end in ["grpc", "mcp", "e2b", "metrics"] {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(front_end);
             check_front_end(&dir, &forbidden);

@@ -35,6 +35,9 @@ pub fn session(r: &SessionRecord, denied_total: u64, usage: Option<Usage>) -> Se
         environment_name: r.environment_name.clone(),
         tenant: r.tenant.clone(),
         usage,
+        // A router's to fill in.
+        node: String::new(),
+        lost: false,
     }
 }
 

@@ -9,9 +9,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use super::http::{core_error, e2b_error, header, Body};
-use crate::core::{Caller, Code, Core};
+use crate::core::{Caller, Code, Paddock};
 
-pub async fn api_caller(core: &Core, req: &Request<Incoming>) -> Result<Caller, Response<Body>> {
+pub async fn api_caller(core: &dyn Paddock, req: &Request<Incoming>) -> Result<Caller, Response<Body>> {
     let key = header(req, "x-api-key")
         .or_else(|| header(req, "authorization").and_then(|a| a.strip_prefix("Bearer ")))
         .ok_or_else(|| e2b_error(401, "missing X-API-KEY: set E2B_API_KEY to a Paddock API token"))?;
@@ -22,7 +22,7 @@ pub async fn api_caller(core: &Core, req: &Request<Incoming>) -> Result<Caller, 
 /// not exist answers as E2B's proxy does (502, "The sandbox was not found"),
 /// which is how the SDK tells a killed sandbox from a broken connection.
 pub async fn sandbox_caller(
-    core: &Core,
+    core: &dyn Paddock,
     id: &str,
     req: &Request<Incoming>,
 ) -> Result<Caller, Response<Body>> {

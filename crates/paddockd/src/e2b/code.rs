@@ -39,7 +39,7 @@ pub async fn route(e2b: &Arc<E2b>, id: String, req: Request<Incoming>) -> Respon
     if method == Method::GET && path == "/health" {
         return full(200, "application/json", "\"OK\"");
     }
-    let caller = match sandbox_caller(&e2b.core, &id, &req).await {
+    let caller = match sandbox_caller(&*e2b.core, &id, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };

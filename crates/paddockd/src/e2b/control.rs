@@ -16,7 +16,7 @@ use super::http::{
     unsupported, Body,
 };
 use super::{E2b, ENVD_VERSION};
-use crate::core::{Caller, Code, Core};
+use crate::core::{Caller, Code, Paddock};
 
 /// E2B's default sandbox timeout, when the create request gives none.
 const DEFAULT_TIMEOUT_S: i64 = 300;
@@ -37,11 +37,11 @@ pub async fn route(e2b: &E2b, req: Request<Incoming>) -> Response<Body> {
     if method == Method::GET && path == "/health" {
         return json_response(200, &json!({"message": "ok"}));
     }
-    let caller = match api_caller(&e2b.core, &req).await {
+    let caller = match api_caller(&*e2b.core, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let core = &e2b.core;
+    let core = &*e2b.core;
     let result = match (&method, parts.as_slice()) {
         (&Method::POST, ["sandboxes"] | ["v2", "sandboxes"]) => create(core, &caller, req).await,
         (&Method::GET, ["sandboxes"] | ["v2", "sandboxes"]) => list(core, &caller, &req).await,
@@ -89,7 +89,7 @@ fn string_map(v: &Value, field: &str) -> Result<HashMap<String, String>, Respons
         .collect()
 }
 
-async fn create(core: &Core, caller: &Caller, req: Request<Incoming>) -> Answer {
+async fn create(core: &dyn Paddock, caller: &Caller, req: Request<Incoming>) -> Answer {
     let body = read_json(req.into_body()).await?;
     let template = body["templateID"]
         .as_str()
@@ -197,7 +197,7 @@ fn network_policy(body: &Value) -> Result<Option<pb::NetworkPolicy>, Response<Bo
 }
 
 /// The `Sandbox` answer of create and connect.
-async fn sandbox(core: &Core, caller: &Caller, s: &pb::Session) -> Result<Value, Response<Body>> {
+async fn sandbox(core: &dyn Paddock, caller: &Caller, s: &pb::Session) -> Result<Value, Response<Body>> {
     let token = core.session_token(caller, &s.id).await.map_err(|e| core_error(&e))?;
     Ok(json!({
         "templateID": template_of(s),
@@ -256,7 +256,7 @@ fn listed(s: &pb::Session) -> Value {
     })
 }
 
-async fn info(core: &Core, caller: &Caller, id: &str) -> Answer {
+async fn info(core: &dyn Paddock, caller: &Caller, id: &str) -> Answer {
     let s = core.get_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
     if state_of(&s).is_none() {
         return Err(sandbox_gone(id));
@@ -286,7 +286,7 @@ async fn kill(e2b: &E2b, caller: &Caller, id: &str) -> Answer {
     Ok(empty(204))
 }
 
-async fn set_timeout(core: &Core, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
+async fn set_timeout(core: &dyn Paddock, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
     let body = read_json(req.into_body()).await?;
     let timeout = body["timeout"]
         .as_i64()
@@ -297,7 +297,7 @@ async fn set_timeout(core: &Core, caller: &Caller, id: &str, req: Request<Incomi
 
 /// Connect (and resume, which for a running sandbox is the same): the
 /// sandbox's credentials again, its timeout extended if one is given.
-async fn connect(core: &Core, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
+async fn connect(core: &dyn Paddock, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
     let body = read_json(req.into_body()).await?;
     let mut s = core.get_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
     if state_of(&s).is_none() {
@@ -312,7 +312,7 @@ async fn connect(core: &Core, caller: &Caller, id: &str, req: Request<Incoming>)
     Ok(json_response(200, &sandbox(core, caller, &s).await?))
 }
 
-async fn list(core: &Core, caller: &Caller, req: &Request<Incoming>) -> Answer {
+async fn list(core: &dyn Paddock, caller: &Caller, req: &Request<Incoming>) -> Answer {
     let q = query(req);
     let wanted: Vec<(String, String)> =
         query_value(&q, "metadata").map(|m| form_pairs(&m)).unwrap_or_default();

@@ -6,7 +6,7 @@
 //! sandbox's envd (port 49983: processes, filesystem, /files) or code
 //! interpreter (49999); any other request is the control plane.
 //!
-//! A thin translator over [`Core`]: sandboxes are sessions, templates are
+//! A thin translator over [`Paddock`]: sandboxes are sessions, templates are
 //! environments, API keys are Paddock tokens, and each sandbox's
 //! `envdAccessToken` is a core session token. It never reaches past
 //! `crate::core` (the tidy test in core/mod.rs checks).
@@ -30,7 +30,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::core::Core;
+use crate::core::Paddock;
 use http::{header, Body};
 
 /// The envd version the sandboxes claim. The SDK gates features on it
@@ -45,12 +45,12 @@ const CODE_PORT: &str = "49999";
 
 /// What the handlers share: the core and the front end's own state.
 pub struct E2b {
-    core: Arc<Core>,
+    core: Arc<dyn Paddock>,
     watchers: filesystem::Watchers,
     executions: code::Executions,
 }
 
-pub async fn serve(addr: String, core: Arc<Core>) -> anyhow::Result<()> {
+pub async fn serve(addr: String, core: Arc<dyn Paddock>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("--e2b-listen {addr}: cannot listen there"))?;
@@ -102,7 +102,7 @@ impl E2b {
     /// envd: its Connect services and its two HTTP routes.
     async fn envd(self: Arc<Self>, id: String, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
-        let caller = match auth::sandbox_caller(&self.core, &id, &req).await {
+        let caller = match auth::sandbox_caller(&*self.core, &id, &req).await {
             Ok(c) => c,
             Err(r) => return r,
         };

@@ -159,8 +159,16 @@ impl EnvironmentManager {
         base: Base,
         network: Option<PolicySpec>,
         allow_privilege_escalation: bool,
+        // A fleet's router gives the id, the same on every node; else a new one.
+        id: Option<String>,
     ) -> Result<EnvironmentRecord, Error> {
         validate_name(&name).map_err(Error::invalid_argument)?;
+        if let Some(id) = &id {
+            let ok = id.len() == 20 && id.starts_with("env-") && id[4..].chars().all(|c| c.is_ascii_hexdigit());
+            if !ok {
+                return Err(Error::invalid_argument(format!("id: {id:?} is not `env-` and 16 hex digits")));
+            }
+        }
         self.check_privilege_escalation(allow_privilege_escalation)?;
         let packages = packages.normalized().map_err(Error::invalid_argument)?;
         validate_env(&env).map_err(Error::invalid_argument)?;
@@ -168,9 +176,12 @@ impl EnvironmentManager {
         if records.values().any(|r| r.name == name && r.tenant == caller.tenant) {
             return Err(Error::already_exists(format!("an environment named {name:?} already exists")));
         }
+        if let Some(id) = id.as_ref().filter(|id| records.contains_key(*id)) {
+            return Err(Error::already_exists(format!("an environment with id {id} already exists")));
+        }
         let now = now_ms();
         let record = EnvironmentRecord {
-            id: format!("env-{:016x}", rand::thread_rng().gen::<u64>()),
+            id: id.unwrap_or_else(|| format!("env-{:016x}", rand::thread_rng().gen::<u64>())),
             name,
             description,
             packages,

@@ -123,6 +123,7 @@ impl EnvironmentManager {
                 base,
                 None,
                 false,
+                None,
             )
             .await?;
         if record.packages.is_empty() {

@@ -10,11 +10,12 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 use super::status;
-use crate::core::{Caller, Core};
+use crate::core::caller::{ROLE_HEADER, SUBJECT_HEADER, TENANT_HEADER};
+use crate::core::{Caller, Paddock};
 
 #[derive(Clone)]
 pub struct Authenticate {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 impl Interceptor for Authenticate {
@@ -38,8 +39,29 @@ impl Interceptor for Authenticate {
                 }
             },
         };
+        let caller = forwarded(&req, caller)?;
         req.extensions_mut().insert(caller);
         Ok(req)
+    }
+}
+
+/// A router's call names the caller it forwards for (`paddock-tenant`,
+/// `paddock-role`, `paddock-subject`); the core decides whether this
+/// connection's caller may do that (only a router's token may).
+fn forwarded(req: &Request<()>, caller: Caller) -> Result<Caller, Status> {
+    let header = |name: &str| -> Result<Option<&str>, Status> {
+        match req.metadata().get(name) {
+            None => Ok(None),
+            Some(v) => v.to_str().map(Some).map_err(|_| Status::invalid_argument(format!("{name}: not valid text"))),
+        }
+    };
+    match header(TENANT_HEADER)? {
+        None => Ok(caller),
+        Some(tenant) => {
+            let role = header(ROLE_HEADER)?.unwrap_or("tenant");
+            let subject = header(SUBJECT_HEADER)?.unwrap_or("");
+            caller.on_behalf_of(tenant, role, subject).map_err(status)
+        }
     }
 }
 

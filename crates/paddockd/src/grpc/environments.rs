@@ -14,10 +14,10 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::{grpc_stream, status, GrpcStream};
-use crate::core::Core;
+use crate::core::Paddock;
 
 pub struct EnvironmentsApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]

@@ -7,11 +7,11 @@ use paddock_proto::v1::{Event, WatchEventsRequest};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
-use super::{grpc_stream, GrpcStream};
-use crate::core::Core;
+use super::{grpc_stream, status, GrpcStream};
+use crate::core::Paddock;
 
 pub struct EventsApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]
@@ -23,6 +23,7 @@ impl Events for EventsApi {
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let c = caller(&request)?;
-        Ok(Response::new(grpc_stream(self.core.watch_events(&c, request.into_inner().id))))
+        let events = self.core.watch_events(&c, request.into_inner().id).await.map_err(status)?;
+        Ok(Response::new(grpc_stream(events)))
     }
 }

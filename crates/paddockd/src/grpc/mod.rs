@@ -1,12 +1,13 @@
 //! The gRPC front end: the public `paddock.v1` services, gRPC health and
 //! server reflection, on every configured unix or TCP address. A thin
 //! translator: each handler takes the caller the interceptor found
-//! (`auth.rs`), calls [`Core`] and turns its [`Error`] into a gRPC status.
+//! (`auth.rs`), calls [`Paddock`] and turns its [`Error`] into a gRPC status.
 //! It never reaches past `crate::core` (a tidy test checks).
 
 mod auth;
 mod environments;
 mod events;
+mod fleet;
 mod sessions;
 mod tokens;
 mod unix_authority;
@@ -18,6 +19,7 @@ use paddock_proto::v1::code_server::CodeServer;
 use paddock_proto::v1::environments_server::EnvironmentsServer;
 use paddock_proto::v1::events_server::EventsServer;
 use paddock_proto::v1::files_server::FilesServer;
+use paddock_proto::v1::fleet_server::FleetServer;
 use paddock_proto::v1::processes_server::ProcessesServer;
 use paddock_proto::v1::sessions_server::SessionsServer;
 use paddock_proto::v1::tokens_server::TokensServer;
@@ -30,7 +32,7 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic::Status;
 
-use crate::core::{Code, Core, Error, Stream};
+use crate::core::{Code, Paddock, Error, Stream};
 use auth::Authenticate;
 
 /// The core's error as a gRPC status: same code, same message.
@@ -66,7 +68,7 @@ pub struct Listeners {
     pub socket_gid: Option<u32>,
 }
 
-pub async fn serve(listeners: Listeners, core: Arc<Core>) -> Result<()> {
+pub async fn serve(listeners: Listeners, core: Arc<dyn Paddock>) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for addr in listeners.addrs {
         let router = router(core.clone()).await?;
@@ -107,7 +109,7 @@ pub async fn serve(listeners: Listeners, core: Arc<Core>) -> Result<()> {
     Ok(())
 }
 
-async fn router(core: Arc<Core>) -> Result<Router> {
+async fn router(core: Arc<dyn Paddock>) -> Result<Router> {
     let (mut health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SessionsServer<sessions::SessionsApi>>().await;
     let reflection = || {
@@ -139,5 +141,6 @@ async fn router(core: Arc<Core>) -> Result<Router> {
         .add_service(guarded!(CodeServer::new(sessions::CodeApi { core: c() })))
         .add_service(guarded!(EnvironmentsServer::new(environments::EnvironmentsApi { core: c() })))
         .add_service(guarded!(TokensServer::new(tokens::TokensApi { core: c() })))
-        .add_service(guarded!(EventsServer::new(events::EventsApi { core: c() }))))
+        .add_service(guarded!(EventsServer::new(events::EventsApi { core: c() })))
+        .add_service(guarded!(FleetServer::new(fleet::FleetApi { core: c() }))))
 }

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::caller;
 use super::{grpc_stream, status, GrpcStream};
-use crate::core::Core;
+use crate::core::{Paddock, Uploads};
 
 /// A request passed to the core method of the same name.
 macro_rules! through {
@@ -45,7 +45,7 @@ macro_rules! through_stream {
 }
 
 pub struct SessionsApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]
@@ -115,7 +115,7 @@ impl Sessions for SessionsApi {
 
 /// The public gRPC service `paddock.v1.Tools`.
 pub struct ToolsApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]
@@ -128,7 +128,7 @@ impl Tools for ToolsApi {
 /// The public gRPC service `paddock.v1.Processes`: each call goes to the
 /// session's guest as it is.
 pub struct ProcessesApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]
@@ -181,7 +181,7 @@ impl Processes for ProcessesApi {
 /// The public gRPC service `paddock.v1.Files`: each call goes to the
 /// session's guest as it is; an upload is routed by its header.
 pub struct FilesApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]
@@ -228,7 +228,7 @@ impl Files for FilesApi {
             broken: Some(broken_tx),
             finished: false,
         });
-        let call = self.core.upload(&c, &header, outgoing);
+        let call = self.core.upload(&c, &header, Uploads::new(outgoing));
         let info = tokio::select! {
             r = call => r.map_err(status)?,
             Ok(e) = broken_rx => return Err(e),
@@ -299,7 +299,7 @@ impl tokio_stream::Stream for UntilBroken {
 /// The public gRPC service `paddock.v1.Code`: each call goes to the session's
 /// guest as it is.
 pub struct CodeApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]

@@ -11,10 +11,10 @@ use tonic::{Request, Response, Status};
 
 use super::auth::caller;
 use super::status;
-use crate::core::Core;
+use crate::core::Paddock;
 
 pub struct TokensApi {
-    pub core: Arc<Core>,
+    pub core: Arc<dyn Paddock>,
 }
 
 #[tonic::async_trait]

@@ -10,7 +10,7 @@ use paddock_mcp::{Backend, Failure};
 use paddock_proto::v1 as pb;
 use tokio::sync::OnceCell;
 
-use crate::core::{Caller, Core, Error};
+use crate::core::{Caller, Paddock, Error};
 
 /// Which session an HTTP request is for, from its path.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,13 +46,13 @@ impl Route {
 }
 
 pub struct CoreBackend {
-    core: Arc<Core>,
+    core: Arc<dyn Paddock>,
     /// The session made for this MCP session (route `Fresh`), and by whom.
     created: OnceCell<(Caller, String)>,
 }
 
 impl CoreBackend {
-    pub fn new(core: Arc<Core>) -> Self {
+    pub fn new(core: Arc<dyn Paddock>) -> Self {
         Self { core, created: OnceCell::new() }
     }
 

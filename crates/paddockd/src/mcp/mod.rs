@@ -1,6 +1,6 @@
 //! The MCP front end: a session's tools over MCP's Streamable HTTP
 //! transport (`--mcp-listen HOST:PORT`). Like `grpc/`, a translator over
-//! [`Core`] only (the tidy test in `core` checks): the tools and their
+//! [`Paddock`] only (the tidy test in `core` checks): the tools and their
 //! schemas are `paddock-mcp`'s, and every call becomes one core call made as
 //! the request's caller.
 //!
@@ -30,14 +30,14 @@ use paddock_mcp::rmcp::transport::streamable_http_server::session::local::LocalS
 use paddock_mcp::rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use paddock_mcp::Server;
 
-use crate::core::{Caller, Core};
+use crate::core::{Caller, Paddock};
 use backend::{CoreBackend, Route};
 
 type Body = BoxBody<Bytes, Infallible>;
 type Service = StreamableHttpService<Server<CoreBackend>, LocalSessionManager>;
 
 struct Endpoints {
-    core: Arc<Core>,
+    core: Arc<dyn Paddock>,
     /// `/mcp`: a new session per MCP session.
     fresh: Service,
     /// `/mcp/sessions/{id}`.
@@ -52,7 +52,7 @@ fn config() -> StreamableHttpServerConfig {
     StreamableHttpServerConfig::default().disable_allowed_hosts()
 }
 
-pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
+pub async fn serve(addr: String, core: Arc<dyn Paddock>) -> Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("--mcp-listen {addr}"))?;
     tracing::info!(

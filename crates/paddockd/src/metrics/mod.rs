@@ -1,6 +1,6 @@
 //! The metrics front end: `GET /metrics` over HTTP/1 on `--metrics-listen`,
 //! the core's metrics in the OpenMetrics text format that Prometheus scrapes.
-//! Like `grpc/`, it calls [`Core`] and nothing else (the tidy test in
+//! Like `grpc/`, it calls [`Paddock`] and nothing else (the tidy test in
 //! `core` checks); it only renders what the core counted and sampled.
 //!
 //! There are no tokens here: Prometheus scrapes without them, so whoever can
@@ -17,14 +17,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::core::{Caller, Core};
+use crate::core::{Caller, Paddock};
 
 /// The content type Prometheus asks for and prometheus-client writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves until the daemon stops; an address it cannot listen on ends the
 /// daemon (as the API's would).
-pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
+pub async fn serve(addr: String, core: Arc<dyn Paddock>) -> Result<()> {
     let listener = TcpListener::bind(&addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
     tracing::info!("serving metrics on http://{}/metrics", listener.local_addr()?);
     loop {
@@ -49,7 +49,7 @@ pub async fn serve(addr: String, core: Arc<Core>) -> Result<()> {
     }
 }
 
-async fn answer(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(core: Arc<dyn Paddock>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;

@@ -13,6 +13,7 @@
 mod background;
 mod lifecycle;
 mod network;
+mod node;
 pub mod session_files;
 pub mod state;
 mod tools;
@@ -287,7 +288,7 @@ impl SessionManager {
         image: &SessionImage,
         limits: &SessionLimits,
     ) -> Result<(SessionRecord, Guest), Error> {
-        let id = new_session_id();
+        let id = new_session_id(self.cfg.node_name.as_deref());
         if image.allow_privilege_escalation && !self.ranges.enabled() {
             return Err(Error::failed_precondition(format!(
                 "environment {:?} allows privilege escalation, which needs user namespaces; this daemon runs with --userns off",
@@ -552,12 +553,18 @@ pub(crate) enum FilesReader {
     Outputs(SessionFiles),
 }
 
-fn new_session_id() -> String {
-    format!("ses-{:016x}", rand::thread_rng().gen::<u64>())
+/// `ses-<16 hex>`, or `ses-<node>-<16 hex>` on a node with a name (a fleet's
+/// router finds the node from the id: see `fleet::ids`).
+fn new_session_id(node: Option<&str>) -> String {
+    let random = rand::thread_rng().gen::<u64>();
+    match node {
+        Some(n) => format!("ses-{n}-{random:016x}"),
+        None => format!("ses-{random:016x}"),
+    }
 }
 
 fn is_session_id(s: &str) -> bool {
-    s.len() == 20 && s.starts_with("ses-") && s[4..].chars().all(|c| c.is_ascii_hexdigit())
+    crate::config::split_session_id(s).is_some()
 }
 
 fn runtime_status(doing: &str, e: RuntimeError) -> Error {

@@ -1,0 +1,48 @@
+//! A node's status for a fleet's router (`Fleet.GetNodeStatus`): what it
+//! holds and what it can take, read on each call (the router polls about
+//! once a second). The router's token, or an admin, may read it.
+
+use paddock_proto::v1 as pb;
+
+use super::{Caller, Core, Error, Result};
+
+impl Core {
+    pub async fn node_status(&self, caller: &Caller) -> Result<pb::NodeStatus> {
+        if !caller.is_admin() && !caller.is_router() {
+            return Err(Error::permission_denied("GetNodeStatus needs a router's or an admin's token"));
+        }
+        let (sessions, warm) = self.sessions.node_counts().await;
+        let mut environments = vec![];
+        for r in self.envs.list(&Caller::daemon()).await {
+            if let (pb::BuildState::Ready, Some(image)) = self.envs.build_state(&r) {
+                environments.push(pb::BuiltEnvironment {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    tenant: r.tenant.clone(),
+                    layer_digests: image.layers.clone(),
+                });
+            }
+        }
+        Ok(pb::NodeStatus {
+            name: self.node_name.clone(),
+            sessions: sessions as u32,
+            max_sessions: self.max_sessions as u32,
+            memory_available_bytes: memory_available(),
+            // The warm pool holds sandboxes of the base image (key "").
+            warm: [(String::new(), warm as u32)].into_iter().collect(),
+            environments,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+}
+
+/// MemAvailable from /proc/meminfo, in bytes (0 if unreadable).
+fn memory_available() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

@@ -1,0 +1,188 @@
+//! The router's node table: each node's address, health, drain flag and
+//! last status. A static `--node` list fills it at start; a discovery task
+//! (Kubernetes, later) updates the same table through [`Nodes::upsert`] and
+//! [`Nodes::remove`]. Each node is polled on its own task (GetNodeStatus
+//! about once a second, and its session list as admin every few seconds, so
+//! a node that goes down still has its sessions reported, as lost).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use paddock_proto::v1 as pb;
+
+use super::remote::Remote;
+use crate::core::{Caller, Paddock};
+use crate::time::now_ms;
+
+/// How the router polls and when it gives a node up.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    pub interval: Duration,
+    /// No answer for this long: the node is down.
+    pub grace: Duration,
+}
+
+pub struct Node {
+    pub remote: Remote,
+    pub state: Mutex<NodeState>,
+    /// Stops the node's poller when the node leaves the table.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Default)]
+pub struct NodeState {
+    pub health: Option<bool>,
+    pub draining: bool,
+    pub status: Option<pb::NodeStatus>,
+    pub last_seen: Option<Instant>,
+    pub last_seen_ms: i64,
+    pub error: String,
+    /// Its sessions as last listed (every tenant's), for reporting them
+    /// lost while it is down.
+    pub sessions: Vec<pb::Session>,
+    /// Creates sent to it and not answered yet: counted as load, since its
+    /// status is up to a second old.
+    pub inflight: u32,
+}
+
+impl NodeState {
+    pub fn is_up(&self) -> bool {
+        self.health == Some(true)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.health == Some(false)
+    }
+}
+
+impl Node {
+    pub fn name(&self) -> &str {
+        self.remote.name()
+    }
+
+    pub fn info(&self) -> pb::NodeInfo {
+        let s = self.state.lock().unwrap();
+        pb::NodeInfo {
+            name: self.name().into(),
+            address: self.remote.addr().into(),
+            health: match s.health {
+                None => pb::NodeHealth::Unknown,
+                Some(true) => pb::NodeHealth::Up,
+                Some(false) => pb::NodeHealth::Down,
+            } as i32,
+            draining: s.draining,
+            status: s.status.clone(),
+            last_seen_ms: s.last_seen_ms,
+            error: s.error.clone(),
+        }
+    }
+}
+
+pub struct Nodes {
+    table: RwLock<BTreeMap<String, Arc<Node>>>,
+    token: Option<String>,
+    health: Health,
+}
+
+impl Nodes {
+    pub fn new(token: Option<String>, health: Health) -> Arc<Self> {
+        Arc::new(Self { table: RwLock::new(BTreeMap::new()), token, health })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Node>> {
+        self.table.read().unwrap().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Node>> {
+        self.table.read().unwrap().values().cloned().collect()
+    }
+
+    /// Adds a node, or moves one to a new address (a new channel; its drain
+    /// flag is kept). Starts its poller.
+    pub fn upsert(self: &Arc<Self>, name: &str, addr: &str) -> anyhow::Result<()> {
+        let mut table = self.table.write().unwrap();
+        let draining = match table.get(name) {
+            Some(n) if n.remote.addr() == addr => return Ok(()),
+            Some(n) => n.state.lock().unwrap().draining,
+            None => false,
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let node = Arc::new(Node {
+            remote: Remote::new(name, addr, self.token.as_deref())?,
+            state: Mutex::new(NodeState { draining, ..Default::default() }),
+            stop,
+        });
+        if let Some(old) = table.insert(name.into(), node.clone()) {
+            let _ = old.stop.send(true);
+        }
+        tokio::spawn(poll(node, self.health, stopped));
+        tracing::info!(node = name, addr, "node added");
+        Ok(())
+    }
+
+    // The static list never removes; a discovery source (Kubernetes) will.
+    #[allow(dead_code)]
+    pub fn remove(&self, name: &str) -> bool {
+        match self.table.write().unwrap().remove(name) {
+            Some(n) => {
+                let _ = n.stop.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One node's health loop: status every interval; its sessions every few.
+async fn poll(node: Arc<Node>, health: Health, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let started = Instant::now();
+    let router = Caller::router("router");
+    let admin = Caller::admin("router");
+    let mut tick = tokio::time::interval(health.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    let mut last_count = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let answer = tokio::time::timeout(health.interval.max(Duration::from_millis(500)), node.remote.node_status(&router)).await;
+        let answer = answer.unwrap_or_else(|_| Err(crate::core::Error::unavailable("no answer to GetNodeStatus in time")));
+        let list_now = match &answer {
+            Ok(s) => n % 5 == 0 || last_count != Some(s.sessions) || !node.state.lock().unwrap().is_up(),
+            Err(_) => false,
+        };
+        let sessions = match list_now {
+            true => node.remote.try_list_sessions(&admin).await.ok(),
+            false => None,
+        };
+        let mut s = node.state.lock().unwrap();
+        match answer {
+            Ok(status) => {
+                if !s.is_up() {
+                    tracing::info!(node = node.name(), "node is up");
+                }
+                last_count = Some(status.sessions);
+                s.health = Some(true);
+                s.status = Some(status);
+                s.last_seen = Some(Instant::now());
+                s.last_seen_ms = now_ms();
+                s.error.clear();
+                if let Some(list) = sessions {
+                    s.sessions = list;
+                }
+            }
+            Err(e) => {
+                s.error = e.message().to_string();
+                let since = s.last_seen.unwrap_or(started);
+                if since.elapsed() >= health.grace && !s.is_down() {
+                    tracing::warn!(node = node.name(), error = %s.error, "node is down");
+                    s.health = Some(false);
+                }
+            }
+        }
+        n += 1;
+    }
+}

@@ -1,0 +1,441 @@
+//! [`Router`]: the core's interface over a fleet of nodes. A call on a
+//! session goes to the node named in its id (`ses-NODE-…`; an id without a
+//! node part is looked for on every node once, then remembered); a new
+//! session goes where placement.rs says; listings fan out and merge. The
+//! router authenticates clients with tokens of its own and forwards the
+//! caller to nodes under its node token (remote.rs), so tenancy is the
+//! nodes' as on one host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures::future::join_all;
+use paddock_proto::v1 as pb;
+use tokio_stream::{StreamExt, StreamMap};
+
+use super::nodes::{Node, Nodes};
+use super::placement::{self, Candidate};
+use crate::config::split_session_id;
+use crate::core::auth::Tokens;
+use crate::core::{Caller, Code, Error, Paddock, Result, Stream, Uploads};
+
+pub struct Router {
+    nodes: Arc<Nodes>,
+    tokens: Tokens,
+    /// Nodes of sessions whose ids carry none (made before the node had a name).
+    unnamed: Mutex<HashMap<String, String>>,
+}
+
+impl Router {
+    pub fn new(nodes: Arc<Nodes>, tokens: Tokens) -> Self {
+        Self { nodes, tokens, unnamed: Mutex::default() }
+    }
+
+    /// The node that holds session `id`, if it can be reached now.
+    async fn route(&self, caller: &Caller, id: &str) -> Result<Arc<Node>> {
+        let not_found = || Error::not_found(format!("session {id:?} does not exist"));
+        let node = match split_session_id(id) {
+            None => return Err(not_found()),
+            Some((Some(name), _)) => self.nodes.get(name).ok_or_else(not_found)?,
+            Some((None, _)) => self.find_unnamed(caller, id).await?,
+        };
+        let s = node.state.lock().unwrap();
+        if s.is_down() {
+            return Err(Error::unavailable(format!(
+                "node {} is down (no answer since {}: {}); session {id} is lost until the node returns",
+                node.name(),
+                since(s.last_seen),
+                s.error
+            )));
+        }
+        drop(s);
+        Ok(node)
+    }
+
+    async fn find_unnamed(&self, caller: &Caller, id: &str) -> Result<Arc<Node>> {
+        let known = self.unnamed.lock().unwrap().get(id).cloned();
+        if let Some(node) = known.and_then(|n| self.nodes.get(&n)) {
+            return Ok(node);
+        }
+        for node in self.up_nodes() {
+            if node.remote.get_session(caller, id).await.is_ok() {
+                self.unnamed.lock().unwrap().insert(id.into(), node.name().into());
+                return Ok(node);
+            }
+        }
+        Err(Error::not_found(format!("session {id:?} does not exist")))
+    }
+
+    fn up_nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.all().into_iter().filter(|n| n.state.lock().unwrap().is_up()).collect()
+    }
+
+    /// Placement's view of the nodes that may take a session on `env`.
+    fn candidates(&self, caller: &Caller, env: &str) -> (Vec<Candidate>, Vec<String>) {
+        let (mut out, mut refused) = (vec![], vec![]);
+        for node in self.nodes.all() {
+            let s = node.state.lock().unwrap();
+            let why = match (&s.status, s.is_up(), s.draining) {
+                (_, false, _) => Some(if s.is_down() { "down" } else { "not answered yet" }),
+                (_, _, true) => Some("draining"),
+                (None, ..) => Some("no status yet"),
+                (Some(st), ..) if st.sessions + s.inflight >= st.max_sessions => Some("full"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                refused.push(format!("{} {why}", node.name()));
+                continue;
+            }
+            let st = s.status.as_ref().expect("checked");
+            let built = match env {
+                "" => Some(String::new()),
+                key => st
+                    .environments
+                    .iter()
+                    .find(|e| e.id == key || (e.name == key && caller.sees(&e.tenant)))
+                    .map(|e| e.id.clone()),
+            };
+            let warm = built.as_ref().and_then(|id| st.warm.get(id)).is_some_and(|&n| n > 0);
+            let load = (st.sessions + s.inflight) as f64 / st.max_sessions.max(1) as f64;
+            out.push(Candidate { name: node.name().into(), warm, built: built.is_some(), load });
+        }
+        (out, refused)
+    }
+
+    /// Sends `op` to every node that is up; the answers by node.
+    async fn everywhere<T, F, Fut>(&self, op: F) -> Result<Vec<(Arc<Node>, Result<T>)>>
+    where
+        F: Fn(Arc<Node>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let nodes = self.up_nodes();
+        if nodes.is_empty() {
+            return Err(Error::unavailable("no node of this fleet is up"));
+        }
+        let answers = join_all(nodes.iter().cloned().map(op)).await;
+        Ok(nodes.into_iter().zip(answers).collect())
+    }
+}
+
+fn since(t: Option<std::time::Instant>) -> String {
+    match t {
+        Some(t) => format!("{:.1}s ago", t.elapsed().as_secs_f64()),
+        None => "the router started".into(),
+    }
+}
+
+fn on(node: &Node, mut s: pb::Session) -> pb::Session {
+    s.node = node.name().into();
+    s
+}
+
+fn require_admin(caller: &Caller, doing: &str) -> Result<()> {
+    match caller.is_admin() {
+        true => Ok(()),
+        false => Err(Error::permission_denied(format!("{doing} needs an admin (root on the router's unix socket, or an admin token of the router)"))),
+    }
+}
+
+/// The first answer that is not an error; else the most telling error
+/// (anything but NOT_FOUND, which every node without the object gives).
+fn first_ok<T>(answers: Vec<(Arc<Node>, Result<T>)>) -> Result<T> {
+    let mut err = None;
+    for (_, r) in answers {
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) if err.is_none() || e.code() != Code::NotFound => err = Some(e),
+            Err(_) => {}
+        }
+    }
+    Err(err.unwrap_or_else(|| Error::unavailable("no node answered")))
+}
+
+/// The view of an environment to show: one that is ready somewhere, else any.
+fn best_environment(views: impl IntoIterator<Item = pb::Environment>) -> Option<pb::Environment> {
+    let mut views: Vec<_> = views.into_iter().collect();
+    let ready = views.iter().position(|e| e.state == pb::BuildState::Ready as i32);
+    match ready {
+        Some(i) => Some(views.swap_remove(i)),
+        None => views.into_iter().next(),
+    }
+}
+
+/// A call on one session, forwarded as it is. (Spelled as async-trait
+/// expands an `async fn`, which it cannot see inside a macro.)
+macro_rules! forward {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {$(
+        fn $name<'life0, 'life1, 'async_trait>(
+            &'life0 self,
+            caller: &'life1 Caller,
+            req: $req,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<$resp>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move { self.route(caller, &req.session_id).await?.remote.$name(caller, req).await })
+        }
+    )*};
+}
+
+#[tonic::async_trait]
+impl Paddock for Router {
+    fn authenticate(&self, token: &str) -> Result<Caller> {
+        self.tokens.verify(token)
+    }
+    async fn authenticate_session(&self, _id: &str, _token: &str) -> Result<Caller> {
+        Err(Error::unimplemented("session tokens (E2B) are not offered through a router yet"))
+    }
+    async fn session_token(&self, _caller: &Caller, _id: &str) -> Result<String> {
+        Err(Error::unimplemented("session tokens (E2B) are not offered through a router yet"))
+    }
+    fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
+        require_admin(caller, "creating tokens")?;
+        self.tokens.create(&req.name, &req.tenant, req.router)
+    }
+    fn list_tokens(&self, caller: &Caller) -> Result<pb::ListTokensResponse> {
+        require_admin(caller, "listing tokens")?;
+        Ok(pb::ListTokensResponse { tokens: self.tokens.list() })
+    }
+    fn delete_token(&self, caller: &Caller, name: &str) -> Result<()> {
+        require_admin(caller, "deleting tokens")?;
+        self.tokens.delete(name)
+    }
+
+    /// Every up node's events, merged (a node that comes up later is not
+    /// added to a watch already running).
+    async fn watch_events(&self, caller: &Caller, id: String) -> Result<Stream<pb::Event>> {
+        let mut merged = StreamMap::new();
+        for node in self.up_nodes() {
+            merged.insert(node.name().to_string(), node.remote.watch_events(caller, id.clone()).await?);
+        }
+        Ok(Box::pin(merged.map(|(_, e)| e)))
+    }
+    async fn metrics_text(&self, _caller: &Caller) -> Result<String> {
+        Err(Error::unimplemented("a router has no metrics of its own yet; scrape each node's --metrics-listen"))
+    }
+
+    async fn create_session(&self, caller: &Caller, req: pb::CreateSessionRequest) -> Result<pb::Session> {
+        let (candidates, refused) = self.candidates(caller, &req.environment);
+        let order = placement::order(candidates, &mut rand::thread_rng());
+        let mut last = None;
+        for name in order {
+            let Some(node) = self.nodes.get(&name) else { continue };
+            node.state.lock().unwrap().inflight += 1;
+            let r = node.remote.create_session(caller, req.clone()).await;
+            let mut s = node.state.lock().unwrap();
+            s.inflight -= 1;
+            match r {
+                Ok(session) => {
+                    // Until the next status: one more session, one warm fewer.
+                    if let Some(st) = s.status.as_mut() {
+                        st.sessions += 1;
+                        let env = session.environment_id.clone();
+                        if let Some(w) = st.warm.get_mut(&env) {
+                            *w = w.saturating_sub(1);
+                        }
+                    }
+                    drop(s);
+                    return Ok(on(&node, session));
+                }
+                // The node is the authority on its capacity: try the next.
+                Err(e) if e.code() == Code::ResourceExhausted => {
+                    tracing::info!(node = name, "node refused a session: {}", e.message());
+                    last = Some(format!("{name}: {}", e.message()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut why = refused;
+        why.extend(last);
+        Err(Error::resource_exhausted(format!(
+            "no node of this fleet can take the session now ({})",
+            if why.is_empty() { "no nodes".to_string() } else { why.join("; ") }
+        )))
+    }
+    async fn get_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let node = self.route(caller, id).await?;
+        Ok(on(&node, node.remote.get_session(caller, id).await?))
+    }
+    /// Every node's sessions; those of a node that is down (or does not
+    /// answer now) as it last listed them, marked lost.
+    async fn list_sessions(&self, caller: &Caller) -> Vec<pb::Session> {
+        let nodes: Vec<_> =
+            self.nodes.all().into_iter().filter(|n| n.state.lock().unwrap().health.is_some()).collect();
+        let answers = join_all(nodes.iter().map(|n| async {
+            if n.state.lock().unwrap().is_down() {
+                return None;
+            }
+            n.remote.try_list_sessions(caller).await.ok()
+        }))
+        .await;
+        let mut out = vec![];
+        for (node, answer) in nodes.iter().zip(answers) {
+            match answer {
+                Some(list) => out.extend(list.into_iter().map(|s| on(node, s))),
+                None => {
+                    let s = node.state.lock().unwrap();
+                    out.extend(s.sessions.iter().filter(|x| caller.sees(&x.tenant)).map(|x| pb::Session {
+                        lost: true,
+                        ..on(node, x.clone())
+                    }));
+                }
+            }
+        }
+        out.sort_by_key(|s| s.created_at_ms);
+        out
+    }
+    async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let node = self.route(caller, id).await?;
+        Ok(on(&node, node.remote.stop_session(caller, id).await?))
+    }
+    async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl: Option<i64>) -> Result<pb::Session> {
+        let node = self.route(caller, id).await?;
+        Ok(on(&node, node.remote.set_session_ttl(caller, id, ttl).await?))
+    }
+    async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
+        let node = self.route(caller, id).await?;
+        node.remote.delete_session(caller, id).await?;
+        self.unnamed.lock().unwrap().remove(id);
+        Ok(())
+    }
+    async fn get_network(&self, caller: &Caller, id: &str) -> Result<pb::NetworkStatus> {
+        self.route(caller, id).await?.remote.get_network(caller, id).await
+    }
+    forward! {
+        exec(pb::ExecRequest) -> pb::ExecResponse;
+        exec_stream(pb::ExecRequest) -> Stream<pb::ExecEvent>;
+        update_network(pb::UpdateNetworkRequest) -> pb::NetworkStatus;
+        run_tool(pb::RunToolRequest) -> pb::ToolResult;
+        start_process(pb::StartProcessRequest) -> pb::ProcessInfo;
+        attach_process(pb::AttachProcessRequest) -> Stream<pb::ProcessEvent>;
+        write_stdin(pb::WriteStdinRequest) -> pb::WriteStdinResponse;
+        resize_pty(pb::ResizePtyRequest) -> pb::ResizePtyResponse;
+        signal_process(pb::SignalProcessRequest) -> pb::SignalProcessResponse;
+        list_processes(pb::ListProcessesRequest) -> pb::ListProcessesResponse;
+        run_code(pb::RunCodeRequest) -> pb::RunCodeResponse;
+        create_context(pb::CreateContextRequest) -> pb::CodeContext;
+        list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
+        restart_context(pb::ContextRequest) -> pb::CodeContext;
+        delete_context(pb::ContextRequest) -> pb::DeleteContextResponse;
+        stat(pb::StatRequest) -> pb::FileInfo;
+        list_dir(pb::ListDirRequest) -> pb::ListDirResponse;
+        make_dir(pb::MakeDirRequest) -> pb::FileInfo;
+        r#move(pb::MoveRequest) -> pb::FileInfo;
+        remove(pb::RemoveRequest) -> pb::RemoveResponse;
+        download(pb::DownloadRequest) -> Stream<pb::DownloadChunk>;
+        watch(pb::WatchRequest) -> Stream<pb::WatchEvent>;
+    }
+    async fn upload(&self, caller: &Caller, header: &pb::UploadHeader, messages: Uploads) -> Result<pb::FileInfo> {
+        self.route(caller, &header.session_id).await?.remote.upload(caller, header, messages).await
+    }
+
+    // Environments are defined on every node that is up, with one id the
+    // router chooses, so a name or an id means the same everywhere.
+    async fn create_environment(
+        &self,
+        caller: &Caller,
+        mut req: pb::CreateEnvironmentRequest,
+    ) -> Result<pb::Environment> {
+        if !req.id.is_empty() {
+            return Err(Error::permission_denied("id: the router gives an environment its id"));
+        }
+        req.id = format!("env-{:016x}", rand::random::<u64>());
+        let answers = self.everywhere(|n| {
+            let req = req.clone();
+            async move { n.remote.create_environment(caller, req).await }
+        })
+        .await?;
+        for (node, r) in &answers {
+            if let Err(e) = r {
+                tracing::warn!(node = node.name(), environment = req.id, "creating the environment: {e}");
+            }
+        }
+        first_ok(answers)
+    }
+    async fn get_environment(&self, caller: &Caller, key: &str) -> Result<pb::Environment> {
+        let answers = self.everywhere(|n| async move { n.remote.get_environment(caller, key).await }).await?;
+        let ready = best_environment(answers.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()));
+        match ready {
+            Some(e) => Ok(e),
+            None => first_ok(answers),
+        }
+    }
+    async fn list_environments(&self, caller: &Caller) -> Vec<pb::Environment> {
+        let Ok(answers) = self.everywhere(|n| async move { n.remote.try_list_environments(caller).await }).await
+        else {
+            return vec![];
+        };
+        let mut by_id: BTreeMap<String, Vec<pb::Environment>> = BTreeMap::new();
+        for e in answers.into_iter().filter_map(|(_, r)| r.ok()).flatten() {
+            by_id.entry(e.id.clone()).or_default().push(e);
+        }
+        let mut out: Vec<_> = by_id.into_values().filter_map(best_environment).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.tenant.cmp(&b.tenant)));
+        out
+    }
+    async fn update_environment(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateEnvironmentRequest,
+    ) -> Result<pb::Environment> {
+        let answers = self
+            .everywhere(|n| {
+                let req = req.clone();
+                async move { n.remote.update_environment(caller, req).await }
+            })
+            .await?;
+        first_ok(answers)
+    }
+    async fn delete_environment(&self, caller: &Caller, key: &str) -> Result<()> {
+        let answers = self.everywhere(|n| async move { n.remote.delete_environment(caller, key).await }).await?;
+        // A node's refusal (sessions still use it there) is the answer.
+        if let Some(e) = answers.iter().find_map(|(_, r)| r.as_ref().err().filter(|e| e.code() != Code::NotFound)) {
+            return Err(e.clone());
+        }
+        first_ok(answers)
+    }
+    /// Every node that is up builds it (their progress merged). Fetching a
+    /// built environment's layers from another node instead is not built yet.
+    async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>> {
+        let answers = self.everywhere(|n| async move { n.remote.build_environment(caller, key).await }).await?;
+        let mut merged = StreamMap::new();
+        let mut err = None;
+        for (node, r) in answers {
+            match r {
+                Ok(s) => {
+                    merged.insert(node.name().to_string(), s);
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        match (merged.is_empty(), err) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(Box::pin(merged.map(|(_, e)| e))),
+        }
+    }
+    async fn export_environment(&self, _caller: &Caller, _req: pb::ExportEnvironmentRequest) -> Result<String> {
+        Err(Error::unimplemented("export an environment on a node (its exchange directory is the node's)"))
+    }
+    async fn import_environment(
+        &self,
+        _caller: &Caller,
+        _req: pb::ImportEnvironmentRequest,
+    ) -> Result<pb::Environment> {
+        Err(Error::unimplemented("import an environment on a node (its exchange directory is the node's)"))
+    }
+
+    async fn list_nodes(&self, caller: &Caller) -> Result<pb::ListNodesResponse> {
+        require_admin(caller, "listing nodes")?;
+        Ok(pb::ListNodesResponse { nodes: self.nodes.all().iter().map(|n| n.info()).collect() })
+    }
+    async fn set_draining(&self, caller: &Caller, name: &str, draining: bool) -> Result<pb::NodeInfo> {
+        require_admin(caller, "draining nodes")?;
+        let node =
+            self.nodes.get(name).ok_or_else(|| Error::not_found(format!("node {name:?} is not in this fleet")))?;
+        node.state.lock().unwrap().draining = draining;
+        tracing::info!(node = name, draining, "node drain flag set");
+        Ok(node.info())
+    }
+}
