@@ -13,6 +13,7 @@ use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits};
 use tonic::transport::Channel;
 
+pub mod fleet;
 pub mod net;
 pub mod prometheus;
 pub mod scale;

@@ -269,6 +269,7 @@ async fn create(envs: &mut EnvironmentsClient<Conn>, args: CreateArgs) -> Result
         env,
         network,
         allow_privilege_escalation: args.allow_privilege_escalation || file.allow_privilege_escalation,
+        ..Default::default()
     };
     let e = envs.create_environment(req).await.map_err(status)?.into_inner();
     if args.json {

@@ -4,6 +4,7 @@ mod connect;
 mod env;
 mod mcp;
 mod network;
+mod node;
 mod observe;
 mod tokens;
 
@@ -57,6 +58,9 @@ enum Command {
     Top(observe::TopArgs),
     /// Follow session and environment events (WatchEvents) as they happen.
     Events(observe::EventsArgs),
+    /// A fleet router's nodes: list, drain, undrain (`paddockd router`).
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 #[derive(Subcommand)]
@@ -205,11 +209,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mcp(args) => return mcp::run(&daemon, args).await,
         Command::Top(args) => return observe::top(&daemon, args).await,
         Command::Events(args) => return observe::events(&daemon, args).await,
+        Command::Node(cmd) => return node::run(&daemon, cmd).await,
         other => other,
     };
     let mut client = connect::sessions(&daemon).await?;
     match cmd {
-        Command::Env(_) | Command::Token(_) | Command::Mcp(_) | Command::Top(_) | Command::Events(_) => {
+        Command::Env(_)
+        | Command::Token(_)
+        | Command::Mcp(_)
+        | Command::Top(_)
+        | Command::Events(_)
+        | Command::Node(_) => {
             unreachable!("handled above")
         }
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
@@ -452,5 +462,8 @@ fn session_json(s: &Session) -> serde_json::Value {
         "network": s.network.as_ref().map(network::policy_json),
         "network_denied_total": s.network_denied_total,
         "usage": s.usage.as_ref().map(observe::usage_json),
+        // Through a fleet's router: the node that holds it, and whether that node is down.
+        "node": if s.node.is_empty() { None } else { Some(&s.node) },
+        "lost": s.lost,
     })
 }

@@ -182,6 +182,11 @@ pub struct DaemonConfig {
     /// alone. Ids made before keep working here.
     #[arg(long, value_parser = parse_node_name)]
     pub node_name: Option<String>,
+    /// A file holding the fleet router's token (the router's
+    /// --node-token-file): calls with it may act for the tenant they name in
+    /// `paddock-tenant` metadata. No other token can. Off unless given.
+    #[arg(long)]
+    pub router_token_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Option<Subcommand>,

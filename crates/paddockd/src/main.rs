@@ -147,7 +147,13 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             ranges,
         )?);
         manager.recover().await?;
-        let tokens = Tokens::open(cfg.tokens_dir())?;
+        let router_token = match &cfg.router_token_file {
+            Some(f) => Some(
+                fs::read_to_string(f).with_context(|| format!("reading --router-token-file {}", f.display()))?,
+            ),
+            None => None,
+        };
+        let tokens = Tokens::open(cfg.tokens_dir())?.with_router_token(router_token);
         let exchange = cfg.exchange_dir();
         fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
         let core = Core::new(manager.clone(), envs, events, metrics, tokens, exchange)

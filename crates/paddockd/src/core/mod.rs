@@ -191,7 +191,7 @@ impl Core {
         req: pb::CreateTokenRequest,
     ) -> Result<pb::CreateTokenResponse> {
         require_admin(caller, "creating tokens")?;
-        self.tokens.create(&req.name, &req.tenant, req.router)
+        self.tokens.create(&req.name, &req.tenant)
     }
 
     pub fn list_tokens(&self, caller: &Caller) -> Result<pb::ListTokensResponse> {

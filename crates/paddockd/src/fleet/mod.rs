@@ -32,10 +32,9 @@ pub struct RouterConfig {
     /// Repeatable. (A discovery source can add and remove nodes later.)
     #[arg(long = "node", value_name = "NAME=ADDR", required = true)]
     pub nodes: Vec<String>,
-    /// A file holding the router's token for the nodes: a token made on each
-    /// node with `paddock token create NAME --router` (the same secret on
-    /// every node: `paddock token import`, or one made per node is not
-    /// supported yet). Or set PADDOCK_NODE_TOKEN.
+    /// A file holding the router's token for the nodes: a secret of the
+    /// operator's (e.g. `openssl rand -hex 32`), given to every node as its
+    /// --router-token-file. Or set PADDOCK_NODE_TOKEN.
     #[arg(long)]
     pub node_token_file: Option<PathBuf>,
     /// The router's own state: its client tokens (`<dir>/tokens`).

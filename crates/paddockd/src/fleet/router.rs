@@ -192,7 +192,7 @@ impl Paddock for Router {
     }
     fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
         require_admin(caller, "creating tokens")?;
-        self.tokens.create(&req.name, &req.tenant, req.router)
+        self.tokens.create(&req.name, &req.tenant)
     }
     fn list_tokens(&self, caller: &Caller) -> Result<pb::ListTokensResponse> {
         require_admin(caller, "listing tokens")?;

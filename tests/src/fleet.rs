@@ -1,0 +1,174 @@
+//! A fleet on this machine: paddockd nodes, each with its own state dir,
+//! cgroup parent, sandbox subnet, uid ranges and TCP port, behind a
+//! `paddockd router` with a static node list (the fleet test and bench-fleet).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use paddock_proto::v1::fleet_client::FleetClient;
+use paddock_proto::v1::{ListNodesRequest, NodeHealth, NodeInfo};
+use tonic::transport::Channel;
+
+use crate::{free_tcp_addr, paddock_bin, paddockd_bin, test_image, Client, Daemon};
+
+pub struct Fleet {
+    pub nodes: Vec<Daemon>,
+    pub names: Vec<String>,
+    pub router: Router,
+}
+
+pub struct Router {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub tcp: String,
+}
+
+/// The secret the router shows the nodes (each node's --router-token-file).
+pub const NODE_TOKEN: &str = "pdk_fleet-test-router-secret-0123456789";
+
+impl Fleet {
+    /// `n` nodes named n1.. for up to `sessions_per_node` sessions each.
+    pub fn start(n: usize, sessions_per_node: usize) -> Self {
+        let dir = PathBuf::from(format!("/tmp/paddock-fleet-{}-{}", std::process::id(), rand_suffix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let token_file = dir.join("node-token");
+        std::fs::write(&token_file, NODE_TOKEN).unwrap();
+        // One /16 split into a /20 per node (1024 sandboxes each).
+        let big = crate::scale::big_subnet();
+        let second: u32 = big.split('.').nth(1).unwrap().parse().unwrap();
+        let mut nodes = vec![];
+        let mut names = vec![];
+        for i in 0..n {
+            let name = format!("n{}", i + 1);
+            let mut args = crate::scale::scale_args(sessions_per_node);
+            let at = args.iter().position(|a| a == "--sandbox-subnet").unwrap();
+            args[at + 1] = format!("10.{second}.{}.0/20", i * 16);
+            args.extend([
+                "--node-name".into(),
+                name.clone(),
+                "--router-token-file".into(),
+                token_file.display().to_string(),
+                // Uid ranges of their own, above the default base other daemons use.
+                "--userns-base".into(),
+                ((8 + i as u64) << 24).to_string(),
+            ]);
+            nodes.push(Daemon::start_with(test_image(), args, Some(free_tcp_addr())));
+            names.push(name);
+        }
+        let router = Router::start(dir, &nodes, &names, &token_file);
+        Fleet { nodes, names, router }
+    }
+
+    pub fn node(&self, name: &str) -> &Daemon {
+        &self.nodes[self.names.iter().position(|n| n == name).unwrap()]
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut Daemon {
+        let i = self.names.iter().position(|n| n == name).unwrap();
+        &mut self.nodes[i]
+    }
+
+    /// Waits until the router sees `name` in `health`.
+    pub async fn wait_health(&self, name: &str, health: NodeHealth, within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let nodes = self.router.nodes().await;
+            if nodes.iter().any(|n| n.name == name && n.health == health as i32) {
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < within, "node {name} not {health:?} within {within:?}: {nodes:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_all_up(&self) {
+        for n in &self.names {
+            self.wait_health(n, NodeHealth::Up, Duration::from_secs(20)).await;
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+impl Router {
+    fn start(dir: PathBuf, nodes: &[Daemon], names: &[String], token_file: &std::path::Path) -> Self {
+        let tcp = free_tcp_addr();
+        let mut r = Router { child: None, dir, tcp };
+        r.spawn(nodes, names, token_file);
+        r
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("router.sock")
+    }
+
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.socket().display())
+    }
+
+    fn spawn(&mut self, nodes: &[Daemon], names: &[String], token_file: &std::path::Path) {
+        let log = std::fs::File::create(self.dir.join("router.log")).unwrap();
+        let mut cmd = Command::new(paddockd_bin());
+        cmd.arg("router")
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--listen")
+            .arg(self.addr())
+            .arg("--listen")
+            .arg(&self.tcp)
+            .arg("--node-token-file")
+            .arg(token_file);
+        for (d, name) in nodes.iter().zip(names) {
+            cmd.arg("--node").arg(format!("{name}={}", d.tcp.as_ref().unwrap()));
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        self.child = Some(cmd.spawn().expect("starting paddockd router"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err()
+            || std::net::TcpStream::connect(&self.tcp).is_err()
+        {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the router exited at start ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the router did not listen within 10 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("router.log")).unwrap_or_default()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        paddock_proto::dial::unix(self.socket()).await.expect("connecting to the router")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::new(self.channel().await).max_decoding_message_size(paddock_proto::MAX_MESSAGE)
+    }
+
+    pub async fn nodes(&self) -> Vec<NodeInfo> {
+        FleetClient::new(self.channel().await).list_nodes(ListNodesRequest {}).await.expect("ListNodes").into_inner().nodes
+    }
+
+    /// Runs the `paddock` CLI against the router.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(paddock_bin()).arg("--addr").arg(self.addr()).args(args).output().expect("running paddock")
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
