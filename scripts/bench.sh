@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool --bin bench-scale
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool --bin bench-scale --bin bench-fleet
 target/release/bench-runtime "$@"
 echo
 target/release/bench-disk "$@"
@@ -24,3 +24,4 @@ target/release/bench-env
 echo
 # Many live sessions: Exec, Create, Delete, memory and scrape cost (minutes).
 target/release/bench-scale 1 300 1000
+target/release/bench-fleet

@@ -141,7 +141,8 @@ async fn poll(node: Arc<Node>, health: Health, mut stopped: tokio::sync::watch::
     let admin = Caller::admin("router");
     let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n = 0u64;
+    // Polls since the session list was last read.
+    let mut since_list = 5u32;
     let mut last_count = None;
     loop {
         tokio::select! {
@@ -151,7 +152,7 @@ async fn poll(node: Arc<Node>, health: Health, mut stopped: tokio::sync::watch::
         let answer = tokio::time::timeout(health.interval.max(Duration::from_millis(500)), node.remote.node_status(&router)).await;
         let answer = answer.unwrap_or_else(|_| Err(crate::core::Error::unavailable("no answer to GetNodeStatus in time")));
         let list_now = match &answer {
-            Ok(s) => n % 5 == 0 || last_count != Some(s.sessions) || !node.state.lock().unwrap().is_up(),
+            Ok(s) => since_list >= 5 || last_count != Some(s.sessions) || !node.state.lock().unwrap().is_up(),
             Err(_) => false,
         };
         let sessions = match list_now {
@@ -183,6 +184,6 @@ async fn poll(node: Arc<Node>, health: Health, mut stopped: tokio::sync::watch::
                 }
             }
         }
-        n += 1;
+        since_list = if list_now { 1 } else { since_list + 1 };
     }
 }

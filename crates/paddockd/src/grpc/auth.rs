@@ -48,6 +48,8 @@ impl Interceptor for Authenticate {
 /// A router's call names the caller it forwards for (`paddock-tenant`,
 /// `paddock-role`, `paddock-subject`); the core decides whether this
 /// connection's caller may do that (only a router's token may).
+// tonic's interceptors answer with a `Status`, large as it is.
+#[allow(clippy::result_large_err)]
 fn forwarded(req: &Request<()>, caller: Caller) -> Result<Caller, Status> {
     let header = |name: &str| -> Result<Option<&str>, Status> {
         match req.metadata().get(name) {
