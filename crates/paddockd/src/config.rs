@@ -176,6 +176,13 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 1 << 24)]
     pub userns_base: u32,
 
+    /// Disk budget of the layer store and the daemon's base-image versions,
+    /// e.g. 20G: past it, layers and versions nothing uses are removed
+    /// (oldest first, until under it), checked after builds and snapshots
+    /// and every minute. Unset: only `paddock gc` removes them.
+    #[arg(long, value_parser = parse_bytes)]
+    pub layer_budget: Option<i64>,
+
     #[command(subcommand)]
     pub command: Option<Subcommand>,
 }

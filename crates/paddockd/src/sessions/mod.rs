@@ -14,6 +14,7 @@ mod background;
 mod lifecycle;
 mod network;
 pub mod session_files;
+mod snapshot;
 pub mod state;
 mod tools;
 mod usage;
@@ -322,6 +323,8 @@ impl SessionManager {
             network: None,
             tenant: crate::core::caller::default_tenant(),
             userns,
+            layers: Some(image.layers.clone()),
+            image_env: image.env.clone(),
         };
         if let Err(e) = self.store.save(&record) {
             release();
