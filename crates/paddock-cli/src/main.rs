@@ -5,6 +5,7 @@ mod env;
 mod mcp;
 mod network;
 mod observe;
+mod snapshot;
 mod tokens;
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ enum Command {
     Top(observe::TopArgs),
     /// Follow session and environment events (WatchEvents) as they happen.
     Events(observe::EventsArgs),
+    /// Remove layers and base-image versions nothing uses (admins only).
+    Gc(snapshot::GcArgs),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +97,12 @@ enum SessionCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Make an environment from a running session's files (processes are
+    /// not part of it; a file being written meanwhile may be caught mid-write).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Start new sessions from a snapshot of a running session, with its
+    /// limits, labels, network policy and TTL; prints their ids. All or none.
+    Fork(snapshot::ForkArgs),
 }
 
 #[derive(Args)]
@@ -205,11 +214,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mcp(args) => return mcp::run(&daemon, args).await,
         Command::Top(args) => return observe::top(&daemon, args).await,
         Command::Events(args) => return observe::events(&daemon, args).await,
+        Command::Gc(args) => return snapshot::gc(&daemon, args).await,
+        Command::Session(SessionCommand::Snapshot(args)) => return snapshot::snapshot(&daemon, args).await,
+        Command::Session(SessionCommand::Fork(args)) => return snapshot::fork(&daemon, args).await,
         other => other,
     };
     let mut client = connect::sessions(&daemon).await?;
     match cmd {
-        Command::Env(_) | Command::Token(_) | Command::Mcp(_) | Command::Top(_) | Command::Events(_) => {
+        Command::Env(_)
+        | Command::Token(_)
+        | Command::Mcp(_)
+        | Command::Top(_)
+        | Command::Events(_)
+        | Command::Gc(_)
+        | Command::Session(SessionCommand::Snapshot(_) | SessionCommand::Fork(_)) => {
             unreachable!("handled above")
         }
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
@@ -436,7 +454,7 @@ fn expires(ms: i64) -> String {
     format!("in {}s", ((ms - now) / 1000).max(0))
 }
 
-fn session_json(s: &Session) -> serde_json::Value {
+pub(crate) fn session_json(s: &Session) -> serde_json::Value {
     let l = s.limits.clone().unwrap_or_default();
     serde_json::json!({
         "id": s.id,

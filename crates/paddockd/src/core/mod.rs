@@ -448,7 +448,11 @@ impl Core {
     }
 
     /// `count` new sessions on one snapshot of a session, all or none.
-    pub async fn fork_session(&self, caller: &Caller, r: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+    pub async fn fork_session(
+        &self,
+        caller: &Caller,
+        r: pb::ForkSessionRequest,
+    ) -> Result<pb::ForkSessionResponse> {
         let call = self.sessions.fork_session(caller, &r.session_id, r.count, r.name);
         let (env, sessions) = self.counted("Sessions", "ForkSession", call).await?;
         self.events.publish(EventKind::EnvironmentCreated, &env.id, &env.tenant);

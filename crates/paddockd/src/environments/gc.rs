@@ -61,7 +61,12 @@ impl EnvironmentManager {
         self.collect(false, None, Some(digest)).await
     }
 
-    async fn collect(&self, dry_run: bool, budget: Option<u64>, only: Option<&str>) -> Result<Collected, Error> {
+    async fn collect(
+        &self,
+        dry_run: bool,
+        budget: Option<u64>,
+        only: Option<&str>,
+    ) -> Result<Collected, Error> {
         let _one = self.gc_lock.lock().await;
         let records = self.records.lock().await;
         let (chosen, mut out) = tokio::task::block_in_place(|| {

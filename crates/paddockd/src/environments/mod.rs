@@ -12,15 +12,15 @@
 //! - `gc.rs`, `pins.rs`: removing layers and base versions nothing uses.
 
 mod build;
+mod gc;
 mod image;
 pub(crate) mod layers;
 mod managers;
 mod oci;
 pub mod packages;
-mod store;
-mod gc;
 mod pins;
 mod snapshot;
+mod store;
 mod upper;
 
 use std::collections::{BTreeMap, HashMap};

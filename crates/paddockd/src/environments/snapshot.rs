@@ -62,7 +62,8 @@ impl EnvironmentManager {
         let started = Instant::now();
         let tmp = self.layers.temp(&format!("snapshot-{}", src.session)).map_err(internal)?;
         let (upper, diff) = (src.upper.clone(), tmp.join("diff"));
-        let copied = tokio::task::spawn_blocking(move || copy_upper(&upper, &diff)).await.map_err(internal)?;
+        let copied =
+            tokio::task::spawn_blocking(move || copy_upper(&upper, &diff)).await.map_err(internal)?;
         let copied = match copied {
             Ok(c) => c,
             Err(e) => {

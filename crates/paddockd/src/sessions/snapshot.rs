@@ -67,7 +67,9 @@ impl SessionManager {
         name: String,
     ) -> Result<(EnvironmentRecord, Vec<SessionRecord>), Error> {
         if !(1..=MAX_FORK).contains(&count) {
-            return Err(Error::invalid_argument(format!("count: {count} is out of range; use 1 to {MAX_FORK}")));
+            return Err(Error::invalid_argument(format!(
+                "count: {count} is out of range; use 1 to {MAX_FORK}"
+            )));
         }
         let source = self.get(caller, id).await?;
         if source.state != SessionState::Running {
@@ -121,7 +123,11 @@ impl SessionManager {
             self.undo_fork(caller, &env, &made).await;
             return Err(Error::new(
                 e.code(),
-                format!("fork of session {id}: {} of {count} sessions started, then: {}; none kept", made.len(), e.message()),
+                format!(
+                    "fork of session {id}: {} of {count} sessions started, then: {}; none kept",
+                    made.len(),
+                    e.message()
+                ),
             ));
         }
         made.sort_by(|a, b| a.id.cmp(&b.id));
