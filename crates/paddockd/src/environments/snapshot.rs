@@ -71,6 +71,7 @@ impl EnvironmentManager {
                 return Err(Error::internal(format!("copying the session's files: {e:#}")));
             }
         };
+        let copy_ms = started.elapsed().as_millis() as u64;
         let digest = snapshot_key(&parent, &copied.content);
         // Held until the environment names the layer: a concurrent snapshot
         // of the same files waits, then finds it (or, after a failure here,
@@ -104,6 +105,7 @@ impl EnvironmentManager {
             layer = %digest,
             files = copied.files,
             bytes = copied.bytes,
+            copy_ms,
             ms = started.elapsed().as_millis() as u64,
             reused = !made,
             "snapshot layer"

@@ -48,7 +48,8 @@ pub struct Copied {
 
 /// Copies the upper dir `src` into `dst` (an empty directory).
 pub fn copy_upper(src: &Path, dst: &Path) -> Result<Copied> {
-    let mut c = Copier { hash: Sha256::new(), links: HashMap::new(), out: Copied::default() };
+    let mut c =
+        Copier { hash: Sha256::new(), links: HashMap::new(), out: Copied::default(), buf: vec![0u8; 1 << 20] };
     c.hash.update(b"paddock-upper-v1\n");
     let meta = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
     if !meta.is_dir() {
@@ -66,6 +67,9 @@ struct Copier {
     /// its path in the layer (what the hash names).
     links: HashMap<(u64, u64), (std::path::PathBuf, std::path::PathBuf)>,
     out: Copied,
+    /// One buffer for every file's data (a fresh one per file costs a
+    /// megabyte of zeroing each).
+    buf: Vec<u8>,
 }
 
 impl Copier {
@@ -156,15 +160,14 @@ impl Copier {
             .mode_0600()
             .open(dst)
             .with_context(|| format!("creating {}", dst.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
-            let n = from.read(&mut buf)?;
+            let n = from.read(&mut self.buf)?;
             if n == 0 {
                 break;
             }
-            self.hash.update(&buf[..n]);
-            to.write_all(&buf[..n])?;
+            self.hash.update(&self.buf[..n]);
+            to.write_all(&self.buf[..n])?;
             total += n as u64;
         }
         self.hash.update(format!("size={total}\n"));
