@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool --bin bench-scale --bin bench-fleet
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool --bin bench-scale --bin bench-fleet --bin bench-snapshot
 target/release/bench-runtime "$@"
 echo
 target/release/bench-disk "$@"
@@ -22,6 +22,11 @@ echo
 echo
 target/release/bench-env
 echo
+# Snapshots, forks and garbage collection.
+target/release/bench-snapshot "$@"
+echo
 # Many live sessions: Exec, Create, Delete, memory and scrape cost (minutes).
 target/release/bench-scale 1 300 1000
+echo
+# The fleet router against a direct node.
 target/release/bench-fleet

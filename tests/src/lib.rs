@@ -654,3 +654,13 @@ pub fn image_has_e2b_user(image: &Path) -> bool {
     std::fs::read_to_string(image.join("etc/passwd")).is_ok_and(|p| p.lines().any(|l| l.starts_with("user:")))
         && image.join("usr/bin/sudo").exists()
 }
+
+impl Daemon {
+    /// Entries of the layer store's `.tmp/`: builds, snapshots and
+    /// collections in progress (none once they are done).
+    pub fn layer_temps(&self) -> Vec<String> {
+        std::fs::read_dir(self.state_dir.join("layers/.tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default()
+    }
+}

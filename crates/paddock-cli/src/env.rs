@@ -405,12 +405,15 @@ fn show(e: &Environment) {
     if !e.imported_base.is_empty() {
         println!("imported: {}", e.imported_base);
     }
+    if !e.snapshot_of.is_empty() {
+        println!("snapshot: of session {}", e.snapshot_of);
+    }
     if !e.build_error.is_empty() {
         println!("error:    {}", e.build_error.replace('\n', "\n          "));
     }
 }
 
-fn env_json(e: &Environment) -> serde_json::Value {
+pub(crate) fn env_json(e: &Environment) -> serde_json::Value {
     let p = e.packages.clone().unwrap_or_default();
     serde_json::json!({
         "id": e.id,
@@ -424,5 +427,6 @@ fn env_json(e: &Environment) -> serde_json::Value {
         "imported_base": if e.imported_base.is_empty() { None } else { Some(&e.imported_base) },
         "network": e.network.as_ref().map(policy_json),
         "allow_privilege_escalation": e.allow_privilege_escalation,
+        "snapshot_of": if e.snapshot_of.is_empty() { None } else { Some(&e.snapshot_of) },
     })
 }

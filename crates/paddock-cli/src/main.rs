@@ -6,6 +6,7 @@ mod mcp;
 mod network;
 mod node;
 mod observe;
+mod snapshot;
 mod tokens;
 
 use std::collections::HashMap;
@@ -61,6 +62,8 @@ enum Command {
     /// A fleet router's nodes: list, drain, undrain (`paddockd router`).
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Remove layers and base-image versions nothing uses (admins only).
+    Gc(snapshot::GcArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +101,12 @@ enum SessionCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Make an environment from a running session's files (processes are
+    /// not part of it; a file being written meanwhile may be caught mid-write).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Start new sessions from a snapshot of a running session, with its
+    /// limits, labels, network policy and TTL; prints their ids. All or none.
+    Fork(snapshot::ForkArgs),
 }
 
 #[derive(Args)]
@@ -210,6 +219,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top(args) => return observe::top(&daemon, args).await,
         Command::Events(args) => return observe::events(&daemon, args).await,
         Command::Node(cmd) => return node::run(&daemon, cmd).await,
+        Command::Gc(args) => return snapshot::gc(&daemon, args).await,
+        Command::Session(SessionCommand::Snapshot(args)) => return snapshot::snapshot(&daemon, args).await,
+        Command::Session(SessionCommand::Fork(args)) => return snapshot::fork(&daemon, args).await,
         other => other,
     };
     let mut client = connect::sessions(&daemon).await?;
@@ -219,7 +231,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Mcp(_)
         | Command::Top(_)
         | Command::Events(_)
-        | Command::Node(_) => {
+        | Command::Node(_)
+        | Command::Gc(_)
+        | Command::Session(SessionCommand::Snapshot(_) | SessionCommand::Fork(_)) => {
             unreachable!("handled above")
         }
         Command::Session(SessionCommand::Create(args)) => create(&mut client, args).await,
@@ -446,7 +460,7 @@ fn expires(ms: i64) -> String {
     format!("in {}s", ((ms - now) / 1000).max(0))
 }
 
-fn session_json(s: &Session) -> serde_json::Value {
+pub(crate) fn session_json(s: &Session) -> serde_json::Value {
     let l = s.limits.clone().unwrap_or_default();
     serde_json::json!({
         "id": s.id,

@@ -187,6 +187,12 @@ pub struct DaemonConfig {
     /// `paddock-tenant` metadata. No other token can. Off unless given.
     #[arg(long)]
     pub router_token_file: Option<PathBuf>,
+    /// Disk budget of the layer store and the daemon's base-image versions,
+    /// e.g. 20G: past it, layers and versions nothing uses are removed
+    /// (oldest first, until under it), checked after builds and snapshots
+    /// and every minute. Unset: only `paddock gc` removes them.
+    #[arg(long, value_parser = parse_bytes)]
+    pub layer_budget: Option<i64>,
 
     #[command(subcommand)]
     pub command: Option<Subcommand>,

@@ -136,6 +136,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             metrics.clone(),
         )?);
         envs.recover().await?;
+        tokio::spawn(envs.clone().budget_loop());
         let manager = Arc::new(SessionManager::new(
             cfg.clone(),
             runtime,

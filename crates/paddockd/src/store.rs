@@ -76,6 +76,15 @@ pub struct SessionRecord {
     /// sandbox made before user namespaces).
     #[serde(default)]
     pub userns: Option<paddock_runtime::namespaces::IdRange>,
+    /// The layers (lowest first) on `image` the sandbox's root sits on, so
+    /// garbage collection keeps them and a snapshot can stack on them;
+    /// `None` in records from before they were recorded.
+    #[serde(default)]
+    pub layers: Option<Vec<PathBuf>>,
+    /// The image's `KEY=VALUE` variables (its layers' and environment's),
+    /// which a snapshot of the session keeps.
+    #[serde(default)]
+    pub image_env: Vec<String>,
 }
 
 impl Record for SessionRecord {

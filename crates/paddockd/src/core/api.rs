@@ -126,6 +126,15 @@ pub trait Paddock: Send + Sync + 'static {
         req: pb::ImportEnvironmentRequest,
     ) -> Result<pb::Environment>;
 
+    // ------------------------------------------------------------ snapshots
+    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment>;
+    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse>;
+    async fn collect_garbage(
+        &self,
+        caller: &Caller,
+        req: pb::CollectGarbageRequest,
+    ) -> Result<pb::CollectGarbageResponse>;
+
     // ------------------------------------------------------------ fleet (fleet.proto)
     /// What a router places by: a node answers; a router has no status of its own.
     async fn node_status(&self, _caller: &Caller) -> Result<pb::NodeStatus> {
@@ -312,6 +321,19 @@ impl Paddock for Core {
         req: pb::ImportEnvironmentRequest,
     ) -> Result<pb::Environment> {
         Core::import_environment(self, caller, req).await
+    }
+    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment> {
+        Core::snapshot_session(self, caller, req).await
+    }
+    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+        Core::fork_session(self, caller, req).await
+    }
+    async fn collect_garbage(
+        &self,
+        caller: &Caller,
+        req: pb::CollectGarbageRequest,
+    ) -> Result<pb::CollectGarbageResponse> {
+        Core::collect_garbage(self, caller, req).await
     }
     async fn node_status(&self, caller: &Caller) -> Result<pb::NodeStatus> {
         Core::node_status(self, caller).await

@@ -451,6 +451,57 @@ impl Core {
         Ok(views::environment(&self.envs, &record))
     }
 
+    // ------------------------------------------------------------ snapshots
+
+    /// An environment of the caller's tenant from a running session's files.
+    pub async fn snapshot_session(
+        &self,
+        caller: &Caller,
+        r: pb::SnapshotSessionRequest,
+    ) -> Result<pb::Environment> {
+        let call = self.sessions.snapshot_session(caller, &r.session_id, r.name, r.description);
+        let record = self.counted("Sessions", "SnapshotSession", call).await?;
+        self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
+        Ok(views::environment(&self.envs, &record))
+    }
+
+    /// `count` new sessions on one snapshot of a session, all or none.
+    pub async fn fork_session(
+        &self,
+        caller: &Caller,
+        r: pb::ForkSessionRequest,
+    ) -> Result<pb::ForkSessionResponse> {
+        let call = self.sessions.fork_session(caller, &r.session_id, r.count, r.name);
+        let (env, sessions) = self.counted("Sessions", "ForkSession", call).await?;
+        self.events.publish(EventKind::EnvironmentCreated, &env.id, &env.tenant);
+        Ok(pb::ForkSessionResponse {
+            environment: Some(views::environment(&self.envs, &env)),
+            sessions: sessions.iter().map(|s| views::session(s, 0, None)).collect(),
+        })
+    }
+
+    /// Removes layers and base versions nothing uses: every tenant's
+    /// environments are weighed, so for admins only.
+    pub async fn collect_garbage(
+        &self,
+        caller: &Caller,
+        r: pb::CollectGarbageRequest,
+    ) -> Result<pb::CollectGarbageResponse> {
+        require_admin(caller, "collecting garbage")?;
+        let c = self.envs.collect_garbage(r.dry_run, None).await?;
+        Ok(pb::CollectGarbageResponse {
+            dry_run: c.dry_run,
+            removed: c
+                .removed
+                .into_iter()
+                .map(|(kind, name, size_bytes)| pb::CollectedItem { kind, name, size_bytes })
+                .collect(),
+            bytes_freed: c.bytes_freed,
+            kept: c.kept,
+            bytes_in_use: c.bytes_in_use,
+        })
+    }
+
     /// A client names a directory inside the exchange directory (relative, or
     /// absolute under it), never an arbitrary host path.
     fn exchange_path(&self, given: &str) -> Result<PathBuf> {

@@ -66,7 +66,11 @@ pub fn environment(envs: &EnvironmentManager, r: &EnvironmentRecord) -> Environm
         updated_at_ms: r.updated_at_ms,
         imported_base: match &r.base {
             Base::Imported { digest } => format!("sha256:{digest}"),
-            Base::Daemon => String::new(),
+            Base::Daemon | Base::Snapshot(_) => String::new(),
+        },
+        snapshot_of: match &r.base {
+            Base::Snapshot(s) => s.session.clone(),
+            Base::Daemon | Base::Imported { .. } => String::new(),
         },
         tenant: r.tenant.clone(),
     }

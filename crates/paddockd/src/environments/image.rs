@@ -49,6 +49,7 @@ impl EnvironmentManager {
             Ok(()) => self.events.publish(EventKind::BuildDone, id, &tenant),
             Err(e) => self.events.publish_detail(EventKind::BuildFailed, id, &tenant, e.clone()),
         }
+        self.gc_wanted.notify_one();
         built
     }
 
@@ -74,7 +75,16 @@ impl EnvironmentManager {
         let managers: Vec<Manager> =
             Manager::ALL.into_iter().filter(|m| !packages.list(*m).is_empty()).collect();
         let steps = managers.len() as u32;
-        let (mut parent, mut lowers, mut made, mut layer_env) = (base_digest.clone(), vec![], vec![], vec![]);
+        // A snapshot's stack is the bottom of every image built on it; pinned
+        // with the base, and each step's layer from its lookup on, until the
+        // image is recorded (gc.rs keeps what is pinned).
+        let (stack, stack_env) = self.base_stack(&record.base);
+        let lowers: Vec<PathBuf> = stack.iter().map(|d| self.layers.diff(d)).collect();
+        let mut pin = self.pins.pin();
+        pin.add(&base_rootfs);
+        pin.add_all(&lowers);
+        let parent = stack.last().cloned().unwrap_or_else(|| base_digest.clone());
+        let (mut parent, mut lowers, mut made, mut layer_env) = (parent, lowers, stack, stack_env);
         let (mut hits, mut built) = (0, 0);
         let event = |step: u32, m: Option<Manager>, e: build_event::Event| BuildEvent {
             step,
@@ -92,6 +102,7 @@ impl EnvironmentManager {
             let started_ev = StepStarted { packages: specs.to_vec(), digest: format!("sha256:{digest}") };
             let _ = tx.send(event(step_no, Some(m), build_event::Event::StepStarted(started_ev))).await;
             let _layer_lock = self.layers.lock(&digest).await;
+            pin.add(&self.layers.diff(&digest));
             let layer = match self.layers.get(&digest) {
                 Some(l) => {
                     hits += 1;
@@ -268,14 +279,29 @@ impl EnvironmentManager {
         };
         let mut env: Vec<String> = image.layer_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.extend(record.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let layers: Vec<PathBuf> = image.layers.iter().map(|d| self.layers.diff(d)).collect();
+        // Pinned until the session's record names them. A collection that ran
+        // between reading the record and this pin could only have taken an
+        // image the environment no longer has (rebuilt meanwhile).
+        let mut pin = self.pins.pin();
+        pin.add(&image.base_rootfs);
+        pin.add_all(&layers);
+        if let Some(gone) = layers.iter().find(|l| !l.exists()) {
+            return Err(Error::unavailable(format!(
+                "environment {:?} was rebuilt while the session started ({} is gone); try again",
+                record.name,
+                gone.display()
+            )));
+        }
         Ok(SessionImage {
             environment_id: record.id.clone(),
             environment_name: record.name.clone(),
             rootfs: image.base_rootfs.clone(),
-            layers: image.layers.iter().map(|d| self.layers.diff(d)).collect(),
+            layers,
             env,
             network: record.network.clone(),
             allow_privilege_escalation: record.allow_privilege_escalation,
+            pin: Some(pin),
         })
     }
 }

@@ -60,6 +60,11 @@ pub fn layer_key(parent: &str, manager: Manager, packages: &[String], tool_versi
     hex(&h.finalize())
 }
 
+/// 64 lower-case hex digits: a layer's name in the store.
+pub fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -84,6 +89,21 @@ impl LayerStore {
     /// The files of layer `digest` (an overlay lower layer).
     pub fn diff(&self, digest: &str) -> PathBuf {
         self.dir.join(digest).join("diff")
+    }
+
+    /// The digest of a layer's `diff` path, if `path` is one of this store's.
+    pub fn digest_of(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.dir).ok()?;
+        let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+        match (parts.next()?, parts.next()?, parts.next()) {
+            (Some(d), Some("diff"), None) if is_digest(d) => Some(d.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The store's directory (`<state>/layers`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The record of a finished layer, if the store has it.
@@ -129,6 +149,34 @@ impl LayerStore {
         fs::rename(tmp, &target).with_context(|| format!("renaming the layer into {}", target.display()))?;
         fs::File::open(&self.dir)?.sync_all()?;
         Ok(record)
+    }
+
+    /// Every finished layer's digest.
+    pub fn digests(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))? {
+            let name = entry?.file_name().to_string_lossy().to_string();
+            if is_digest(&name) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Takes `path` (a finished layer, or anything else on the store's
+    /// filesystem) out of sight at once by renaming it into `.tmp/`, where
+    /// [`Self::discard`] or a restart's `recover` deletes it.
+    pub fn take_out(&self, path: &Path, label: &str) -> std::io::Result<PathBuf> {
+        let to = self.dir.join(".tmp").join(format!("gc-{label}.{:08x}", rand::thread_rng().gen::<u32>()));
+        fs::rename(path, &to)?;
+        Ok(to)
+    }
+
+    /// Removes finished layer `digest` (one nothing uses).
+    pub fn remove(&self, digest: &str) -> Result<()> {
+        let gone = self.take_out(&self.dir.join(digest), digest)?;
+        remove_tree(&gone)
     }
 
     /// Throws away an unfinished build.

@@ -8,14 +8,20 @@
 //! - `image.rs`: building an image step by step; what a session starts from.
 //! - `build.rs`: one step in a build container.
 //! - `store.rs`: the environment records.
+//! - `snapshot.rs`, `upper.rs`: environments made from a session's files.
+//! - `gc.rs`, `pins.rs`: removing layers and base versions nothing uses.
 
 mod build;
+mod gc;
 mod image;
 pub(crate) mod layers;
 mod managers;
 mod oci;
 pub mod packages;
+mod pins;
+mod snapshot;
 mod store;
+mod upper;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,6 +37,8 @@ use tokio::sync::Mutex;
 use self::build::{Builder, BUILD_ID_PREFIX};
 use self::layers::LayerStore;
 use self::packages::Packages;
+pub use self::pins::Pin;
+pub use self::snapshot::SnapshotSource;
 pub use self::store::{Base, EnvironmentRecord, Image};
 use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
@@ -56,6 +64,10 @@ pub struct SessionImage {
     pub network: Option<PolicySpec>,
     /// Setuid programs work (no_new_privs off); needs a user namespace.
     pub allow_privilege_escalation: bool,
+    /// Keeps `rootfs` and `layers` from garbage collection until the
+    /// session's record names them. Held for its drop only.
+    #[allow(dead_code)]
+    pub pin: Option<Pin>,
 }
 
 impl SessionImage {
@@ -69,6 +81,7 @@ impl SessionImage {
             env: vec![],
             network: None,
             allow_privilege_escalation: false,
+            pin: None,
         }
     }
 }
@@ -84,6 +97,14 @@ pub struct EnvironmentManager {
     /// Builds publish started, done and failed, and time their steps.
     events: Arc<Events>,
     metrics: Arc<Metrics>,
+    /// Paths in use before a record names them (gc.rs keeps them).
+    pub(crate) pins: pins::Pins,
+    /// One garbage collection at a time.
+    gc_lock: Mutex<()>,
+    /// Sizes of base versions (never modified), for the budget.
+    base_sizes: std::sync::Mutex<HashMap<PathBuf, u64>>,
+    /// A build or snapshot finished: the budget loop checks the store.
+    pub(crate) gc_wanted: tokio::sync::Notify,
 }
 
 impl EnvironmentManager {
@@ -105,6 +126,10 @@ impl EnvironmentManager {
             cfg,
             records: Mutex::new(HashMap::new()),
             build_locks: std::sync::Mutex::new(HashMap::new()),
+            pins: pins::Pins::default(),
+            gc_lock: Mutex::new(()),
+            base_sizes: std::sync::Mutex::new(HashMap::new()),
+            gc_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -350,10 +375,29 @@ impl EnvironmentManager {
                         self.cfg.image_rootfs().display()
                     )
                 })?;
-                let digest = layers::hex(&Sha256::digest(format!("paddock-base-v1\n{}", path.display())));
+                let digest = self.rootfs_digest(&path);
                 Ok((path, digest))
             }
             Base::Imported { digest } => Ok((self.layers.diff(digest), digest.clone())),
+            Base::Snapshot(s) => Ok((s.rootfs.clone(), self.rootfs_digest(&s.rootfs))),
+        }
+    }
+
+    /// The digest a root filesystem is known by: an imported base's layer
+    /// digest, or for a version of the daemon's image a hash of its path.
+    pub(crate) fn rootfs_digest(&self, rootfs: &std::path::Path) -> String {
+        match self.layers.digest_of(rootfs) {
+            Some(d) => d,
+            None => layers::hex(&Sha256::digest(format!("paddock-base-v1\n{}", rootfs.display()))),
+        }
+    }
+
+    /// Layers and variables a base brings above its root filesystem (a
+    /// snapshot's stack); none for the daemon's or an imported base.
+    pub(crate) fn base_stack(&self, base: &Base) -> (Vec<String>, Vec<(String, String)>) {
+        match base {
+            Base::Snapshot(s) => (s.layers.clone(), s.env.clone()),
+            Base::Daemon | Base::Imported { .. } => (vec![], vec![]),
         }
     }
 }

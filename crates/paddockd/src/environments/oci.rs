@@ -84,6 +84,9 @@ impl EnvironmentManager {
             .map_err(|e| Error::invalid_argument(format!("directory: {e:#}")))?;
         let digest = hex(&Sha256::digest(format!("paddock-import-v1\n{manifest_digest}")));
         let _lock = self.layers.lock(&digest).await;
+        // Kept from garbage collection until the environment's record names it.
+        let mut pin = self.pins.pin();
+        pin.add(&self.layers.diff(&digest));
         if self.layers.get(&digest).is_none() {
             let tmp = self.layers.temp(&digest).map_err(internal)?;
             let (m, d, t) = (manifest.clone(), dir.to_path_buf(), tmp.clone());

@@ -17,6 +17,23 @@ pub enum Base {
     Daemon,
     /// An imported OCI image, unpacked as layer `digest`'s files.
     Imported { digest: String },
+    /// A session's files (SnapshotSession): a frozen stack, never rebuilt.
+    Snapshot(SnapshotBase),
+}
+
+/// What a snapshot environment stands on: the source session's root
+/// filesystem and layers with the snapshot's own layer on top. Pinned
+/// (versioned paths, digests), since nothing could rebuild the top layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotBase {
+    /// The session it was taken from.
+    pub session: String,
+    /// The root filesystem under the layers (a base version or an imported layer).
+    pub rootfs: PathBuf,
+    /// Layer digests, lowest first; the last is the snapshot's own.
+    pub layers: Vec<String>,
+    /// Variables the source session's image had (its layers' and environment's).
+    pub env: Vec<(String, String)>,
 }
 
 /// A finished build: what it was built from and the layers it made.

@@ -336,6 +336,19 @@ impl Paddock for Remote {
     ) -> Result<pb::Environment> {
         unary!(self, environments, import_environment, caller, req)
     }
+    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment> {
+        unary!(self, sessions, snapshot_session, caller, req)
+    }
+    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+        unary!(self, sessions, fork_session, caller, req)
+    }
+    async fn collect_garbage(
+        &self,
+        caller: &Caller,
+        req: pb::CollectGarbageRequest,
+    ) -> Result<pb::CollectGarbageResponse> {
+        unary!(self, environments, collect_garbage, caller, req)
+    }
     async fn node_status(&self, caller: &Caller) -> Result<pb::NodeStatus> {
         unary!(self, fleet, get_node_status, caller, pb::GetNodeStatusRequest {})
     }

@@ -426,6 +426,38 @@ impl Paddock for Router {
         Err(Error::unimplemented("import an environment on a node (its exchange directory is the node's)"))
     }
 
+    /// On the session's node: the snapshot environment (and a fork's
+    /// sessions) live there only, like the writable layer they come from.
+    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment> {
+        let node = self.route(caller, &req.session_id).await?;
+        node.remote.snapshot_session(caller, req).await
+    }
+    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+        let node = self.route(caller, &req.session_id).await?;
+        let mut answer = node.remote.fork_session(caller, req).await?;
+        answer.sessions = answer.sessions.into_iter().map(|s| on(&node, s)).collect();
+        Ok(answer)
+    }
+    /// Every node that is up collects its own garbage; the answer is the sum.
+    async fn collect_garbage(
+        &self,
+        caller: &Caller,
+        req: pb::CollectGarbageRequest,
+    ) -> Result<pb::CollectGarbageResponse> {
+        require_admin(caller, "collecting garbage")?;
+        let req = &req;
+        let answers = self.everywhere(|n| async move { n.remote.collect_garbage(caller, req.clone()).await }).await?;
+        let mut total = pb::CollectGarbageResponse { dry_run: req.dry_run, ..Default::default() };
+        for (node, r) in answers {
+            let r = r.map_err(|e| Error::new(e.code, format!("node {}: {}", node.name(), e.message)))?;
+            total.removed.extend(r.removed);
+            total.bytes_freed += r.bytes_freed;
+            total.kept += r.kept;
+            total.bytes_in_use += r.bytes_in_use;
+        }
+        Ok(total)
+    }
+
     async fn list_nodes(&self, caller: &Caller) -> Result<pb::ListNodesResponse> {
         require_admin(caller, "listing nodes")?;
         Ok(pb::ListNodesResponse { nodes: self.nodes.all().iter().map(|n| n.info()).collect() })

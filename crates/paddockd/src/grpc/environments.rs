@@ -10,6 +10,7 @@ use paddock_proto::v1::{
     GetEnvironmentRequest, ImportEnvironmentRequest, ListEnvironmentsRequest, ListEnvironmentsResponse,
     UpdateEnvironmentRequest,
 };
+use paddock_proto::v1::{CollectGarbageRequest, CollectGarbageResponse};
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
@@ -90,5 +91,13 @@ impl Environments for EnvironmentsApi {
     ) -> Result<Response<Environment>, Status> {
         let c = caller(&request)?;
         Ok(Response::new(self.core.import_environment(&c, request.into_inner()).await.map_err(status)?))
+    }
+
+    async fn collect_garbage(
+        &self,
+        request: Request<CollectGarbageRequest>,
+    ) -> Result<Response<CollectGarbageResponse>, Status> {
+        let c = caller(&request)?;
+        Ok(Response::new(self.core.collect_garbage(&c, request.into_inner()).await.map_err(status)?))
     }
 }

@@ -21,6 +21,7 @@ use paddock_proto::v1::{
     SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest, ToolResult,
     UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
+use paddock_proto::v1::{Environment, ForkSessionRequest, ForkSessionResponse, SnapshotSessionRequest};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -110,6 +111,20 @@ impl Sessions for SessionsApi {
     ) -> Result<Response<NetworkStatus>, Status> {
         let c = caller(&request)?;
         Ok(Response::new(self.core.get_network(&c, &request.into_inner().session_id).await.map_err(status)?))
+    }
+
+    async fn snapshot_session(
+        &self,
+        request: Request<SnapshotSessionRequest>,
+    ) -> Result<Response<Environment>, Status> {
+        through!(self, request, snapshot_session)
+    }
+
+    async fn fork_session(
+        &self,
+        request: Request<ForkSessionRequest>,
+    ) -> Result<Response<ForkSessionResponse>, Status> {
+        through!(self, request, fork_session)
     }
 }
 

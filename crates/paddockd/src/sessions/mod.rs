@@ -15,6 +15,7 @@ mod lifecycle;
 mod network;
 mod node;
 pub mod session_files;
+mod snapshot;
 pub mod state;
 mod tools;
 mod usage;
@@ -323,6 +324,8 @@ impl SessionManager {
             network: None,
             tenant: crate::core::caller::default_tenant(),
             userns,
+            layers: Some(image.layers.clone()),
+            image_env: image.env.clone(),
         };
         if let Err(e) = self.store.save(&record) {
             release();
