@@ -18,8 +18,9 @@ use clap::{Args, Parser, Subcommand};
 use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, Limits,
-    ListSessionsRequest, Session, SessionResource, SessionState, StopSessionRequest, UpdateNetworkRequest,
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, IdleAction,
+    Limits, ListSessionsRequest, PauseSessionRequest, ResumeSessionRequest, Session, SessionResource,
+    SessionState, StopReason, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 
@@ -94,6 +95,16 @@ enum SessionCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Pause sessions: freeze every process (memory kept, no CPU) until resumed.
+    Pause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Resume paused sessions: their processes continue where they stopped.
+    Resume {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -141,6 +152,17 @@ pub(crate) struct SessionSpec {
     uploads: Vec<(String, String)>,
     #[command(flatten)]
     network: network::NetworkArgs,
+    /// Stop the session after this long without a tool call, e.g. 5m (0:
+    /// never; unset: the daemon's --idle-timeout).
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// What the idle timeout does: stop (the default) or pause.
+    #[arg(long, value_parser = ["stop", "pause"])]
+    idle_action: Option<String>,
+    /// A tool call on the session while it is paused resumes it first
+    /// (instead of failing).
+    #[arg(long)]
+    auto_resume: bool,
 }
 
 fn parse_upload(s: &str) -> Result<(String, String), String> {
@@ -260,6 +282,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     d => println!("disk:     {}", format_bytes(d)),
                 }
                 println!("expires:  {}", expires(s.expires_at_ms));
+                if let Some(idle) = idle_line(&s) {
+                    println!("idle:     {idle}");
+                }
+                if let Some(r) = stop_reason(&s) {
+                    println!("stopped:  {r}");
+                }
                 println!("init pid: {}", s.init_pid);
                 println!("tenant:   {}", s.tenant);
                 if !s.environment_name.is_empty() {
@@ -309,6 +337,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for_each_session(ids, |id| {
                 let mut c = client.clone();
                 async move { c.delete_session(DeleteSessionRequest { session_id: id }).await.map(|_| ()) }
+            })
+            .await
+        }
+        Command::Session(SessionCommand::Pause { ids }) => {
+            for_each_session(ids, |id| {
+                let mut c = client.clone();
+                async move { c.pause_session(PauseSessionRequest { session_id: id }).await.map(|_| ()) }
+            })
+            .await
+        }
+        Command::Session(SessionCommand::Resume { ids }) => {
+            for_each_session(ids, |id| {
+                let mut c = client.clone();
+                async move { c.resume_session(ResumeSessionRequest { session_id: id }).await.map(|_| ()) }
             })
             .await
         }
@@ -366,6 +408,17 @@ pub(crate) fn create_request(args: SessionSpec) -> Result<CreateSessionRequest> 
         wait_for_build: args.wait_for_build,
         resources,
         network: args.network.policy(),
+        // A timeout under a second is a second (0 stays 0: off).
+        idle_timeout_seconds: args.idle_timeout.map(|t| match t.as_secs_f64() {
+            s if s == 0.0 => 0,
+            s => s.ceil() as i64,
+        }),
+        idle_action: match args.idle_action.as_deref() {
+            Some("pause") => IdleAction::Pause,
+            Some(_) => IdleAction::Stop,
+            None => IdleAction::Unspecified,
+        } as i32,
+        auto_resume: args.auto_resume,
         ..Default::default()
     })
 }
@@ -424,6 +477,7 @@ fn state_name(state: i32) -> &'static str {
         SessionState::Creating => "creating",
         SessionState::Running => "running",
         SessionState::Stopped => "stopped",
+        SessionState::Paused => "paused",
         SessionState::Unspecified => "unknown",
     }
 }
@@ -452,5 +506,32 @@ fn session_json(s: &Session) -> serde_json::Value {
         "network": s.network.as_ref().map(network::policy_json),
         "network_denied_total": s.network_denied_total,
         "usage": s.usage.as_ref().map(observe::usage_json),
+        "auto_resume": s.auto_resume,
+        "idle_timeout_seconds": s.idle_timeout_seconds,
+        "idle_action": if s.idle_action == IdleAction::Pause as i32 { "pause" } else { "stop" },
+        "stop_reason": stop_reason(s),
+        "paused_at_ms": if s.paused_at_ms == 0 { None } else { Some(s.paused_at_ms) },
+        "last_activity_ms": if s.last_activity_ms == 0 { None } else { Some(s.last_activity_ms) },
     })
+}
+
+/// Why the session stopped (`idle`, `ttl`, ...), once it has.
+fn stop_reason(s: &Session) -> Option<String> {
+    match StopReason::try_from(s.stop_reason).unwrap_or(StopReason::Unspecified) {
+        StopReason::Unspecified => None,
+        r => Some(r.as_str_name().trim_start_matches("STOP_REASON_").to_lowercase()),
+    }
+}
+
+/// The idle timeout, its action, and auto-resume, for `session show`.
+fn idle_line(s: &Session) -> Option<String> {
+    let action = if s.idle_action == IdleAction::Pause as i32 { "pause" } else { "stop" };
+    let mut line = match s.idle_timeout_seconds {
+        0 => String::new(),
+        t => format!("{action} after {t}s without a tool call"),
+    };
+    if s.auto_resume {
+        line += if line.is_empty() { "auto-resume" } else { "; auto-resume" };
+    }
+    (!line.is_empty()).then_some(line)
 }

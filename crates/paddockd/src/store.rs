@@ -29,6 +29,17 @@ pub enum SessionState {
     /// In memory only, never saved: the session was deleted while another
     /// call held it; that call answers NOT_FOUND.
     Deleted,
+    /// Every process frozen (cgroup freezer), memory kept; the init is alive.
+    /// Kept across daemon restarts: recovery freezes it again if needed.
+    Paused,
+}
+
+/// What an idle timeout does to a session.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum IdleAction {
+    #[default]
+    Stop,
+    Pause,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,6 +87,20 @@ pub struct SessionRecord {
     /// sandbox made before user namespaces).
     #[serde(default)]
     pub userns: Option<paddock_runtime::namespaces::IdRange>,
+    /// A tool call on the paused session resumes it first.
+    #[serde(default)]
+    pub auto_resume: bool,
+    /// Idle timeout in milliseconds; 0: none.
+    #[serde(default)]
+    pub idle_timeout_ms: i64,
+    #[serde(default)]
+    pub idle_action: IdleAction,
+    /// When it was paused (Unix ms), while it is.
+    #[serde(default)]
+    pub paused_at_ms: Option<i64>,
+    /// Why its sandbox stopped, once it has.
+    #[serde(default)]
+    pub stop_reason: Option<crate::core::events::StopReason>,
 }
 
 impl Record for SessionRecord {

@@ -11,8 +11,10 @@
 //! TTLs and the warm pool in `background.rs`.
 
 mod background;
+mod idle;
 mod lifecycle;
 mod network;
+mod pause;
 pub mod session_files;
 pub mod state;
 mod tools;
@@ -74,6 +76,8 @@ struct Session {
     guest: Guest,
     /// The cgroup's OOM kill count when last looked at (usage.rs).
     oom_kills_seen: u64,
+    /// Tool calls in flight and when the last one ended (idle.rs).
+    activity: Arc<idle::Activity>,
 }
 
 /// A session in the index. The tenant is kept outside the session's lock:
@@ -87,7 +91,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn new(record: SessionRecord, guest: Guest, oom_kills_seen: u64) -> Self {
-        let session = Session { record, guest, oom_kills_seen };
+        let session = Session { record, guest, oom_kills_seen, activity: idle::Activity::new() };
         Self { tenant: session.record.tenant.clone(), session: Arc::new(Mutex::new(session)) }
     }
 }
@@ -172,6 +176,7 @@ impl SessionManager {
             Some(t) => Some(expiry(now, t)?),
         };
         let uploads = session_files::validate(&req.resources)?;
+        let (idle_timeout_ms, idle_action) = idle::resolve(&self.cfg, &req)?;
         let requested = match &req.network {
             Some(p) => Some(self.net.policy_from(Some(p), "network")?),
             None => None,
@@ -204,6 +209,9 @@ impl SessionManager {
         record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
         record.network = Some(policy.clone());
         record.tenant = caller.tenant.clone();
+        record.auto_resume = req.auto_resume;
+        record.idle_timeout_ms = idle_timeout_ms;
+        record.idle_action = idle_action;
         if let Err(e) = record.state.advance(state::Event::Started) {
             self.remove_sandbox(&record).await;
             return Err(e);
@@ -322,6 +330,11 @@ impl SessionManager {
             network: None,
             tenant: crate::core::caller::default_tenant(),
             userns,
+            auto_resume: false,
+            idle_timeout_ms: 0,
+            idle_action: Default::default(),
+            paused_at_ms: None,
+            stop_reason: None,
         };
         if let Err(e) = self.store.save(&record) {
             release();
@@ -443,7 +456,7 @@ impl SessionManager {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
-        s.record.state.check(id, Op::UseGuest)?;
+        s.record.state.check(id, Op::SetTtl)?;
         // Recorded first, so a daemon restart keeps the new deadline.
         let previous = std::mem::replace(&mut s.record.expires_at_ms, expires_at_ms);
         if let Err(e) = self.store.save(&s.record) {
@@ -523,34 +536,41 @@ impl SessionManager {
     }
 
     /// Who serves a read of the session's files: its guest while it runs,
-    /// paddockd from the kept outputs once it has stopped.
+    /// paddockd from the kept outputs once it has stopped. A read from the
+    /// guest is a tool call: the session is busy until the `Busy` goes.
     pub(crate) async fn files_reader(&self, caller: &Caller, id: &str) -> Result<FilesReader, Error> {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
+        self.auto_resume(&mut s).await?;
         s.record.state.check(id, Op::ReadFiles)?;
         match s.record.state {
-            SessionState::Running => Ok(FilesReader::Guest(s.guest.clone())),
+            SessionState::Running => Ok(FilesReader::Guest(s.guest.clone(), s.activity.begin())),
             _ => Ok(FilesReader::Outputs(self.session_files(id))),
         }
     }
 
-    /// A running session's guest client, or the reason there is none.
-    async fn guest_of(&self, caller: &Caller, id: &str) -> Result<Guest, Error> {
+    /// A running session's guest client, or the reason there is none; the
+    /// session counts as busy (not idle) while the `Busy` lives. A paused
+    /// session made with auto_resume is resumed first.
+    async fn guest_of(&self, caller: &Caller, id: &str) -> Result<(Guest, idle::Busy), Error> {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
+        self.auto_resume(&mut s).await?;
         s.record.state.check(id, Op::UseGuest)?;
-        Ok(s.guest.clone())
+        Ok((s.guest.clone(), s.activity.begin()))
     }
 }
 
 /// Who serves a read of a session's files (the core decides; front ends never
 /// see either side).
 pub(crate) enum FilesReader {
-    Guest(Guest),
+    Guest(Guest, idle::Busy),
     Outputs(SessionFiles),
 }
+
+pub(crate) use idle::hold;
 
 fn new_session_id() -> String {
     format!("ses-{:016x}", rand::thread_rng().gen::<u64>())
