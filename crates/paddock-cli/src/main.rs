@@ -2,6 +2,7 @@
 
 mod connect;
 mod env;
+mod idle;
 mod mcp;
 mod network;
 mod observe;
@@ -20,7 +21,7 @@ use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
     CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, IdleAction,
     Limits, ListSessionsRequest, PauseSessionRequest, ResumeSessionRequest, Session, SessionResource,
-    SessionState, StopReason, StopSessionRequest, UpdateNetworkRequest,
+    SessionState, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 
@@ -282,10 +283,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     d => println!("disk:     {}", format_bytes(d)),
                 }
                 println!("expires:  {}", expires(s.expires_at_ms));
-                if let Some(idle) = idle_line(&s) {
+                if let Some(idle) = idle::line(&s) {
                     println!("idle:     {idle}");
                 }
-                if let Some(r) = stop_reason(&s) {
+                if let Some(r) = idle::stop_reason(&s) {
                     println!("stopped:  {r}");
                 }
                 println!("init pid: {}", s.init_pid);
@@ -408,16 +409,8 @@ pub(crate) fn create_request(args: SessionSpec) -> Result<CreateSessionRequest> 
         wait_for_build: args.wait_for_build,
         resources,
         network: args.network.policy(),
-        // A timeout under a second is a second (0 stays 0: off).
-        idle_timeout_seconds: args.idle_timeout.map(|t| match t.as_secs_f64() {
-            s if s == 0.0 => 0,
-            s => s.ceil() as i64,
-        }),
-        idle_action: match args.idle_action.as_deref() {
-            Some("pause") => IdleAction::Pause,
-            Some(_) => IdleAction::Stop,
-            None => IdleAction::Unspecified,
-        } as i32,
+        idle_timeout_seconds: args.idle_timeout.map(idle::seconds),
+        idle_action: idle::action(args.idle_action.as_deref()) as i32,
         auto_resume: args.auto_resume,
         ..Default::default()
     })
@@ -509,29 +502,8 @@ fn session_json(s: &Session) -> serde_json::Value {
         "auto_resume": s.auto_resume,
         "idle_timeout_seconds": s.idle_timeout_seconds,
         "idle_action": if s.idle_action == IdleAction::Pause as i32 { "pause" } else { "stop" },
-        "stop_reason": stop_reason(s),
+        "stop_reason": idle::stop_reason(s),
         "paused_at_ms": if s.paused_at_ms == 0 { None } else { Some(s.paused_at_ms) },
         "last_activity_ms": if s.last_activity_ms == 0 { None } else { Some(s.last_activity_ms) },
     })
-}
-
-/// Why the session stopped (`idle`, `ttl`, ...), once it has.
-fn stop_reason(s: &Session) -> Option<String> {
-    match StopReason::try_from(s.stop_reason).unwrap_or(StopReason::Unspecified) {
-        StopReason::Unspecified => None,
-        r => Some(r.as_str_name().trim_start_matches("STOP_REASON_").to_lowercase()),
-    }
-}
-
-/// The idle timeout, its action, and auto-resume, for `session show`.
-fn idle_line(s: &Session) -> Option<String> {
-    let action = if s.idle_action == IdleAction::Pause as i32 { "pause" } else { "stop" };
-    let mut line = match s.idle_timeout_seconds {
-        0 => String::new(),
-        t => format!("{action} after {t}s without a tool call"),
-    };
-    if s.auto_resume {
-        line += if line.is_empty() { "auto-resume" } else { "; auto-resume" };
-    }
-    (!line.is_empty()).then_some(line)
 }
