@@ -6,10 +6,7 @@ use paddock_proto::v1::{IdleAction, Session, StopReason};
 
 /// `--idle-timeout` in whole seconds: a part second is a second (0 stays 0: off).
 pub(crate) fn seconds(t: Duration) -> i64 {
-    match t.as_secs_f64() {
-        s if s == 0.0 => 0,
-        s => s.ceil() as i64,
-    }
+    t.as_secs_f64().ceil() as i64
 }
 
 /// `--idle-action` (clap allows only stop and pause); unset: the daemon's (stop).
