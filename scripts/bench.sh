@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool --bin bench-scale --bin bench-fleet --bin bench-snapshot
+cargo build --release --locked -p paddock-tests --bin bench-runtime --bin bench-disk --bin bench-tools --bin bench-network --bin bench-env --bin bench-runtool --bin bench-scale --bin bench-fleet --bin bench-snapshot --bin bench-lifecycle
 target/release/bench-runtime "$@"
 echo
 target/release/bench-disk "$@"
@@ -16,6 +16,9 @@ echo
 target/release/bench-tools "$@"
 echo
 target/release/bench-network "$@"
+echo
+# TCP against the unix socket (ExecStream, paddock exec), pause and resume.
+target/release/bench-lifecycle "$@"
 echo
 # The Python client against the Rust client, and the worker factory's cost.
 "$(scripts/python-client.sh)" clients/python/bench/bench_client.py

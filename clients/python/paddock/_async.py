@@ -123,11 +123,15 @@ class AsyncSessions:
         labels: Optional[Mapping[str, str]] = None,
         wait_for_build: bool = False,
         resources: Optional[Mapping[str, Union[bytes, str]]] = None,
+        idle_timeout: Optional[Duration] = None,
+        idle_action: Optional[str] = None,
+        auto_resume: bool = False,
     ) -> "AsyncSession":
         """Starts a sandbox; arguments as for `Paddock.sessions.create`."""
         req = t.create_session_request(
             memory=memory, cpus=cpus, pids=pids, disk=disk, ttl=ttl, environment=environment,
             network=network, labels=labels, wait_for_build=wait_for_build, resources=resources,
+            idle_timeout=idle_timeout, idle_action=idle_action, auto_resume=auto_resume,
         )
         info = t.SessionInfo.from_proto(await self._c.call(self._c.stubs.sessions.CreateSession, req))
         return AsyncSession(self._c, info.id, info)
@@ -193,6 +197,16 @@ class AsyncSession:
 
     async def stop(self) -> t.SessionInfo:
         m = await self._c.call(self._c.stubs.sessions.StopSession, sessions_pb2.StopSessionRequest(session_id=self.id))
+        self.info = t.SessionInfo.from_proto(m)
+        return self.info
+
+    async def pause(self) -> t.SessionInfo:
+        m = await self._c.call(self._c.stubs.sessions.PauseSession, sessions_pb2.PauseSessionRequest(session_id=self.id))
+        self.info = t.SessionInfo.from_proto(m)
+        return self.info
+
+    async def resume(self) -> t.SessionInfo:
+        m = await self._c.call(self._c.stubs.sessions.ResumeSession, sessions_pb2.ResumeSessionRequest(session_id=self.id))
         self.info = t.SessionInfo.from_proto(m)
         return self.info
 

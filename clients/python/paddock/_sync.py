@@ -143,6 +143,9 @@ class Sessions:
         labels: Optional[Mapping[str, str]] = None,
         wait_for_build: bool = False,
         resources: Optional[Mapping[str, Union[bytes, str]]] = None,
+        idle_timeout: Optional[Duration] = None,
+        idle_action: Optional[str] = None,
+        auto_resume: bool = False,
     ) -> "Session":
         """Starts a sandbox; returns once it accepts tool calls.
 
@@ -158,10 +161,15 @@ class Sessions:
             labels: free-form labels, returned with the session.
             wait_for_build: build the environment first if it is not built.
             resources: files placed read-only under ``/mnt/session/uploads/``: ``{path: content}``.
+            idle_timeout: stop (or pause) the session after this long without a tool call
+                (``"5m"``); ``0``: never; unset: the daemon's default.
+            idle_action: ``"stop"`` (default) or ``"pause"``.
+            auto_resume: a tool call on the paused session resumes it first.
         """
         req = t.create_session_request(
             memory=memory, cpus=cpus, pids=pids, disk=disk, ttl=ttl, environment=environment,
             network=network, labels=labels, wait_for_build=wait_for_build, resources=resources,
+            idle_timeout=idle_timeout, idle_action=idle_action, auto_resume=auto_resume,
         )
         info = t.SessionInfo.from_proto(self._c.call(self._c.stubs.sessions.CreateSession, req))
         return Session(self._c, info.id, info)
@@ -243,6 +251,19 @@ class Session:
     def stop(self) -> t.SessionInfo:
         """Ends the sandbox; the session (and /mnt/session/outputs) stays until `delete`."""
         m = self._c.call(self._c.stubs.sessions.StopSession, sessions_pb2.StopSessionRequest(session_id=self.id))
+        self._info = t.SessionInfo.from_proto(m)
+        return self._info
+
+    def pause(self) -> t.SessionInfo:
+        """Freezes every process (memory kept, no CPU) until `resume`; tool calls fail meanwhile
+        (`paddock.FailedPrecondition`) unless the session was created with ``auto_resume``."""
+        m = self._c.call(self._c.stubs.sessions.PauseSession, sessions_pb2.PauseSessionRequest(session_id=self.id))
+        self._info = t.SessionInfo.from_proto(m)
+        return self._info
+
+    def resume(self) -> t.SessionInfo:
+        """Thaws a paused session: its processes go on where they stopped."""
+        m = self._c.call(self._c.stubs.sessions.ResumeSession, sessions_pb2.ResumeSessionRequest(session_id=self.id))
         self._info = t.SessionInfo.from_proto(m)
         return self._info
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from paddock.v1 import (
     code_pb2,
     environments_pb2,
+    events_pb2,
     files_pb2,
     network_pb2,
     processes_pb2,
@@ -88,6 +89,7 @@ class SessionState:
     CREATING = "creating"
     RUNNING = "running"
     STOPPED = "stopped"
+    PAUSED = "paused"
 
 
 _STATE = {
@@ -95,7 +97,10 @@ _STATE = {
     sessions_pb2.SESSION_STATE_CREATING: SessionState.CREATING,
     sessions_pb2.SESSION_STATE_RUNNING: SessionState.RUNNING,
     sessions_pb2.SESSION_STATE_STOPPED: SessionState.STOPPED,
+    sessions_pb2.SESSION_STATE_PAUSED: SessionState.PAUSED,
 }
+
+_IDLE_ACTIONS = {"stop": sessions_pb2.IDLE_ACTION_STOP, "pause": sessions_pb2.IDLE_ACTION_PAUSE}
 
 
 @dataclass
@@ -221,6 +226,15 @@ class SessionInfo:
     network: NetworkPolicy
     network_denied_total: int
     tenant: str
+    auto_resume: bool = False
+    #: 0: no idle timeout.
+    idle_timeout_seconds: int = 0
+    #: ``"stop"`` or ``"pause"``.
+    idle_action: str = "stop"
+    #: Why it stopped (``"idle"``, ``"ttl"``, ``"stopped"``, ...), once it has; ``""`` otherwise.
+    stop_reason: str = ""
+    #: When it was paused (Unix ms); 0 unless paused.
+    paused_at_ms: int = 0
 
     @classmethod
     def from_proto(cls, m: sessions_pb2.Session) -> "SessionInfo":
@@ -238,6 +252,13 @@ class SessionInfo:
             network=NetworkPolicy.from_proto(m.network),
             network_denied_total=m.network_denied_total,
             tenant=m.tenant,
+            auto_resume=m.auto_resume,
+            idle_timeout_seconds=m.idle_timeout_seconds,
+            idle_action="pause" if m.idle_action == sessions_pb2.IDLE_ACTION_PAUSE else "stop",
+            stop_reason=events_pb2.StopReason.Name(m.stop_reason).removeprefix("STOP_REASON_").lower()
+            if m.stop_reason
+            else "",
+            paused_at_ms=m.paused_at_ms,
         )
 
 
@@ -258,6 +279,9 @@ def create_session_request(
     labels: Optional[Mapping[str, str]] = None,
     wait_for_build: bool = False,
     resources: Optional[Mapping[str, Union[bytes, str]]] = None,
+    idle_timeout: Union[int, float, str, _dt.timedelta, None] = None,
+    idle_action: Optional[str] = None,
+    auto_resume: bool = False,
 ) -> sessions_pb2.CreateSessionRequest:
     limits = sessions_pb2.Limits()
     if memory is not None:
@@ -276,6 +300,13 @@ def create_session_request(
     )
     if ttl is not None:
         req.ttl_seconds = int(parse_seconds(ttl))
+    if idle_timeout is not None:
+        req.idle_timeout_seconds = int(-(-parse_seconds(idle_timeout) // 1))  # a part second is a second
+    if idle_action is not None:
+        if idle_action not in _IDLE_ACTIONS:
+            raise ValueError(f"idle_action: {idle_action!r} is not 'stop' or 'pause'")
+        req.idle_action = _IDLE_ACTIONS[idle_action]
+    req.auto_resume = auto_resume
     if network is not None:
         req.network.CopyFrom(NetworkPolicy.coerce(network).to_proto())
     for path, content in (resources or {}).items():

@@ -38,6 +38,24 @@ def test_session_lifecycle(pd):
         pd.sessions.get(s.id)
 
 
+def test_pause_resume_and_idle_fields(pd):
+    with pd.sessions.create(idle_timeout="10m", idle_action="pause") as s:
+        assert (s.info.idle_timeout_seconds, s.info.idle_action, s.info.auto_resume) == (600, "pause", False)
+        s.exec("echo 1 > /tmp/n")
+        assert s.pause().state == "paused"
+        with pytest.raises(errors.FailedPrecondition) as e:
+            s.exec("true")
+        assert "paused" in e.value.message
+        assert s.resume().state == "running"
+        assert s.exec("cat /tmp/n").text == "1\n"
+    with pd.sessions.create(auto_resume=True) as s:
+        s.pause()
+        assert s.exec("echo woke").text == "woke\n"
+        assert s.refresh().state == "running"
+    with pytest.raises(ValueError):
+        pd.sessions.create(idle_action="sleep")
+
+
 def test_context_manager_deletes(pd):
     with pd.sessions.create() as s:
         assert s.exec("true").ok

@@ -2,6 +2,7 @@
 
 mod connect;
 mod env;
+mod idle;
 mod mcp;
 mod network;
 mod node;
@@ -20,8 +21,9 @@ use clap::{Args, Parser, Subcommand};
 use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, Limits,
-    ListSessionsRequest, Session, SessionResource, SessionState, StopSessionRequest, UpdateNetworkRequest,
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, IdleAction,
+    Limits, ListSessionsRequest, PauseSessionRequest, ResumeSessionRequest, Session, SessionResource,
+    SessionState, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 
@@ -107,6 +109,16 @@ enum SessionCommand {
     /// Start new sessions from a snapshot of a running session, with its
     /// limits, labels, network policy and TTL; prints their ids. All or none.
     Fork(snapshot::ForkArgs),
+    /// Pause sessions: freeze every process (memory kept, no CPU) until resumed.
+    Pause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Resume paused sessions: their processes continue where they stopped.
+    Resume {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -154,6 +166,17 @@ pub(crate) struct SessionSpec {
     uploads: Vec<(String, String)>,
     #[command(flatten)]
     network: network::NetworkArgs,
+    /// Stop the session after this long without a tool call, e.g. 5m (0:
+    /// never; unset: the daemon's --idle-timeout).
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// What the idle timeout does: stop (the default) or pause.
+    #[arg(long, value_parser = ["stop", "pause"])]
+    idle_action: Option<String>,
+    /// A tool call on the session while it is paused resumes it first
+    /// (instead of failing).
+    #[arg(long)]
+    auto_resume: bool,
 }
 
 fn parse_upload(s: &str) -> Result<(String, String), String> {
@@ -284,6 +307,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     d => println!("disk:     {}", format_bytes(d)),
                 }
                 println!("expires:  {}", expires(s.expires_at_ms));
+                if let Some(idle) = idle::line(&s) {
+                    println!("idle:     {idle}");
+                }
+                if let Some(r) = idle::stop_reason(&s) {
+                    println!("stopped:  {r}");
+                }
                 println!("init pid: {}", s.init_pid);
                 println!("tenant:   {}", s.tenant);
                 if !s.environment_name.is_empty() {
@@ -333,6 +362,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for_each_session(ids, |id| {
                 let mut c = client.clone();
                 async move { c.delete_session(DeleteSessionRequest { session_id: id }).await.map(|_| ()) }
+            })
+            .await
+        }
+        Command::Session(SessionCommand::Pause { ids }) => {
+            for_each_session(ids, |id| {
+                let mut c = client.clone();
+                async move { c.pause_session(PauseSessionRequest { session_id: id }).await.map(|_| ()) }
+            })
+            .await
+        }
+        Command::Session(SessionCommand::Resume { ids }) => {
+            for_each_session(ids, |id| {
+                let mut c = client.clone();
+                async move { c.resume_session(ResumeSessionRequest { session_id: id }).await.map(|_| ()) }
             })
             .await
         }
@@ -390,6 +433,9 @@ pub(crate) fn create_request(args: SessionSpec) -> Result<CreateSessionRequest> 
         wait_for_build: args.wait_for_build,
         resources,
         network: args.network.policy(),
+        idle_timeout_seconds: args.idle_timeout.map(idle::seconds),
+        idle_action: idle::action(args.idle_action.as_deref()) as i32,
+        auto_resume: args.auto_resume,
         ..Default::default()
     })
 }
@@ -448,6 +494,7 @@ fn state_name(state: i32) -> &'static str {
         SessionState::Creating => "creating",
         SessionState::Running => "running",
         SessionState::Stopped => "stopped",
+        SessionState::Paused => "paused",
         SessionState::Unspecified => "unknown",
     }
 }
@@ -479,5 +526,11 @@ pub(crate) fn session_json(s: &Session) -> serde_json::Value {
         // Through a fleet's router: the node that holds it, and whether that node is down.
         "node": if s.node.is_empty() { None } else { Some(&s.node) },
         "lost": s.lost,
+        "auto_resume": s.auto_resume,
+        "idle_timeout_seconds": s.idle_timeout_seconds,
+        "idle_action": if s.idle_action == IdleAction::Pause as i32 { "pause" } else { "stop" },
+        "stop_reason": idle::stop_reason(s),
+        "paused_at_ms": if s.paused_at_ms == 0 { None } else { Some(s.paused_at_ms) },
+        "last_activity_ms": if s.last_activity_ms == 0 { None } else { Some(s.last_activity_ms) },
     })
 }

@@ -21,8 +21,21 @@ use crate::{create_request, status, SessionSpec};
 
 /// SessionSpec's arguments (by their ids) and NetworkArgs' group: flags for
 /// a new session, which --session (an existing one) excludes.
-const NEW_SESSION_FLAGS: [&str; 10] =
-    ["memory", "cpus", "pids", "disk", "ttl", "labels", "env", "wait_for_build", "uploads", "NetworkArgs"];
+const NEW_SESSION_FLAGS: [&str; 13] = [
+    "memory",
+    "cpus",
+    "pids",
+    "disk",
+    "ttl",
+    "labels",
+    "env",
+    "wait_for_build",
+    "uploads",
+    "NetworkArgs",
+    "idle_timeout",
+    "idle_action",
+    "auto_resume",
+];
 
 #[derive(Args)]
 pub struct McpArgs {

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::ResourceLimits;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Every directory the sandbox's cgroup has or may have: one per mounted v1
 /// hierarchy on a v1 or hybrid host, a single one on a pure v2 host.
@@ -33,13 +33,13 @@ fn hierarchy_roots() -> Vec<PathBuf> {
     ROOTS.get_or_init(find_hierarchy_roots).clone()
 }
 
-fn is_v2() -> bool {
+pub(crate) fn is_v2() -> bool {
     static V2: OnceLock<bool> = OnceLock::new();
     *V2.get_or_init(|| Path::new(CGROUP_ROOT).join("cgroup.controllers").exists())
 }
 
 /// The v1 hierarchy that has `controller` (`cpu,cpuacct` has both).
-fn controller_root(controller: &str) -> Option<PathBuf> {
+pub(crate) fn controller_root(controller: &str) -> Option<PathBuf> {
     hierarchy_roots()
         .into_iter()
         .find(|r| r.file_name().is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == controller)))
@@ -213,6 +213,10 @@ fn write(path: &Path, value: &str) -> anyhow::Result<()> {
 
 /// Kills whatever still runs in the sandbox's cgroups and removes them.
 pub fn remove_sandbox_cgroups(parent: &str, id: &str) -> anyhow::Result<()> {
+    // A frozen process does not die of SIGKILL until it is thawed.
+    if let Err(e) = crate::freezer::thaw(parent, id) {
+        tracing::warn!(id, "thawing before removal: {e:#}");
+    }
     let mut leftover = Vec::new();
     for dir in sandbox_cgroup_dirs(parent, id) {
         if !dir.exists() {

@@ -23,7 +23,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::{sandbox, seccomp, RuntimeDirs, SandboxConfig, SandboxProcess};
+use crate::{freezer, sandbox, seccomp, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// How long the helper lingers with no daemon and no sandbox of its own.
 const IDLE_EXIT: Duration = Duration::from_secs(3);
@@ -45,6 +45,16 @@ enum Request {
         lower_dirs: Vec<PathBuf>,
         range: crate::namespaces::IdRange,
     },
+    /// Freeze every process of a sandbox (see `freezer.rs`).
+    Pause {
+        cgroup_parent: String,
+        id: String,
+    },
+    /// Thaw a frozen sandbox.
+    Resume {
+        cgroup_parent: String,
+        id: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +64,8 @@ enum Response {
     Destroyed,
     Retired,
     Probed,
+    Paused,
+    Resumed,
     Error(String),
 }
 
@@ -159,6 +171,14 @@ fn handle(line: &str, filter: &seccompiler::BpfProgram, children: &mut HashSet<i
             Ok(()) => Response::Destroyed,
             Err(e) => Response::Error(format!("{e:#}")),
         },
+        Request::Pause { cgroup_parent, id } => match checked(&id, || freezer::freeze(&cgroup_parent, &id)) {
+            Ok(()) => Response::Paused,
+            Err(e) => Response::Error(format!("{e:#}")),
+        },
+        Request::Resume { cgroup_parent, id } => match checked(&id, || freezer::thaw(&cgroup_parent, &id)) {
+            Ok(()) => Response::Resumed,
+            Err(e) => Response::Error(format!("{e:#}")),
+        },
         Request::ProbeUserns { scratch, lower_dirs, range } => {
             match crate::probe::user_namespaces(&scratch, &lower_dirs, range) {
                 Ok(()) => Response::Probed,
@@ -166,6 +186,13 @@ fn handle(line: &str, filter: &seccompiler::BpfProgram, children: &mut HashSet<i
             }
         }
     }
+}
+
+/// Runs `op` on sandbox `id` once the id is known to be one (no path
+/// tricks through the cgroup tree).
+fn checked(id: &str, op: impl FnOnce() -> Result<()>) -> Result<()> {
+    crate::layout::validate_id(id).map_err(anyhow::Error::msg)?;
+    op()
 }
 
 /// Keeps fd 3 taken by /dev/null so no other file lands there; sandbox::create
@@ -265,6 +292,24 @@ impl RuntimeClient {
     pub fn destroy(&self, dirs: &RuntimeDirs, id: &str) -> Result<(), RuntimeError> {
         match self.call(&Request::Destroy { dirs: dirs.clone(), id: id.to_string() })? {
             Response::Destroyed => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Freezes every process of sandbox `id` (returns once all are frozen).
+    pub fn pause(&self, cgroup_parent: &str, id: &str) -> Result<(), RuntimeError> {
+        let request = Request::Pause { cgroup_parent: cgroup_parent.to_string(), id: id.to_string() };
+        match self.call(&request)? {
+            Response::Paused => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Thaws sandbox `id`.
+    pub fn resume(&self, cgroup_parent: &str, id: &str) -> Result<(), RuntimeError> {
+        let request = Request::Resume { cgroup_parent: cgroup_parent.to_string(), id: id.to_string() };
+        match self.call(&request)? {
+            Response::Resumed => Ok(()),
             other => Err(unexpected(other)),
         }
     }

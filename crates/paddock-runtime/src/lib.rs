@@ -12,6 +12,7 @@
 
 pub mod cgroups;
 pub mod executor;
+pub mod freezer;
 pub mod helper;
 mod idmap;
 pub mod layout;

@@ -157,6 +157,11 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
             Ok(container) => {
                 if let Some(pid) = container.pid().filter(|p| in_sandbox_cgroup(*p, id)) {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    // A paused sandbox's init dies only once thawed; killed
+                    // first, it runs nothing more when it wakes.
+                    if let Err(e) = crate::freezer::thaw(&dirs.cgroup_parent, id) {
+                        tracing::warn!(id, "thawing a paused sandbox to remove it: {e:#}");
+                    }
                     reap(pid, Duration::from_secs(2));
                 }
             }

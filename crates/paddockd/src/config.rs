@@ -118,6 +118,11 @@ pub struct DaemonConfig {
     /// Default cap on each of stdout and stderr kept by Exec.
     #[arg(long, default_value = "1M", value_parser = parse_bytes)]
     pub exec_output_limit: i64,
+    /// Idle timeout of a session that asks for none (idle_timeout_seconds
+    /// unset), e.g. 15m: no tool call for that long and it is stopped (or
+    /// paused, if its idle_action says so). 0: off.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 
     /// Longest a package manager's build step may run, e.g. 30m.
     #[arg(long, default_value = "30m", value_parser = parse_duration)]

@@ -163,6 +163,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
         tokio::spawn(manager.clone().watch_loop());
+        tokio::spawn(manager.clone().idle_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
         // The opt-in front ends: each one's error (it could not listen, say)

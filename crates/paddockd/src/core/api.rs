@@ -60,6 +60,8 @@ pub trait Paddock: Send + Sync + 'static {
     async fn get_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
     async fn list_sessions(&self, caller: &Caller) -> Vec<pb::Session>;
     async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
+    async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
+    async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
     async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl_seconds: Option<i64>) -> Result<pb::Session>;
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()>;
     async fn exec(&self, caller: &Caller, req: pb::ExecRequest) -> Result<pb::ExecResponse>;
@@ -191,6 +193,12 @@ impl Paddock for Core {
     }
     async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         Core::stop_session(self, caller, id).await
+    }
+    async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        Core::pause_session(self, caller, id).await
+    }
+    async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        Core::resume_session(self, caller, id).await
     }
     async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl_seconds: Option<i64>) -> Result<pb::Session> {
         Core::set_session_ttl(self, caller, id, ttl_seconds).await

@@ -20,6 +20,10 @@ pub enum EventKind {
     /// A process of the session was OOM-killed (the session may go on).
     SessionOomKill,
     SessionNetworkUpdated,
+    /// With "idle" as detail when an idle timeout paused it.
+    SessionPaused,
+    /// With "auto_resume" as detail when a tool call resumed it.
+    SessionResumed,
     EnvironmentCreated,
     EnvironmentUpdated,
     EnvironmentDeleted,
@@ -30,13 +34,15 @@ pub enum EventKind {
     BuildFailed,
 }
 
-pub const KINDS: [EventKind; 13] = [
+pub const KINDS: [EventKind; 15] = [
     EventKind::SessionCreated,
     EventKind::SessionRunning,
     EventKind::SessionStopped,
     EventKind::SessionDeleted,
     EventKind::SessionOomKill,
     EventKind::SessionNetworkUpdated,
+    EventKind::SessionPaused,
+    EventKind::SessionResumed,
     EventKind::EnvironmentCreated,
     EventKind::EnvironmentUpdated,
     EventKind::EnvironmentDeleted,
@@ -55,6 +61,8 @@ impl EventKind {
             EventKind::SessionDeleted => "session.deleted",
             EventKind::SessionOomKill => "session.oom_kill",
             EventKind::SessionNetworkUpdated => "session.network_updated",
+            EventKind::SessionPaused => "session.paused",
+            EventKind::SessionResumed => "session.resumed",
             EventKind::EnvironmentCreated => "environment.created",
             EventKind::EnvironmentUpdated => "environment.updated",
             EventKind::EnvironmentDeleted => "environment.deleted",
@@ -74,6 +82,8 @@ impl EventKind {
             EventKind::SessionDeleted => P::SessionDeleted,
             EventKind::SessionOomKill => P::SessionOomKill,
             EventKind::SessionNetworkUpdated => P::SessionNetworkUpdated,
+            EventKind::SessionPaused => P::SessionPaused,
+            EventKind::SessionResumed => P::SessionResumed,
             EventKind::EnvironmentCreated => P::EnvironmentCreated,
             EventKind::EnvironmentUpdated => P::EnvironmentUpdated,
             EventKind::EnvironmentDeleted => P::EnvironmentDeleted,
@@ -85,18 +95,27 @@ impl EventKind {
     }
 }
 
-/// Why a session's sandbox went away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a session's sandbox went away (also kept in its record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Stopped,
     Deleted,
     Ttl,
     OomKilled,
     InitDied,
+    /// No tool call for the session's idle timeout.
+    Idle,
 }
 
-pub const REASONS: [StopReason; 5] =
-    [StopReason::Stopped, StopReason::Deleted, StopReason::Ttl, StopReason::OomKilled, StopReason::InitDied];
+pub const REASONS: [StopReason; 6] = [
+    StopReason::Stopped,
+    StopReason::Deleted,
+    StopReason::Ttl,
+    StopReason::OomKilled,
+    StopReason::InitDied,
+    StopReason::Idle,
+];
 
 impl StopReason {
     pub fn name(self) -> &'static str {
@@ -106,16 +125,18 @@ impl StopReason {
             StopReason::Ttl => "ttl",
             StopReason::OomKilled => "oom_killed",
             StopReason::InitDied => "init_died",
+            StopReason::Idle => "idle",
         }
     }
 
-    fn to_proto(self) -> pb::StopReason {
+    pub fn to_proto(self) -> pb::StopReason {
         match self {
             StopReason::Stopped => pb::StopReason::Stopped,
             StopReason::Deleted => pb::StopReason::Deleted,
             StopReason::Ttl => pb::StopReason::Ttl,
             StopReason::OomKilled => pb::StopReason::OomKilled,
             StopReason::InitDied => pb::StopReason::InitDied,
+            StopReason::Idle => pb::StopReason::Idle,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Metrics {
     create_seconds: Histogram,
     delete_seconds: Histogram,
     exec_seconds: Histogram,
+    pause_seconds: Histogram,
+    resume_seconds: Histogram,
     calls: Family<Labels, Counter>,
     build_steps: Family<Labels, Histogram>,
     oom_kills: Counter,
@@ -80,6 +82,9 @@ impl Metrics {
             "Exec latency (unary Exec, the command's run time included)",
             exec_seconds.clone(),
         );
+        let (pause_seconds, resume_seconds) = (latency(), latency());
+        registry.register("pause_session_seconds", "PauseSession latency (freezing the sandbox)", pause_seconds.clone());
+        registry.register("resume_session_seconds", "ResumeSession latency (thawing the sandbox)", resume_seconds.clone());
         let calls = Family::<Labels, Counter>::default();
         registry.register(
             "calls",
@@ -111,6 +116,8 @@ impl Metrics {
             create_seconds,
             delete_seconds,
             exec_seconds,
+            pause_seconds,
+            resume_seconds,
             calls,
             build_steps,
             oom_kills,
@@ -126,6 +133,12 @@ impl Metrics {
     }
     pub fn exec_took(&self, since: Instant) {
         self.exec_seconds.observe(since.elapsed().as_secs_f64());
+    }
+    pub fn pause_took(&self, since: Instant) {
+        self.pause_seconds.observe(since.elapsed().as_secs_f64());
+    }
+    pub fn resume_took(&self, since: Instant) {
+        self.resume_seconds.observe(since.elapsed().as_secs_f64());
     }
 
     /// A call into a session ended with `code` (None: OK).

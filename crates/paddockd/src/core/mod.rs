@@ -76,8 +76,8 @@ macro_rules! guest_streams {
         impl Core {$(
             pub async fn $name(&self, caller: &Caller, req: $req) -> Result<Stream<$item>> {
                 let id = req.session_id.clone();
-                let call = self.sessions.call_guest(caller, &id, |mut g| async move { g.$name(req).await });
-                Ok(from_guest(self.counted($service, $method, call).await?))
+                let call = self.sessions.call_guest_stream(caller, &id, |mut g| async move { g.$name(req).await });
+                self.counted($service, $method, call).await
             }
         )*}
     };
@@ -214,23 +214,24 @@ impl Core {
         let started = Instant::now();
         let record = self.sessions.create(caller, req).await?;
         self.metrics.create_took(started);
-        Ok(views::session(&record, 0, None))
+        Ok(views::session(&record, 0, None, None))
     }
 
     /// With the session's usage now (a few small reads of cgroup and sysfs files).
     pub async fn get_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         let record = self.sessions.get(caller, id).await?;
-        Ok(views::session(&record, self.sessions.denied_total(&record), self.sessions.usage_of(&record)))
+        let (usage, idle_since) = (self.sessions.usage_of(&record), self.sessions.idle_since(id).await);
+        Ok(views::session(&record, self.sessions.denied_total(&record), usage, idle_since))
     }
 
     pub async fn list_sessions(&self, caller: &Caller) -> Vec<pb::Session> {
         let records = self.sessions.list(caller).await;
-        records.iter().map(|r| views::session(r, self.sessions.denied_total(r), None)).collect()
+        records.iter().map(|r| views::session(r, self.sessions.denied_total(r), None, None)).collect()
     }
 
     pub async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         let record = self.sessions.stop(caller, id).await?;
-        Ok(views::session(&record, self.sessions.denied_total(&record), None))
+        Ok(views::session(&record, self.sessions.denied_total(&record), None, None))
     }
 
     /// Sets the session's TTL to `ttl_seconds` from now (E2B's set_timeout),
@@ -242,7 +243,7 @@ impl Core {
         ttl_seconds: Option<i64>,
     ) -> Result<pb::Session> {
         let record = self.sessions.set_ttl(caller, id, ttl_seconds).await?;
-        Ok(views::session(&record, self.sessions.denied_total(&record), None))
+        Ok(views::session(&record, self.sessions.denied_total(&record), None, None))
     }
 
     pub async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
@@ -250,6 +251,21 @@ impl Core {
         self.sessions.delete(caller, id).await?;
         self.metrics.delete_took(started);
         Ok(())
+    }
+
+    /// Freezes the session's processes (memory kept, no CPU); see pause.rs.
+    pub async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let started = Instant::now();
+        let record = self.counted("Sessions", "PauseSession", self.sessions.pause(caller, id)).await?;
+        self.metrics.pause_took(started);
+        Ok(views::session(&record, self.sessions.denied_total(&record), None, None))
+    }
+
+    pub async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let started = Instant::now();
+        let record = self.counted("Sessions", "ResumeSession", self.sessions.resume(caller, id)).await?;
+        self.metrics.resume_took(started);
+        Ok(views::session(&record, self.sessions.denied_total(&record), None, None))
     }
 
     pub async fn exec(&self, caller: &Caller, req: pb::ExecRequest) -> Result<pb::ExecResponse> {
@@ -290,7 +306,7 @@ impl Core {
         let call = async {
             match self.sessions.files_reader(caller, &id).await? {
                 FilesReader::Outputs(outputs) => outputs.stat_output(&req.path).await,
-                FilesReader::Guest(g) => {
+                FilesReader::Guest(g, _busy) => {
                     self.sessions.call_with(&id, g, |mut g| async move { g.stat(req).await }).await
                 }
             }
@@ -303,7 +319,7 @@ impl Core {
         let call = async {
             match self.sessions.files_reader(caller, &id).await? {
                 FilesReader::Outputs(outputs) => outputs.list_outputs(&req.path, req.depth).await,
-                FilesReader::Guest(g) => {
+                FilesReader::Guest(g, _busy) => {
                     self.sessions.call_with(&id, g, |mut g| async move { g.list_dir(req).await }).await
                 }
             }
@@ -323,10 +339,10 @@ impl Core {
                     let chunks = outputs.download_output(&req.path).await?;
                     Ok(Box::pin(ReceiverStream::new(chunks)) as Stream<_>)
                 }
-                FilesReader::Guest(g) => {
+                FilesReader::Guest(g, busy) => {
                     let s =
                         self.sessions.call_with(&id, g, |mut g| async move { g.download(req).await }).await?;
-                    Ok(from_guest(s))
+                    Ok(crate::sessions::hold(from_guest(s), busy))
                 }
             }
         };
@@ -476,7 +492,7 @@ impl Core {
         self.events.publish(EventKind::EnvironmentCreated, &env.id, &env.tenant);
         Ok(pb::ForkSessionResponse {
             environment: Some(views::environment(&self.envs, &env)),
-            sessions: sessions.iter().map(|s| views::session(s, 0, None)).collect(),
+            sessions: sessions.iter().map(|s| views::session(s, 0, None, None)).collect(),
         })
     }
 

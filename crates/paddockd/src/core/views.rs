@@ -2,20 +2,22 @@
 //! ends pass these messages on and never read records or manager internals.
 
 use paddock_proto::v1::{
-    Environment, Limits, Packages as PbPackages, Session, SessionState as PbState, Usage,
+    Environment, IdleAction as PbIdleAction, Limits, Packages as PbPackages, Session, SessionState as PbState, Usage,
 };
 
 use crate::environments::{Base, EnvironmentManager, EnvironmentRecord};
-use crate::store::{SessionRecord, SessionState};
+use crate::store::{IdleAction, SessionRecord, SessionState};
 
 /// `usage`: what the session uses now, if it was read (GetSession).
-pub fn session(r: &SessionRecord, denied_total: u64, usage: Option<Usage>) -> Session {
+/// `idle_since`: when its last tool call ended (`None` while one is in flight).
+pub fn session(r: &SessionRecord, denied_total: u64, usage: Option<Usage>, idle_since: Option<i64>) -> Session {
     Session {
         id: r.id.clone(),
         state: match r.state {
             // A warm sandbox is never shown; one being handed out is starting.
             SessionState::Creating | SessionState::Warm => PbState::Creating,
             SessionState::Running => PbState::Running,
+            SessionState::Paused => PbState::Paused,
             SessionState::Stopped | SessionState::Deleted => PbState::Stopped,
         } as i32,
         limits: Some(Limits {
@@ -38,6 +40,15 @@ pub fn session(r: &SessionRecord, denied_total: u64, usage: Option<Usage>) -> Se
         // A router's to fill in.
         node: String::new(),
         lost: false,
+        auto_resume: r.auto_resume,
+        idle_timeout_seconds: r.idle_timeout_ms / 1000,
+        idle_action: match r.idle_action {
+            IdleAction::Stop => PbIdleAction::Stop,
+            IdleAction::Pause => PbIdleAction::Pause,
+        } as i32,
+        stop_reason: r.stop_reason.map(|s| s.to_proto() as i32).unwrap_or(0),
+        last_activity_ms: idle_since.unwrap_or(0),
+        paused_at_ms: r.paused_at_ms.unwrap_or(0),
     }
 }
 

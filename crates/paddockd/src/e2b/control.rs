@@ -231,9 +231,13 @@ fn metadata(s: &pb::Session) -> Value {
 }
 
 fn state_of(s: &pb::Session) -> Option<&'static str> {
-    // Only running sessions are sandboxes to E2B: it has no stopped state,
-    // and Paddock pauses nothing.
-    (s.state == pb::SessionState::Running as i32).then_some("running")
+    // Only running and paused sessions are sandboxes to E2B: it has no
+    // stopped state. (E2B's own pause and resume calls are not mapped yet.)
+    match pb::SessionState::try_from(s.state) {
+        Ok(pb::SessionState::Running) => Some("running"),
+        Ok(pb::SessionState::Paused) => Some("paused"),
+        _ => None,
+    }
 }
 
 /// The fields `ListedSandbox` and `SandboxDetail` share.

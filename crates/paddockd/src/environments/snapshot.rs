@@ -164,6 +164,7 @@ impl EnvironmentManager {
                 Base::Snapshot(base),
                 source_env.as_ref().and_then(|e| e.network.clone()),
                 source_env.as_ref().is_some_and(|e| e.allow_privilege_escalation),
+                None,
             )
             .await?;
         let image = Image {

@@ -201,6 +201,12 @@ impl Paddock for Remote {
     async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         unary!(self, sessions, stop_session, caller, pb::StopSessionRequest { session_id: id.into() })
     }
+    async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        unary!(self, sessions, pause_session, caller, pb::PauseSessionRequest { session_id: id.into() })
+    }
+    async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        unary!(self, sessions, resume_session, caller, pb::ResumeSessionRequest { session_id: id.into() })
+    }
     async fn set_session_ttl(&self, _c: &Caller, _id: &str, _ttl: Option<i64>) -> Result<pb::Session> {
         Err(not_remote("setting a TTL after create (E2B's set_timeout)"))
     }

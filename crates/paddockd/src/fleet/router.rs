@@ -290,6 +290,14 @@ impl Paddock for Router {
         let node = self.route(caller, id).await?;
         Ok(on(&node, node.remote.stop_session(caller, id).await?))
     }
+    async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let node = self.route(caller, id).await?;
+        Ok(on(&node, node.remote.pause_session(caller, id).await?))
+    }
+    async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
+        let node = self.route(caller, id).await?;
+        Ok(on(&node, node.remote.resume_session(caller, id).await?))
+    }
     async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl: Option<i64>) -> Result<pb::Session> {
         let node = self.route(caller, id).await?;
         Ok(on(&node, node.remote.set_session_ttl(caller, id, ttl).await?))
@@ -449,7 +457,7 @@ impl Paddock for Router {
         let answers = self.everywhere(|n| async move { n.remote.collect_garbage(caller, req.clone()).await }).await?;
         let mut total = pb::CollectGarbageResponse { dry_run: req.dry_run, ..Default::default() };
         for (node, r) in answers {
-            let r = r.map_err(|e| Error::new(e.code, format!("node {}: {}", node.name(), e.message)))?;
+            let r = r.map_err(|e| Error::new(e.code(), format!("node {}: {}", node.name(), e.message())))?;
             total.removed.extend(r.removed);
             total.bytes_freed += r.bytes_freed;
             total.kept += r.kept;

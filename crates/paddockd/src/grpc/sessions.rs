@@ -16,8 +16,8 @@ use paddock_proto::v1::{
     DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetNetworkRequest, GetSessionRequest,
     ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
-    NetworkStatus, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
-    ResizePtyResponse, RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SignalProcessRequest,
+    NetworkStatus, PauseSessionRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
+    ResizePtyResponse, ResumeSessionRequest, RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SignalProcessRequest,
     SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest, ToolResult,
     UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
@@ -125,6 +125,19 @@ impl Sessions for SessionsApi {
         request: Request<ForkSessionRequest>,
     ) -> Result<Response<ForkSessionResponse>, Status> {
         through!(self, request, fork_session)
+    }
+
+    async fn pause_session(&self, request: Request<PauseSessionRequest>) -> Result<Response<Session>, Status> {
+        let c = caller(&request)?;
+        Ok(Response::new(self.core.pause_session(&c, &request.into_inner().session_id).await.map_err(status)?))
+    }
+
+    async fn resume_session(
+        &self,
+        request: Request<ResumeSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        let c = caller(&request)?;
+        Ok(Response::new(self.core.resume_session(&c, &request.into_inner().session_id).await.map_err(status)?))
     }
 }
 

@@ -150,10 +150,16 @@ impl SessionManager {
                 }
                 continue;
             }
-            if record.state == SessionState::Running && !record.process.is_some_and(|p| p.is_alive()) {
+            let has_init = matches!(record.state, SessionState::Running | SessionState::Paused);
+            if has_init && !record.process.is_some_and(|p| p.is_alive()) {
                 tracing::warn!(session = id, "sandbox died while the daemon was away; session stopped");
                 record.state = SessionState::Stopped;
+                record.stop_reason = Some(StopReason::InitDied);
+                record.paused_at_ms = None;
                 self.store.save(&record)?;
+            }
+            if matches!(record.state, SessionState::Running | SessionState::Paused) {
+                self.match_freezer(&mut record).await?;
             }
             if record.state == SessionState::Stopped && record.process.is_some_and(|p| p.is_alive()) {
                 tracing::warn!(session = id, "finishing a StopSession cut short by a crash");
@@ -165,7 +171,7 @@ impl SessionManager {
                 self.store.save(&record)?;
             }
             known.insert(id.clone());
-            if let (SessionState::Running, Some(net)) = (record.state, &record.net) {
+            if let (SessionState::Running | SessionState::Paused, Some(net)) = (record.state, &record.net) {
                 let policy = record.network.clone().unwrap_or_default();
                 if let Err(e) = self.net.apply(&id, net, &self.netns_of(&id), &policy).await {
                     tracing::error!(session = id, "restoring the session's network: {}", e.message());
@@ -173,7 +179,7 @@ impl SessionManager {
             }
             let guest = self.guest_client(&id);
             let oom_kills = self.oom_kills_now(&id);
-            if let (SessionState::Running, Some(p)) = (record.state, record.process) {
+            if let (SessionState::Running | SessionState::Paused, Some(p)) = (record.state, record.process) {
                 self.watcher.add(&id, p.pid);
             }
             self.sessions.lock().await.insert(id, Entry::new(record, guest, oom_kills));
@@ -193,6 +199,34 @@ impl SessionManager {
             self.release_disk(&orphan);
         }
         tracing::info!(sessions = known.len(), "recovered sessions");
+        Ok(())
+    }
+
+    /// Makes an adopted sandbox's freezer agree with its record (a crash
+    /// may have come between the two, see pause.rs): a Paused session is
+    /// frozen (again), a Running one thawed. A paused sandbox that cannot be
+    /// frozen again runs on, recorded as such.
+    async fn match_freezer(&self, record: &mut crate::store::SessionRecord) -> anyhow::Result<()> {
+        let id = record.id.clone();
+        let frozen = paddock_runtime::freezer::is_frozen(&self.dirs.cgroup_parent, &id);
+        match (record.state, frozen) {
+            (SessionState::Paused, Some(false)) => {
+                tracing::warn!(session = id, "freezing a paused session found running after a restart");
+                if let Err(e) = self.freezer(&id, true).await {
+                    tracing::error!(session = id, "{}; the session is running again", e.message());
+                    record.state = SessionState::Running;
+                    record.paused_at_ms = None;
+                    self.store.save(record)?;
+                }
+            }
+            (SessionState::Running, Some(true)) => {
+                tracing::warn!(session = id, "thawing a running session found frozen after a restart");
+                if let Err(e) = self.freezer(&id, false).await {
+                    tracing::error!(session = id, "{}", e.message());
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 

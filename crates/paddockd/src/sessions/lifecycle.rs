@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio::sync::MutexGuard;
 
 use super::state::{Event, Op};
-use super::{Entry, SessionManager};
+use super::{Entry, Session, SessionManager};
 use crate::core::caller::Caller;
 use crate::core::error::{internal, Error};
 use crate::core::events::{EventKind, StopReason};
@@ -30,7 +30,7 @@ impl SessionManager {
         // A dead init is reported as such, not as stopped by this delete.
         self.refresh_state(&mut s);
         s.record.state.check(id, Op::Delete)?;
-        let had_sandbox = s.record.state == SessionState::Running;
+        let had_sandbox = matches!(s.record.state, SessionState::Running | SessionState::Paused);
         self.runtime_destroy(id).await?;
         self.session_files(id).remove().map_err(internal)?;
         self.release_disk(id);
@@ -58,11 +58,23 @@ impl SessionManager {
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
         s.record.state.check(id, Op::Stop)?;
+        self.stop_locked(&mut s, StopReason::Stopped).await?;
+        Ok(s.record.clone())
+    }
+
+    /// Stops a session held by the caller (StopSession, an idle timeout);
+    /// `why` is recorded and published. Stopping a stopped session does
+    /// nothing. A paused one is thawed by the helper as it is destroyed.
+    pub(super) async fn stop_locked(&self, s: &mut Session, why: StopReason) -> Result<(), Error> {
+        let id = s.record.id.clone();
+        let id = id.as_str();
         let was = s.record.state;
         // Recorded first: after a crash in between, recovery finds a stopped
         // session with a live init and finishes the stop.
         s.record.state.advance(Event::Stopped)?;
         if was != s.record.state {
+            s.record.stop_reason = Some(why);
+            s.record.paused_at_ms = None;
             self.store.save(&s.record).map_err(internal)?;
         }
         if s.record.process.is_some() {
@@ -80,9 +92,9 @@ impl SessionManager {
             self.store.save(&s.record).map_err(internal)?;
         }
         if was != s.record.state {
-            self.events.stopped(id, &s.record.tenant, StopReason::Stopped);
+            self.events.stopped(id, &s.record.tenant, why);
         }
-        Ok(s.record.clone())
+        Ok(())
     }
 
     /// Holds the index so no session starts or ends meanwhile.

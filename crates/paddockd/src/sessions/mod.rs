@@ -11,9 +11,11 @@
 //! TTLs and the warm pool in `background.rs`.
 
 mod background;
+mod idle;
 mod lifecycle;
 mod network;
 mod node;
+mod pause;
 pub mod session_files;
 mod snapshot;
 pub mod state;
@@ -76,6 +78,8 @@ struct Session {
     guest: Guest,
     /// The cgroup's OOM kill count when last looked at (usage.rs).
     oom_kills_seen: u64,
+    /// Tool calls in flight and when the last one ended (idle.rs).
+    activity: Arc<idle::Activity>,
 }
 
 /// A session in the index. The tenant is kept outside the session's lock:
@@ -89,7 +93,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn new(record: SessionRecord, guest: Guest, oom_kills_seen: u64) -> Self {
-        let session = Session { record, guest, oom_kills_seen };
+        let session = Session { record, guest, oom_kills_seen, activity: idle::Activity::new() };
         Self { tenant: session.record.tenant.clone(), session: Arc::new(Mutex::new(session)) }
     }
 }
@@ -174,6 +178,7 @@ impl SessionManager {
             Some(t) => Some(expiry(now, t)?),
         };
         let uploads = session_files::validate(&req.resources)?;
+        let (idle_timeout_ms, idle_action) = idle::resolve(&self.cfg, &req)?;
         let requested = match &req.network {
             Some(p) => Some(self.net.policy_from(Some(p), "network")?),
             None => None,
@@ -206,6 +211,9 @@ impl SessionManager {
         record.labels = req.labels.into_iter().collect::<BTreeMap<_, _>>();
         record.network = Some(policy.clone());
         record.tenant = caller.tenant.clone();
+        record.auto_resume = req.auto_resume;
+        record.idle_timeout_ms = idle_timeout_ms;
+        record.idle_action = idle_action;
         if let Err(e) = record.state.advance(state::Event::Started) {
             self.remove_sandbox(&record).await;
             return Err(e);
@@ -326,6 +334,11 @@ impl SessionManager {
             userns,
             layers: Some(image.layers.clone()),
             image_env: image.env.clone(),
+            auto_resume: false,
+            idle_timeout_ms: 0,
+            idle_action: Default::default(),
+            paused_at_ms: None,
+            stop_reason: None,
         };
         if let Err(e) = self.store.save(&record) {
             release();
@@ -447,7 +460,7 @@ impl SessionManager {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
-        s.record.state.check(id, Op::UseGuest)?;
+        s.record.state.check(id, Op::SetTtl)?;
         // Recorded first, so a daemon restart keeps the new deadline.
         let previous = std::mem::replace(&mut s.record.expires_at_ms, expires_at_ms);
         if let Err(e) = self.store.save(&s.record) {
@@ -527,32 +540,37 @@ impl SessionManager {
     }
 
     /// Who serves a read of the session's files: its guest while it runs,
-    /// paddockd from the kept outputs once it has stopped.
+    /// paddockd from the kept outputs once it has stopped. A read from the
+    /// guest is a tool call: the session is busy until the `Busy` goes.
     pub(crate) async fn files_reader(&self, caller: &Caller, id: &str) -> Result<FilesReader, Error> {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
+        self.auto_resume(&mut s).await?;
         s.record.state.check(id, Op::ReadFiles)?;
         match s.record.state {
-            SessionState::Running => Ok(FilesReader::Guest(s.guest.clone())),
+            SessionState::Running => Ok(FilesReader::Guest(s.guest.clone(), s.activity.begin())),
             _ => Ok(FilesReader::Outputs(self.session_files(id))),
         }
     }
 
-    /// A running session's guest client, or the reason there is none.
-    async fn guest_of(&self, caller: &Caller, id: &str) -> Result<Guest, Error> {
+    /// A running session's guest client, or the reason there is none; the
+    /// session counts as busy (not idle) while the `Busy` lives. A paused
+    /// session made with auto_resume is resumed first.
+    async fn guest_of(&self, caller: &Caller, id: &str) -> Result<(Guest, idle::Busy), Error> {
         let session = self.lookup(caller, id).await?;
         let mut s = session.lock().await;
         self.refresh_state(&mut s);
+        self.auto_resume(&mut s).await?;
         s.record.state.check(id, Op::UseGuest)?;
-        Ok(s.guest.clone())
+        Ok((s.guest.clone(), s.activity.begin()))
     }
 }
 
 /// Who serves a read of a session's files (the core decides; front ends never
 /// see either side).
 pub(crate) enum FilesReader {
-    Guest(Guest),
+    Guest(Guest, idle::Busy),
     Outputs(SessionFiles),
 }
 
@@ -565,6 +583,8 @@ fn new_session_id(node: Option<&str>) -> String {
         None => format!("ses-{random:016x}"),
     }
 }
+
+pub(crate) use idle::hold;
 
 fn is_session_id(s: &str) -> bool {
     crate::config::split_session_id(s).is_some()

@@ -17,6 +17,10 @@ pub enum Op {
     /// outputs once stopped.
     ReadFiles,
     UpdateNetwork,
+    /// Changing the TTL (E2B's set_timeout): a record change, no guest.
+    SetTtl,
+    Pause,
+    Resume,
     Stop,
     Delete,
 }
@@ -28,6 +32,10 @@ pub enum Event {
     Started,
     /// StopSession, or the init was found dead.
     Stopped,
+    /// PauseSession (or an idle timeout): every process frozen.
+    Paused,
+    /// ResumeSession (or a tool call on an auto_resume session).
+    Resumed,
     Deleted,
 }
 
@@ -45,7 +53,16 @@ impl SessionState {
                     "session {id} has stopped; only Files.Stat, ListDir and Download of /mnt/session/outputs remain until it is deleted"
                 )))
             }
-            (Stopped, Op::UpdateNetwork) => false,
+            (Stopped, Op::UpdateNetwork | Op::SetTtl | Op::Pause | Op::Resume) => false,
+            // Host-side changes and the life cycle go on; nothing reaches the
+            // frozen guest. (An auto_resume session is resumed before this
+            // check, see SessionManager::guest_of.)
+            (Paused, Op::UpdateNetwork | Op::SetTtl | Op::Pause | Op::Resume | Op::Stop) => true,
+            (Paused, Op::UseGuest | Op::ReadFiles) => {
+                return Err(Error::failed_precondition(format!(
+                    "session {id} is paused; resume it first (ResumeSession, `paddock session resume {id}`), or create sessions with auto_resume"
+                )))
+            }
             (Creating | Warm, _) => {
                 return Err(Error::unavailable(format!("session {id} is still starting")));
             }
@@ -63,7 +80,9 @@ impl SessionState {
         use SessionState::*;
         match (self, event) {
             (Creating | Warm, Event::Started) => Some(Running),
-            (Running | Stopped, Event::Stopped) => Some(Stopped),
+            (Running | Stopped | Paused, Event::Stopped) => Some(Stopped),
+            (Running | Paused, Event::Paused) => Some(Paused),
+            (Paused | Running, Event::Resumed) => Some(Running),
             (Deleted, _) => None,
             (_, Event::Deleted) => Some(Deleted),
             _ => None,
@@ -92,9 +111,21 @@ mod tests {
         state.check("ses-x", op).err().map(|e| e.code())
     }
 
+    const OPS: [Op; 9] = [
+        Op::Read,
+        Op::UseGuest,
+        Op::ReadFiles,
+        Op::UpdateNetwork,
+        Op::SetTtl,
+        Op::Pause,
+        Op::Resume,
+        Op::Stop,
+        Op::Delete,
+    ];
+
     #[test]
     fn a_running_session_allows_everything() {
-        for op in [Op::Read, Op::UseGuest, Op::ReadFiles, Op::UpdateNetwork, Op::Stop, Op::Delete] {
+        for op in OPS {
             assert_eq!(code(Running, op), None, "{op:?}");
         }
     }
@@ -107,6 +138,8 @@ mod tests {
         assert_eq!(code(Stopped, Op::Delete), None);
         assert_eq!(code(Stopped, Op::UseGuest), Some(Code::FailedPrecondition));
         assert_eq!(code(Stopped, Op::UpdateNetwork), Some(Code::FailedPrecondition));
+        assert_eq!(code(Stopped, Op::Pause), Some(Code::FailedPrecondition));
+        assert_eq!(code(Stopped, Op::Resume), Some(Code::FailedPrecondition));
         let msg = Stopped.check("ses-x", Op::UseGuest).unwrap_err();
         assert!(msg.message().contains("/mnt/session/outputs"), "{msg}");
     }
@@ -117,9 +150,34 @@ mod tests {
             assert_eq!(code(state, Op::UseGuest), Some(Code::Unavailable));
             assert_eq!(code(state, Op::Delete), None);
         }
-        for op in [Op::Read, Op::UseGuest, Op::ReadFiles, Op::UpdateNetwork, Op::Stop, Op::Delete] {
+        for op in OPS {
             assert_eq!(code(Deleted, op), Some(Code::NotFound), "{op:?}");
         }
+    }
+
+    #[test]
+    fn a_paused_session_refuses_guest_calls_naming_its_state() {
+        for op in [Op::UseGuest, Op::ReadFiles] {
+            assert_eq!(code(Paused, op), Some(Code::FailedPrecondition), "{op:?}");
+            let e = Paused.check("ses-x", op).unwrap_err();
+            assert!(e.message().contains("ses-x is paused; resume it first"), "{e}");
+        }
+        for op in [Op::Read, Op::UpdateNetwork, Op::SetTtl, Op::Pause, Op::Resume, Op::Stop, Op::Delete] {
+            assert_eq!(code(Paused, op), None, "{op:?}");
+        }
+    }
+
+    #[test]
+    fn pause_and_resume_transitions() {
+        assert_eq!(Running.next(Event::Paused), Some(Paused));
+        assert_eq!(Paused.next(Event::Paused), Some(Paused));
+        assert_eq!(Paused.next(Event::Resumed), Some(Running));
+        assert_eq!(Paused.next(Event::Stopped), Some(Stopped), "stop and idle stop of a paused session");
+        assert_eq!(Paused.next(Event::Deleted), Some(Deleted));
+        assert_eq!(Stopped.next(Event::Paused), None);
+        assert_eq!(Stopped.next(Event::Resumed), None);
+        assert_eq!(Warm.next(Event::Paused), None);
+        assert_eq!(Creating.next(Event::Resumed), None);
     }
 
     #[test]
@@ -130,7 +188,7 @@ mod tests {
         assert_eq!(Stopped.next(Event::Stopped), Some(Stopped));
         assert_eq!(Running.next(Event::Started), None);
         assert_eq!(Stopped.next(Event::Started), None, "a stopped session never runs again");
-        for s in [Creating, Warm, Running, Stopped] {
+        for s in [Creating, Warm, Running, Stopped, Paused] {
             assert_eq!(s.next(Event::Deleted), Some(Deleted));
         }
         assert_eq!(Deleted.next(Event::Deleted), None);

@@ -24,8 +24,26 @@ impl SessionManager {
         F: FnOnce(Guest) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let guest = self.guest_of(caller, session_id).await?;
+        let (guest, _busy) = self.guest_of(caller, session_id).await?;
         self.call_with(session_id, guest, call).await
+    }
+
+    /// `call_guest` for a call whose answer is a stream: the session stays
+    /// busy (not idle) until the stream is dropped.
+    pub(crate) async fn call_guest_stream<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+        call: F,
+    ) -> Result<Stream<T>, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Guest) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+    {
+        let (guest, busy) = self.guest_of(caller, session_id).await?;
+        let events = self.call_with(session_id, guest, call).await?;
+        Ok(super::hold(from_guest(events), busy))
     }
 
     /// `call_guest` with the guest already looked up.
@@ -64,9 +82,7 @@ impl SessionManager {
     pub async fn exec_stream(&self, caller: &Caller, req: ExecRequest) -> Result<Stream<ExecEvent>, Error> {
         let request = self.prepare_exec(req)?;
         let id = request.get_ref().session_id.clone();
-        let events =
-            self.call_guest(caller, &id, |mut guest| async move { guest.exec_stream(request).await }).await?;
-        Ok(from_guest(events))
+        self.call_guest_stream(caller, &id, |mut guest| async move { guest.exec_stream(request).await }).await
     }
 
     /// Validates an Exec request and fills in the daemon's defaults; the
@@ -126,6 +142,8 @@ impl SessionManager {
                 self.refresh_state(&mut s);
                 if s.record.state == SessionState::Deleted {
                     Error::not_found(format!("session {id:?} was deleted during the call"))
+                } else if s.record.state == SessionState::Paused {
+                    Error::unavailable(format!("session {id} was paused during the call"))
                 } else if s.record.state == SessionState::Stopped {
                     Error::failed_precondition(format!("session {id} stopped during the call"))
                 } else {

@@ -15,16 +15,18 @@ use crate::store::{SessionRecord, SessionState};
 
 /// States as `paddock_sessions{state=...}` names them (warm sandboxes are the
 /// pool, counted apart).
-const STATES: [(SessionState, &str); 3] = [
+const STATES: [(SessionState, &str); 4] = [
     (SessionState::Creating, "creating"),
     (SessionState::Running, "running"),
+    (SessionState::Paused, "paused"),
     (SessionState::Stopped, "stopped"),
 ];
 
 impl SessionManager {
-    /// A running session's usage now; `None` for a session with no sandbox.
+    /// A running (or paused: its memory is kept) session's usage now;
+    /// `None` for a session with no sandbox.
     pub(crate) fn usage_of(&self, r: &SessionRecord) -> Option<Usage> {
-        if r.state != SessionState::Running {
+        if !matches!(r.state, SessionState::Running | SessionState::Paused) {
             return None;
         }
         let cg = cgroups::read_usage(&self.dirs.cgroup_parent, &r.id)?;
@@ -81,16 +83,21 @@ impl SessionManager {
     /// since it was last looked at (the helper, not the daemon, reaps the
     /// init, so its exit status is not at hand), else init died.
     pub(super) fn refresh_state(&self, s: &mut Session) {
-        if s.record.state != SessionState::Running || s.record.process.is_some_and(|p| p.is_alive()) {
+        // A frozen init is alive (its /proc entry stays, it is no zombie):
+        // a paused session is never taken for a dead one.
+        let has_init = matches!(s.record.state, SessionState::Running | SessionState::Paused);
+        if !has_init || s.record.process.is_some_and(|p| p.is_alive()) {
             return;
         }
         let oom = self.new_oom_kills(s) > 0;
         tracing::warn!(session = %s.record.id, oom, "sandbox init is gone; session stopped");
+        let reason = if oom { StopReason::OomKilled } else { StopReason::InitDied };
         let _ = s.record.state.advance(super::state::Event::Stopped);
+        s.record.stop_reason = Some(reason);
+        s.record.paused_at_ms = None;
         if let Err(e) = self.store.save(&s.record) {
             tracing::error!(session = %s.record.id, "recording the stop: {e:#}");
         }
-        let reason = if oom { StopReason::OomKilled } else { StopReason::InitDied };
         self.events.stopped(&s.record.id, &s.record.tenant, reason);
     }
 
