@@ -304,7 +304,8 @@ async fn build(envs: &mut EnvironmentsClient<Conn>, name: &str, plain: bool) -> 
         };
         match e.event {
             Some(Event::StepStarted(s)) => {
-                let what = format!("{} ({})", s.packages.join(" "), short(&s.digest));
+                let tc = if s.kind.is_empty() { String::new() } else { format!("{} ", s.kind) };
+                let what = format!("{tc}{} ({})", s.packages.join(" "), short(&s.digest));
                 if plain {
                     println!("{prefix} start: {what}");
                 } else {
@@ -393,7 +394,8 @@ fn show(e: &Environment) {
         println!("env:      {k}={v}");
     }
     for l in &e.layers {
-        println!("layer:    {:<6} {}", l.manager, layer_text(l));
+        let kind = if l.kind.is_empty() { String::new() } else { format!(" {}", l.kind) };
+        println!("layer:    {:<6} {}{kind}", l.manager, layer_text(l));
     }
     if let Some(p) = &e.network {
         print_policy(p);
@@ -418,7 +420,7 @@ fn env_json(e: &Environment) -> serde_json::Value {
         "state": state_name(e.state),
         "packages": {"apt": p.apt, "cargo": p.cargo, "gem": p.gem, "go": p.go, "npm": p.npm, "pip": p.pip},
         "env": e.env,
-        "layers": e.layers.iter().map(|l| serde_json::json!({"digest": l.digest, "manager": l.manager, "size_bytes": l.size_bytes})).collect::<Vec<_>>(),
+        "layers": e.layers.iter().map(|l| serde_json::json!({"digest": l.digest, "manager": l.manager, "kind": l.kind, "size_bytes": l.size_bytes})).collect::<Vec<_>>(),
         "build_error": if e.build_error.is_empty() { None } else { Some(&e.build_error) },
         "imported_base": if e.imported_base.is_empty() { None } else { Some(&e.imported_base) },
         "network": e.network.as_ref().map(policy_json),

@@ -8,6 +8,7 @@
 //! - `image.rs`: building an image step by step; what a session starts from.
 //! - `build.rs`: one step in a build container.
 //! - `store.rs`: the environment records.
+//! - `toolchains.rs`: a manager's own tool as a shared layer when the environment has none.
 
 mod build;
 mod image;
@@ -16,6 +17,7 @@ mod managers;
 mod oci;
 pub mod packages;
 mod store;
+mod toolchains;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

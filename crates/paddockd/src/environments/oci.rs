@@ -103,6 +103,7 @@ impl EnvironmentManager {
                 size_bytes: 0,
                 created_at_ms: now_ms(),
                 build_ms: 0,
+                kind: String::new(),
             };
             self.layers.commit(&tmp, record).map_err(|e| {
                 self.layers.discard(&tmp);
