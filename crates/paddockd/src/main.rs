@@ -151,6 +151,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let core = Arc::new(Core::new(manager.clone(), envs, events, metrics, tokens, exchange));
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
+        tokio::spawn(manager.clone().env_warm_loop());
         tokio::spawn(manager.clone().watch_loop());
         let listeners =
             grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };

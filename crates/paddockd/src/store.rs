@@ -76,6 +76,10 @@ pub struct SessionRecord {
     /// sandbox made before user namespaces).
     #[serde(default)]
     pub userns: Option<paddock_runtime::namespaces::IdRange>,
+    /// For a warm sandbox of an environment's pool: the image it was started
+    /// for (`SessionImage::warm_key`), so a stale one is never handed out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warm_key: String,
 }
 
 impl Record for SessionRecord {

@@ -287,7 +287,10 @@ impl EnvironmentManager {
                 record.image.clone().ok_or_else(|| Error::internal("the build recorded no image"))?
             }
         };
-        let mut env: Vec<String> = image.layer_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // The image's config, then what the layers need, then the environment's own.
+        let config = &record.image_config;
+        let mut env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(image.layer_env.iter().map(|(k, v)| format!("{k}={v}")));
         env.extend(record.env.iter().map(|(k, v)| format!("{k}={v}")));
         Ok(SessionImage {
             environment_id: record.id.clone(),
@@ -297,6 +300,8 @@ impl EnvironmentManager {
             env,
             network: record.network.clone(),
             allow_privilege_escalation: record.allow_privilege_escalation,
+            working_dir: config.working_dir.clone(),
+            user: config.user.clone(),
         })
     }
 }

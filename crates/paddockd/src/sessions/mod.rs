@@ -11,6 +11,7 @@
 //! TTLs and the warm pool in `background.rs`.
 
 mod background;
+mod env_warm;
 mod lifecycle;
 mod network;
 pub mod session_files;
@@ -49,7 +50,7 @@ use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::time::now_ms;
 use crate::uid_ranges::UidRanges;
-use crate::warm::WarmPool;
+use crate::warm::{EnvPools, WarmPool};
 use session_files::SessionFiles;
 use state::Op;
 
@@ -103,6 +104,8 @@ pub struct SessionManager {
     /// the `sessions` lock, so `--max-sessions` holds under concurrency.
     admitting: AtomicUsize,
     pool: WarmPool,
+    /// Environments' warm pools (env_warm.rs).
+    env_pools: EnvPools,
     net: Arc<NetManager>,
     envs: Arc<EnvironmentManager>,
     events: Arc<Events>,
@@ -153,6 +156,7 @@ impl SessionManager {
             sessions: Mutex::new(HashMap::new()),
             admitting: AtomicUsize::new(0),
             pool: WarmPool::new(warm),
+            env_pools: EnvPools::default(),
             net,
             envs,
             events,
@@ -176,8 +180,6 @@ impl SessionManager {
             Some(p) => Some(self.net.policy_from(Some(p), "network")?),
             None => None,
         };
-        // A session on an environment starts cold: the warm pool holds
-        // sandboxes of the daemon's base image only.
         let image = match req.environment.as_str() {
             "" => SessionImage::base(self.current_image()?),
             key => self.envs.session_image(caller, key, req.wait_for_build).await?,
@@ -187,12 +189,16 @@ impl SessionManager {
             requested.or_else(|| image.network.clone()).unwrap_or_else(|| self.net.default_policy.clone());
         let admission = self.admit().await?;
 
-        let warm = match image.environment_id.is_empty() {
+        // From the base pool, or the environment's own (env_warm.rs).
+        let base = image.environment_id.is_empty();
+        let warm = match base {
             true => self.take_warm(&image.rootfs, &limits).await,
-            false => None,
+            false => self.take_env_warm(&image, &limits).await,
         };
-        if warm.is_none() && image.environment_id.is_empty() {
-            self.metrics.warm_miss();
+        match (&warm, base) {
+            (Some(_), _) => {}
+            (None, true) => self.metrics.warm_miss(),
+            (None, false) => self.metrics.env_warm_miss(&image.environment_name),
         }
         let (mut record, guest) = match warm {
             Some(w) => (w.record, w.guest),
@@ -322,6 +328,7 @@ impl SessionManager {
             network: None,
             tenant: crate::core::caller::default_tenant(),
             userns,
+            warm_key: String::new(),
         };
         if let Err(e) = self.store.save(&record) {
             release();
@@ -342,8 +349,12 @@ impl SessionManager {
             image_rootfs: image.rootfs.clone(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: [image.env.clone(), net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default()]
-                .concat(),
+            env: [
+                image.env.clone(),
+                net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default(),
+                image.guest_env(),
+            ]
+            .concat(),
             limits: limits::to_kernel(limits, self.cfg.open_files),
             layers: image.layers.clone(),
             upper: None,
