@@ -224,7 +224,7 @@ tar -C /tmp/repo -cf - . | base64 -w0"#;
         .await
         .unwrap()
         .into_inner();
-    let out = sh_ok(&mut client, &s.id, "paddock-hello; hello; command -v gem go").await;
+    let out = sh_ok(&mut client, &s.id, "paddock-hello; hello; command -v gem; command -v go").await;
     assert_eq!(out, "hello from a local gem\nhello from a local go module\n/usr/bin/gem\n/usr/bin/go\n");
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
     drop(inet);
