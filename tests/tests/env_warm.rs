@@ -93,7 +93,11 @@ async fn sessions_on_an_environment_start_from_its_warm_pool() {
     assert_eq!(sh_ok(&mut client, &s.id, "echo $MODE").await, "one\n");
     assert!(took < Duration::from_millis(500), "a warm hand-out took {took:?}");
     let text = scrape(&metrics);
-    assert_eq!(metric(&text, "paddock_environment_warm_pool_misses_total{environment=\"w\"}"), None, "{text}");
+    assert_eq!(
+        metric(&text, "paddock_environment_warm_pool_misses_total{environment=\"w\"}"),
+        None,
+        "{text}"
+    );
     // Refilled to 2: 1 session + 2 warm = --max-sessions 3.
     wait_warm(&d, &env.id, 2).await;
     let s2 = client.create_session(on("w")).await.unwrap().into_inner();
@@ -129,7 +133,11 @@ async fn sessions_on_an_environment_start_from_its_warm_pool() {
     wait_warm(&d, &env.id, 0).await;
     let cold = client.create_session(on("w")).await.unwrap().into_inner();
     let text = scrape(&metrics);
-    assert_eq!(metric(&text, "paddock_environment_warm_pool_misses_total{environment=\"w\"}"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "paddock_environment_warm_pool_misses_total{environment=\"w\"}"),
+        Some(1.0),
+        "{text}"
+    );
     client.delete_session(DeleteSessionRequest { session_id: cold.id }).await.unwrap();
     ok(d.cli(&["env", "update", "w", "--warm", "1"]));
     let last = wait_warm(&d, &env.id, 1).await;

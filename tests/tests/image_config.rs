@@ -28,7 +28,8 @@ fn umoci_image(layout: &std::path::Path, scratch: &std::path::Path) {
     let rootfs = bundle.join("rootfs");
     run(Command::new("cp").arg("-a").arg(format!("{}/.", test_image().display())).arg(&rootfs));
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
-    std::fs::write(rootfs.join("etc/passwd"), format!("{passwd}app:x:1000:1000::/srv/app:/bin/sh\n")).unwrap();
+    std::fs::write(rootfs.join("etc/passwd"), format!("{passwd}app:x:1000:1000::/srv/app:/bin/sh\n"))
+        .unwrap();
     let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap();
     std::fs::write(rootfs.join("etc/group"), format!("{group}app:x:1000:\n")).unwrap();
     std::fs::create_dir_all(rootfs.join("srv/app")).unwrap();
@@ -58,11 +59,8 @@ async fn an_imported_images_env_workdir_and_user_apply_to_its_sessions() {
     umoci_image(&layout, &d.state_dir);
     let mut envs = d.environments().await;
     let mut client = d.client().await;
-    let mut req = ImportEnvironmentRequest {
-        name: "app".into(),
-        directory: "app-oci".into(),
-        ..Default::default()
-    };
+    let mut req =
+        ImportEnvironmentRequest { name: "app".into(), directory: "app-oci".into(), ..Default::default() };
     req.env.insert("OVERRIDDEN".into(), "environment".into());
     let e = envs.import_environment(req).await.expect("ImportEnvironment").into_inner();
     assert_eq!(e.image_env.get("PATH").map(String::as_str), Some("/bin"), "{e:?}");
@@ -112,11 +110,15 @@ async fn an_imported_images_env_workdir_and_user_apply_to_its_sessions() {
     assert_eq!(sh_ok(&mut client, &s.id, "cat /srv/app/note.txt").await, "hi");
 
     // The export keeps the config.
-    envs.export_environment(ExportEnvironmentRequest { environment: "app".into(), directory: "app-out".into() })
-        .await
-        .expect("ExportEnvironment");
+    envs.export_environment(ExportEnvironmentRequest {
+        environment: "app".into(),
+        directory: "app-out".into(),
+    })
+    .await
+    .expect("ExportEnvironment");
     let out = d.state_dir.join("exchange/app-out");
-    let stat = run(Command::new("skopeo").arg("inspect").arg("--config").arg(format!("oci:{}", out.display())));
+    let stat =
+        run(Command::new("skopeo").arg("inspect").arg("--config").arg(format!("oci:{}", out.display())));
     let config: serde_json::Value = serde_json::from_str(&stat).unwrap();
     let c = &config["config"];
     assert_eq!(c["WorkingDir"], "/srv/app", "{config}");

@@ -98,7 +98,12 @@ async fn the_issue_example_builds_as_written_and_the_npm_toolchain_is_shared() {
         .await
         .unwrap()
         .into_inner();
-    let out = sh_ok(&mut client, &s.id, "npm --version >/dev/null && node -p \"require('is-number/package.json').version\"").await;
+    let out = sh_ok(
+        &mut client,
+        &s.id,
+        "npm --version >/dev/null && node -p \"require('is-number/package.json').version\"",
+    )
+    .await;
     assert_eq!(out, "6.0.0\n");
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
 
@@ -124,7 +129,8 @@ fn write_go_proxy(root: &std::path::Path) {
     std::fs::write(v.join("v1.0.0.info"), "{\"Version\":\"v1.0.0\",\"Time\":\"2024-01-01T00:00:00Z\"}")
         .unwrap();
     std::fs::write(v.join("v1.0.0.mod"), go_mod).unwrap();
-    let main = "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello from a local go module\") }\n";
+    let main =
+        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello from a local go module\") }\n";
     let script = format!(
         "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nz.writestr('example.com/hello@v1.0.0/go.mod', {go_mod:?})\nz.writestr('example.com/hello@v1.0.0/main.go', {main:?})\nz.close()\n"
     );

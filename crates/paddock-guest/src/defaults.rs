@@ -48,9 +48,9 @@ pub fn exec_cwd() -> String {
 pub fn user() -> Result<Option<(u32, u32)>, Status> {
     match &get().user {
         None => Ok(None),
-        Some(u) => resolve_user(u).map(Some).map_err(|e| {
-            Status::failed_precondition(format!("the image's default user: {}", e.message()))
-        }),
+        Some(u) => resolve_user(u)
+            .map(Some)
+            .map_err(|e| Status::failed_precondition(format!("the image's default user: {}", e.message()))),
     }
 }
 
@@ -67,8 +67,10 @@ pub fn resolve_user(user: &str) -> Result<(u32, u32), Status> {
         None => (user, None),
     };
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let entry =
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
     let uid = match (&entry, u.parse::<u32>()) {
         (Some(f), _) => f[2].parse().map_err(|_| bad())?,
         (None, Ok(uid)) => uid,

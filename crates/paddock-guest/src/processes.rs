@@ -152,7 +152,8 @@ impl ProcessTable {
         let argv = crate::exec::argv_of(&req.argv, &req.shell).map_err(spawn_status)?;
         let env = crate::exec::env_of(&self.base_env, &req.env).map_err(spawn_status)?;
         let cwd = if req.cwd.is_empty() { self.workdir.clone() } else { req.cwd.clone() };
-        let user = if req.user.is_empty() { crate::defaults::user()? } else { Some(resolve_user(&req.user)?) };
+        let user =
+            if req.user.is_empty() { crate::defaults::user()? } else { Some(resolve_user(&req.user)?) };
         if !req.tag.is_empty()
             && self
                 .procs

@@ -95,7 +95,11 @@ pub struct EnvPools {
 
 impl Default for EnvPools {
     fn default() -> Self {
-        Self { ready: Mutex::new(HashMap::new()), refill: tokio::sync::Mutex::new(Some(())), changed: Notify::new() }
+        Self {
+            ready: Mutex::new(HashMap::new()),
+            refill: tokio::sync::Mutex::new(Some(())),
+            changed: Notify::new(),
+        }
     }
 }
 
@@ -128,7 +132,10 @@ impl EnvPools {
     /// (environment name, ready sandboxes) for every pool that has some.
     pub fn sizes_by_name(&self) -> Vec<(String, usize)> {
         let ready = self.ready.lock().unwrap();
-        ready.values().filter_map(|q| q.front().map(|w| (w.record.environment_name.clone(), q.len()))).collect()
+        ready
+            .values()
+            .filter_map(|q| q.front().map(|w| (w.record.environment_name.clone(), q.len())))
+            .collect()
     }
 
     pub fn put(&self, w: WarmSandbox) {

@@ -270,7 +270,7 @@ async fn compare_env_warm(n: usize) {
             .flatten()
             .filter_map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).ok()?).ok())
             .filter(|r| r["state"] == "Warm" && !r["process"].is_null())
-            .filter(|r| (r["environment_id"].as_str().unwrap_or("") != "") == env)
+            .filter(|r| !r["environment_id"].as_str().unwrap_or("").is_empty() == env)
             .count()
     };
     let true_req = |id: &str| ExecRequest {
@@ -311,12 +311,6 @@ async fn compare_env_warm(n: usize) {
     for (what, b, e) in [("CreateSession", base_c, env_c), ("create to first exec", base_e, env_e)] {
         let (mb, me) = (median(b.clone()), median(e.clone()));
         let diff = (me.as_secs_f64() - mb.as_secs_f64()) * 1e3;
-        println!(
-            "| {what} | {} ({}) | {} ({}) | {diff:+.2} ms |",
-            ms(mb),
-            ms(p90(b)),
-            ms(me),
-            ms(p90(e))
-        );
+        println!("| {what} | {} ({}) | {} ({}) | {diff:+.2} ms |", ms(mb), ms(p90(b)), ms(me), ms(p90(e)));
     }
 }

@@ -343,8 +343,14 @@ mod tests {
             usage,
             denied: 2,
         };
-        let text =
-            m.render(Snapshot { sessions: vec![sample], by_state: vec![("running", 1)], warm_pool: 2, ..Default::default() }).await;
+        let text = m
+            .render(Snapshot {
+                sessions: vec![sample],
+                by_state: vec![("running", 1)],
+                warm_pool: 2,
+                ..Default::default()
+            })
+            .await;
         for line in [
             r#"paddock_session_cpu_seconds_total{session="ses-1",environment="",tenant="t"} 1.5"#,
             r#"paddock_session_memory_bytes{session="ses-1",environment="",tenant="t"} 4096"#,

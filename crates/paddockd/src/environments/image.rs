@@ -89,11 +89,11 @@ impl EnvironmentManager {
             let mut merged = vec![base_rootfs.clone()];
             merged.extend(lowers.iter().cloned());
             let (digest, tool) = if p.toolchain {
-                let apt = dpkg_version(&merged, managers::tool_packages(Manager::Apt)).unwrap_or_else(|| "none".into());
+                let apt = dpkg_version(&merged, managers::tool_packages(Manager::Apt))
+                    .unwrap_or_else(|| "none".into());
                 (toolchains::key(&parent, m, specs, &apt), apt)
             } else {
-                let tool =
-                    dpkg_version(&merged, managers::tool_packages(m)).unwrap_or_else(|| "none".into());
+                let tool = dpkg_version(&merged, managers::tool_packages(m)).unwrap_or_else(|| "none".into());
                 (layer_key(&parent, m, specs, &tool), tool)
             };
             let kind = if p.toolchain { toolchains::KIND } else { "" };

@@ -361,7 +361,9 @@ impl EnvironmentManager {
     pub async fn set_warm(&self, id: &str, n: u32) -> Result<EnvironmentRecord, Error> {
         self.check_warm(n)?;
         let mut records = self.records.lock().await;
-        let r = records.get_mut(id).ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
         r.warm_sandboxes = n;
         self.store.save(r).map_err(internal)?;
         Ok(r.clone())
@@ -376,7 +378,9 @@ impl EnvironmentManager {
     /// Records an imported image's config (Env, WorkingDir, User).
     pub(super) async fn set_image_config(&self, id: &str, config: ImageConfig) -> Result<(), Error> {
         let mut records = self.records.lock().await;
-        let r = records.get_mut(id).ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
         r.image_config = config;
         self.store.save(r).map_err(internal)
     }

@@ -402,9 +402,8 @@ fn image_config(dir: &Path, manifest: &ImageManifest) -> Result<ImageConfig, Str
         return Err(format!("WorkingDir: {working_dir:?} is not an absolute path"));
     }
     let user = c.user().clone().unwrap_or_default();
-    let part_ok = |p: &str| {
-        !p.is_empty() && p.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
-    };
+    let part_ok =
+        |p: &str| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
     if !user.is_empty() && (!user.split(':').all(part_ok) || user.matches(':').count() > 1) {
         return Err(format!("User: {user:?} is not a name, uid, uid:gid or name:group"));
     }

@@ -132,7 +132,8 @@ mod tests {
         assert_eq!(plan_of(&packages(&["npm=9.2.0~ds1-1"], &["x"])), want(&[("apt", false), ("npm", false)]));
         // In the base: none either.
         std::fs::create_dir_all(base.as_path().join("usr/bin")).unwrap();
-        std::os::unix::fs::symlink("../share/nodejs/npm/bin/npm-cli.js", base.as_path().join("usr/bin/npm")).unwrap();
+        std::os::unix::fs::symlink("../share/nodejs/npm/bin/npm-cli.js", base.as_path().join("usr/bin/npm"))
+            .unwrap();
         assert_eq!(plan_of(&packages(&[], &["x"])), want(&[("npm", false)]));
         let _ = std::fs::remove_dir_all(&base);
     }

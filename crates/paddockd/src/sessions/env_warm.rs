@@ -32,7 +32,11 @@ const TICK: Duration = Duration::from_secs(1);
 impl SessionManager {
     /// A warm sandbox of `image`'s environment started for that very image,
     /// with `limits` applied, if its pool has one.
-    pub(super) async fn take_env_warm(&self, image: &SessionImage, limits: &SessionLimits) -> Option<WarmSandbox> {
+    pub(super) async fn take_env_warm(
+        &self,
+        image: &SessionImage,
+        limits: &SessionLimits,
+    ) -> Option<WarmSandbox> {
         let key = image.warm_key();
         loop {
             let (warm, stale) = self.env_pools.take(&image.environment_id, &key);
@@ -130,10 +134,8 @@ impl SessionManager {
     /// under `--max-sessions`.
     async fn room_for_warm(&self) -> bool {
         let index = self.sessions.lock().await;
-        let used = index.len()
-            + self.admitting.load(Ordering::SeqCst)
-            + self.pool.len()
-            + self.env_pools.total();
+        let used =
+            index.len() + self.admitting.load(Ordering::SeqCst) + self.pool.len() + self.env_pools.total();
         used < self.cfg.max_sessions
     }
 }
