@@ -16,7 +16,7 @@ use paddock_proto::v1::environments_client::EnvironmentsClient;
 use paddock_proto::v1::{
     BuildEnvironmentRequest, BuildState, CreateEnvironmentRequest, DeleteEnvironmentRequest, Environment,
     ExportEnvironmentRequest, GetEnvironmentRequest, ImportEnvironmentRequest, Layer,
-    ListEnvironmentsRequest, Packages,
+    ListEnvironmentsRequest, Packages, UpdateEnvironmentRequest,
 };
 use paddock_units::format_bytes;
 use serde::Deserialize;
@@ -64,6 +64,15 @@ pub enum EnvCommand {
         #[arg(long = "ref")]
         reference: Option<String>,
     },
+    /// Change an environment: how many warm sandboxes it keeps, its description.
+    Update {
+        name: String,
+        /// Warm sandboxes to keep started for its sessions (0: none).
+        #[arg(long)]
+        warm: Option<u32>,
+        #[arg(long)]
+        description: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -103,6 +112,10 @@ pub struct CreateArgs {
     /// off); needs the daemon's user namespaces.
     #[arg(long)]
     allow_privilege_escalation: bool,
+    /// Warm sandboxes to keep started for its sessions once it is built, so
+    /// they start as fast as base sessions (or `warm_sandboxes` in the file).
+    #[arg(long)]
+    warm: Option<u32>,
     #[arg(long)]
     json: bool,
 }
@@ -120,6 +133,8 @@ struct EnvFile {
     network: Option<NetworkFile>,
     #[serde(default)]
     allow_privilege_escalation: bool,
+    #[serde(default)]
+    warm_sandboxes: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -227,6 +242,17 @@ pub async fn run(daemon: &connect::Daemon, cmd: EnvCommand) -> Result<ExitCode> 
             println!("{}", e.id);
             Ok(ExitCode::SUCCESS)
         }
+        EnvCommand::Update { name, warm, description } => {
+            let req = UpdateEnvironmentRequest {
+                environment: name,
+                warm_sandboxes: warm,
+                description,
+                ..Default::default()
+            };
+            let e = envs.update_environment(req).await.map_err(status)?.into_inner();
+            println!("{}", e.id);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -269,6 +295,7 @@ async fn create(envs: &mut EnvironmentsClient<Conn>, args: CreateArgs) -> Result
         env,
         network,
         allow_privilege_escalation: args.allow_privilege_escalation || file.allow_privilege_escalation,
+        warm_sandboxes: args.warm.unwrap_or(file.warm_sandboxes),
         ..Default::default()
     };
     let e = envs.create_environment(req).await.map_err(status)?.into_inner();
@@ -305,7 +332,8 @@ async fn build(envs: &mut EnvironmentsClient<Conn>, name: &str, plain: bool) -> 
         };
         match e.event {
             Some(Event::StepStarted(s)) => {
-                let what = format!("{} ({})", s.packages.join(" "), short(&s.digest));
+                let tc = if s.kind.is_empty() { String::new() } else { format!("{} ", s.kind) };
+                let what = format!("{tc}{} ({})", s.packages.join(" "), short(&s.digest));
                 if plain {
                     println!("{prefix} start: {what}");
                 } else {
@@ -394,13 +422,28 @@ fn show(e: &Environment) {
         println!("env:      {k}={v}");
     }
     for l in &e.layers {
-        println!("layer:    {:<6} {}", l.manager, layer_text(l));
+        let kind = if l.kind.is_empty() { String::new() } else { format!(" {}", l.kind) };
+        println!("layer:    {:<6} {}{kind}", l.manager, layer_text(l));
     }
     if let Some(p) = &e.network {
         print_policy(p);
     }
     if e.allow_privilege_escalation {
         println!("setuid:   allowed (allow_privilege_escalation)");
+    }
+    if e.warm_sandboxes > 0 {
+        println!("warm:     {} sandboxes", e.warm_sandboxes);
+    }
+    let mut image_env: Vec<_> = e.image_env.iter().collect();
+    image_env.sort();
+    for (k, v) in image_env {
+        println!("image:    env {k}={v}");
+    }
+    if !e.working_dir.is_empty() {
+        println!("image:    workdir {}", e.working_dir);
+    }
+    if !e.user.is_empty() {
+        println!("image:    user {}", e.user);
     }
     if !e.imported_base.is_empty() {
         println!("imported: {}", e.imported_base);
@@ -422,11 +465,15 @@ pub(crate) fn env_json(e: &Environment) -> serde_json::Value {
         "state": state_name(e.state),
         "packages": {"apt": p.apt, "cargo": p.cargo, "gem": p.gem, "go": p.go, "npm": p.npm, "pip": p.pip},
         "env": e.env,
-        "layers": e.layers.iter().map(|l| serde_json::json!({"digest": l.digest, "manager": l.manager, "size_bytes": l.size_bytes})).collect::<Vec<_>>(),
+        "layers": e.layers.iter().map(|l| serde_json::json!({"digest": l.digest, "manager": l.manager, "kind": l.kind, "size_bytes": l.size_bytes})).collect::<Vec<_>>(),
         "build_error": if e.build_error.is_empty() { None } else { Some(&e.build_error) },
         "imported_base": if e.imported_base.is_empty() { None } else { Some(&e.imported_base) },
         "network": e.network.as_ref().map(policy_json),
         "allow_privilege_escalation": e.allow_privilege_escalation,
         "snapshot_of": if e.snapshot_of.is_empty() { None } else { Some(&e.snapshot_of) },
+        "warm_sandboxes": e.warm_sandboxes,
+        "image_env": e.image_env,
+        "working_dir": e.working_dir,
+        "user": e.user,
     })
 }

@@ -40,7 +40,8 @@ pub async fn start(
 ) -> Result<Events, SpawnError> {
     let argv = argv_of(&req.argv, &req.shell)?;
     let env = env_of(base_env, &req.env)?;
-    let cwd = if req.cwd.is_empty() { "/".to_string() } else { req.cwd.clone() };
+    let cwd = if req.cwd.is_empty() { crate::defaults::exec_cwd() } else { req.cwd.clone() };
+    let user = crate::defaults::user().map_err(|s| SpawnError::Invalid(s.message().to_string()))?;
 
     let (stdin_child, stdin_parent) = if req.stdin.is_empty() {
         (OwnedFd::from(File::open("/dev/null").map_err(|e| os("open /dev/null", e))?), None)
@@ -63,7 +64,7 @@ pub async fn start(
         stdout: stdout_child,
         stderr: stderr_child,
         controlling_tty: false,
-        user: None,
+        user,
     };
     let reaper2 = reaper.clone();
     let (pid, exit) = tokio::task::spawn_blocking(move || reaper2.spawn(cmd))

@@ -6,6 +6,7 @@
 //! socket. All tool work runs here, inside the sandbox and under its limits.
 
 mod code;
+mod defaults;
 mod exec;
 mod files;
 mod processes;
@@ -37,7 +38,6 @@ use crate::reaper::Reaper;
 use crate::spawn::SpawnError;
 
 const LISTEN_FD_ENV: &str = "PADDOCK_LISTEN_FD";
-use paddock_files::WORKDIR;
 /// Limits used when the daemon sends none (it always does).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
@@ -277,6 +277,7 @@ fn run() -> anyhow::Result<()> {
         })?
         .parse()?;
     std::env::remove_var(LISTEN_FD_ENV);
+    defaults::init();
     let base_env: Vec<(String, String)> = std::env::vars().collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -292,12 +293,14 @@ fn run() -> anyhow::Result<()> {
         let listener = tokio::net::UnixListener::from_std(std_listener)?;
         let reaper = Reaper::start()?;
         // Relative tool paths and the bash tool start here.
-        let workdir = std::path::PathBuf::from(WORKDIR);
+        // (the image's WorkingDir when it has one: defaults.rs).
+        let workdir = std::path::PathBuf::from(defaults::workdir());
         let _ = std::fs::create_dir_all(&workdir);
-        let tools = toolset::Toolset::new(reaper.clone(), workdir, base_env.clone());
-        let processes = processes::ProcessTable::new(reaper.clone(), base_env.clone(), WORKDIR.to_string());
-        let files = files::FileService::new(std::path::PathBuf::from(WORKDIR));
-        let code = code::Contexts::new(reaper.clone(), base_env.clone(), std::path::PathBuf::from(WORKDIR));
+        let tools = toolset::Toolset::new(reaper.clone(), workdir.clone(), base_env.clone());
+        let processes =
+            processes::ProcessTable::new(reaper.clone(), base_env.clone(), workdir.to_string_lossy().into());
+        let files = files::FileService::new(workdir.clone());
+        let code = code::Contexts::new(reaper.clone(), base_env.clone(), workdir);
         let service = GuestService { reaper, code, files, tools, processes, base_env };
         tonic::transport::Server::builder()
             .max_frame_size(paddock_proto::MAX_FRAME)

@@ -152,7 +152,8 @@ impl ProcessTable {
         let argv = crate::exec::argv_of(&req.argv, &req.shell).map_err(spawn_status)?;
         let env = crate::exec::env_of(&self.base_env, &req.env).map_err(spawn_status)?;
         let cwd = if req.cwd.is_empty() { self.workdir.clone() } else { req.cwd.clone() };
-        let user = if req.user.is_empty() { None } else { Some(resolve_user(&req.user)?) };
+        let user =
+            if req.user.is_empty() { crate::defaults::user()? } else { Some(resolve_user(&req.user)?) };
         if !req.tag.is_empty()
             && self
                 .procs
@@ -437,25 +438,7 @@ fn prune(procs: &mut Vec<Arc<Proc>>) {
     }
 }
 
-/// `name`, `uid` or `uid:gid` → (uid, gid), names looked up in /etc/passwd.
+/// `name`, `uid`, `uid:gid` or `name:group` → (uid, gid) (defaults.rs).
 pub(crate) fn resolve_user(user: &str) -> Result<(u32, u32), Status> {
-    let bad = || {
-        Status::invalid_argument(format!(
-            "user: {user:?} is not a user of this sandbox (a name, uid or uid:gid)"
-        ))
-    };
-    if let Some((u, g)) = user.split_once(':') {
-        return Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?));
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 4 && (f[0] == user || f[2] == user) {
-            return Ok((f[2].parse().map_err(|_| bad())?, f[3].parse().map_err(|_| bad())?));
-        }
-    }
-    match user.parse::<u32>() {
-        Ok(uid) => Ok((uid, uid)),
-        Err(_) => Err(bad()),
-    }
+    crate::defaults::resolve_user(user)
 }

@@ -23,3 +23,11 @@ pub mod v1 {
 pub mod guest {
     include!(concat!(env!("OUT_DIR"), "/guest/paddock.guest.v1.rs"));
 }
+
+/// Set by the daemon in a sandbox's environment, read (and removed) by the
+/// guest at start: the default working directory of tool processes (an
+/// imported image's `WorkingDir`).
+pub const GUEST_WORKDIR_ENV: &str = "PADDOCK_GUEST_WORKDIR";
+/// Likewise: the default user of tool processes (an imported image's `User`:
+/// `name`, `uid`, `uid:gid` or `name:group`).
+pub const GUEST_USER_ENV: &str = "PADDOCK_GUEST_USER";

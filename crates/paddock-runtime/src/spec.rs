@@ -99,6 +99,7 @@ pub fn build_spec(cfg: &SandboxConfig, netns: &Path, userns: &Path) -> Result<Sp
         format!("{LISTEN_FD_ENV}={LISTEN_FD}"),
     ];
     env.extend(cfg.env.iter().cloned());
+    let env = last_wins(env);
 
     // Raising a hard limit needs CAP_SYS_RESOURCE, which root may lack; never
     // ask for more than this process has.
@@ -203,4 +204,31 @@ fn char_device_rule(major: i64, minor: Option<i64>) -> Result<LinuxDeviceCgroup>
         Some(m) => b.minor(m).build()?,
         None => b.build()?,
     })
+}
+
+/// `KEY=VALUE` entries with each key once, at its first place, holding its
+/// last value: an image's `PATH` (or an environment's variable) replaces the
+/// default instead of standing behind it, where getenv(3) would not see it.
+fn last_wins(env: Vec<String>) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| e.to_string());
+    let mut last = std::collections::HashMap::new();
+    for e in &env {
+        last.insert(key(e), e.clone());
+    }
+    let mut out = Vec::with_capacity(last.len());
+    for e in &env {
+        if let Some(v) = last.remove(&key(e)) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod env_tests {
+    #[test]
+    fn a_later_variable_replaces_an_earlier_one_in_place() {
+        let env = ["PATH=/usr/bin", "HOME=/root", "PATH=/bin", "X=1"].map(String::from).to_vec();
+        assert_eq!(super::last_wins(env), ["PATH=/bin", "HOME=/root", "X=1"]);
+    }
 }

@@ -162,6 +162,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let core: Arc<dyn core::Paddock> = Arc::new(core);
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
+        tokio::spawn(manager.clone().env_warm_loop());
         tokio::spawn(manager.clone().watch_loop());
         tokio::spawn(manager.clone().idle_loop());
         let listeners =

@@ -110,6 +110,10 @@ pub struct SessionRecord {
     /// Why its sandbox stopped, once it has.
     #[serde(default)]
     pub stop_reason: Option<crate::core::events::StopReason>,
+    /// For a warm sandbox of an environment's pool: the image it was started
+    /// for (`SessionImage::warm_key`), so a stale one is never handed out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warm_key: String,
 }
 
 impl Record for SessionRecord {

@@ -5,7 +5,10 @@
 //! usage: bench-runtime [ITERATIONS] [--userns-compare]   (run as root;
 //! scripts/bench.sh builds it). With `--userns-compare` it measures only
 //! Paddock, with `--userns off` and with user namespaces (the default), cold
-//! and warm, interleaved in one run, and prints both side by side.
+//! and warm, interleaved in one run, and prints both side by side. With
+//! `--env-warm` it measures sessions on an environment with a warm pool
+//! (`warm_sandboxes = 2`) against base sessions from the base pool, on one
+//! daemon, interleaved.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,6 +65,9 @@ async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
     if std::env::args().any(|a| a == "--userns-compare") {
         return compare_userns(n).await;
+    }
+    if std::env::args().any(|a| a == "--env-warm") {
+        return compare_env_warm(n).await;
     }
     let rootfs = test_image();
     let work = std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id()));
@@ -240,5 +246,71 @@ async fn compare_userns(n: usize) {
         line("create-to-first-exec", &b.create_to_exec, &a.create_to_exec);
         line("DeleteSession", &b.delete, &a.delete);
         line("Exec round trip", &b.exec, &a.exec);
+    }
+}
+
+/// Base sessions (base pool of 2) against sessions on an environment with a
+/// pool of 2 (an environment of no packages with a variable: its own image
+/// key, its own pool), one after the other on one daemon, each create after
+/// both pools are full again.
+async fn compare_env_warm(n: usize) {
+    use paddock_proto::v1::environments_client::EnvironmentsClient;
+    use paddock_proto::v1::CreateEnvironmentRequest;
+    let daemon = Daemon::start_with(test_image(), vec!["--warm-sandboxes".into(), "2".into()], None);
+    let mut client = daemon.client().await;
+    let mut envs = EnvironmentsClient::new(daemon.channel().await);
+    let mut req = CreateEnvironmentRequest { name: "bench".into(), warm_sandboxes: 2, ..Default::default() };
+    req.env.insert("MODE".into(), "bench".into());
+    envs.create_environment(req).await.unwrap();
+    paddock_tests::build_env(&mut envs, "bench").await;
+    // Warm sandboxes whose start has finished (its process is recorded).
+    let ready = |env: bool| {
+        std::fs::read_dir(daemon.state_dir.join("sessions"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).ok()?).ok())
+            .filter(|r| r["state"] == "Warm" && !r["process"].is_null())
+            .filter(|r| !r["environment_id"].as_str().unwrap_or("").is_empty() == env)
+            .count()
+    };
+    let true_req = |id: &str| ExecRequest {
+        session_id: id.to_string(),
+        argv: vec!["/bin/true".into()],
+        ..Default::default()
+    };
+    let (mut base_c, mut base_e, mut env_c, mut env_e) = (vec![], vec![], vec![], vec![]);
+    for i in 0..(n + 3) {
+        for on_env in [false, true] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while (ready(false) < 2 || ready(true) < 2) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let req = CreateSessionRequest {
+                environment: if on_env { "bench".into() } else { String::new() },
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let s = client.create_session(req).await.unwrap().into_inner();
+            let created = start.elapsed();
+            let r = client.exec(true_req(&s.id)).await.unwrap().into_inner();
+            let first_exec = start.elapsed();
+            assert_eq!(r.exit_code, Some(0));
+            client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
+            if i >= 3 {
+                let (c, e) = if on_env { (&mut env_c, &mut env_e) } else { (&mut base_c, &mut base_e) };
+                c.push(created);
+                e.push(first_exec);
+            }
+        }
+    }
+    println!("warm pools: {n} base and {n} environment sessions, interleaved; medians (p90)");
+    println!();
+    println!("| measure | base session | environment session | difference |");
+    println!("|---|---|---|---|");
+    for (what, b, e) in [("CreateSession", base_c, env_c), ("create to first exec", base_e, env_e)] {
+        let (mb, me) = (median(b.clone()), median(e.clone()));
+        let diff = (me.as_secs_f64() - mb.as_secs_f64()) * 1e3;
+        println!("| {what} | {} ({}) | {} ({}) | {diff:+.2} ms |", ms(mb), ms(p90(b)), ms(me), ms(p90(e)));
     }
 }

@@ -290,6 +290,7 @@ impl Contexts {
             .write(true)
             .open("/dev/null")
             .map_err(|e| Status::internal(format!("opening /dev/null: {e}")))?;
+        let user = crate::defaults::user()?;
         let cmd = Command {
             argv,
             env: self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -298,7 +299,7 @@ impl Contexts {
             stdout: out_w,
             stderr: devnull.into(),
             controlling_tty: false,
-            user: None,
+            user,
         };
         let reaper = self.reaper.clone();
         let (pid, _exit) = tokio::task::spawn_blocking(move || reaper.spawn(cmd))

@@ -137,6 +137,7 @@ async fn start(reaper: &Reaper, workdir: &Path, env: &[(String, String)]) -> Res
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     vars.extend(["PS1=".to_string(), "PS2=".to_string(), "TERM=dumb".to_string()]);
+    let user = crate::defaults::user().map_err(|s| s.message().to_string())?;
     let cmd = Command {
         argv: vec!["/bin/bash".into(), "--noprofile".into(), "--norc".into()],
         env: vars,
@@ -145,7 +146,7 @@ async fn start(reaper: &Reaper, workdir: &Path, env: &[(String, String)]) -> Res
         stdout: stdout_w,
         stderr: stderr_w,
         controlling_tty: false,
-        user: None,
+        user,
     };
     let r = reaper.clone();
     let (pid, exit) = tokio::task::spawn_blocking(move || r.spawn(cmd))

@@ -43,6 +43,8 @@ pub struct Snapshot {
     /// (state name, count), every state listed even at 0.
     pub by_state: Vec<(&'static str, u64)>,
     pub warm_pool: u64,
+    /// (environment name, warm sandboxes ready now) per environment pool.
+    pub env_warm_pools: Vec<(String, u64)>,
 }
 
 pub struct Metrics {
@@ -59,6 +61,7 @@ pub struct Metrics {
     build_steps: Family<Labels, Histogram>,
     oom_kills: Counter,
     warm_misses: Counter,
+    env_warm_misses: Family<Labels, Counter>,
 }
 
 /// Latency buckets from 0.5 ms to about 16 s (×2 each).
@@ -108,6 +111,12 @@ impl Metrics {
             "CreateSession calls on the base image that found no warm sandbox (cold starts)",
             warm_misses.clone(),
         );
+        let env_warm_misses = Family::<Labels, Counter>::default();
+        registry.register(
+            "environment_warm_pool_misses",
+            "CreateSession calls on an environment that found no warm sandbox of it (cold starts), by environment",
+            env_warm_misses.clone(),
+        );
         registry.register_collector(Box::new(Scraped { snapshot: snapshot.clone(), events }));
         Self {
             registry,
@@ -122,6 +131,7 @@ impl Metrics {
             build_steps,
             oom_kills,
             warm_misses,
+            env_warm_misses,
         }
     }
 
@@ -161,6 +171,10 @@ impl Metrics {
 
     pub fn warm_miss(&self) {
         self.warm_misses.inc();
+    }
+
+    pub fn env_warm_miss(&self, environment: &str) {
+        self.env_warm_misses.get_or_create(&vec![("environment", environment.to_string())]).inc();
     }
 
     /// The text exposition of everything, with `snapshot` as the state now
@@ -299,6 +313,13 @@ impl Collector for Scraped {
         warm.encode(e.encode_descriptor("warm_pool_size", "Warm sandboxes ready now", None, G)?)?;
         family(
             e,
+            "environment_warm_pool_size",
+            "Warm sandboxes of an environment ready now, by environment",
+            G,
+            snap.env_warm_pools.iter().map(|(env, n)| (vec![("environment", env.clone())], *n)),
+        )?;
+        family(
+            e,
             "events",
             "Life-cycle events published, by kind",
             C,
@@ -335,8 +356,14 @@ mod tests {
             usage,
             denied: 2,
         };
-        let text =
-            m.render(Snapshot { sessions: vec![sample], by_state: vec![("running", 1)], warm_pool: 2 }).await;
+        let text = m
+            .render(Snapshot {
+                sessions: vec![sample],
+                by_state: vec![("running", 1)],
+                warm_pool: 2,
+                ..Default::default()
+            })
+            .await;
         for line in [
             r#"paddock_session_cpu_seconds_total{session="ses-1",environment="",tenant="t"} 1.5"#,
             r#"paddock_session_memory_bytes{session="ses-1",environment="",tenant="t"} 4096"#,

@@ -377,6 +377,7 @@ impl Core {
             return Err(Error::permission_denied("id: only a fleet's router gives an environment its id"));
         }
         let id = Some(r.id).filter(|id| !id.is_empty());
+        self.envs.check_warm(r.warm_sandboxes)?;
         let record = self
             .envs
             .create(
@@ -391,6 +392,10 @@ impl Core {
                 id,
             )
             .await?;
+        let record = match r.warm_sandboxes {
+            0 => record,
+            n => self.envs.set_warm(&record.id, n).await?,
+        };
         self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
     }
@@ -411,10 +416,19 @@ impl Core {
         let env = r.update_env.then(|| r.env.into_iter().collect());
         let pk = r.packages.map(|p| packages(Some(p)));
         let network = policy(r.network.as_ref())?;
+        if let Some(n) = r.warm_sandboxes {
+            self.envs.check_warm(n)?;
+        }
         let record = self
             .envs
             .update(caller, &r.environment, pk, env, r.description, network, r.allow_privilege_escalation)
             .await?;
+        let record = match r.warm_sandboxes {
+            Some(n) => self.envs.set_warm(&record.id, n).await?,
+            None => record,
+        };
+        // Rebuilt or changed: stale warm sandboxes go at the pool's next look.
+        self.sessions.env_pools_changed();
         self.events.publish(EventKind::EnvironmentUpdated, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
     }
@@ -437,6 +451,7 @@ impl Core {
         }
         self.envs.delete(&env.id).await?;
         drop(index);
+        self.sessions.drain_env_pool(&env.id).await;
         self.events.publish(EventKind::EnvironmentDeleted, &env.id, &env.tenant);
         Ok(())
     }

@@ -84,5 +84,9 @@ pub fn environment(envs: &EnvironmentManager, r: &EnvironmentRecord) -> Environm
             Base::Daemon | Base::Imported { .. } => String::new(),
         },
         tenant: r.tenant.clone(),
+        warm_sandboxes: r.warm_sandboxes,
+        image_env: r.image_config.env.iter().cloned().collect(),
+        working_dir: r.image_config.working_dir.clone(),
+        user: r.image_config.user.clone(),
     }
 }

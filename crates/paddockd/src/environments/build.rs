@@ -27,7 +27,7 @@ use paddock_runtime::{BindMount, ResourceLimits, RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use super::managers::{script, PRELUDE};
+use super::managers::{script, toolchain_script, PRELUDE};
 use super::packages::Manager;
 use crate::config::{DaemonConfig, MAX_EXEC_OUTPUT};
 use crate::guest;
@@ -54,6 +54,9 @@ pub struct Step<'a> {
     pub tmp: PathBuf,
     pub step: u32,
     pub steps: u32,
+    /// Installs `manager`'s toolchain (Debian packages, by apt) rather than
+    /// its packages (toolchains.rs).
+    pub toolchain: bool,
 }
 
 pub struct StepFailure {
@@ -169,8 +172,11 @@ impl Builder {
         if let Err(e) = guest.ping(ping).await {
             return Err(failure(format!("the build container's guest did not answer: {}", e.message()), ""));
         }
-        let mut argv =
-            vec!["/bin/sh".to_string(), "-c".to_string(), format!("{PRELUDE}{}", script(step.manager))];
+        let body = match step.toolchain {
+            true => toolchain_script(),
+            false => script(step.manager).to_string(),
+        };
+        let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), format!("{PRELUDE}{body}")];
         argv.push("sh".to_string());
         argv.extend(step.packages.iter().cloned());
         let timeout = self.cfg.build_timeout;

@@ -14,6 +14,7 @@ use super::build::Step;
 use super::layers::{dpkg_version, layer_key, LayerRecord};
 use super::managers;
 use super::packages::{Manager, Packages};
+use super::toolchains;
 use super::{EnvironmentManager, Image, SessionImage};
 use crate::core::caller::Caller;
 use crate::core::events::EventKind;
@@ -72,9 +73,10 @@ impl EnvironmentManager {
             }
         };
         let packages = record.packages.clone();
-        let managers: Vec<Manager> =
-            Manager::ALL.into_iter().filter(|m| !packages.list(*m).is_empty()).collect();
-        let steps = managers.len() as u32;
+        // Toolchains first, directly on the base (or a snapshot's stack),
+        // then the environment's own steps.
+        let planned = toolchains::plan(&packages, &base_rootfs);
+        let steps = planned.len() as u32;
         // A snapshot's stack is the bottom of every image built on it; pinned
         // with the base, and each step's layer from its lookup on, until the
         // image is recorded (gc.rs keeps what is pinned).
@@ -92,14 +94,25 @@ impl EnvironmentManager {
             manager: m.map(|m| m.name().to_string()).unwrap_or_default(),
             event: Some(e),
         };
-        for (i, m) in managers.iter().copied().enumerate() {
+        for (i, p) in planned.iter().enumerate() {
+            let (m, specs) = (p.manager, p.specs.as_slice());
             let step_no = i as u32 + 1;
-            let specs = packages.list(m);
             let mut merged = vec![base_rootfs.clone()];
             merged.extend(lowers.iter().cloned());
-            let tool = dpkg_version(&merged, managers::tool_packages(m)).unwrap_or_else(|| "none".into());
-            let digest = layer_key(&parent, m, specs, &tool);
-            let started_ev = StepStarted { packages: specs.to_vec(), digest: format!("sha256:{digest}") };
+            let (digest, tool) = if p.toolchain {
+                let apt = dpkg_version(&merged, managers::tool_packages(Manager::Apt))
+                    .unwrap_or_else(|| "none".into());
+                (toolchains::key(&parent, m, specs, &apt), apt)
+            } else {
+                let tool = dpkg_version(&merged, managers::tool_packages(m)).unwrap_or_else(|| "none".into());
+                (layer_key(&parent, m, specs, &tool), tool)
+            };
+            let kind = if p.toolchain { toolchains::KIND } else { "" };
+            let started_ev = StepStarted {
+                packages: specs.to_vec(),
+                digest: format!("sha256:{digest}"),
+                kind: kind.into(),
+            };
             let _ = tx.send(event(step_no, Some(m), build_event::Event::StepStarted(started_ev))).await;
             let _layer_lock = self.layers.lock(&digest).await;
             pin.add(&self.layers.diff(&digest));
@@ -119,6 +132,7 @@ impl EnvironmentManager {
                         tmp: PathBuf::new(),
                         step: step_no,
                         steps,
+                        toolchain: p.toolchain,
                     };
                     match self.build_layer(step, &digest, &parent, &tool, tx).await {
                         Ok(l) => {
@@ -139,7 +153,9 @@ impl EnvironmentManager {
             };
             lowers.push(self.layers.diff(&layer.digest));
             made.push(layer.digest.clone());
-            layer_env.extend(managers::image_env(m).iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            if !p.toolchain {
+                layer_env.extend(managers::image_env(m).iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            }
             parent = layer.digest;
         }
         let image = Image { base_rootfs, base_digest, packages: packages.clone(), layers: made, layer_env };
@@ -170,6 +186,10 @@ impl EnvironmentManager {
         tx: &mpsc::Sender<BuildEvent>,
     ) -> Result<LayerRecord, BuildFailed> {
         let m = step.manager;
+        let toolchain = step.toolchain;
+        // A toolchain step is an apt install: apt's output blames a Debian package.
+        let blamed = if toolchain { Manager::Apt } else { m };
+        let what = if toolchain { format!("{} toolchain", m.name()) } else { m.name().to_string() };
         let fail = |package: Option<&str>, message: String, tail: String| BuildFailed {
             manager: m.name().into(),
             package: package.unwrap_or_default().into(),
@@ -183,10 +203,10 @@ impl EnvironmentManager {
         self.metrics.build_step(m.name(), ran.is_ok(), started);
         if let Err(f) = ran {
             self.layers.discard(&tmp);
-            let package = managers::blame(m, step.packages, &f.output_tail);
+            let package = managers::blame(blamed, step.packages, &f.output_tail);
             let message = match package {
-                Some(p) => format!("{} step failed on package {p:?}: {}", m.name(), f.message),
-                None => format!("{} step failed: {}", m.name(), f.message),
+                Some(p) => format!("{what} step failed on package {p:?}: {}", f.message),
+                None => format!("{what} step failed: {}", f.message),
             };
             return Err(fail(package, message, f.output_tail));
         }
@@ -199,12 +219,13 @@ impl EnvironmentManager {
             size_bytes: 0,
             created_at_ms: now_ms(),
             build_ms: started.elapsed().as_millis() as u64,
+            kind: if toolchain { toolchains::KIND.into() } else { String::new() },
         };
         let tmp2 = tmp.clone();
         let layers = &self.layers;
         layers.commit(&tmp2, record).map_err(|e| {
             layers.discard(&tmp);
-            fail(None, format!("storing the {} layer: {e:#}", m.name()), String::new())
+            fail(None, format!("storing the {what} layer: {e:#}"), String::new())
         })
     }
 
@@ -236,6 +257,7 @@ impl EnvironmentManager {
             digest: format!("sha256:{}", image.base_digest),
             manager: "base".into(),
             size_bytes: 0,
+            kind: String::new(),
         }];
         out.extend(image.layers.iter().filter_map(|d| self.layers.get(d)).map(|l| to_layer(&l)));
         out
@@ -277,7 +299,10 @@ impl EnvironmentManager {
                 record.image.clone().ok_or_else(|| Error::internal("the build recorded no image"))?
             }
         };
-        let mut env: Vec<String> = image.layer_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // The image's config, then what the layers need, then the environment's own.
+        let config = &record.image_config;
+        let mut env: Vec<String> = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(image.layer_env.iter().map(|(k, v)| format!("{k}={v}")));
         env.extend(record.env.iter().map(|(k, v)| format!("{k}={v}")));
         let layers: Vec<PathBuf> = image.layers.iter().map(|d| self.layers.diff(d)).collect();
         // Pinned until the session's record names them. A collection that ran
@@ -302,10 +327,17 @@ impl EnvironmentManager {
             network: record.network.clone(),
             allow_privilege_escalation: record.allow_privilege_escalation,
             pin: Some(pin),
+            working_dir: config.working_dir.clone(),
+            user: config.user.clone(),
         })
     }
 }
 
 fn to_layer(l: &LayerRecord) -> Layer {
-    Layer { digest: format!("sha256:{}", l.digest), manager: l.manager.clone(), size_bytes: l.size_bytes }
+    Layer {
+        digest: format!("sha256:{}", l.digest),
+        manager: l.manager.clone(),
+        size_bytes: l.size_bytes,
+        kind: l.kind.clone(),
+    }
 }

@@ -40,6 +40,10 @@ pub struct LayerRecord {
     pub size_bytes: u64,
     pub created_at_ms: i64,
     pub build_ms: u64,
+    /// "toolchain" for a manager's own tool (toolchains.rs), "snapshot" for
+    /// a session's files (snapshot.rs); empty for a layer of packages.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
 }
 
 pub struct LayerStore {

@@ -88,6 +88,38 @@ pub fn tool_packages(m: Manager) -> &'static [&'static str] {
     }
 }
 
+/// The Debian packages a toolchain layer installs for a manager whose tool
+/// the environment does not provide (toolchains.rs). cargo's is `cargo-web`:
+/// bookworm's plain `cargo` (0.66) predates the sparse index protocol the
+/// crate registry serves, `cargo-web` is bookworm's current toolchain.
+pub fn toolchain(m: Manager) -> &'static [&'static str] {
+    match m {
+        Manager::Apt => &[],
+        Manager::Cargo => &["cargo-web"],
+        Manager::Gem => &["ruby"],
+        Manager::Go => &["golang-go"],
+        Manager::Npm => &["npm"],
+        Manager::Pip => &["python3-pip"],
+    }
+}
+
+/// The command a step needs (what its script's `need` checks).
+pub fn tool_command(m: Manager) -> &'static str {
+    match m {
+        Manager::Apt => "apt-get",
+        Manager::Cargo => "cargo",
+        Manager::Gem => "gem",
+        Manager::Go => "go",
+        Manager::Npm => "npm",
+        Manager::Pip => "pip3",
+    }
+}
+
+/// A toolchain step: the apt step, which needs apt-get in the image.
+pub fn toolchain_script() -> String {
+    format!("need apt-get\n{}", script(Manager::Apt))
+}
+
 /// Variables every session on an image with this step's layer needs.
 pub fn image_env(m: Manager) -> &'static [(&'static str, &'static str)] {
     match m {

@@ -10,6 +10,7 @@
 //! - `store.rs`: the environment records.
 //! - `snapshot.rs`, `upper.rs`: environments made from a session's files.
 //! - `gc.rs`, `pins.rs`: removing layers and base versions nothing uses.
+//! - `toolchains.rs`: a manager's own tool as a shared layer when the environment has none.
 
 mod build;
 mod gc;
@@ -22,6 +23,7 @@ mod pins;
 mod snapshot;
 mod store;
 mod upper;
+mod toolchains;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -39,7 +41,7 @@ use self::layers::LayerStore;
 use self::packages::Packages;
 pub use self::pins::Pin;
 pub use self::snapshot::SnapshotSource;
-pub use self::store::{Base, EnvironmentRecord, Image};
+pub use self::store::{Base, EnvironmentRecord, Image, ImageConfig};
 use crate::config::DaemonConfig;
 use crate::core::caller::Caller;
 use crate::core::error::internal;
@@ -68,6 +70,10 @@ pub struct SessionImage {
     /// session's record names them. Held for its drop only.
     #[allow(dead_code)]
     pub pin: Option<Pin>,
+    /// Default working directory and user of tool processes (an imported
+    /// image's WorkingDir and User); empty: the guest's own defaults.
+    pub working_dir: String,
+    pub user: String,
 }
 
 impl SessionImage {
@@ -82,7 +88,42 @@ impl SessionImage {
             network: None,
             allow_privilege_escalation: false,
             pin: None,
+            working_dir: String::new(),
+            user: String::new(),
         }
+    }
+
+    /// What a warm sandbox of this image must have been started with to be
+    /// handed out for it: everything baked into a sandbox at its start (the
+    /// network policy is applied at hand-out, so it is not part of it).
+    pub fn warm_key(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"paddock-warm-v1\n");
+        h.update(format!("{}\n{}\n", self.environment_id, self.rootfs.display()).as_bytes());
+        for l in &self.layers {
+            h.update(format!("layer={}\n", l.display()).as_bytes());
+        }
+        for e in &self.env {
+            h.update(format!("env={}\0", e).as_bytes());
+        }
+        h.update(
+            format!("pe={}\nwd={}\nuser={}\n", self.allow_privilege_escalation, self.working_dir, self.user)
+                .as_bytes(),
+        );
+        layers::hex(&h.finalize())
+    }
+
+    /// The variables that hand the image's working directory and user to
+    /// the guest (which takes them out of its environment at start).
+    pub fn guest_env(&self) -> Vec<String> {
+        let mut env = vec![];
+        if !self.working_dir.is_empty() {
+            env.push(format!("{}={}", paddock_proto::GUEST_WORKDIR_ENV, self.working_dir));
+        }
+        if !self.user.is_empty() {
+            env.push(format!("{}={}", paddock_proto::GUEST_USER_ENV, self.user));
+        }
+        env
     }
 }
 
@@ -219,6 +260,8 @@ impl EnvironmentManager {
             network,
             tenant: caller.tenant.clone(),
             allow_privilege_escalation,
+            image_config: ImageConfig::default(),
+            warm_sandboxes: 0,
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
@@ -336,6 +379,46 @@ impl EnvironmentManager {
         self.store.save(&record).map_err(internal)?;
         records.insert(id, record.clone());
         Ok(record)
+    }
+
+    /// A number of warm sandboxes an environment may ask for.
+    pub fn check_warm(&self, n: u32) -> Result<(), Error> {
+        if n as usize > self.cfg.max_sessions {
+            return Err(Error::invalid_argument(format!(
+                "warm_sandboxes: {n} is more than this daemon's --max-sessions ({})",
+                self.cfg.max_sessions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets how many warm sandboxes environment `id` keeps (checked with
+    /// `check_warm` first).
+    pub async fn set_warm(&self, id: &str, n: u32) -> Result<EnvironmentRecord, Error> {
+        self.check_warm(n)?;
+        let mut records = self.records.lock().await;
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
+        r.warm_sandboxes = n;
+        self.store.save(r).map_err(internal)?;
+        Ok(r.clone())
+    }
+
+    /// (id, warm sandboxes) of every environment that asks for some.
+    pub(crate) async fn warm_targets(&self) -> Vec<(String, u32)> {
+        let records = self.records.lock().await;
+        records.values().filter(|r| r.warm_sandboxes > 0).map(|r| (r.id.clone(), r.warm_sandboxes)).collect()
+    }
+
+    /// Records an imported image's config (Env, WorkingDir, User).
+    pub(super) async fn set_image_config(&self, id: &str, config: ImageConfig) -> Result<(), Error> {
+        let mut records = self.records.lock().await;
+        let r = records
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
+        r.image_config = config;
+        self.store.save(r).map_err(internal)
     }
 
     /// Without a user namespace a setuid program would make host root.

@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 use super::layers::{hex, remove_tree, LayerRecord};
 use super::packages::Packages;
 use super::store::Image;
-use super::{Base, EnvironmentManager, EnvironmentRecord};
+use super::{Base, EnvironmentManager, EnvironmentRecord, ImageConfig};
 use crate::core::caller::Caller;
 use crate::core::error::internal;
 use crate::time::now_ms;
@@ -46,13 +46,27 @@ impl EnvironmentManager {
             let manager = self.layers.get(d).map(|l| l.manager).unwrap_or_default();
             trees.push((self.layers.diff(d), manager));
         }
-        let mut env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
-        env.extend(image.layer_env.iter().map(|(k, v)| format!("{k}={v}")));
-        env.extend(record.env.iter().map(|(k, v)| format!("{k}={v}")));
+        // What its sessions get: the default PATH unless the image's config
+        // has one, the image's config, the layers' variables, its own.
+        let config = record.image_config.clone();
+        let mut vars: Vec<(String, String)> = vec![];
+        if !config.env.iter().any(|(k, _)| k == "PATH") {
+            vars.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+        }
+        vars.extend(config.env.iter().cloned());
+        vars.extend(image.layer_env.iter().cloned());
+        vars.extend(record.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut env: Vec<String> = vec![];
+        for (k, v) in &vars {
+            // One entry per name, the last value: what a session sees.
+            env.retain(|e: &String| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+            env.push(format!("{k}={v}"));
+        }
+        let out = ImageConfig { env: vec![], ..config };
         let (dir, name) = (dir.to_path_buf(), record.name.clone());
         tokio::task::spawn_blocking(move || {
             // The directory was absent or empty: a failed export leaves it so.
-            write_layout(&dir, &name, &trees, env).inspect_err(|_| {
+            write_layout(&dir, &name, &trees, env, &out).inspect_err(|_| {
                 if let Ok(entries) = fs::read_dir(&dir) {
                     for e in entries.flatten() {
                         let _ = remove_tree(&e.path());
@@ -106,15 +120,15 @@ impl EnvironmentManager {
                 size_bytes: 0,
                 created_at_ms: now_ms(),
                 build_ms: 0,
+                kind: String::new(),
             };
             self.layers.commit(&tmp, record).map_err(|e| {
                 self.layers.discard(&tmp);
                 internal(e)
             })?;
         }
-        let mut all_env: BTreeMap<String, String> =
-            image_env(dir, &manifest).into_iter().filter(|(k, _)| k != "PATH" && k != "HOME").collect();
-        all_env.extend(env);
+        let config = image_config(dir, &manifest)
+            .map_err(|e| Error::invalid_argument(format!("directory: the image's config: {e}")))?;
         let base = Base::Imported { digest: digest.clone() };
         let record = self
             .create(
@@ -122,13 +136,14 @@ impl EnvironmentManager {
                 name,
                 format!("imported from {}", dir.display()),
                 packages,
-                all_env,
+                env,
                 base,
                 None,
                 false,
                 None,
             )
             .await?;
+        self.set_image_config(&record.id, config).await?;
         if record.packages.is_empty() {
             // Nothing to install: the imported base is the whole image.
             let image = Image {
@@ -146,7 +161,13 @@ impl EnvironmentManager {
 
 // ---------------------------------------------------------------- export
 
-fn write_layout(dir: &Path, name: &str, trees: &[(PathBuf, String)], env: Vec<String>) -> Result<String> {
+fn write_layout(
+    dir: &Path,
+    name: &str,
+    trees: &[(PathBuf, String)],
+    env: Vec<String>,
+    image: &ImageConfig,
+) -> Result<String> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
     let mut layers = Vec::new();
@@ -168,7 +189,15 @@ fn write_layout(dir: &Path, name: &str, trees: &[(PathBuf, String)], env: Vec<St
     let config = ImageConfigurationBuilder::default()
         .architecture(Arch::from(go_arch()))
         .os(Os::Linux)
-        .config(ConfigBuilder::default().env(env).working_dir("/workspace").build()?)
+        .config({
+            let workdir = if image.working_dir.is_empty() { "/workspace" } else { &image.working_dir };
+            let mut c = ConfigBuilder::default();
+            c = c.env(env).working_dir(workdir.to_string());
+            if !image.user.is_empty() {
+                c = c.user(image.user.clone());
+            }
+            c.build()?
+        })
         .rootfs(RootFsBuilder::default().typ("layers").diff_ids(diff_ids).build()?)
         .build()?;
     let config_json = serde_json::to_vec(&config)?;
@@ -353,11 +382,36 @@ fn blob_path(dir: &Path, digest: &Digest) -> Result<PathBuf> {
     Ok(dir.join("blobs").join(digest.algorithm().as_ref()).join(hex))
 }
 
-fn image_env(dir: &Path, manifest: &ImageManifest) -> Vec<(String, String)> {
-    let config =
-        blob_path(dir, manifest.config().digest()).and_then(|p| Ok(ImageConfiguration::from_file(p)?));
-    let env = config.ok().and_then(|c| c.config().as_ref().and_then(|c| c.env().clone())).unwrap_or_default();
-    env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+/// Env, WorkingDir and User of the manifest's config, checked. A layout
+/// without a readable config has none of them.
+fn image_config(dir: &Path, manifest: &ImageManifest) -> Result<ImageConfig, String> {
+    let Ok(config) =
+        blob_path(dir, manifest.config().digest()).and_then(|p| Ok(ImageConfiguration::from_file(p)?))
+    else {
+        return Ok(ImageConfig::default());
+    };
+    let Some(c) = config.config() else { return Ok(ImageConfig::default()) };
+    let mut env: Vec<(String, String)> = vec![];
+    for (i, e) in c.env().clone().unwrap_or_default().iter().enumerate() {
+        let (k, v) = e.split_once('=').ok_or_else(|| format!("Env[{i}]: {e:?} is not KEY=VALUE"))?;
+        crate::envvars::check_names(std::iter::once(&k.to_string())).map_err(|m| format!("Env[{i}]: {m}"))?;
+        if v.contains('\0') {
+            return Err(format!("Env[{i}]: the value of {k} holds a NUL byte"));
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let working_dir = c.working_dir().clone().unwrap_or_default();
+    if !working_dir.is_empty() && (!working_dir.starts_with('/') || working_dir.contains('\0')) {
+        return Err(format!("WorkingDir: {working_dir:?} is not an absolute path"));
+    }
+    let user = c.user().clone().unwrap_or_default();
+    let part_ok =
+        |p: &str| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
+    if !user.is_empty() && (!user.split(':').all(part_ok) || user.matches(':').count() > 1) {
+        return Err(format!("User: {user:?} is not a name, uid, uid:gid or name:group"));
+    }
+    Ok(ImageConfig { env, working_dir, user })
 }
 
 /// Applies the manifest's layers in order into `target`, checking each

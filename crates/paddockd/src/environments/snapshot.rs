@@ -86,6 +86,7 @@ impl EnvironmentManager {
                 digest: digest.clone(),
                 parent: parent.clone(),
                 manager: "snapshot".into(),
+                kind: "snapshot".into(),
                 packages: vec![format!("session:{}", src.session)],
                 tool_version: String::new(),
                 size_bytes: 0,

@@ -50,6 +50,21 @@ pub struct Image {
     pub layer_env: Vec<(String, String)>,
 }
 
+/// What an imported image's config says its processes get (OCI `Env`,
+/// `WorkingDir`, `User`); empty for an environment on the daemon's base.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageConfig {
+    /// In the config's order; the environment's own env vars go on top.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Absolute, or empty.
+    #[serde(default)]
+    pub working_dir: String,
+    /// `name`, `uid`, `uid:gid` or `name:group`; empty: root.
+    #[serde(default)]
+    pub user: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnvironmentRecord {
     pub id: String,
@@ -75,6 +90,12 @@ pub struct EnvironmentRecord {
     /// Its sessions run without no_new_privs (setuid programs work).
     #[serde(default)]
     pub allow_privilege_escalation: bool,
+    /// An imported image's config (Env, WorkingDir, User).
+    #[serde(default)]
+    pub image_config: ImageConfig,
+    /// Warm sandboxes kept for its sessions (sessions/env_warm.rs).
+    #[serde(default)]
+    pub warm_sandboxes: u32,
 }
 
 impl EnvironmentRecord {

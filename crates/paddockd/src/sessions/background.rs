@@ -30,33 +30,40 @@ impl SessionManager {
             for w in stale {
                 self.remove_sandbox(&w.record).await;
             }
-            let mut w = warm?;
-            // The cgroups only when their limits differ (not for a disk limit alone).
-            let cgroup_limits = |l: &SessionLimits| SessionLimits { disk_bytes: 0, ..l.clone() };
-            if cgroup_limits(&w.record.limits) != cgroup_limits(limits) {
-                let kernel = limits::to_kernel(limits, self.cfg.open_files);
-                let (parent, id) = (self.dirs.cgroup_parent.clone(), w.record.id.clone());
-                let applied = tokio::task::spawn_blocking(move || {
-                    paddock_runtime::cgroups::set_limits(&parent, &id, &kernel)
-                })
-                .await;
-                if !matches!(applied, Ok(Ok(()))) {
-                    tracing::warn!(session = %w.record.id, "could not apply limits to a warm sandbox: {applied:?}");
-                    self.remove_sandbox(&w.record).await;
-                    continue;
-                }
+            if let Some(w) = self.fit_warm(warm?, limits).await {
+                return Some(w);
             }
-            // One ioctl (the qgroup limit of its subvolume).
-            if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
-                if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
-                    tracing::warn!(session = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
-                    self.remove_sandbox(&w.record).await;
-                    continue;
-                }
-            }
-            w.record.limits = limits.clone();
-            return Some(w);
         }
+    }
+
+    /// `w` with `limits` applied, or `None` (and `w` destroyed) if they
+    /// could not be: the caller takes another.
+    pub(super) async fn fit_warm(&self, mut w: WarmSandbox, limits: &SessionLimits) -> Option<WarmSandbox> {
+        // The cgroups only when their limits differ (not for a disk limit alone).
+        let cgroup_limits = |l: &SessionLimits| SessionLimits { disk_bytes: 0, ..l.clone() };
+        if cgroup_limits(&w.record.limits) != cgroup_limits(limits) {
+            let kernel = limits::to_kernel(limits, self.cfg.open_files);
+            let (parent, id) = (self.dirs.cgroup_parent.clone(), w.record.id.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                paddock_runtime::cgroups::set_limits(&parent, &id, &kernel)
+            })
+            .await;
+            if !matches!(applied, Ok(Ok(()))) {
+                tracing::warn!(session = %w.record.id, "could not apply limits to a warm sandbox: {applied:?}");
+                self.remove_sandbox(&w.record).await;
+                return None;
+            }
+        }
+        // One ioctl (the qgroup limit of its subvolume).
+        if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
+            if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
+                tracing::warn!(session = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
+                self.remove_sandbox(&w.record).await;
+                return None;
+            }
+        }
+        w.record.limits = limits.clone();
+        Some(w)
     }
 
     /// Destroys the warm sandboxes (at shutdown): they cost memory while no
@@ -64,7 +71,8 @@ impl SessionManager {
     pub async fn drain_warm(&self) {
         // Stop the refill loop and let a start in flight land in the pool first.
         self.pool.close().await;
-        for w in self.pool.drain() {
+        self.env_pools.close().await;
+        for w in self.pool.drain().into_iter().chain(self.env_pools.drain()) {
             self.remove_sandbox(&w.record).await;
         }
     }
@@ -144,7 +152,12 @@ impl SessionManager {
                 known.insert(id.clone());
                 if record.process.is_some_and(|p| p.is_alive()) {
                     let guest = self.guest_client(&id);
-                    self.pool.put(WarmSandbox { record, guest });
+                    // An environment's warm sandbox goes back to its pool,
+                    // whose loop checks it is still of the current image.
+                    match record.environment_id.is_empty() {
+                        true => self.pool.put(WarmSandbox { record, guest }),
+                        false => self.env_pools.put(WarmSandbox { record, guest }),
+                    }
                 } else {
                     self.remove_sandbox(&record).await;
                 }

@@ -12,6 +12,7 @@
 
 mod background;
 mod idle;
+mod env_warm;
 mod lifecycle;
 mod network;
 mod node;
@@ -53,7 +54,7 @@ use crate::network::NetManager;
 use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::time::now_ms;
 use crate::uid_ranges::UidRanges;
-use crate::warm::WarmPool;
+use crate::warm::{EnvPools, WarmPool};
 use session_files::SessionFiles;
 use state::Op;
 
@@ -109,6 +110,8 @@ pub struct SessionManager {
     /// the `sessions` lock, so `--max-sessions` holds under concurrency.
     admitting: AtomicUsize,
     pool: WarmPool,
+    /// Environments' warm pools (env_warm.rs).
+    env_pools: EnvPools,
     net: Arc<NetManager>,
     envs: Arc<EnvironmentManager>,
     events: Arc<Events>,
@@ -159,6 +162,7 @@ impl SessionManager {
             sessions: Mutex::new(HashMap::new()),
             admitting: AtomicUsize::new(0),
             pool: WarmPool::new(warm),
+            env_pools: EnvPools::default(),
             net,
             envs,
             events,
@@ -183,8 +187,6 @@ impl SessionManager {
             Some(p) => Some(self.net.policy_from(Some(p), "network")?),
             None => None,
         };
-        // A session on an environment starts cold: the warm pool holds
-        // sandboxes of the daemon's base image only.
         let image = match req.environment.as_str() {
             "" => SessionImage::base(self.current_image()?),
             key => self.envs.session_image(caller, key, req.wait_for_build).await?,
@@ -194,12 +196,16 @@ impl SessionManager {
             requested.or_else(|| image.network.clone()).unwrap_or_else(|| self.net.default_policy.clone());
         let admission = self.admit().await?;
 
-        let warm = match image.environment_id.is_empty() {
+        // From the base pool, or the environment's own (env_warm.rs).
+        let base = image.environment_id.is_empty();
+        let warm = match base {
             true => self.take_warm(&image.rootfs, &limits).await,
-            false => None,
+            false => self.take_env_warm(&image, &limits).await,
         };
-        if warm.is_none() && image.environment_id.is_empty() {
-            self.metrics.warm_miss();
+        match (&warm, base) {
+            (Some(_), _) => {}
+            (None, true) => self.metrics.warm_miss(),
+            (None, false) => self.metrics.env_warm_miss(&image.environment_name),
         }
         let (mut record, guest) = match warm {
             Some(w) => (w.record, w.guest),
@@ -339,6 +345,7 @@ impl SessionManager {
             idle_action: Default::default(),
             paused_at_ms: None,
             stop_reason: None,
+            warm_key: String::new(),
         };
         if let Err(e) = self.store.save(&record) {
             release();
@@ -359,8 +366,12 @@ impl SessionManager {
             image_rootfs: image.rootfs.clone(),
             guest_dir: self.cfg.guest_dir(),
             hostname: id.clone(),
-            env: [image.env.clone(), net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default()]
-                .concat(),
+            env: [
+                image.env.clone(),
+                net.as_ref().map(|n| self.net.sandbox_env(n)).unwrap_or_default(),
+                image.guest_env(),
+            ]
+            .concat(),
             limits: limits::to_kernel(limits, self.cfg.open_files),
             layers: image.layers.clone(),
             upper: None,

@@ -75,7 +75,8 @@ impl SessionManager {
         })
         .await
         .unwrap_or_default();
-        Snapshot { sessions, by_state, warm_pool: self.pool.len() as u64 }
+        let env_warm_pools = self.env_pools.sizes_by_name().into_iter().map(|(n, c)| (n, c as u64)).collect();
+        Snapshot { sessions, by_state, warm_pool: self.pool.len() as u64, env_warm_pools }
     }
 
     /// Notices a sandbox whose init has died, records the session as
