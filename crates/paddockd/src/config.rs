@@ -176,8 +176,22 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = 1 << 24)]
     pub userns_base: u32,
 
+    /// This node's name in a fleet (1 to 32 lowercase letters, digits or
+    /// '-', starting with a letter): the ids of sessions made from now on
+    /// carry it (`ses-NAME-<16 hex>`), so a router finds the node from the id
+    /// alone. Ids made before keep working here.
+    #[arg(long, value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Subcommand>,
+
+    /// Fleet mode on Kubernetes (kube/): where the API is.
+    #[command(flatten)]
+    pub kube: crate::kube::KubeArgs,
+    /// Fleet mode on Kubernetes: what this node registers.
+    #[command(flatten)]
+    pub kube_node: crate::kube::NodeArgs,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -188,6 +202,33 @@ pub enum Subcommand {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// Prints the fleet's nodes as Kubernetes discovery sees them (what a
+    /// router places on): one JSON array, or one a line on every change
+    /// with --watch.
+    KubeNodes {
+        #[command(flatten)]
+        kube: crate::kube::KubeArgs,
+        /// Keep watching: a new line whenever a node changes.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+/// A node's name: what a session id, a hostname and a log line can carry.
+pub fn parse_node_name(s: &str) -> Result<String, String> {
+    if is_node_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: a node name is 1 to 32 lowercase letters, digits or '-', starting with a letter and not ending with '-'"))
+    }
+}
+
+pub fn is_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The largest Exec output cap a request may ask for (it travels in one message).

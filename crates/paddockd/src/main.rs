@@ -8,6 +8,7 @@ mod environments;
 mod envvars;
 mod grpc;
 mod guest;
+mod kube;
 mod limits;
 mod mcp;
 mod metrics;
@@ -41,6 +42,7 @@ fn main() {
     let result = match &cfg.command {
         // The runtime helper must stay single-threaded: it never starts tokio.
         Some(Subcommand::RuntimeHelper { socket }) => paddock_runtime::helper::serve(socket),
+        Some(Subcommand::KubeNodes { kube, watch }) => kube::print_nodes(kube, *watch),
         None => run_daemon(cfg),
     };
     if let Err(e) = result {
@@ -81,6 +83,12 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
+    // Fleet flags are checked before anything is set up; without --kube-api
+    // no Kubernetes code runs.
+    let fleet = match cfg.kube.target()? {
+        Some(t) => Some((t, cfg.kube_node.identity(cfg.node_name.as_deref(), &cfg.listen_addrs())?)),
+        None => None,
+    };
     raise_open_files();
     fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     state_modes::tighten(&cfg.state_dir)?;
@@ -148,6 +156,10 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let tokens = Tokens::open(cfg.tokens_dir())?;
         let exchange = cfg.exchange_dir();
         fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
+        if let Some((target, node)) = fleet {
+            let registration = kube::registration::Registration::new(target, node, &cfg.state_dir)?;
+            tokio::spawn(registration.run(manager.clone(), envs.clone()));
+        }
         let core = Arc::new(Core::new(manager.clone(), envs, events, metrics, tokens, exchange));
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());

@@ -11,6 +11,7 @@
 //! TTLs and the warm pool in `background.rs`.
 
 mod background;
+mod fleet;
 mod lifecycle;
 mod network;
 pub mod session_files;
