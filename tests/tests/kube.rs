@@ -251,7 +251,12 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     let (node_token, node_token_file) = cp.service_account_token("paddock-node");
     let (router_token, router_token_file) = cp.service_account_token("paddock-router");
     let can = |token: &str, verb: &str, what: &str| {
-        cp.kubectl(Some(token), &["auth", "can-i", "-n", "paddock", verb, what]).stdout.starts_with(b"yes")
+        let mut args = vec!["auth", "can-i", "-n", "paddock", verb];
+        match what.split_once('/') {
+            Some((resource, sub)) => args.extend([resource, "--subresource", sub]),
+            None => args.push(what),
+        }
+        cp.kubectl(Some(token), &args).stdout.starts_with(b"yes")
     };
     assert!(can(&node_token, "update", "leases.coordination.k8s.io"));
     assert!(can(&node_token, "patch", "paddocknodes.paddock.dev/status"));
