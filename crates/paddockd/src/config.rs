@@ -201,6 +201,13 @@ pub struct DaemonConfig {
 
     #[command(subcommand)]
     pub command: Option<Subcommand>,
+
+    /// Fleet mode on Kubernetes (kube/): where the API is.
+    #[command(flatten)]
+    pub kube: crate::kube::KubeArgs,
+    /// Fleet mode on Kubernetes: what this node registers.
+    #[command(flatten)]
+    pub kube_node: crate::kube::NodeArgs,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -214,6 +221,16 @@ pub enum Subcommand {
     /// A fleet's router: the public API in front of paddockd nodes, each
     /// call forwarded to the node that holds its session (README, "A fleet").
     Router(crate::fleet::RouterConfig),
+    /// Prints the fleet's nodes as Kubernetes discovery sees them (what a
+    /// router places on): one JSON array, or one a line on every change
+    /// with --watch.
+    KubeNodes {
+        #[command(flatten)]
+        kube: crate::kube::KubeArgs,
+        /// Keep watching: a new line whenever a node changes.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 /// A node's name: what a session id, a hostname and a log line can carry.

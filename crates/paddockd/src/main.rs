@@ -9,6 +9,7 @@ mod envvars;
 mod fleet;
 mod grpc;
 mod guest;
+mod kube;
 mod limits;
 mod mcp;
 mod metrics;
@@ -43,6 +44,7 @@ fn main() {
         // The runtime helper must stay single-threaded: it never starts tokio.
         Some(Subcommand::RuntimeHelper { socket }) => paddock_runtime::helper::serve(socket),
         Some(Subcommand::Router(router)) => fleet::run(router.clone()),
+        Some(Subcommand::KubeNodes { kube, watch }) => kube::print_nodes(kube, *watch),
         None => run_daemon(cfg),
     };
     if let Err(e) = result {
@@ -83,6 +85,12 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("paddockd must run as root (it makes namespaces, cgroups and mounts)");
     }
+    // Fleet flags are checked before anything is set up; without --kube-api
+    // no Kubernetes code runs.
+    let fleet = match cfg.kube.target()? {
+        Some(t) => Some((t, cfg.kube_node.identity(cfg.node_name.as_deref(), &cfg.listen_addrs())?)),
+        None => None,
+    };
     raise_open_files();
     fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     state_modes::tighten(&cfg.state_dir)?;
@@ -157,6 +165,10 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let tokens = Tokens::open(cfg.tokens_dir())?.with_router_token(router_token);
         let exchange = cfg.exchange_dir();
         fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
+        if let Some((target, node)) = fleet {
+            let registration = kube::registration::Registration::new(target, node, &cfg.state_dir)?;
+            tokio::spawn(registration.run(manager.clone(), envs.clone()));
+        }
         let core = Core::new(manager.clone(), envs, events, metrics, tokens, exchange)
             .with_node(cfg.node_name.clone(), cfg.max_sessions);
         let core: Arc<dyn core::Paddock> = Arc::new(core);

@@ -13,6 +13,7 @@
 mod background;
 mod idle;
 mod env_warm;
+mod fleet;
 mod lifecycle;
 mod network;
 mod node;
