@@ -8,6 +8,7 @@
 //! - `image.rs`: building an image step by step; what a session starts from.
 //! - `build.rs`: one step in a build container.
 //! - `store.rs`: the environment records.
+//! - `transfer.rs`: a built image's layers streamed to another node of a fleet.
 
 mod build;
 mod image;
@@ -16,6 +17,7 @@ mod managers;
 mod oci;
 pub mod packages;
 mod store;
+pub(crate) mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
