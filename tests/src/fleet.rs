@@ -30,6 +30,16 @@ pub const NODE_TOKEN: &str = "pdk_fleet-test-router-secret-0123456789";
 impl Fleet {
     /// `n` nodes named n1.. for up to `sessions_per_node` sessions each.
     pub fn start(n: usize, sessions_per_node: usize) -> Self {
+        Self::start_on(n, sessions_per_node, None)
+    }
+
+    /// Nodes on the Debian image `image` that build environments from the
+    /// host's package registries (as the environment tests' daemons).
+    pub fn start_for_builds(n: usize, image: PathBuf) -> Self {
+        Self::start_on(n, 20, Some(image))
+    }
+
+    fn start_on(n: usize, sessions_per_node: usize, builds: Option<PathBuf>) -> Self {
         let dir = PathBuf::from(format!("/tmp/paddock-fleet-{}-{}", std::process::id(), rand_suffix()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -54,7 +64,10 @@ impl Fleet {
                 "--userns-base".into(),
                 ((8 + i as u64) << 24).to_string(),
             ]);
-            nodes.push(Daemon::start_with(test_image(), args, Some(free_tcp_addr())));
+            nodes.push(match &builds {
+                Some(image) => Daemon::start_for_builds(image.clone(), args, Some(free_tcp_addr()), vec![]),
+                None => Daemon::start_with(test_image(), args, Some(free_tcp_addr())),
+            });
             names.push(name);
         }
         let router = Router::start(dir, &nodes, &names, &token_file);

@@ -233,3 +233,93 @@ async fn tenants_through_the_router_and_no_forged_tenant_at_a_node() {
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
     ca.delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: s.id }).await.unwrap();
 }
+
+/// An environment with a pip package built once through the router: one node
+/// runs the build step, the others receive its layers (digests checked) and
+/// start sessions on it without a build; a node that was down when it was
+/// created and built gets it on the router's next polls after it returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_built_once_layers_moved_to_every_node() {
+    use paddock_proto::v1::build_event::Event;
+    use paddock_proto::v1::Packages;
+    let Some(image) = paddock_tests::debian_image_or_skip() else { return };
+    let mut fleet = Fleet::start_for_builds(NODES, image);
+    fleet.wait_all_up().await;
+    fleet.node_mut("n3").kill9();
+    fleet.wait_health("n3", NodeHealth::Down, Duration::from_secs(10)).await;
+
+    let mut envs = paddock_proto::v1::environments_client::EnvironmentsClient::new(fleet.router.channel().await);
+    let packages = Packages { pip: vec!["six==1.16.0".into()], ..Default::default() };
+    let env = envs
+        .create_environment(CreateEnvironmentRequest {
+            name: "moved".into(),
+            packages: Some(packages),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateEnvironment through the router")
+        .into_inner();
+    let events = build_env(&mut envs, "moved").await;
+    let built = events.iter().filter(|e| matches!(e.event, Some(Event::Built(_)))).count();
+    let logs: Vec<String> =
+        events.iter().filter_map(|e| if let Some(Event::Log(l)) = &e.event { Some(l.clone()) } else { None }).collect();
+    assert!(matches!(events.last().and_then(|e| e.event.clone()), Some(Event::Done(_))), "{events:?}");
+    assert_eq!(built, 1, "one node builds the pip layer: {events:?}");
+    assert!(logs.iter().any(|l| l.contains("layers from node") && l.contains("1 received")), "{logs:?}");
+
+    // The layer store of each node: the same layer everywhere; built (a build
+    // time) on one node only.
+    let layer_records = |d: &paddock_tests::Daemon| -> Vec<serde_json::Value> {
+        std::fs::read_dir(d.state_dir.join("layers"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("layer.json")).ok())
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .filter(|v: &serde_json::Value| v["manager"] == "pip")
+            .collect()
+    };
+    let mut builders = 0;
+    for name in ["n1", "n2"] {
+        let recs = layer_records(fleet.node(name));
+        assert_eq!(recs.len(), 1, "node {name}: {recs:?}");
+        builders += (recs[0]["build_ms"].as_u64().unwrap() > 0) as usize;
+    }
+    assert_eq!(builders, 1, "exactly one node ran the build step");
+
+    // Sessions straight on each node, without a build (no wait_for_build).
+    let six = "python3 -c 'import six; print(six.__version__)'";
+    for name in ["n1", "n2"] {
+        let mut direct = fleet.node(name).client().await;
+        let id = create_no_build(&mut direct, &env.id).await;
+        assert_eq!(stdout(&mut direct, &id, six).await, "1.16.0", "on node {name}");
+    }
+
+    // n3 returns: the router's polls give it the definition and the layers.
+    fleet.node_mut("n3").restart();
+    fleet.wait_health("n3", NodeHealth::Up, Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let nodes = fleet.router.nodes().await;
+        let n3 = nodes.iter().find(|n| n.name == "n3").unwrap();
+        if n3.status.as_ref().is_some_and(|s| s.environments.iter().any(|e| e.id == env.id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n3 never got {}: {}", env.id, fleet.router.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recs = layer_records(fleet.node("n3"));
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["build_ms"].as_u64(), Some(0), "n3 received the layer, it did not build it");
+    let mut direct = fleet.node("n3").client().await;
+    let id = create_no_build(&mut direct, &env.id).await;
+    assert_eq!(stdout(&mut direct, &id, six).await, "1.16.0", "on node n3");
+    // Through the router, too.
+    let mut c = fleet.router.client().await;
+    let id = create(&mut c, "moved").await;
+    assert_eq!(stdout(&mut c, &id, six).await, "1.16.0");
+}
+
+async fn create_no_build(c: &mut Client, env: &str) -> String {
+    let req = CreateSessionRequest { environment: env.into(), wait_for_build: false, ..Default::default() };
+    c.create_session(req).await.unwrap_or_else(|e| panic!("CreateSession on {env}: {e}")).into_inner().id
+}

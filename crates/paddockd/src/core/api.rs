@@ -40,6 +40,25 @@ impl tokio_stream::Stream for Uploads {
     }
 }
 
+/// An ImportLayers call's messages (a type of its own, as [`Uploads`]).
+pub struct LayerChunks(Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LayerChunk>> + Send>>);
+
+impl LayerChunks {
+    pub fn new(s: impl tokio_stream::Stream<Item = Result<pb::LayerChunk>> + Send + 'static) -> Self {
+        Self(Box::pin(s))
+    }
+}
+
+impl tokio_stream::Stream for LayerChunks {
+    type Item = Result<pb::LayerChunk>;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<pb::LayerChunk>>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
 #[tonic::async_trait]
 pub trait Paddock: Send + Sync + 'static {
     // ------------------------------------------------------------ callers
@@ -147,6 +166,13 @@ pub trait Paddock: Send + Sync + 'static {
     }
     async fn set_draining(&self, _caller: &Caller, _node: &str, _draining: bool) -> Result<pb::NodeInfo> {
         Err(not_a_router("DrainNode and UndrainNode"))
+    }
+    /// A built environment's layers, for a router to give another node.
+    async fn export_layers(&self, _caller: &Caller, _id: &str) -> Result<Stream<pb::LayerChunk>> {
+        Err(Error::unimplemented("ExportLayers is a node's (a router moves layers between its nodes itself)"))
+    }
+    async fn import_layers(&self, _caller: &Caller, _chunks: LayerChunks) -> Result<pb::ImportLayersResponse> {
+        Err(Error::unimplemented("ImportLayers is a node's (a router moves layers between its nodes itself)"))
     }
 }
 
@@ -345,5 +371,11 @@ impl Paddock for Core {
     }
     async fn node_status(&self, caller: &Caller) -> Result<pb::NodeStatus> {
         Core::node_status(self, caller).await
+    }
+    async fn export_layers(&self, caller: &Caller, id: &str) -> Result<Stream<pb::LayerChunk>> {
+        Core::export_layers(self, caller, id).await
+    }
+    async fn import_layers(&self, caller: &Caller, chunks: LayerChunks) -> Result<pb::ImportLayersResponse> {
+        Core::import_layers(self, caller, chunks).await
     }
 }

@@ -35,7 +35,7 @@ use crate::environments::{Base, EnvironmentManager};
 use crate::network::policy::PolicySpec;
 use crate::sessions::{FilesReader, SessionManager};
 use auth::Tokens;
-pub use api::{Paddock, Uploads};
+pub use api::{LayerChunks, Paddock, Uploads};
 pub use caller::Caller;
 use error::from_guest;
 pub use error::{Code, Error, Result, Stream};

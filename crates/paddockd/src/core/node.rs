@@ -36,6 +36,31 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Raw layers are the router's only (transfer.rs in environments/): a
+    /// tenant, or an admin of this node, moves environments by building them.
+    fn check_router(caller: &Caller, what: &str) -> Result<()> {
+        match caller.is_router() {
+            true => Ok(()),
+            false => Err(Error::permission_denied(format!("{what} needs a router's token"))),
+        }
+    }
+
+    pub async fn export_layers(&self, caller: &Caller, id: &str) -> Result<super::Stream<pb::LayerChunk>> {
+        Self::check_router(caller, "ExportLayers")?;
+        self.envs.export_layers(id).await
+    }
+
+    pub async fn import_layers(
+        &self,
+        caller: &Caller,
+        chunks: super::LayerChunks,
+    ) -> Result<pb::ImportLayersResponse> {
+        Self::check_router(caller, "ImportLayers")?;
+        self.envs.import_layers(chunks).await
+    }
+}
+
 /// MemAvailable from /proc/meminfo, in bytes (0 if unreadable).
 fn memory_available() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();

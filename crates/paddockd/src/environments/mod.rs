@@ -11,6 +11,7 @@
 //! - `snapshot.rs`, `upper.rs`: environments made from a session's files.
 //! - `gc.rs`, `pins.rs`: removing layers and base versions nothing uses.
 //! - `toolchains.rs`: a manager's own tool as a shared layer when the environment has none.
+//! - `transfer.rs`: a built image's layers streamed to another node of a fleet.
 
 mod build;
 mod gc;
@@ -24,6 +25,7 @@ mod snapshot;
 mod store;
 mod upper;
 mod toolchains;
+pub(crate) mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

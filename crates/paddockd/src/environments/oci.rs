@@ -28,7 +28,7 @@ use crate::core::error::internal;
 use crate::time::now_ms;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(super) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 impl EnvironmentManager {
     /// Writes environment `key`'s built image into `dir` (absent or empty);
@@ -276,7 +276,7 @@ impl Write for HashingWriter {
 /// A tar of `root` in a stable order, symlinks kept as links, overlayfs
 /// whiteouts (0/0 character devices) as `.wh.NAME` and opaque directories
 /// marked with `.wh..wh..opq`.
-fn write_tar(root: &Path, out: &mut HashingWriter) -> io::Result<()> {
+pub(super) fn write_tar(root: &Path, out: &mut impl Write) -> io::Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut stack = vec![PathBuf::new()];
@@ -333,7 +333,7 @@ fn write_tar(root: &Path, out: &mut HashingWriter) -> io::Result<()> {
     tar.finish()
 }
 
-fn xattr_is_set(path: &Path, name: &str) -> bool {
+pub(super) fn xattr_is_set(path: &Path, name: &str) -> bool {
     let (Ok(p), Ok(n)) =
         (std::ffi::CString::new(path.as_os_str().as_encoded_bytes()), std::ffi::CString::new(name))
     else {
@@ -430,9 +430,9 @@ fn unpack_layers(dir: &Path, manifest: &ImageManifest, target: &Path) -> Result<
             bail!("layer {} is zstd-compressed, which this import does not read", layer.digest());
         }
         if gz {
-            apply_layer(flate2::read::GzDecoder::new(&mut reader), target)?;
+            apply_layer(flate2::read::GzDecoder::new(&mut reader), target, false)?;
         } else {
-            apply_layer(&mut reader, target)?;
+            apply_layer(&mut reader, target, false)?;
         }
         io::copy(&mut reader, &mut io::sink())?;
         let got = hex(&reader.hash.finalize());
@@ -468,8 +468,10 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// One layer's tar over `target`: whiteouts delete what lower layers made.
-fn apply_layer(data: impl Read, target: &Path) -> Result<()> {
+/// One layer's tar over `target`: whiteouts delete what lower layers made,
+/// or, with `keep_whiteouts` (a layer stored as an overlay lower layer),
+/// become overlayfs whiteouts again.
+pub(super) fn apply_layer(data: impl Read, target: &Path, keep_whiteouts: bool) -> Result<()> {
     let mut archive = tar::Archive::new(data);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
@@ -488,7 +490,9 @@ fn apply_layer(data: impl Read, target: &Path) -> Result<()> {
         if name.starts_with(".wh.") && !no_symlinks(target, &parent) {
             bail!("whiteout {} points through a symlink", path.display());
         }
-        if name == ".wh..wh..opq" {
+        if keep_whiteouts && name.starts_with(".wh.") {
+            super::transfer::mark_whiteout(&target.join(&parent), &name)?;
+        } else if name == ".wh..wh..opq" {
             for child in fs::read_dir(target.join(&parent)).into_iter().flatten().flatten() {
                 let rel = parent.join(child.file_name());
                 if !this_layer.contains(&rel) {
@@ -540,7 +544,7 @@ mod tests {
         assert_eq!(unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"y".as_ptr().cast(), 1, 0) }, 0);
 
         let (digest, _) = write_blob(&blobs, |w| write_tar(&upper, w)).unwrap();
-        apply_layer(File::open(blobs.join(digest)).unwrap(), &lower).unwrap();
+        apply_layer(File::open(blobs.join(digest)).unwrap(), &lower, false).unwrap();
         let mut seen: Vec<String> = Vec::new();
         for f in ["gone", "kept", "d/old", "d/new"] {
             if lower.join(f).exists() {

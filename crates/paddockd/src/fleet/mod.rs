@@ -8,6 +8,7 @@ pub mod nodes;
 pub mod placement;
 pub mod remote;
 pub mod router;
+pub mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;

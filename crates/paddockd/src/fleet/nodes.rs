@@ -44,6 +44,9 @@ pub struct NodeState {
     /// Creates sent to it and not answered yet: counted as load, since its
     /// status is up to a second old.
     pub inflight: u32,
+    /// Environments last given to it from another node, and when
+    /// (transfer.rs: not retried sooner than its RETRY_AFTER).
+    pub synced: std::collections::HashMap<String, Instant>,
 }
 
 impl NodeState {
@@ -116,7 +119,7 @@ impl Nodes {
         if let Some(old) = table.insert(name.into(), node.clone()) {
             let _ = old.stop.send(true);
         }
-        tokio::spawn(poll(node, self.health, stopped));
+        tokio::spawn(poll(node, Arc::downgrade(self), self.health, stopped));
         tracing::info!(node = name, addr, "node added");
         Ok(())
     }
@@ -135,7 +138,12 @@ impl Nodes {
 }
 
 /// One node's health loop: status every interval; its sessions every few.
-async fn poll(node: Arc<Node>, health: Health, mut stopped: tokio::sync::watch::Receiver<bool>) {
+async fn poll(
+    node: Arc<Node>,
+    nodes: std::sync::Weak<Nodes>,
+    health: Health,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let started = Instant::now();
     let router = Caller::router("router");
     let admin = Caller::admin("router");
@@ -183,6 +191,12 @@ async fn poll(node: Arc<Node>, health: Health, mut stopped: tokio::sync::watch::
                     s.health = Some(false);
                 }
             }
+        }
+        let up = s.is_up();
+        drop(s);
+        // A node that lacks an environment another node built gets its layers.
+        if let Some(nodes) = nodes.upgrade().filter(|_| up) {
+            super::transfer::sync_node(&nodes, &node);
         }
         since_list = if list_now { 1 } else { since_list + 1 };
     }

@@ -371,3 +371,35 @@ impl Remote {
         unary!(self, environments, list_environments, caller, pb::ListEnvironmentsRequest {}).map(|r| r.environments)
     }
 }
+
+impl Remote {
+    /// ExportLayers on this node, as the router (fleet/transfer.rs).
+    pub async fn pull_layers(&self, caller: &Caller, id: &str) -> Result<Stream<pb::LayerChunk>> {
+        let req = pb::ExportLayersRequest { environment_id: id.into() };
+        streaming!(self, fleet, export_layers, caller, req)
+    }
+
+    /// ImportLayers on this node with `chunks`, as the router.
+    pub async fn push_layers(
+        &self,
+        caller: &Caller,
+        chunks: impl tokio_stream::Stream<Item = pb::LayerChunk> + Send + 'static,
+    ) -> Result<pb::ImportLayersResponse> {
+        unary!(self, fleet, import_layers, caller, Outgoing(Box::pin(chunks)))
+    }
+}
+
+/// A client stream of layer chunks, as a named type: over an `impl Stream`
+/// or a boxed alias, tonic's client-streaming future cannot be proven `Send`
+/// (a higher-ranked lifetime error; see `core::Uploads`).
+struct Outgoing(std::pin::Pin<Box<dyn tokio_stream::Stream<Item = pb::LayerChunk> + Send>>);
+
+impl tokio_stream::Stream for Outgoing {
+    type Item = pb::LayerChunk;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<pb::LayerChunk>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}

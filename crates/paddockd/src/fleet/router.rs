@@ -20,7 +20,7 @@ use crate::core::auth::Tokens;
 use crate::core::{Caller, Code, Error, Paddock, Result, Stream, Uploads};
 
 pub struct Router {
-    nodes: Arc<Nodes>,
+    pub(super) nodes: Arc<Nodes>,
     tokens: Tokens,
     /// Nodes of sessions whose ids carry none (made before the node had a name).
     unnamed: Mutex<HashMap<String, String>>,
@@ -103,7 +103,7 @@ impl Router {
     }
 
     /// Sends `op` to every node that is up; the answers by node.
-    async fn everywhere<T, F, Fut>(&self, op: F) -> Result<Vec<(Arc<Node>, Result<T>)>>
+    pub(super) async fn everywhere<T, F, Fut>(&self, op: F) -> Result<Vec<(Arc<Node>, Result<T>)>>
     where
         F: Fn(Arc<Node>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -404,24 +404,9 @@ impl Paddock for Router {
         }
         first_ok(answers)
     }
-    /// Every node that is up builds it (their progress merged). Fetching a
-    /// built environment's layers from another node instead is not built yet.
+    /// Built on one node, its layers given to the others (transfer.rs).
     async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>> {
-        let answers = self.everywhere(|n| async move { n.remote.build_environment(caller, key).await }).await?;
-        let mut merged = StreamMap::new();
-        let mut err = None;
-        for (node, r) in answers {
-            match r {
-                Ok(s) => {
-                    merged.insert(node.name().to_string(), s);
-                }
-                Err(e) => err = Some(e),
-            }
-        }
-        match (merged.is_empty(), err) {
-            (true, Some(e)) => Err(e),
-            _ => Ok(Box::pin(merged.map(|(_, e)| e))),
-        }
+        self.build_once(caller, key).await
     }
     async fn export_environment(&self, _caller: &Caller, _req: pb::ExportEnvironmentRequest) -> Result<String> {
         Err(Error::unimplemented("export an environment on a node (its exchange directory is the node's)"))

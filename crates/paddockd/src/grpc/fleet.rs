@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use paddock_proto::v1::fleet_server::Fleet;
 use paddock_proto::v1::{
-    DrainNodeRequest, GetNodeStatusRequest, ListNodesRequest, ListNodesResponse, NodeInfo, NodeStatus,
+    DrainNodeRequest, ExportLayersRequest, GetNodeStatusRequest, ImportLayersResponse, LayerChunk,
+    ListNodesRequest, ListNodesResponse, NodeInfo, NodeStatus,
 };
-use tonic::{Request, Response, Status};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::caller;
-use super::status;
+use super::{grpc_stream, status, GrpcStream};
+use crate::core::{Error, LayerChunks};
 use crate::core::Paddock;
 
 pub struct FleetApi {
@@ -40,5 +43,25 @@ impl Fleet for FleetApi {
     async fn undrain_node(&self, request: Request<DrainNodeRequest>) -> Result<Response<NodeInfo>, Status> {
         let c = caller(&request)?;
         Ok(Response::new(self.core.set_draining(&c, &request.into_inner().name, false).await.map_err(status)?))
+    }
+
+    type ExportLayersStream = GrpcStream<LayerChunk>;
+
+    async fn export_layers(
+        &self,
+        request: Request<ExportLayersRequest>,
+    ) -> Result<Response<Self::ExportLayersStream>, Status> {
+        let c = caller(&request)?;
+        let id = request.into_inner().environment_id;
+        Ok(Response::new(grpc_stream(self.core.export_layers(&c, &id).await.map_err(status)?)))
+    }
+
+    async fn import_layers(
+        &self,
+        request: Request<Streaming<LayerChunk>>,
+    ) -> Result<Response<ImportLayersResponse>, Status> {
+        let c = caller(&request)?;
+        let chunks = LayerChunks::new(request.into_inner().map(|r| r.map_err(Error::from)));
+        Ok(Response::new(self.core.import_layers(&c, chunks).await.map_err(status)?))
     }
 }
