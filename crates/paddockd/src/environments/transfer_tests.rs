@@ -48,6 +48,7 @@ fn sample_layer(root: &Path) -> LayerRecord {
         digest: layer_key("base0", Manager::Pip, &packages, "pip 23"),
         parent: "base0".into(),
         manager: "pip".into(),
+        kind: String::new(),
         packages,
         tool_version: "pip 23".into(),
         size_bytes: 0,

@@ -4,6 +4,7 @@
 //! is the node's own, unchanged. It keeps no state of its own beyond its
 //! tokens: sessions are found from their ids, nodes from the node table.
 
+pub mod discovery;
 pub mod nodes;
 pub mod placement;
 pub mod remote;
@@ -31,8 +32,13 @@ pub struct RouterConfig {
     pub listen: Vec<String>,
     /// A node, NAME=HOST:PORT: its --node-name and a TCP address of its API.
     /// Repeatable. (A discovery source can add and remove nodes later.)
-    #[arg(long = "node", value_name = "NAME=ADDR", required = true)]
+    #[arg(long = "node", value_name = "NAME=ADDR")]
     pub nodes: Vec<String>,
+    /// Nodes from Kubernetes (`--kube-api`): every paddockd that registers a
+    /// Lease joins, one whose Lease lapses or whose PaddockNode is draining
+    /// gets no new sessions, one whose objects are gone leaves.
+    #[command(flatten)]
+    pub kube: crate::kube::KubeArgs,
     /// A file holding the router's token for the nodes: a secret of the
     /// operator's (e.g. `openssl rand -hex 32`), given to every node as its
     /// --router-token-file. Or set PADDOCK_NODE_TOKEN.
@@ -78,6 +84,10 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
         tracing::warn!("no node token (--node-token-file): nodes will refuse the router's calls over TCP");
     }
     let nodes: Vec<_> = cfg.nodes.iter().map(|n| parse_node(n)).collect::<Result<_>>()?;
+    let kube = cfg.kube.target()?;
+    if nodes.is_empty() && kube.is_none() {
+        anyhow::bail!("a router needs its nodes: --node NAME=ADDR (repeatable), or --kube-api to discover them");
+    }
     std::fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     crate::state_modes::tighten(&cfg.state_dir)?;
     let tokens = Tokens::open(cfg.state_dir.join("tokens"))?;
@@ -89,6 +99,10 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
         let table = Nodes::new(token, Health { interval: cfg.poll_interval, grace: cfg.down_after });
         for (name, addr) in &nodes {
             table.upsert(name, addr)?;
+        }
+        if let Some(target) = kube {
+            let fixed = nodes.iter().map(|(name, _)| name.clone()).collect();
+            tokio::spawn(discovery::follow(table.clone(), crate::kube::discovery::discover(target)?, fixed));
         }
         let router: Arc<dyn Paddock> = Arc::new(Router::new(table, tokens));
         let listeners =

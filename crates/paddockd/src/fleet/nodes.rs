@@ -34,6 +34,9 @@ pub struct Node {
 pub struct NodeState {
     pub health: Option<bool>,
     pub draining: bool,
+    /// Why Kubernetes discovery says not to place on it (its Lease lapsed,
+    /// or its PaddockNode is draining); None: placeable, or no discovery.
+    pub held_by_discovery: Option<&'static str>,
     pub status: Option<pb::NodeStatus>,
     pub last_seen: Option<Instant>,
     pub last_seen_ms: i64,
@@ -74,7 +77,7 @@ impl Node {
                 Some(true) => pb::NodeHealth::Up,
                 Some(false) => pb::NodeHealth::Down,
             } as i32,
-            draining: s.draining,
+            draining: s.draining || s.held_by_discovery == Some("draining"),
             status: s.status.clone(),
             last_seen_ms: s.last_seen_ms,
             error: s.error.clone(),

@@ -78,6 +78,7 @@ impl Router {
             let why = match (&s.status, s.is_up(), s.draining) {
                 (_, false, _) => Some(if s.is_down() { "down" } else { "not answered yet" }),
                 (_, _, true) => Some("draining"),
+                _ if s.held_by_discovery.is_some() => s.held_by_discovery,
                 (None, ..) => Some("no status yet"),
                 (Some(st), ..) if st.sessions + s.inflight >= st.max_sessions => Some("full"),
                 _ => None,
