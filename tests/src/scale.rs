@@ -9,10 +9,20 @@ use crate::Client;
 
 /// A /16 for the sandboxes' links no host route overlaps (the harness's
 /// default /24 holds 64 sandboxes).
+/// A /16 no route of the host's uses and no other caller in this test
+/// process was given: tests that run at once (two fleets, say) install their
+/// routes only as sessions start, so the host's routes alone cannot keep
+/// them apart.
 pub fn big_subnet() -> String {
-    let net = crate::net::free_subnet("10", 16);
-    let mut octets = net.split('.');
-    format!("10.{}.0.0/16", octets.nth(1).unwrap())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let net = crate::net::free_subnet("10", 16);
+        let second = net.split('.').nth(1).unwrap().to_string();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(second.clone()) {
+            return format!("10.{second}.0.0/16");
+        }
+    }
 }
 
 /// Daemon flags for `sessions` live sessions: the admission limit, a /16.
