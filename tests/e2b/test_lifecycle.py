@@ -5,7 +5,7 @@ import time
 import uuid
 
 import pytest
-from e2b import Sandbox, SandboxQuery
+from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
 
 
@@ -98,10 +98,22 @@ def test_bad_api_key():
         Sandbox.list(api_key="pdk_not-a-token").next_items()
 
 
+def test_pause_keeps_state_and_connect_resumes(sandbox):
+    sandbox.commands.run("sh -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/count; sleep 0.1; done'", background=True)
+    time.sleep(0.5)
+    assert sandbox.pause() is True
+    assert Sandbox.get_info(sandbox.sandbox_id).state.value == "paused"
+    assert sandbox.pause() is False, "a second pause is E2B's 409: already paused"
+    assert any(s.sandbox_id == sandbox.sandbox_id for s in Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items())
+    time.sleep(1)
+    again = Sandbox.connect(sandbox.sandbox_id)
+    assert Sandbox.get_info(sandbox.sandbox_id).state.value == "running"
+    first = int(again.files.read("/tmp/count"))
+    time.sleep(0.5)
+    assert int(again.files.read("/tmp/count")) > first, "the loop did not go on after connect"
+
+
 def test_unsupported_routes_say_so(sandbox):
-    with pytest.raises(SandboxException) as e:
-        sandbox.pause()
-    assert "501" in str(e.value) and "Paddock does not support pausing" in str(e.value)
     with pytest.raises(SandboxException) as e:
         sandbox.get_metrics()
     assert "Paddock does not support sandbox metrics" in str(e.value)

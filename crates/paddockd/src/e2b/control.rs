@@ -1,7 +1,8 @@
 //! E2B's control plane (`api.e2b.app`): sandboxes are Paddock sessions,
 //! templates are environments (by name), `timeout` is the session TTL and
-//! metadata are session labels. Pause, snapshots, forks, metrics, templates
-//! and volumes answer 501: the core has no such operations.
+//! metadata are session labels, pause is PauseSession (connect resumes).
+//! Snapshots, forks, metrics, templates and volumes answer 501: they are not
+//! mapped onto the core yet.
 
 use std::collections::HashMap;
 
@@ -51,7 +52,7 @@ pub async fn route(e2b: &E2b, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, ["sandboxes", id, "connect" | "resume"] | ["v2", "sandboxes", id, "connect"]) => {
             connect(core, &caller, id, req).await
         }
-        (_, ["sandboxes", _, "pause"]) => Ok(unsupported("pausing sandboxes (sessions run or are deleted)")),
+        (&Method::POST, ["sandboxes", id, "pause"]) => pause(core, &caller, id).await,
         (_, ["sandboxes", _, "snapshots"] | ["snapshots", ..]) => Ok(unsupported("sandbox snapshots")),
         (_, ["sandboxes", _, "fork"]) => Ok(unsupported("forking sandboxes")),
         (_, ["sandboxes", _, "network"]) => Ok(unsupported(
@@ -299,13 +300,32 @@ async fn set_timeout(core: &dyn Paddock, caller: &Caller, id: &str, req: Request
     Ok(empty(204))
 }
 
+/// Pause: every process frozen with its memory kept (Paddock always keeps
+/// memory, so E2B's `mode="filesystem"` pauses the same way); 409 if it is
+/// paused already, which the SDK answers as `False`.
+async fn pause(core: &dyn Paddock, caller: &Caller, id: &str) -> Answer {
+    let s = core.get_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
+    match state_of(&s) {
+        None => Err(sandbox_gone(id)),
+        Some("paused") => Err(e2b_error(409, format!("sandbox {id} is already paused"))),
+        Some(_) => {
+            core.pause_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
+            Ok(empty(204))
+        }
+    }
+}
+
 /// Connect (and resume, which for a running sandbox is the same): the
 /// sandbox's credentials again, its timeout extended if one is given.
 async fn connect(core: &dyn Paddock, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
     let body = read_json(req.into_body()).await?;
     let mut s = core.get_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
-    if state_of(&s).is_none() {
-        return Err(sandbox_gone(id));
+    match state_of(&s) {
+        None => return Err(sandbox_gone(id)),
+        // E2B resumes a paused sandbox on connect; memory was kept, so its
+        // processes go on where they stopped.
+        Some("paused") => s = core.resume_session(caller, id).await.map_err(|e| not_found_or(&e, id))?,
+        Some(_) => {}
     }
     if let Some(t) = body["timeout"].as_i64() {
         // Like E2B: connecting never shortens a sandbox's life.
