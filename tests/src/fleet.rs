@@ -167,12 +167,22 @@ impl Router {
     }
 
     pub async fn nodes(&self) -> Vec<NodeInfo> {
-        FleetClient::new(self.channel().await).list_nodes(ListNodesRequest {}).await.expect("ListNodes").into_inner().nodes
+        FleetClient::new(self.channel().await)
+            .list_nodes(ListNodesRequest {})
+            .await
+            .expect("ListNodes")
+            .into_inner()
+            .nodes
     }
 
     /// Runs the `paddock` CLI against the router.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(paddock_bin()).arg("--addr").arg(self.addr()).args(args).output().expect("running paddock")
+        Command::new(paddock_bin())
+            .arg("--addr")
+            .arg(self.addr())
+            .args(args)
+            .output()
+            .expect("running paddock")
     }
 }
 

@@ -30,11 +30,19 @@ async fn create(c: &mut Client, env: &str) -> String {
         limits: Some(Limits { memory_bytes: Some(64 << 20), ..Default::default() }),
         ..Default::default()
     };
-    c.create_session(req).await.unwrap_or_else(|e| panic!("CreateSession through the router: {e}")).into_inner().id
+    c.create_session(req)
+        .await
+        .unwrap_or_else(|e| panic!("CreateSession through the router: {e}"))
+        .into_inner()
+        .id
 }
 
 async fn stdout(c: &mut Client, id: &str, command: &str) -> String {
-    let r = c.exec(shell(id, command)).await.unwrap_or_else(|e| panic!("Exec {command:?} on {id}: {e}")).into_inner();
+    let r = c
+        .exec(shell(id, command))
+        .await
+        .unwrap_or_else(|e| panic!("Exec {command:?} on {id}: {e}"))
+        .into_inner();
     assert_eq!(r.exit_code, Some(0), "{command:?} on {id}: {}", String::from_utf8_lossy(&r.stderr));
     String::from_utf8_lossy(&r.stdout).trim().to_string()
 }
@@ -85,14 +93,16 @@ async fn three_nodes_behind_a_router() {
         for id in sessions.iter().take(20) {
             assert_eq!(&stdout(&mut c, id, "hostname").await, id);
         }
-        let s = c.get_session(GetSessionRequest { session_id: sessions[0].clone() }).await.unwrap().into_inner();
+        let s =
+            c.get_session(GetSessionRequest { session_id: sessions[0].clone() }).await.unwrap().into_inner();
         assert_eq!(&s.node, name);
     }
     let all = list(&mut c).await;
     assert_eq!(all.len(), SESSIONS, "the router's listing merges every node's");
 
     // ---- An environment defined and built once through the router is on every node.
-    let mut envs = paddock_proto::v1::environments_client::EnvironmentsClient::new(fleet.router.channel().await);
+    let mut envs =
+        paddock_proto::v1::environments_client::EnvironmentsClient::new(fleet.router.channel().await);
     let env = envs
         .create_environment(CreateEnvironmentRequest {
             name: "fleet-env".into(),
@@ -108,7 +118,9 @@ async fn three_nodes_behind_a_router() {
     loop {
         let nodes = fleet.router.nodes().await;
         let built = nodes.iter().filter(|n| {
-            n.status.as_ref().is_some_and(|s| s.environments.iter().any(|e| e.id == env.id && e.name == "fleet-env"))
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.environments.iter().any(|e| e.id == env.id && e.name == "fleet-env"))
         });
         if built.count() == NODES {
             break;
@@ -136,7 +148,10 @@ async fn three_nodes_behind_a_router() {
     let ls = fleet.router.cli(&["node", "ls", "--json"]);
     let nodes: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     assert_eq!(nodes.as_array().unwrap().len(), NODES);
-    assert!(nodes.as_array().unwrap().iter().all(|n| n["health"] == "up" && n["draining"] == false), "{nodes}");
+    assert!(
+        nodes.as_array().unwrap().iter().all(|n| n["health"] == "up" && n["draining"] == false),
+        "{nodes}"
+    );
 
     // ---- kill -9 of one node.
     let victim = "n2".to_string();
@@ -191,12 +206,19 @@ async fn tenants_through_the_router_and_no_forged_tenant_at_a_node() {
     let tcp = |t: String| {
         let addr = fleet.router.tcp.clone();
         async move {
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
             let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {t}").parse().unwrap();
-            paddock_proto::v1::sessions_client::SessionsClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
-                r.metadata_mut().insert("authorization", auth.clone());
-                Ok(r)
-            })
+            paddock_proto::v1::sessions_client::SessionsClient::with_interceptor(
+                ch,
+                move |mut r: tonic::Request<()>| {
+                    r.metadata_mut().insert("authorization", auth.clone());
+                    Ok(r)
+                },
+            )
         }
     };
     let (mut ca, mut cb) = (tcp(a.clone()).await, tcp(b).await);
@@ -204,8 +226,17 @@ async fn tenants_through_the_router_and_no_forged_tenant_at_a_node() {
     assert_eq!(s.tenant, "a");
     let e = cb.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
-    assert!(cb.list_sessions(paddock_proto::v1::ListSessionsRequest {}).await.unwrap().into_inner().sessions.is_empty());
-    let e = cb.exec(ExecRequest { session_id: s.id.clone(), argv: vec!["true".into()], ..Default::default() }).await.unwrap_err();
+    assert!(cb
+        .list_sessions(paddock_proto::v1::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+        .is_empty());
+    let e = cb
+        .exec(ExecRequest { session_id: s.id.clone(), argv: vec!["true".into()], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
 
     // At the node that holds it: a tenant token of the node's own, naming
@@ -216,7 +247,11 @@ async fn tenants_through_the_router_and_no_forged_tenant_at_a_node() {
         let addr = node.tcp.clone().unwrap();
         let id = s.id.clone();
         async move {
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
             let mut req = tonic::Request::new(GetSessionRequest { session_id: id });
             req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
             req.metadata_mut().insert("paddock-tenant", tenant.parse().unwrap());
@@ -227,7 +262,8 @@ async fn tenants_through_the_router_and_no_forged_tenant_at_a_node() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     let e = direct(a, "a").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "a router token is no node token: {e}");
-    let ok = direct(NODE_TOKEN.into(), "a").await.expect("the router's secret may name the tenant").into_inner();
+    let ok =
+        direct(NODE_TOKEN.into(), "a").await.expect("the router's secret may name the tenant").into_inner();
     assert_eq!(ok.id, s.id);
     let e = direct(NODE_TOKEN.into(), "b").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
@@ -248,7 +284,8 @@ async fn environment_built_once_layers_moved_to_every_node() {
     fleet.node_mut("n3").kill9();
     fleet.wait_health("n3", NodeHealth::Down, Duration::from_secs(10)).await;
 
-    let mut envs = paddock_proto::v1::environments_client::EnvironmentsClient::new(fleet.router.channel().await);
+    let mut envs =
+        paddock_proto::v1::environments_client::EnvironmentsClient::new(fleet.router.channel().await);
     let packages = Packages { pip: vec!["six==1.16.0".into()], ..Default::default() };
     let env = envs
         .create_environment(CreateEnvironmentRequest {
@@ -261,8 +298,10 @@ async fn environment_built_once_layers_moved_to_every_node() {
         .into_inner();
     let events = build_env(&mut envs, "moved").await;
     let built = events.iter().filter(|e| matches!(e.event, Some(Event::Built(_)))).count();
-    let logs: Vec<String> =
-        events.iter().filter_map(|e| if let Some(Event::Log(l)) = &e.event { Some(l.clone()) } else { None }).collect();
+    let logs: Vec<String> = events
+        .iter()
+        .filter_map(|e| if let Some(Event::Log(l)) = &e.event { Some(l.clone()) } else { None })
+        .collect();
     assert!(matches!(events.last().and_then(|e| e.event.clone()), Some(Event::Done(_))), "{events:?}");
     assert_eq!(built, 1, "one node builds the pip layer: {events:?}");
     assert!(logs.iter().any(|l| l.contains("layers from node") && l.contains("1 received")), "{logs:?}");

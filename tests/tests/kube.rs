@@ -117,15 +117,29 @@ impl ControlPlane {
     /// makes for it, written to a file for --kube-token-file.
     fn service_account_token(&self, sa: &str) -> (String, PathBuf) {
         let secret = wait_for(Duration::from_secs(60), &format!("a token Secret for {sa}"), || {
-            let list = self.json(&["-n", "paddock", "get", "secrets", "--field-selector", "type=kubernetes.io/service-account-token"]);
-            list["items"].as_array()?.iter().find(|s| s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa).cloned()
+            let list = self.json(&[
+                "-n",
+                "paddock",
+                "get",
+                "secrets",
+                "--field-selector",
+                "type=kubernetes.io/service-account-token",
+            ]);
+            list["items"]
+                .as_array()?
+                .iter()
+                .find(|s| s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa)
+                .cloned()
         });
         let b64 = secret["data"]["token"].as_str().unwrap();
-        let out = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b64.as_bytes())?;
-            c.wait_with_output()
-        });
+        let out =
+            Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(
+                |mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+                    c.wait_with_output()
+                },
+            );
         let token = String::from_utf8(out.unwrap().stdout).unwrap();
         let file = self.run.join(format!("{sa}.token"));
         std::fs::write(&file, &token).unwrap();
@@ -230,8 +244,14 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     // validates them (schemas, privileged pods allowed, field types).
     let deploy = workspace_root().join("deploy/kubernetes");
     let file = |f: &str| deploy.join(f).display().to_string();
-    cp.kubectl_ok(None, &["apply", "-f", &file("00-namespace.yaml"), "-f", &file("10-crd.yaml"), "-f", &file("20-rbac.yaml")]);
-    cp.kubectl_ok(None, &["wait", "--for", "condition=established", "--timeout=60s", "crd/paddocknodes.paddock.dev"]);
+    cp.kubectl_ok(
+        None,
+        &["apply", "-f", &file("00-namespace.yaml"), "-f", &file("10-crd.yaml"), "-f", &file("20-rbac.yaml")],
+    );
+    cp.kubectl_ok(
+        None,
+        &["wait", "--for", "condition=established", "--timeout=60s", "crd/paddocknodes.paddock.dev"],
+    );
     let all = deploy.display().to_string();
     let dry = cp.kubectl_ok(None, &["apply", "--dry-run=server", "-f", &all]);
     for kind in ["daemonset.apps/paddockd", "deployment.apps/paddock-router", "service/paddock-router"] {
@@ -244,7 +264,8 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     // And the server really checks: a field of the wrong type is refused.
     let bad = cp.run.join("bad.yaml");
     std::fs::write(&bad, "apiVersion: paddock.dev/v1alpha1\nkind: PaddockNode\nmetadata: {name: bad, namespace: paddock}\nspec: {draining: maybe}\n").unwrap();
-    let refused = cp.kubectl(None, &["apply", "--dry-run=server", "--validate=false", "-f", &bad.display().to_string()]);
+    let refused = cp
+        .kubectl(None, &["apply", "--dry-run=server", "--validate=false", "-f", &bad.display().to_string()]);
     assert!(!refused.status.success(), "a PaddockNode with draining: maybe was accepted");
 
     // The nodes' and the router's own service accounts, limited by their Roles.
@@ -275,7 +296,11 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-name"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--node-name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Three nodes, each with its own state dir, subnet, cgroup and port.
     let mut nodes = Vec::new();
@@ -308,23 +333,40 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
         (l["items"].as_array()?.len() == 3).then_some(l)
     });
     for (name, tcp, _) in &nodes {
-        let lease = leases["items"].as_array().unwrap().iter().find(|l| l["metadata"]["name"] == format!("paddock-node-{name}")).unwrap();
+        let lease = leases["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["metadata"]["name"] == format!("paddock-node-{name}"))
+            .unwrap();
         assert_eq!(lease["metadata"]["annotations"]["paddock.dev/address"], tcp.as_str());
-        assert!(lease["spec"]["holderIdentity"].as_str().unwrap().starts_with(&format!("{name}/")), "{lease}");
+        assert!(
+            lease["spec"]["holderIdentity"].as_str().unwrap().starts_with(&format!("{name}/")),
+            "{lease}"
+        );
         assert_eq!(lease["spec"]["leaseDurationSeconds"], LEASE_SECONDS);
     }
     let renew_time = |name: &str| {
-        cp.json(&["-n", "paddock", "get", "lease", &format!("paddock-node-{name}")])["spec"]["renewTime"].clone()
+        cp.json(&["-n", "paddock", "get", "lease", &format!("paddock-node-{name}")])["spec"]["renewTime"]
+            .clone()
     };
-    let (t1, rv1) = (renew_time("n1"), cp.json(&["-n", "paddock", "get", "lease", "paddock-node-n1"])["metadata"]["resourceVersion"].clone());
+    let (t1, rv1) = (
+        renew_time("n1"),
+        cp.json(&["-n", "paddock", "get", "lease", "paddock-node-n1"])["metadata"]["resourceVersion"].clone(),
+    );
     std::thread::sleep(Duration::from_millis(2500));
     assert_ne!(renew_time("n1"), t1, "the Lease was not renewed in 2.5 s");
     // Renewals are conditional on resourceVersion: an outside write (this
     // label) makes the node's next update conflict, and it recovers.
     cp.kubectl_ok(None, &["-n", "paddock", "label", "lease", "paddock-node-n1", "touched=yes"]);
     let after = renew_time("n1");
-    wait_for(Duration::from_secs(10), "a renewal after a conflicting write", || (renew_time("n1") != after).then_some(()));
-    assert_ne!(cp.json(&["-n", "paddock", "get", "lease", "paddock-node-n1"])["metadata"]["resourceVersion"], rv1);
+    wait_for(Duration::from_secs(10), "a renewal after a conflicting write", || {
+        (renew_time("n1") != after).then_some(())
+    });
+    assert_ne!(
+        cp.json(&["-n", "paddock", "get", "lease", "paddock-node-n1"])["metadata"]["resourceVersion"],
+        rv1
+    );
 
     // Capacity in each PaddockNode's status; a session shows up in it.
     let status = |name: &str| cp.json(&["-n", "paddock", "get", "paddocknode", name])["status"].clone();
@@ -360,7 +402,20 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
 
     // Drained (by the router's account, as `paddock node drain` would): still
     // up, but no longer a placement candidate.
-    cp.kubectl_ok(Some(&router_token), &["-n", "paddock", "patch", "paddocknode", "n2", "--type", "merge", "-p", r#"{"spec":{"draining":true}}"#]);
+    cp.kubectl_ok(
+        Some(&router_token),
+        &[
+            "-n",
+            "paddock",
+            "patch",
+            "paddocknode",
+            "n2",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"draining":true}}"#,
+        ],
+    );
     disc.until(Duration::from_secs(10), "n2 draining", |l| {
         node(l, "n2").is_some_and(|n| n["draining"] == true && n["up"] == true)
     });
@@ -372,7 +427,10 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     let list = disc.until(Duration::from_secs(LEASE_SECONDS + 10), "n3 down", |l| !is_up(l, "n3"));
     let detected = killed.elapsed();
     println!("measured: lease lapse of a SIGKILLed node seen by discovery after {:.2} s (lease {LEASE_SECONDS} s, renewed every 1 s)", detected.as_secs_f64());
-    assert!(detected >= Duration::from_secs(LEASE_SECONDS - 2), "down after {detected:?}: before its lease could lapse");
+    assert!(
+        detected >= Duration::from_secs(LEASE_SECONDS - 2),
+        "down after {detected:?}: before its lease could lapse"
+    );
     assert!(detected <= Duration::from_secs(LEASE_SECONDS + 3), "down only after {detected:?}");
     let l = list.as_array().unwrap();
     assert!(is_up(l, "n1") && is_up(l, "n2"), "{list}");
@@ -380,18 +438,25 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(renew_time("n3"), t3, "a killed node's Lease was renewed");
     // The nodes a router would place on now: n1 only.
-    let placeable: Vec<_> = l.iter().filter(|n| n["up"] == true && n["draining"] == false).map(|n| n["name"].clone()).collect();
+    let placeable: Vec<_> =
+        l.iter().filter(|n| n["up"] == true && n["draining"] == false).map(|n| n["name"].clone()).collect();
     assert_eq!(placeable, ["n1"]);
 
     // Restarted on the same state dir, it renews its own Lease at once.
     let restarted = Instant::now();
     nodes[2].2.restart();
     disc.until(Duration::from_secs(20), "n3 up again", |l| is_up(l, "n3"));
-    println!("measured: restarted node up again in discovery after {:.2} s", restarted.elapsed().as_secs_f64());
+    println!(
+        "measured: restarted node up again in discovery after {:.2} s",
+        restarted.elapsed().as_secs_f64()
+    );
     let lease = cp.json(&["-n", "paddock", "get", "lease", "paddock-node-n3"]);
     assert_eq!(lease["spec"]["leaseTransitions"], 0, "the restarted node took its own Lease over: {lease}");
 
-    client.delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: session.id.clone() }).await.unwrap();
+    client
+        .delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: session.id.clone() })
+        .await
+        .unwrap();
     drop(disc);
     drop(nodes);
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use paddock_proto::v1::events_client::EventsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, Event, EventKind, GetSessionRequest,
-    ListDirRequest, PauseSessionRequest, ResumeSessionRequest, Session, SessionState, StopReason,
-    StopSessionRequest, WatchEventsRequest,
+    CreateSessionRequest, DeleteSessionRequest, Event, EventKind, GetSessionRequest, ListDirRequest,
+    PauseSessionRequest, ResumeSessionRequest, Session, SessionState, StopReason, StopSessionRequest,
+    WatchEventsRequest,
 };
 use paddock_tests::*;
 use tonic::Streaming;
@@ -57,7 +57,10 @@ async fn pause(c: &mut Client, id: &str) -> Session {
 }
 
 async fn resume(c: &mut Client, id: &str) -> Session {
-    c.resume_session(ResumeSessionRequest { session_id: id.into() }).await.expect("ResumeSession").into_inner()
+    c.resume_session(ResumeSessionRequest { session_id: id.into() })
+        .await
+        .expect("ResumeSession")
+        .into_inner()
 }
 
 fn freezer_state(d: &Daemon, id: &str) -> String {
@@ -77,7 +80,9 @@ async fn next_event(stream: &mut Streaming<Event>, id: &str, kind: EventKind) ->
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), wait).await.unwrap_or_else(|_| panic!("no {kind:?} for {id}"))
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind:?} for {id}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,7 +119,12 @@ async fn a_paused_session_stops_counting_keeps_its_memory_and_goes_on_after_resu
     let u = during.usage.expect("a paused session has usage");
     assert!(u.cpu_seconds - cpu_at_pause < 0.02, "CPU used while paused: {} s", u.cpu_seconds - cpu_at_pause);
     let kept = u.memory_bytes as f64 / before.memory_bytes as f64;
-    assert!((0.9..1.1).contains(&kept), "memory {} while paused, {} before", u.memory_bytes, before.memory_bytes);
+    assert!(
+        (0.9..1.1).contains(&kept),
+        "memory {} while paused, {} before",
+        u.memory_bytes,
+        before.memory_bytes
+    );
     // Pausing again does nothing.
     assert_eq!(pause(&mut c, &s.id).await.state, SessionState::Paused as i32);
 
@@ -160,13 +170,20 @@ async fn stop_and_delete_of_a_paused_session_leave_nothing() {
     assert_eq!(stopped.stop_reason, StopReason::Stopped as i32);
     let left = d.leftovers(&a.id, a.init_pid);
     // A stopped session keeps its outputs (in its subvolume) until deleted.
-    assert!(left.iter().all(|l| l.contains("scratch")), "left after stopping a paused session:\n{}", left.join("\n"));
+    assert!(
+        left.iter().all(|l| l.contains("scratch")),
+        "left after stopping a paused session:\n{}",
+        left.join("\n")
+    );
     let err = c.pause_session(PauseSessionRequest { session_id: a.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 
     let started = Instant::now();
     c.delete_session(DeleteSessionRequest { session_id: b.id.clone() }).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "delete of a paused session waited for a frozen init");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "delete of a paused session waited for a frozen init"
+    );
     let left = d.leftovers(&b.id, b.init_pid);
     assert!(left.is_empty(), "left after deleting a paused session:\n{}", left.join("\n"));
 }
@@ -237,7 +254,8 @@ async fn idle_timeout_stops_an_idle_session_and_leaves_busy_ones_alone() {
     let mut c = d.client().await;
     let mut events = EventsClient::new(d.channel().await);
     let mut stream = events.watch_events(WatchEventsRequest::default()).await.unwrap().into_inner();
-    let with_idle = |seconds| CreateSessionRequest { idle_timeout_seconds: Some(seconds), ..Default::default() };
+    let with_idle =
+        |seconds| CreateSessionRequest { idle_timeout_seconds: Some(seconds), ..Default::default() };
     let idle = c.create_session(with_idle(2)).await.unwrap().into_inner();
     let called = c.create_session(with_idle(2)).await.unwrap().into_inner();
     let streaming = c.create_session(with_idle(2)).await.unwrap().into_inner();
@@ -284,7 +302,16 @@ async fn idle_timeout_stops_an_idle_session_and_leaves_busy_ones_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_action_pause_pauses_and_the_cli_drives_it() {
     let d = Daemon::start();
-    let out = d.cli(&["session", "create", "--idle-timeout", "1s", "--idle-action", "pause", "--auto-resume", "--json"]);
+    let out = d.cli(&[
+        "session",
+        "create",
+        "--idle-timeout",
+        "1s",
+        "--idle-action",
+        "pause",
+        "--auto-resume",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["idle_timeout_seconds"], 1);
@@ -313,7 +340,11 @@ async fn idle_action_pause_pauses_and_the_cli_drives_it() {
     assert_eq!(v["state"], "paused");
     let out = d.cli(&["exec", &plain.id, "--", "true"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is paused"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is paused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = d.cli(&["session", "resume", &plain.id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sh_ok(&mut c, &plain.id, "echo ok").await, "ok\n");
@@ -325,9 +356,7 @@ async fn idle_action_pause_pauses_and_the_cli_drives_it() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("idle_timeout_seconds"), "{}", err.message());
-    let err = c
-        .create_session(CreateSessionRequest { idle_action: 9, ..Default::default() })
-        .await
-        .unwrap_err();
+    let err =
+        c.create_session(CreateSessionRequest { idle_action: 9, ..Default::default() }).await.unwrap_err();
     assert!(err.message().contains("idle_action"), "{}", err.message());
 }

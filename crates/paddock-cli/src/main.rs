@@ -21,9 +21,9 @@ use clap::{Args, Parser, Subcommand};
 use paddock_proto::v1::exec_event::Event;
 use paddock_proto::v1::sessions_client::SessionsClient;
 use paddock_proto::v1::{
-    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest, IdleAction,
-    Limits, ListSessionsRequest, PauseSessionRequest, ResumeSessionRequest, Session, SessionResource,
-    SessionState, StopSessionRequest, UpdateNetworkRequest,
+    CreateSessionRequest, DeleteSessionRequest, ExecRequest, GetNetworkRequest, GetSessionRequest,
+    IdleAction, Limits, ListSessionsRequest, PauseSessionRequest, ResumeSessionRequest, Session,
+    SessionResource, SessionState, StopSessionRequest, UpdateNetworkRequest,
 };
 use paddock_units::{format_bytes, parse_bytes, parse_duration};
 

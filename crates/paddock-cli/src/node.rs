@@ -58,7 +58,10 @@ pub async fn run(daemon: &Daemon, cmd: NodeCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::Value::Array(nodes.iter().map(node_json).collect()));
             } else {
-                println!("{:<16} {:<22} {:<8} {:<9} {:>13} {:>9} {:>5}", "NAME", "ADDRESS", "HEALTH", "DRAINING", "SESSIONS", "MEM FREE", "WARM");
+                println!(
+                    "{:<16} {:<22} {:<8} {:<9} {:>13} {:>9} {:>5}",
+                    "NAME", "ADDRESS", "HEALTH", "DRAINING", "SESSIONS", "MEM FREE", "WARM"
+                );
                 for n in &nodes {
                     let s = n.status.clone().unwrap_or_default();
                     println!(

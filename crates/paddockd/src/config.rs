@@ -273,7 +273,15 @@ mod tests {
         assert_eq!(split_session_id("ses-0123456789abcdef"), Some((None, "0123456789abcdef")));
         assert_eq!(split_session_id("ses-n1-0123456789abcdef"), Some((Some("n1"), "0123456789abcdef")));
         assert_eq!(split_session_id("ses-a-b-0123456789abcdef"), Some((Some("a-b"), "0123456789abcdef")));
-        for bad in ["ses-", "ses-0123", "ses--0123456789abcdef", "ses-N1-0123456789abcdef", "x-0123456789abcdef", "ses-n1-0123456789abcdeg", "ses-n1_0123456789abcdef"] {
+        for bad in [
+            "ses-",
+            "ses-0123",
+            "ses--0123456789abcdef",
+            "ses-N1-0123456789abcdef",
+            "x-0123456789abcdef",
+            "ses-n1-0123456789abcdeg",
+            "ses-n1_0123456789abcdef",
+        ] {
             assert_eq!(split_session_id(bad), None, "{bad}");
         }
         assert!(parse_node_name("node-1").is_ok());

@@ -158,7 +158,8 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         manager.recover().await?;
         let router_token = match &cfg.router_token_file {
             Some(f) => Some(
-                fs::read_to_string(f).with_context(|| format!("reading --router-token-file {}", f.display()))?,
+                fs::read_to_string(f)
+                    .with_context(|| format!("reading --router-token-file {}", f.display()))?,
             ),
             None => None,
         };

@@ -158,7 +158,8 @@ impl<T: Record> Store<T> {
     pub fn save_unsynced(&self, record: &T) -> Result<()> {
         let path = self.path(record.id());
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(record)?).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::write(&tmp, serde_json::to_vec_pretty(record)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))
     }
 

@@ -76,7 +76,11 @@ async fn main() {
     let (mut d, mut r) = (vec![], vec![]);
     for i in 0..execs {
         // Alternate which goes first, in blocks.
-        let (first, second, df) = if (i / 50) % 2 == 0 { (&mut direct, &mut routed, true) } else { (&mut routed, &mut direct, false) };
+        let (first, second, df) = if (i / 50) % 2 == 0 {
+            (&mut direct, &mut routed, true)
+        } else {
+            (&mut routed, &mut direct, false)
+        };
         let t = Instant::now();
         first.exec(exec(&id)).await.unwrap();
         let a = t.elapsed();

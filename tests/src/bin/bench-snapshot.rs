@@ -69,11 +69,12 @@ async fn main() {
     let mut b = Bench { c: d.client().await, envs: d.environments().await, n: 0 };
     let src = create(&mut b.c, None).await;
     let (mut rows, mut freed): (Vec<(&str, Vec<Duration>)>, u64) = (vec![], 0);
-    let push = |rows: &mut Vec<(&'static str, Vec<Duration>)>, what: &'static str, t: Duration| {
-        match rows.iter_mut().find(|(w, _)| *w == what) {
-            Some((_, v)) => v.push(t),
-            None => rows.push((what, vec![t])),
-        }
+    let push = |rows: &mut Vec<(&'static str, Vec<Duration>)>, what: &'static str, t: Duration| match rows
+        .iter_mut()
+        .find(|(w, _)| *w == what)
+    {
+        Some((_, v)) => v.push(t),
+        None => rows.push((what, vec![t])),
     };
     for (what, setup) in [
         ("SnapshotSession, no changes", "rm -rf /workspace/data; mkdir -p /workspace/data"),

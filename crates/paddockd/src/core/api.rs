@@ -81,11 +81,20 @@ pub trait Paddock: Send + Sync + 'static {
     async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
     async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
     async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session>;
-    async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl_seconds: Option<i64>) -> Result<pb::Session>;
+    async fn set_session_ttl(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ttl_seconds: Option<i64>,
+    ) -> Result<pb::Session>;
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()>;
     async fn exec(&self, caller: &Caller, req: pb::ExecRequest) -> Result<pb::ExecResponse>;
     async fn exec_stream(&self, caller: &Caller, req: pb::ExecRequest) -> Result<Stream<pb::ExecEvent>>;
-    async fn update_network(&self, caller: &Caller, req: pb::UpdateNetworkRequest) -> Result<pb::NetworkStatus>;
+    async fn update_network(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateNetworkRequest,
+    ) -> Result<pb::NetworkStatus>;
     async fn get_network(&self, caller: &Caller, id: &str) -> Result<pb::NetworkStatus>;
     async fn run_tool(&self, caller: &Caller, req: pb::RunToolRequest) -> Result<pb::ToolResult>;
 
@@ -96,7 +105,11 @@ pub trait Paddock: Send + Sync + 'static {
         caller: &Caller,
         req: pb::AttachProcessRequest,
     ) -> Result<Stream<pb::ProcessEvent>>;
-    async fn write_stdin(&self, caller: &Caller, req: pb::WriteStdinRequest) -> Result<pb::WriteStdinResponse>;
+    async fn write_stdin(
+        &self,
+        caller: &Caller,
+        req: pb::WriteStdinRequest,
+    ) -> Result<pb::WriteStdinResponse>;
     async fn resize_pty(&self, caller: &Caller, req: pb::ResizePtyRequest) -> Result<pb::ResizePtyResponse>;
     async fn signal_process(
         &self,
@@ -109,11 +122,19 @@ pub trait Paddock: Send + Sync + 'static {
         req: pb::ListProcessesRequest,
     ) -> Result<pb::ListProcessesResponse>;
     async fn run_code(&self, caller: &Caller, req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse>;
-    async fn create_context(&self, caller: &Caller, req: pb::CreateContextRequest) -> Result<pb::CodeContext>;
-    async fn list_contexts(&self, caller: &Caller, req: pb::ListContextsRequest)
-        -> Result<pb::ListContextsResponse>;
+    async fn create_context(&self, caller: &Caller, req: pb::CreateContextRequest)
+        -> Result<pb::CodeContext>;
+    async fn list_contexts(
+        &self,
+        caller: &Caller,
+        req: pb::ListContextsRequest,
+    ) -> Result<pb::ListContextsResponse>;
     async fn restart_context(&self, caller: &Caller, req: pb::ContextRequest) -> Result<pb::CodeContext>;
-    async fn delete_context(&self, caller: &Caller, req: pb::ContextRequest) -> Result<pb::DeleteContextResponse>;
+    async fn delete_context(
+        &self,
+        caller: &Caller,
+        req: pb::ContextRequest,
+    ) -> Result<pb::DeleteContextResponse>;
 
     // ------------------------------------------------------------ files
     async fn stat(&self, caller: &Caller, req: pb::StatRequest) -> Result<pb::FileInfo>;
@@ -122,7 +143,12 @@ pub trait Paddock: Send + Sync + 'static {
     async fn r#move(&self, caller: &Caller, req: pb::MoveRequest) -> Result<pb::FileInfo>;
     async fn remove(&self, caller: &Caller, req: pb::RemoveRequest) -> Result<pb::RemoveResponse>;
     async fn download(&self, caller: &Caller, req: pb::DownloadRequest) -> Result<Stream<pb::DownloadChunk>>;
-    async fn upload(&self, caller: &Caller, header: &pb::UploadHeader, messages: Uploads) -> Result<pb::FileInfo>;
+    async fn upload(
+        &self,
+        caller: &Caller,
+        header: &pb::UploadHeader,
+        messages: Uploads,
+    ) -> Result<pb::FileInfo>;
     async fn watch(&self, caller: &Caller, req: pb::WatchRequest) -> Result<Stream<pb::WatchEvent>>;
 
     // ------------------------------------------------------------ environments
@@ -148,8 +174,16 @@ pub trait Paddock: Send + Sync + 'static {
     ) -> Result<pb::Environment>;
 
     // ------------------------------------------------------------ snapshots
-    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment>;
-    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse>;
+    async fn snapshot_session(
+        &self,
+        caller: &Caller,
+        req: pb::SnapshotSessionRequest,
+    ) -> Result<pb::Environment>;
+    async fn fork_session(
+        &self,
+        caller: &Caller,
+        req: pb::ForkSessionRequest,
+    ) -> Result<pb::ForkSessionResponse>;
     async fn collect_garbage(
         &self,
         caller: &Caller,
@@ -171,7 +205,11 @@ pub trait Paddock: Send + Sync + 'static {
     async fn export_layers(&self, _caller: &Caller, _id: &str) -> Result<Stream<pb::LayerChunk>> {
         Err(Error::unimplemented("ExportLayers is a node's (a router moves layers between its nodes itself)"))
     }
-    async fn import_layers(&self, _caller: &Caller, _chunks: LayerChunks) -> Result<pb::ImportLayersResponse> {
+    async fn import_layers(
+        &self,
+        _caller: &Caller,
+        _chunks: LayerChunks,
+    ) -> Result<pb::ImportLayersResponse> {
         Err(Error::unimplemented("ImportLayers is a node's (a router moves layers between its nodes itself)"))
     }
 }
@@ -226,7 +264,12 @@ impl Paddock for Core {
     async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         Core::resume_session(self, caller, id).await
     }
-    async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl_seconds: Option<i64>) -> Result<pb::Session> {
+    async fn set_session_ttl(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ttl_seconds: Option<i64>,
+    ) -> Result<pb::Session> {
         Core::set_session_ttl(self, caller, id, ttl_seconds).await
     }
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
@@ -238,7 +281,11 @@ impl Paddock for Core {
     async fn exec_stream(&self, caller: &Caller, req: pb::ExecRequest) -> Result<Stream<pb::ExecEvent>> {
         Core::exec_stream(self, caller, req).await
     }
-    async fn update_network(&self, caller: &Caller, req: pb::UpdateNetworkRequest) -> Result<pb::NetworkStatus> {
+    async fn update_network(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateNetworkRequest,
+    ) -> Result<pb::NetworkStatus> {
         Core::update_network(self, caller, req).await
     }
     async fn get_network(&self, caller: &Caller, id: &str) -> Result<pb::NetworkStatus> {
@@ -257,7 +304,11 @@ impl Paddock for Core {
     ) -> Result<Stream<pb::ProcessEvent>> {
         Core::attach_process(self, caller, req).await
     }
-    async fn write_stdin(&self, caller: &Caller, req: pb::WriteStdinRequest) -> Result<pb::WriteStdinResponse> {
+    async fn write_stdin(
+        &self,
+        caller: &Caller,
+        req: pb::WriteStdinRequest,
+    ) -> Result<pb::WriteStdinResponse> {
         Core::write_stdin(self, caller, req).await
     }
     async fn resize_pty(&self, caller: &Caller, req: pb::ResizePtyRequest) -> Result<pb::ResizePtyResponse> {
@@ -280,7 +331,11 @@ impl Paddock for Core {
     async fn run_code(&self, caller: &Caller, req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse> {
         Core::run_code(self, caller, req).await
     }
-    async fn create_context(&self, caller: &Caller, req: pb::CreateContextRequest) -> Result<pb::CodeContext> {
+    async fn create_context(
+        &self,
+        caller: &Caller,
+        req: pb::CreateContextRequest,
+    ) -> Result<pb::CodeContext> {
         Core::create_context(self, caller, req).await
     }
     async fn list_contexts(
@@ -293,7 +348,11 @@ impl Paddock for Core {
     async fn restart_context(&self, caller: &Caller, req: pb::ContextRequest) -> Result<pb::CodeContext> {
         Core::restart_context(self, caller, req).await
     }
-    async fn delete_context(&self, caller: &Caller, req: pb::ContextRequest) -> Result<pb::DeleteContextResponse> {
+    async fn delete_context(
+        &self,
+        caller: &Caller,
+        req: pb::ContextRequest,
+    ) -> Result<pb::DeleteContextResponse> {
         Core::delete_context(self, caller, req).await
     }
     async fn stat(&self, caller: &Caller, req: pb::StatRequest) -> Result<pb::FileInfo> {
@@ -314,7 +373,12 @@ impl Paddock for Core {
     async fn download(&self, caller: &Caller, req: pb::DownloadRequest) -> Result<Stream<pb::DownloadChunk>> {
         Core::download(self, caller, req).await
     }
-    async fn upload(&self, caller: &Caller, header: &pb::UploadHeader, messages: Uploads) -> Result<pb::FileInfo> {
+    async fn upload(
+        &self,
+        caller: &Caller,
+        header: &pb::UploadHeader,
+        messages: Uploads,
+    ) -> Result<pb::FileInfo> {
         Core::upload(self, caller, header, messages).await
     }
     async fn watch(&self, caller: &Caller, req: pb::WatchRequest) -> Result<Stream<pb::WatchEvent>> {
@@ -356,10 +420,18 @@ impl Paddock for Core {
     ) -> Result<pb::Environment> {
         Core::import_environment(self, caller, req).await
     }
-    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment> {
+    async fn snapshot_session(
+        &self,
+        caller: &Caller,
+        req: pb::SnapshotSessionRequest,
+    ) -> Result<pb::Environment> {
         Core::snapshot_session(self, caller, req).await
     }
-    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+    async fn fork_session(
+        &self,
+        caller: &Caller,
+        req: pb::ForkSessionRequest,
+    ) -> Result<pb::ForkSessionResponse> {
         Core::fork_session(self, caller, req).await
     }
     async fn collect_garbage(

@@ -129,7 +129,10 @@ mod tests {
         assert!(r.on_behalf_of("", "tenant", "x").is_err());
         assert!(r.on_behalf_of("b", "router", "x").is_err());
         let a = Caller::tenant("a", "token:a");
-        assert_eq!(a.on_behalf_of("b", "tenant", "x").unwrap_err().code(), super::super::Code::PermissionDenied);
+        assert_eq!(
+            a.on_behalf_of("b", "tenant", "x").unwrap_err().code(),
+            super::super::Code::PermissionDenied
+        );
         assert!(Caller::admin("uid:0").on_behalf_of("b", "tenant", "x").is_err());
     }
 }

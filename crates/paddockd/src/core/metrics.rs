@@ -86,8 +86,16 @@ impl Metrics {
             exec_seconds.clone(),
         );
         let (pause_seconds, resume_seconds) = (latency(), latency());
-        registry.register("pause_session_seconds", "PauseSession latency (freezing the sandbox)", pause_seconds.clone());
-        registry.register("resume_session_seconds", "ResumeSession latency (thawing the sandbox)", resume_seconds.clone());
+        registry.register(
+            "pause_session_seconds",
+            "PauseSession latency (freezing the sandbox)",
+            pause_seconds.clone(),
+        );
+        registry.register(
+            "resume_session_seconds",
+            "ResumeSession latency (thawing the sandbox)",
+            resume_seconds.clone(),
+        );
         let calls = Family::<Labels, Counter>::default();
         registry.register(
             "calls",

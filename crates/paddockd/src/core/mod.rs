@@ -34,8 +34,8 @@ use tokio_stream::StreamExt;
 use crate::environments::{Base, EnvironmentManager};
 use crate::network::policy::PolicySpec;
 use crate::sessions::{FilesReader, SessionManager};
-use auth::Tokens;
 pub use api::{LayerChunks, Paddock, Uploads};
+use auth::Tokens;
 pub use caller::Caller;
 use error::from_guest;
 pub use error::{Code, Error, Result, Stream};
@@ -113,7 +113,16 @@ impl Core {
         tokens: Tokens,
         exchange_dir: PathBuf,
     ) -> Self {
-        Self { sessions, envs, events, metrics, tokens, exchange_dir, node_name: String::new(), max_sessions: 0 }
+        Self {
+            sessions,
+            envs,
+            events,
+            metrics,
+            tokens,
+            exchange_dir,
+            node_name: String::new(),
+            max_sessions: 0,
+        }
     }
 
     /// What GetNodeStatus reports of the node's configuration.

@@ -2,7 +2,8 @@
 //! ends pass these messages on and never read records or manager internals.
 
 use paddock_proto::v1::{
-    Environment, IdleAction as PbIdleAction, Limits, Packages as PbPackages, Session, SessionState as PbState, Usage,
+    Environment, IdleAction as PbIdleAction, Limits, Packages as PbPackages, Session,
+    SessionState as PbState, Usage,
 };
 
 use crate::environments::{Base, EnvironmentManager, EnvironmentRecord};
@@ -10,7 +11,12 @@ use crate::store::{IdleAction, SessionRecord, SessionState};
 
 /// `usage`: what the session uses now, if it was read (GetSession).
 /// `idle_since`: when its last tool call ended (`None` while one is in flight).
-pub fn session(r: &SessionRecord, denied_total: u64, usage: Option<Usage>, idle_since: Option<i64>) -> Session {
+pub fn session(
+    r: &SessionRecord,
+    denied_total: u64,
+    usage: Option<Usage>,
+    idle_since: Option<i64>,
+) -> Session {
     Session {
         id: r.id.clone(),
         state: match r.state {

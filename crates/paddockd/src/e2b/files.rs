@@ -102,7 +102,8 @@ fn start_upload(e2b: &Arc<E2b>, caller: &Caller, id: &str, user: &str, path: Str
     let first = pb::UploadRequest { part: Some(pb::upload_request::Part::Header(header.clone())) };
     let messages = tokio_stream::once(first).chain(ReceiverStream::new(rx));
     let (core, caller) = (e2b.core.clone(), caller.clone());
-    let done = tokio::spawn(async move { core.upload(&caller, &header, crate::core::Uploads::new(messages)).await });
+    let done =
+        tokio::spawn(async move { core.upload(&caller, &header, crate::core::Uploads::new(messages)).await });
     Writing { path, tx, done }
 }
 

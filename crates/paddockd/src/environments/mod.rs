@@ -23,9 +23,9 @@ pub mod packages;
 mod pins;
 mod snapshot;
 mod store;
-mod upper;
 mod toolchains;
 pub(crate) mod transfer;
+mod upper;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -232,7 +232,8 @@ impl EnvironmentManager {
     ) -> Result<EnvironmentRecord, Error> {
         validate_name(&name).map_err(Error::invalid_argument)?;
         if let Some(id) = &id {
-            let ok = id.len() == 20 && id.starts_with("env-") && id[4..].chars().all(|c| c.is_ascii_hexdigit());
+            let ok =
+                id.len() == 20 && id.starts_with("env-") && id[4..].chars().all(|c| c.is_ascii_hexdigit());
             if !ok {
                 return Err(Error::invalid_argument(format!("id: {id:?} is not `env-` and 16 hex digits")));
             }

@@ -21,8 +21,8 @@ use tokio_stream::StreamExt;
 
 use super::layers::{hex, layer_key, remove_tree, LayerRecord, LayerStore};
 use super::oci::{apply_layer, write_tar, OPAQUE_XATTR};
-use super::toolchains;
 use super::packages::{Manager, Packages};
+use super::toolchains;
 use super::{Base, EnvironmentManager, Image};
 use crate::core::error::{internal, Error, Stream};
 use crate::time::now_ms;
@@ -45,10 +45,9 @@ impl EnvironmentManager {
                 "environment {id}: only environments on the daemon's base image are transferred"
             )));
         }
-        let image = self
-            .build_state(&record)
-            .1
-            .ok_or_else(|| Error::failed_precondition(format!("environment {id} is not built on this node")))?;
+        let image = self.build_state(&record).1.ok_or_else(|| {
+            Error::failed_precondition(format!("environment {id} is not built on this node"))
+        })?;
         let mut layers = vec![];
         for d in &image.layers {
             let rec = self.layers.get(d).ok_or_else(|| {
@@ -101,7 +100,9 @@ impl EnvironmentManager {
             )));
         }
         if !matches!(record.base, Base::Daemon) {
-            return Err(Error::failed_precondition(format!("environment {id}: not on the daemon's base image")));
+            return Err(Error::failed_precondition(format!(
+                "environment {id}: not on the daemon's base image"
+            )));
         }
         let (rootfs, base_digest) = self.resolve_base(&record.base).map_err(Error::failed_precondition)?;
         if head.base_digest != base_digest {
@@ -112,9 +113,9 @@ impl EnvironmentManager {
         }
         let mut layer_env = vec![];
         for kv in &head.layer_env {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::invalid_argument(format!("image.layer_env: {kv:?} is not KEY=VALUE")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::invalid_argument(format!("image.layer_env: {kv:?} is not KEY=VALUE"))
+            })?;
             layer_env.push((k.to_string(), v.to_string()));
         }
         let lock = self.build_lock(&id);
@@ -125,7 +126,11 @@ impl EnvironmentManager {
             let header = match chunks.next().await {
                 Some(Ok(pb::LayerChunk { part: Some(Part::Layer(h)) })) => h,
                 Some(Err(e)) => return Err(e),
-                _ => return Err(Error::invalid_argument(format!("ImportLayers: expected the record of layer {digest}"))),
+                _ => {
+                    return Err(Error::invalid_argument(format!(
+                        "ImportLayers: expected the record of layer {digest}"
+                    )))
+                }
             };
             let rec = check_header(&header, digest, &parent, &packages).map_err(Error::invalid_argument)?;
             let _layer_lock = self.layers.lock(digest).await;
@@ -142,7 +147,13 @@ impl EnvironmentManager {
             extra?;
             return Err(Error::invalid_argument("ImportLayers: messages after the last layer"));
         }
-        let image = Image { base_rootfs: rootfs, base_digest, packages: record.packages, layers: head.layers, layer_env };
+        let image = Image {
+            base_rootfs: rootfs,
+            base_digest,
+            packages: record.packages,
+            layers: head.layers,
+            layer_env,
+        };
         self.record_image(&id, image).await.map_err(Error::failed_precondition)?;
         Ok(answer)
     }
@@ -150,21 +161,34 @@ impl EnvironmentManager {
 
 /// The layer's record, if it is the one `digest` names: its digest the content
 /// address of its parent (the layer below), manager, packages and tool.
-fn check_header(h: &pb::LayerHeader, digest: &str, parent: &str, packages: &Packages) -> Result<LayerRecord, String> {
+fn check_header(
+    h: &pb::LayerHeader,
+    digest: &str,
+    parent: &str,
+    packages: &Packages,
+) -> Result<LayerRecord, String> {
     let manager = Manager::ALL
         .into_iter()
         .find(|m| m.name() == h.manager)
         .ok_or_else(|| format!("layer {digest}: unknown manager {:?}", h.manager))?;
     if h.digest != digest || h.parent != parent {
-        return Err(format!("layer {digest}: the stream sent layer {} on {} (expected on {parent})", h.digest, h.parent));
+        return Err(format!(
+            "layer {digest}: the stream sent layer {} on {} (expected on {parent})",
+            h.digest, h.parent
+        ));
     }
     let address = match h.kind.as_str() {
         "" if h.packages != packages.list(manager) => {
-            return Err(format!("layer {digest}: its packages are not the environment's {} packages", manager.name()));
+            return Err(format!(
+                "layer {digest}: its packages are not the environment's {} packages",
+                manager.name()
+            ));
         }
         "" => layer_key(parent, manager, &h.packages, &h.tool_version),
         toolchains::KIND => toolchains::key(parent, manager, &h.packages, &h.tool_version),
-        other => return Err(format!("layer {digest}: a layer of kind {other:?} does not move between nodes")),
+        other => {
+            return Err(format!("layer {digest}: a layer of kind {other:?} does not move between nodes"))
+        }
     };
     if address != digest {
         return Err(format!("layer {digest}: its record does not hash to its digest"));
@@ -201,7 +225,8 @@ pub(super) fn send_layer(rec: &LayerRecord, diff: &Path, tx: &Sender) -> io::Res
 }
 
 fn send(tx: &Sender, part: Part) -> io::Result<()> {
-    tx.blocking_send(Ok(chunk(part))).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the receiver is gone"))
+    tx.blocking_send(Ok(chunk(part)))
+        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the receiver is gone"))
 }
 
 struct ChunkWriter<'a> {
@@ -239,7 +264,11 @@ async fn skip_layer(
             Some(Ok(pb::LayerChunk { part: Some(Part::Data(_)) })) => {}
             Some(Ok(pb::LayerChunk { part: Some(Part::End(_)) })) => return Ok(()),
             Some(Err(e)) => return Err(e),
-            _ => return Err(Error::invalid_argument(format!("layer {digest}: the stream ended inside the layer"))),
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "layer {digest}: the stream ended inside the layer"
+                )))
+            }
         }
     }
 }
@@ -255,7 +284,10 @@ pub(super) async fn receive_layer(
     let tmp = store.temp(&rec.digest).map_err(internal)?;
     let digest = rec.digest.clone();
     let result = match feed(&tmp.join("diff"), chunks, &digest).await {
-        Ok(size) => store.commit(&tmp, rec).map(|_| size).map_err(|e| Error::internal(format!("storing layer {digest}: {e:#}"))),
+        Ok(size) => store
+            .commit(&tmp, rec)
+            .map(|_| size)
+            .map_err(|e| Error::internal(format!("storing layer {digest}: {e:#}"))),
         Err(e) => Err(e),
     };
     if result.is_err() {
@@ -287,7 +319,11 @@ async fn feed(
             }
             Some(Ok(pb::LayerChunk { part: Some(Part::End(e)) })) => break Some(Ok(e)),
             Some(Err(e)) => break Some(Err(e)),
-            _ => break Some(Err(Error::invalid_argument(format!("layer {digest}: the stream ended inside the layer")))),
+            _ => {
+                break Some(Err(Error::invalid_argument(format!(
+                    "layer {digest}: the stream ended inside the layer"
+                ))))
+            }
         }
     };
     drop(tx);

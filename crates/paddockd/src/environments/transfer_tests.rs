@@ -100,14 +100,20 @@ async fn a_layer_arrives_whole_and_a_corrupt_one_is_refused() {
     let size = receive_layer(&store, checked.clone(), &mut rest).await.unwrap();
     assert!(size > 3 * CHUNK as u64);
     let diff = store.diff(&rec.digest);
-    assert_eq!(fs::read_to_string(diff.join("usr/lib/python3/dist-packages/six/__init__.py")).unwrap(), "x = 1\n");
+    assert_eq!(
+        fs::read_to_string(diff.join("usr/lib/python3/dist-packages/six/__init__.py")).unwrap(),
+        "x = 1\n"
+    );
     assert_eq!(fs::read(diff.join("opaque/kept")).unwrap().len(), 3 * CHUNK + 11);
     assert_eq!(
         fs::read_link(diff.join("usr/lib/python3/dist-packages/link")).unwrap(),
         PathBuf::from("six/__init__.py")
     );
     let gone = diff.join("gone").symlink_metadata().unwrap();
-    assert!(gone.file_type().is_char_device() && gone.rdev() == 0, "the whiteout is an overlay whiteout again");
+    assert!(
+        gone.file_type().is_char_device() && gone.rdev() == 0,
+        "the whiteout is an overlay whiteout again"
+    );
     assert!(super::super::oci::xattr_is_set(&diff.join("opaque"), OPAQUE_XATTR), "the opaque mark arrived");
     assert_eq!(store.get(&rec.digest).unwrap().packages, rec.packages);
 

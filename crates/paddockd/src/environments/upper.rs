@@ -48,8 +48,12 @@ pub struct Copied {
 
 /// Copies the upper dir `src` into `dst` (an empty directory).
 pub fn copy_upper(src: &Path, dst: &Path) -> Result<Copied> {
-    let mut c =
-        Copier { hash: Sha256::new(), links: HashMap::new(), out: Copied::default(), buf: vec![0u8; 1 << 20] };
+    let mut c = Copier {
+        hash: Sha256::new(),
+        links: HashMap::new(),
+        out: Copied::default(),
+        buf: vec![0u8; 1 << 20],
+    };
     c.hash.update(b"paddock-upper-v1\n");
     let meta = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
     if !meta.is_dir() {

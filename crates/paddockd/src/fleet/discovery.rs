@@ -13,7 +13,11 @@ use tokio::sync::watch;
 use super::nodes::Nodes;
 use crate::kube::discovery::DiscoveredNode;
 
-pub async fn follow(nodes: Arc<Nodes>, mut found: watch::Receiver<Vec<DiscoveredNode>>, fixed: BTreeSet<String>) {
+pub async fn follow(
+    nodes: Arc<Nodes>,
+    mut found: watch::Receiver<Vec<DiscoveredNode>>,
+    fixed: BTreeSet<String>,
+) {
     loop {
         let list = found.borrow_and_update().clone();
         apply(&nodes, &list, &fixed);

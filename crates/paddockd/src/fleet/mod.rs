@@ -86,9 +86,12 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
     let nodes: Vec<_> = cfg.nodes.iter().map(|n| parse_node(n)).collect::<Result<_>>()?;
     let kube = cfg.kube.target()?;
     if nodes.is_empty() && kube.is_none() {
-        anyhow::bail!("a router needs its nodes: --node NAME=ADDR (repeatable), or --kube-api to discover them");
+        anyhow::bail!(
+            "a router needs its nodes: --node NAME=ADDR (repeatable), or --kube-api to discover them"
+        );
     }
-    std::fs::create_dir_all(&cfg.state_dir).with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
     crate::state_modes::tighten(&cfg.state_dir)?;
     let tokens = Tokens::open(cfg.state_dir.join("tokens"))?;
     let listen = match cfg.listen.is_empty() {

@@ -160,8 +160,13 @@ async fn poll(
             _ = tick.tick() => {}
             _ = stopped.changed() => return,
         }
-        let answer = tokio::time::timeout(health.interval.max(Duration::from_millis(500)), node.remote.node_status(&router)).await;
-        let answer = answer.unwrap_or_else(|_| Err(crate::core::Error::unavailable("no answer to GetNodeStatus in time")));
+        let answer = tokio::time::timeout(
+            health.interval.max(Duration::from_millis(500)),
+            node.remote.node_status(&router),
+        )
+        .await;
+        let answer = answer
+            .unwrap_or_else(|_| Err(crate::core::Error::unavailable("no answer to GetNodeStatus in time")));
         let list_now = match &answer {
             Ok(s) => since_list >= 5 || last_count != Some(s.sessions) || !node.state.lock().unwrap().is_up(),
             Err(_) => false,

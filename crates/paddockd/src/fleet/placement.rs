@@ -64,7 +64,10 @@ mod tests {
         }
         // With three or fewer in a tier, the least loaded always comes first.
         for _ in 0..100 {
-            let o = order(vec![c("a", false, false, 0.5), c("b", false, false, 0.1), c("c", false, false, 0.3)], &mut rng);
+            let o = order(
+                vec![c("a", false, false, 0.5), c("b", false, false, 0.1), c("c", false, false, 0.3)],
+                &mut rng,
+            );
             assert_eq!(o, ["b", "c", "a"]);
         }
     }

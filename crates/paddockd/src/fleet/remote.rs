@@ -51,7 +51,9 @@ impl Remote {
             .connect_lazy();
         let token = match token {
             Some(t) => Some(
-                format!("Bearer {t}").parse().map_err(|_| anyhow::anyhow!("the node token is not valid text"))?,
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("the node token is not valid text"))?,
             ),
             None => None,
         };
@@ -95,9 +97,12 @@ impl Remote {
     pub fn error(&self, s: Status) -> Error {
         let e = Error::from(s);
         match e.code() {
-            Code::Unavailable => {
-                Error::unavailable(format!("node {} ({}) did not answer: {}", self.name, self.addr, e.message()))
-            }
+            Code::Unavailable => Error::unavailable(format!(
+                "node {} ({}) did not answer: {}",
+                self.name,
+                self.addr,
+                e.message()
+            )),
             _ => e,
         }
     }
@@ -138,7 +143,12 @@ impl Remote {
 /// A unary call: `client.method(request)`, the answer or the node's error.
 macro_rules! unary {
     ($self:ident, $client:ident, $method:ident, $caller:expr, $req:expr) => {
-        $self.$client().$method($self.request($caller, $req)).await.map(|r| r.into_inner()).map_err(|s| $self.error(s))
+        $self
+            .$client()
+            .$method($self.request($caller, $req))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| $self.error(s))
     };
 }
 
@@ -220,7 +230,11 @@ impl Paddock for Remote {
     async fn exec_stream(&self, caller: &Caller, req: pb::ExecRequest) -> Result<Stream<pb::ExecEvent>> {
         streaming!(self, sessions, exec_stream, caller, req)
     }
-    async fn update_network(&self, caller: &Caller, req: pb::UpdateNetworkRequest) -> Result<pb::NetworkStatus> {
+    async fn update_network(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateNetworkRequest,
+    ) -> Result<pb::NetworkStatus> {
         unary!(self, sessions, update_network, caller, req)
     }
     async fn get_network(&self, caller: &Caller, id: &str) -> Result<pb::NetworkStatus> {
@@ -239,7 +253,11 @@ impl Paddock for Remote {
     ) -> Result<Stream<pb::ProcessEvent>> {
         streaming!(self, processes, attach_process, caller, req)
     }
-    async fn write_stdin(&self, caller: &Caller, req: pb::WriteStdinRequest) -> Result<pb::WriteStdinResponse> {
+    async fn write_stdin(
+        &self,
+        caller: &Caller,
+        req: pb::WriteStdinRequest,
+    ) -> Result<pb::WriteStdinResponse> {
         unary!(self, processes, write_stdin, caller, req)
     }
     async fn resize_pty(&self, caller: &Caller, req: pb::ResizePtyRequest) -> Result<pb::ResizePtyResponse> {
@@ -262,7 +280,11 @@ impl Paddock for Remote {
     async fn run_code(&self, caller: &Caller, req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse> {
         unary!(self, code, run_code, caller, req)
     }
-    async fn create_context(&self, caller: &Caller, req: pb::CreateContextRequest) -> Result<pb::CodeContext> {
+    async fn create_context(
+        &self,
+        caller: &Caller,
+        req: pb::CreateContextRequest,
+    ) -> Result<pb::CodeContext> {
         unary!(self, code, create_context, caller, req)
     }
     async fn list_contexts(
@@ -275,7 +297,11 @@ impl Paddock for Remote {
     async fn restart_context(&self, caller: &Caller, req: pb::ContextRequest) -> Result<pb::CodeContext> {
         unary!(self, code, restart_context, caller, req)
     }
-    async fn delete_context(&self, caller: &Caller, req: pb::ContextRequest) -> Result<pb::DeleteContextResponse> {
+    async fn delete_context(
+        &self,
+        caller: &Caller,
+        req: pb::ContextRequest,
+    ) -> Result<pb::DeleteContextResponse> {
         unary!(self, code, delete_context, caller, req)
     }
     async fn stat(&self, caller: &Caller, req: pb::StatRequest) -> Result<pb::FileInfo> {
@@ -296,7 +322,12 @@ impl Paddock for Remote {
     async fn download(&self, caller: &Caller, req: pb::DownloadRequest) -> Result<Stream<pb::DownloadChunk>> {
         streaming!(self, files, download, caller, req)
     }
-    async fn upload(&self, caller: &Caller, _header: &pb::UploadHeader, messages: Uploads) -> Result<pb::FileInfo> {
+    async fn upload(
+        &self,
+        caller: &Caller,
+        _header: &pb::UploadHeader,
+        messages: Uploads,
+    ) -> Result<pb::FileInfo> {
         // The header is the first of `messages`: the node routes by it too.
         unary!(self, files, upload, caller, messages)
     }
@@ -342,10 +373,18 @@ impl Paddock for Remote {
     ) -> Result<pb::Environment> {
         unary!(self, environments, import_environment, caller, req)
     }
-    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment> {
+    async fn snapshot_session(
+        &self,
+        caller: &Caller,
+        req: pb::SnapshotSessionRequest,
+    ) -> Result<pb::Environment> {
         unary!(self, sessions, snapshot_session, caller, req)
     }
-    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+    async fn fork_session(
+        &self,
+        caller: &Caller,
+        req: pb::ForkSessionRequest,
+    ) -> Result<pb::ForkSessionResponse> {
         unary!(self, sessions, fork_session, caller, req)
     }
     async fn collect_garbage(
@@ -368,7 +407,8 @@ impl Remote {
     }
 
     pub async fn try_list_environments(&self, caller: &Caller) -> Result<Vec<pb::Environment>> {
-        unary!(self, environments, list_environments, caller, pb::ListEnvironmentsRequest {}).map(|r| r.environments)
+        unary!(self, environments, list_environments, caller, pb::ListEnvironmentsRequest {})
+            .map(|r| r.environments)
     }
 }
 

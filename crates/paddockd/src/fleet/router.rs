@@ -133,7 +133,9 @@ fn on(node: &Node, mut s: pb::Session) -> pb::Session {
 fn require_admin(caller: &Caller, doing: &str) -> Result<()> {
     match caller.is_admin() {
         true => Ok(()),
-        false => Err(Error::permission_denied(format!("{doing} needs an admin (root on the router's unix socket, or an admin token of the router)"))),
+        false => Err(Error::permission_denied(format!(
+            "{doing} needs an admin (root on the router's unix socket, or an admin token of the router)"
+        ))),
     }
 }
 
@@ -214,7 +216,9 @@ impl Paddock for Router {
         Ok(Box::pin(merged.map(|(_, e)| e)))
     }
     async fn metrics_text(&self, _caller: &Caller) -> Result<String> {
-        Err(Error::unimplemented("a router has no metrics of its own yet; scrape each node's --metrics-listen"))
+        Err(Error::unimplemented(
+            "a router has no metrics of its own yet; scrape each node's --metrics-listen",
+        ))
     }
 
     async fn create_session(&self, caller: &Caller, req: pb::CreateSessionRequest) -> Result<pb::Session> {
@@ -277,10 +281,12 @@ impl Paddock for Router {
                 Some(list) => out.extend(list.into_iter().map(|s| on(node, s))),
                 None => {
                     let s = node.state.lock().unwrap();
-                    out.extend(s.sessions.iter().filter(|x| caller.sees(&x.tenant)).map(|x| pb::Session {
-                        lost: true,
-                        ..on(node, x.clone())
-                    }));
+                    out.extend(
+                        s.sessions
+                            .iter()
+                            .filter(|x| caller.sees(&x.tenant))
+                            .map(|x| pb::Session { lost: true, ..on(node, x.clone()) }),
+                    );
                 }
             }
         }
@@ -336,7 +342,12 @@ impl Paddock for Router {
         download(pb::DownloadRequest) -> Stream<pb::DownloadChunk>;
         watch(pb::WatchRequest) -> Stream<pb::WatchEvent>;
     }
-    async fn upload(&self, caller: &Caller, header: &pb::UploadHeader, messages: Uploads) -> Result<pb::FileInfo> {
+    async fn upload(
+        &self,
+        caller: &Caller,
+        header: &pb::UploadHeader,
+        messages: Uploads,
+    ) -> Result<pb::FileInfo> {
         self.route(caller, &header.session_id).await?.remote.upload(caller, header, messages).await
     }
 
@@ -351,11 +362,12 @@ impl Paddock for Router {
             return Err(Error::permission_denied("id: the router gives an environment its id"));
         }
         req.id = format!("env-{:016x}", rand::random::<u64>());
-        let answers = self.everywhere(|n| {
-            let req = req.clone();
-            async move { n.remote.create_environment(caller, req).await }
-        })
-        .await?;
+        let answers = self
+            .everywhere(|n| {
+                let req = req.clone();
+                async move { n.remote.create_environment(caller, req).await }
+            })
+            .await?;
         for (node, r) in &answers {
             if let Err(e) = r {
                 tracing::warn!(node = node.name(), environment = req.id, "creating the environment: {e}");
@@ -372,7 +384,8 @@ impl Paddock for Router {
         }
     }
     async fn list_environments(&self, caller: &Caller) -> Vec<pb::Environment> {
-        let Ok(answers) = self.everywhere(|n| async move { n.remote.try_list_environments(caller).await }).await
+        let Ok(answers) =
+            self.everywhere(|n| async move { n.remote.try_list_environments(caller).await }).await
         else {
             return vec![];
         };
@@ -398,9 +411,12 @@ impl Paddock for Router {
         first_ok(answers)
     }
     async fn delete_environment(&self, caller: &Caller, key: &str) -> Result<()> {
-        let answers = self.everywhere(|n| async move { n.remote.delete_environment(caller, key).await }).await?;
+        let answers =
+            self.everywhere(|n| async move { n.remote.delete_environment(caller, key).await }).await?;
         // A node's refusal (sessions still use it there) is the answer.
-        if let Some(e) = answers.iter().find_map(|(_, r)| r.as_ref().err().filter(|e| e.code() != Code::NotFound)) {
+        if let Some(e) =
+            answers.iter().find_map(|(_, r)| r.as_ref().err().filter(|e| e.code() != Code::NotFound))
+        {
             return Err(e.clone());
         }
         first_ok(answers)
@@ -409,7 +425,11 @@ impl Paddock for Router {
     async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>> {
         self.build_once(caller, key).await
     }
-    async fn export_environment(&self, _caller: &Caller, _req: pb::ExportEnvironmentRequest) -> Result<String> {
+    async fn export_environment(
+        &self,
+        _caller: &Caller,
+        _req: pb::ExportEnvironmentRequest,
+    ) -> Result<String> {
         Err(Error::unimplemented("export an environment on a node (its exchange directory is the node's)"))
     }
     async fn import_environment(
@@ -422,11 +442,19 @@ impl Paddock for Router {
 
     /// On the session's node: the snapshot environment (and a fork's
     /// sessions) live there only, like the writable layer they come from.
-    async fn snapshot_session(&self, caller: &Caller, req: pb::SnapshotSessionRequest) -> Result<pb::Environment> {
+    async fn snapshot_session(
+        &self,
+        caller: &Caller,
+        req: pb::SnapshotSessionRequest,
+    ) -> Result<pb::Environment> {
         let node = self.route(caller, &req.session_id).await?;
         node.remote.snapshot_session(caller, req).await
     }
-    async fn fork_session(&self, caller: &Caller, req: pb::ForkSessionRequest) -> Result<pb::ForkSessionResponse> {
+    async fn fork_session(
+        &self,
+        caller: &Caller,
+        req: pb::ForkSessionRequest,
+    ) -> Result<pb::ForkSessionResponse> {
         let node = self.route(caller, &req.session_id).await?;
         let mut answer = node.remote.fork_session(caller, req).await?;
         answer.sessions = answer.sessions.into_iter().map(|s| on(&node, s)).collect();
@@ -440,7 +468,8 @@ impl Paddock for Router {
     ) -> Result<pb::CollectGarbageResponse> {
         require_admin(caller, "collecting garbage")?;
         let req = &req;
-        let answers = self.everywhere(|n| async move { n.remote.collect_garbage(caller, req.clone()).await }).await?;
+        let answers =
+            self.everywhere(|n| async move { n.remote.collect_garbage(caller, req.clone()).await }).await?;
         let mut total = pb::CollectGarbageResponse { dry_run: req.dry_run, ..Default::default() };
         for (node, r) in answers {
             let r = r.map_err(|e| Error::new(e.code(), format!("node {}: {}", node.name(), e.message())))?;
@@ -458,8 +487,10 @@ impl Paddock for Router {
     }
     async fn set_draining(&self, caller: &Caller, name: &str, draining: bool) -> Result<pb::NodeInfo> {
         require_admin(caller, "draining nodes")?;
-        let node =
-            self.nodes.get(name).ok_or_else(|| Error::not_found(format!("node {name:?} is not in this fleet")))?;
+        let node = self
+            .nodes
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("node {name:?} is not in this fleet")))?;
         node.state.lock().unwrap().draining = draining;
         tracing::info!(node = name, draining, "node drain flag set");
         Ok(node.info())

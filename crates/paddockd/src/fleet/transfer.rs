@@ -44,11 +44,17 @@ impl Router {
         let load = |n: &Node| n.state.lock().unwrap().status.as_ref().map_or(u32::MAX, |s| s.sessions);
         have.sort_by_key(|(n, v)| (!ready(v), load(n)));
         let Some((builder, view)) = have.into_iter().next() else {
-            return Err(err.unwrap_or_else(|| Error::not_found(format!("environment {key:?} does not exist"))));
+            return Err(
+                err.unwrap_or_else(|| Error::not_found(format!("environment {key:?} does not exist")))
+            );
         };
         let mut events = builder.remote.build_environment(caller, &view.id).await?;
-        let others: Vec<Arc<Node>> =
-            self.nodes.all().into_iter().filter(|n| n.name() != builder.name() && n.state.lock().unwrap().is_up()).collect();
+        let others: Vec<Arc<Node>> = self
+            .nodes
+            .all()
+            .into_iter()
+            .filter(|n| n.name() != builder.name() && n.state.lock().unwrap().is_up())
+            .collect();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let mut done = None;
@@ -83,7 +89,8 @@ impl Router {
             }))
             .await;
             for line in copies {
-                let log = pb::BuildEvent { step: 0, steps, manager: String::new(), event: Some(Event::Log(line)) };
+                let log =
+                    pb::BuildEvent { step: 0, steps, manager: String::new(), event: Some(Event::Log(line)) };
                 let _ = tx.send(Ok(log)).await;
             }
             let _ = tx.send(done).await;
@@ -119,9 +126,15 @@ pub async fn replicate(src: &Node, dst: &Node, view: &pb::Environment) -> Result
         )),
         // The node's refusal says why (another base, other packages): it builds.
         Err(e) if e.code() == Code::FailedPrecondition => {
-            tracing::warn!(node = dst.name(), environment = view.id, "cannot take the layers: {}", e.message());
+            tracing::warn!(
+                node = dst.name(),
+                environment = view.id,
+                "cannot take the layers: {}",
+                e.message()
+            );
             let mut events = dst.remote.build_environment(&owner, &view.id).await?;
-            let mut outcome = format!("node {}: could not take the layers ({}); built there", dst.name(), e.message());
+            let mut outcome =
+                format!("node {}: could not take the layers ({}); built there", dst.name(), e.message());
             while let Some(ev) = events.next().await {
                 if let Some(Event::Failed(f)) = ev?.event {
                     outcome = format!("node {}: building there failed: {}", dst.name(), f.message);
@@ -150,7 +163,10 @@ async fn copy_layers(src: &Node, dst: &Node, id: &str) -> Result<pb::ImportLayer
     });
     let answer = dst.remote.push_layers(&router, chunks).await;
     if let Some(e) = broke.lock().unwrap().take() {
-        return Err(Error::new(e.code(), format!("reading the layers from node {}: {}", src.name(), e.message())));
+        return Err(Error::new(
+            e.code(),
+            format!("reading the layers from node {}: {}", src.name(), e.message()),
+        ));
     }
     answer
 }
@@ -206,7 +222,9 @@ pub fn sync_node(nodes: &Nodes, node: &Arc<Node>) {
             };
             match result {
                 Ok(line) => tracing::info!(environment = id, "re-sync: {line}"),
-                Err(e) => tracing::warn!(node = dst.name(), environment = id, "re-sync failed: {}", e.message()),
+                Err(e) => {
+                    tracing::warn!(node = dst.name(), environment = id, "re-sync failed: {}", e.message())
+                }
             }
         });
     }

@@ -54,7 +54,9 @@ fn forwarded(req: &Request<()>, caller: Caller) -> Result<Caller, Status> {
     let header = |name: &str| -> Result<Option<&str>, Status> {
         match req.metadata().get(name) {
             None => Ok(None),
-            Some(v) => v.to_str().map(Some).map_err(|_| Status::invalid_argument(format!("{name}: not valid text"))),
+            Some(v) => {
+                v.to_str().map(Some).map_err(|_| Status::invalid_argument(format!("{name}: not valid text")))
+            }
         }
     };
     match header(TENANT_HEADER)? {

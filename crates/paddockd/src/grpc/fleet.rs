@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::caller;
 use super::{grpc_stream, status, GrpcStream};
-use crate::core::{Error, LayerChunks};
 use crate::core::Paddock;
+use crate::core::{Error, LayerChunks};
 
 pub struct FleetApi {
     pub core: Arc<dyn Paddock>,
@@ -30,7 +30,10 @@ impl Fleet for FleetApi {
         Ok(Response::new(self.core.node_status(&c).await.map_err(status)?))
     }
 
-    async fn list_nodes(&self, request: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
         let c = caller(&request)?;
         Ok(Response::new(self.core.list_nodes(&c).await.map_err(status)?))
     }
@@ -42,7 +45,9 @@ impl Fleet for FleetApi {
 
     async fn undrain_node(&self, request: Request<DrainNodeRequest>) -> Result<Response<NodeInfo>, Status> {
         let c = caller(&request)?;
-        Ok(Response::new(self.core.set_draining(&c, &request.into_inner().name, false).await.map_err(status)?))
+        Ok(Response::new(
+            self.core.set_draining(&c, &request.into_inner().name, false).await.map_err(status)?,
+        ))
     }
 
     type ExportLayersStream = GrpcStream<LayerChunk>;

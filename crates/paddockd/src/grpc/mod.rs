@@ -32,7 +32,7 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic::Status;
 
-use crate::core::{Code, Paddock, Error, Stream};
+use crate::core::{Code, Error, Paddock, Stream};
 use auth::Authenticate;
 
 /// The core's error as a gRPC status: same code, same message.

@@ -16,10 +16,11 @@ use paddock_proto::v1::{
     DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, GetNetworkRequest, GetSessionRequest,
     ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
-    NetworkStatus, PauseSessionRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
-    ResizePtyResponse, ResumeSessionRequest, RunCodeRequest, RunCodeResponse, RunToolRequest, Session, SignalProcessRequest,
-    SignalProcessResponse, StartProcessRequest, StatRequest, StopSessionRequest, ToolResult,
-    UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
+    NetworkStatus, PauseSessionRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse,
+    ResizePtyRequest, ResizePtyResponse, ResumeSessionRequest, RunCodeRequest, RunCodeResponse,
+    RunToolRequest, Session, SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest,
+    StopSessionRequest, ToolResult, UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest,
+    WriteStdinRequest, WriteStdinResponse,
 };
 use paddock_proto::v1::{Environment, ForkSessionRequest, ForkSessionResponse, SnapshotSessionRequest};
 use tokio_stream::StreamExt;
@@ -127,9 +128,14 @@ impl Sessions for SessionsApi {
         through!(self, request, fork_session)
     }
 
-    async fn pause_session(&self, request: Request<PauseSessionRequest>) -> Result<Response<Session>, Status> {
+    async fn pause_session(
+        &self,
+        request: Request<PauseSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
         let c = caller(&request)?;
-        Ok(Response::new(self.core.pause_session(&c, &request.into_inner().session_id).await.map_err(status)?))
+        Ok(Response::new(
+            self.core.pause_session(&c, &request.into_inner().session_id).await.map_err(status)?,
+        ))
     }
 
     async fn resume_session(
@@ -137,7 +143,9 @@ impl Sessions for SessionsApi {
         request: Request<ResumeSessionRequest>,
     ) -> Result<Response<Session>, Status> {
         let c = caller(&request)?;
-        Ok(Response::new(self.core.resume_session(&c, &request.into_inner().session_id).await.map_err(status)?))
+        Ok(Response::new(
+            self.core.resume_session(&c, &request.into_inner().session_id).await.map_err(status)?,
+        ))
     }
 }
 

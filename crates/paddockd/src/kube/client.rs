@@ -87,7 +87,8 @@ impl Client {
             .await
             .with_context(|| format!("connecting to the Kubernetes API at {}:{}", addr.0, addr.1))?;
         tcp.set_nodelay(true)?;
-        let tls = self.tls.connect(self.server_name.clone(), tcp).await.context("TLS with the Kubernetes API")?;
+        let tls =
+            self.tls.connect(self.server_name.clone(), tcp).await.context("TLS with the Kubernetes API")?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
             // Ends when the server or we close the connection; nothing to report.
@@ -96,7 +97,13 @@ impl Client {
         Ok(sender)
     }
 
-    fn request(&self, method: Method, path: &str, body: Option<&Value>, content_type: &str) -> Result<Request<Full<Bytes>>> {
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        content_type: &str,
+    ) -> Result<Request<Full<Bytes>>> {
         // Re-read every time: projected service-account tokens rotate.
         let token = std::fs::read_to_string(&self.target.token_file)
             .with_context(|| format!("reading --kube-token-file {}", self.target.token_file.display()))?;
@@ -122,7 +129,13 @@ impl Client {
         self.call_as(Method::PATCH, path, Some(patch), "application/merge-patch+json").await
     }
 
-    async fn call_as(&self, method: Method, path: &str, body: Option<&Value>, ct: &str) -> Result<Value, ApiError> {
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        ct: &str,
+    ) -> Result<Value, ApiError> {
         let req = self.request(method, path, body, ct)?;
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.send(req))
             .await
@@ -184,7 +197,8 @@ impl Client {
 }
 
 fn status_error(status: StatusCode, body: &Value, path: &str) -> ApiError {
-    let message = body["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("{status} on {path}"));
+    let message =
+        body["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("{status} on {path}"));
     match (status.as_u16(), body["reason"].as_str()) {
         (404, _) => ApiError::NotFound(message),
         (409, Some("AlreadyExists")) => ApiError::AlreadyExists(message),

@@ -125,7 +125,11 @@ fn node_list(s: &State, now: Instant) -> Vec<DiscoveredNode> {
             name.clone(),
             DiscoveredNode {
                 name: name.clone(),
-                address: if l.address.is_empty() { node.map(|n| n.address.clone()).unwrap_or_default() } else { l.address.clone() },
+                address: if l.address.is_empty() {
+                    node.map(|n| n.address.clone()).unwrap_or_default()
+                } else {
+                    l.address.clone()
+                },
                 up: !l.holder.is_empty() && now.saturating_duration_since(l.seen) < l.duration,
                 draining: node.is_some_and(|n| n.draining),
                 capacity: node.and_then(|n| n.capacity.clone()),
@@ -153,7 +157,13 @@ enum Kind {
 
 /// List, then watch from the list's resourceVersion; list again when the
 /// watch is too old (410) or fails. Forever.
-async fn reflect(client: Arc<Client>, path: String, kind: Kind, state: Arc<Mutex<State>>, changed: Arc<Notify>) {
+async fn reflect(
+    client: Arc<Client>,
+    path: String,
+    kind: Kind,
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+) {
     let sep = if path.contains('?') { '&' } else { '?' };
     let mut logged = false;
     loop {
@@ -290,7 +300,8 @@ fn apply(s: &mut State, kind: Kind, deleted: bool, o: &Value) {
                     now.checked_sub(age.min(duration)).unwrap_or(now)
                 }
             };
-            let address = o["metadata"]["annotations"][objects::ADDRESS_ANNOTATION].as_str().unwrap_or("").to_string();
+            let address =
+                o["metadata"]["annotations"][objects::ADDRESS_ANNOTATION].as_str().unwrap_or("").to_string();
             let holder = spec["holderIdentity"].as_str().unwrap_or("").to_string();
             s.leases.insert(name, LeaseSeen { address, holder, duration, renew_time, seen });
         }
@@ -331,7 +342,10 @@ mod tests {
         apply(&mut s, Kind::Lease, false, &lease("b", &stale, 5));
         let now = Instant::now();
         let l = node_list(&s, now);
-        assert_eq!(l.iter().map(|n| (n.name.as_str(), n.up)).collect::<Vec<_>>(), [("a", true), ("b", false)]);
+        assert_eq!(
+            l.iter().map(|n| (n.name.as_str(), n.up)).collect::<Vec<_>>(),
+            [("a", true), ("b", false)]
+        );
         assert_eq!(l[0].address, "127.0.0.11:1");
         // No renewal seen for longer than the duration: down.
         assert!(!node_list(&s, now + Duration::from_secs(6))[0].up);

@@ -82,10 +82,13 @@ impl KubeArgs {
         };
         check_name("--kube-namespace", &self.namespace, 63)?;
         let (host, port, default_dir) = if api == "in-cluster" {
-            let host = std::env::var("KUBERNETES_SERVICE_HOST")
-                .map_err(|_| anyhow::anyhow!("--kube-api in-cluster: KUBERNETES_SERVICE_HOST is not set (not in a pod?)"))?;
+            let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+                anyhow::anyhow!("--kube-api in-cluster: KUBERNETES_SERVICE_HOST is not set (not in a pod?)")
+            })?;
             let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-            let port = port.parse().map_err(|_| anyhow::anyhow!("KUBERNETES_SERVICE_PORT {port:?} is not a port"))?;
+            let port = port
+                .parse()
+                .map_err(|_| anyhow::anyhow!("KUBERNETES_SERVICE_PORT {port:?} is not a port"))?;
             (host, port, Some(PathBuf::from(SA_DIR)))
         } else {
             let (host, port) = parse_https_url(api)?;
@@ -119,7 +122,8 @@ fn parse_https_url(url: &str) -> Result<(String, u16)> {
         bail!("--kube-api {url:?}: a path is not supported, give https://HOST:PORT");
     }
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| anyhow::anyhow!("--kube-api {url:?}: unclosed ["))?;
+        let (h, after) =
+            v6.split_once(']').ok_or_else(|| anyhow::anyhow!("--kube-api {url:?}: unclosed ["))?;
         (h.to_string(), after.strip_prefix(':'))
     } else {
         match rest.rsplit_once(':') {
@@ -171,7 +175,9 @@ impl NodeArgs {
         let address = match &self.advertise {
             Some(a) => a.clone(),
             None => listen.iter().find(|a| !a.starts_with("unix:")).cloned().ok_or_else(|| {
-                anyhow::anyhow!("--kube-api needs --advertise HOST:PORT, or a TCP --listen address to advertise")
+                anyhow::anyhow!(
+                    "--kube-api needs --advertise HOST:PORT, or a TCP --listen address to advertise"
+                )
             })?,
         };
         match address.rsplit_once(':') {
@@ -203,9 +209,9 @@ pub fn print_nodes(args: &KubeArgs, watch: bool) -> Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
         let mut rx = discovery::discover(target)?;
         // The first value comes once both lists are in.
-        tokio::time::timeout(std::time::Duration::from_secs(30), rx.changed())
-            .await
-            .map_err(|_| anyhow::anyhow!("no node list from the Kubernetes API within 30 s (see the warnings above)"))??;
+        tokio::time::timeout(std::time::Duration::from_secs(30), rx.changed()).await.map_err(|_| {
+            anyhow::anyhow!("no node list from the Kubernetes API within 30 s (see the warnings above)")
+        })??;
         loop {
             // Each node as discovered, and whether a router would place on it.
             let nodes: Vec<serde_json::Value> = rx

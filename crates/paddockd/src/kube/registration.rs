@@ -227,7 +227,10 @@ async fn capacity(sessions: &SessionManager, envs: &EnvironmentManager) -> Capac
         sessions: taken as u64,
         max_sessions: max as u64,
         // The warm pool holds base-image sandboxes only.
-        warm: (warm > 0).then(|| Warm { environment: "base".into(), ready: warm as u64 }).into_iter().collect(),
+        warm: (warm > 0)
+            .then(|| Warm { environment: "base".into(), ready: warm as u64 })
+            .into_iter()
+            .collect(),
         environments,
     }
 }
@@ -253,9 +256,7 @@ mod tests {
     #[test]
     fn lapse_by_wall_clock() {
         let now = SystemTime::now();
-        let spec = |ago: u64, secs: u64| {
-            json!({ "renewTime": objects::micro_time(now - Duration::from_secs(ago)), "leaseDurationSeconds": secs })
-        };
+        let spec = |ago: u64, secs: u64| json!({ "renewTime": objects::micro_time(now - Duration::from_secs(ago)), "leaseDurationSeconds": secs });
         assert!(!lapsed(&spec(2, 10), now));
         assert!(lapsed(&spec(11, 10), now));
         assert!(lapsed(&json!({}), now));

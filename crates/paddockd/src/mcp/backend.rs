@@ -10,7 +10,7 @@ use paddock_mcp::{Backend, Failure};
 use paddock_proto::v1 as pb;
 use tokio::sync::OnceCell;
 
-use crate::core::{Caller, Paddock, Error};
+use crate::core::{Caller, Error, Paddock};
 
 /// Which session an HTTP request is for, from its path.
 #[derive(Debug, Clone, PartialEq)]

@@ -83,7 +83,10 @@ pub(crate) fn hold<T: Send + 'static>(stream: Stream<T>, busy: Busy) -> Stream<T
 
 /// The idle timeout (ms, 0: none) and action a create asks for, with the
 /// daemon's default filled in.
-pub(super) fn resolve(cfg: &DaemonConfig, req: &pb::CreateSessionRequest) -> Result<(i64, IdleAction), Error> {
+pub(super) fn resolve(
+    cfg: &DaemonConfig,
+    req: &pb::CreateSessionRequest,
+) -> Result<(i64, IdleAction), Error> {
     let ms = match req.idle_timeout_seconds {
         None => cfg.idle_timeout.as_millis() as i64,
         Some(s) if (0..=MAX_IDLE_SECONDS).contains(&s) => s * 1000,

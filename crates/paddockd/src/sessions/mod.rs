@@ -11,9 +11,9 @@
 //! TTLs and the warm pool in `background.rs`.
 
 mod background;
-mod idle;
 mod env_warm;
 mod fleet;
+mod idle;
 mod lifecycle;
 mod network;
 mod node;

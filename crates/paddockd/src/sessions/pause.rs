@@ -101,6 +101,8 @@ impl SessionManager {
         })
         .await
         .map_err(internal)?;
-        done.map_err(|e| runtime_status(if freeze { "pausing the sandbox" } else { "resuming the sandbox" }, e))
+        done.map_err(|e| {
+            runtime_status(if freeze { "pausing the sandbox" } else { "resuming the sandbox" }, e)
+        })
     }
 }
