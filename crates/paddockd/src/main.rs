@@ -166,13 +166,13 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         let tokens = Tokens::open(cfg.tokens_dir())?.with_router_token(router_token);
         let exchange = cfg.exchange_dir();
         fs::create_dir_all(&exchange).with_context(|| format!("creating {}", exchange.display()))?;
-        if let Some((target, node)) = fleet {
-            let registration = kube::registration::Registration::new(target, node, &cfg.state_dir)?;
-            tokio::spawn(registration.run(manager.clone(), envs.clone()));
-        }
         let core = Core::new(manager.clone(), envs, events, metrics, tokens, exchange)
             .with_node(cfg.node_name.clone(), cfg.max_sessions);
         let core: Arc<dyn core::Paddock> = Arc::new(core);
+        if let Some((target, node)) = fleet {
+            let registration = kube::registration::Registration::new(target, node, &cfg.state_dir)?;
+            tokio::spawn(registration.run(core.clone()));
+        }
         tokio::spawn(manager.clone().expire_loop());
         tokio::spawn(manager.clone().warm_loop());
         tokio::spawn(manager.clone().env_warm_loop());

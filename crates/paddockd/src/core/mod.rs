@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 mod node;
+pub(crate) use node::meminfo;
 pub mod views;
 
 use std::future::Future;

@@ -27,7 +27,7 @@ impl Core {
             name: self.node_name.clone(),
             sessions: sessions as u32,
             max_sessions: self.max_sessions as u32,
-            memory_available_bytes: memory_available(),
+            memory_available_bytes: meminfo().1,
             // The warm pool holds sandboxes of the base image (key "").
             warm: [(String::new(), warm as u32)].into_iter().collect(),
             environments,
@@ -61,13 +61,25 @@ impl Core {
     }
 }
 
-/// MemAvailable from /proc/meminfo, in bytes (0 if unreadable).
-fn memory_available() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+/// (MemTotal, MemAvailable) from /proc/meminfo, in bytes (0 if unreadable).
+pub(crate) fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_is_read() {
+        let (total, available) = super::meminfo();
+        assert!(total > 0 && available > 0 && available <= total);
+    }
 }

@@ -15,9 +15,7 @@ use super::client::{ApiError, Client};
 use super::objects::{self, Capacity, Warm};
 use super::{NodeIdentity, Target};
 use crate::core::caller::Caller;
-use crate::environments::EnvironmentManager;
-use crate::sessions::SessionManager;
-use paddock_proto::v1::BuildState;
+use crate::core::Paddock;
 
 pub struct Registration {
     client: Client,
@@ -46,7 +44,8 @@ impl Registration {
         })
     }
 
-    pub async fn run(mut self, sessions: Arc<SessionManager>, envs: Arc<EnvironmentManager>) {
+    pub async fn run(mut self, core: Arc<dyn Paddock>) {
+        let memory_bytes = crate::core::meminfo().0;
         tracing::info!(
             node = %self.node.name, address = %self.node.address, namespace = %self.client.namespace(),
             "fleet: registering with Kubernetes (Lease {})", objects::lease_name(&self.node.name)
@@ -66,8 +65,11 @@ impl Registration {
                     failing = true;
                 }
             }
-            let capacity = capacity(&sessions, &envs).await;
-            if let Err(e) = self.publish(&capacity).await {
+            let published = match capacity(&*core, memory_bytes).await {
+                Ok(capacity) => self.publish(&capacity).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = published {
                 tracing::warn!(node = %self.node.name, "fleet: publishing capacity: {e:#}");
             }
             tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
@@ -210,43 +212,27 @@ fn holder_id(state_dir: &Path) -> Result<String> {
     Ok(id)
 }
 
-/// The capacity as published now.
-async fn capacity(sessions: &SessionManager, envs: &EnvironmentManager) -> Capacity {
-    let (taken, max, warm) = sessions.load().await;
-    let environments = envs
-        .list(&Caller::daemon())
-        .await
-        .into_iter()
-        .filter(|r| envs.build_state(r).0 == BuildState::Ready)
-        .map(|r| r.id)
-        .collect();
-    let (total, available) = meminfo();
-    Capacity {
-        free_memory_bytes: available,
-        memory_bytes: total,
-        sessions: taken as u64,
-        max_sessions: max as u64,
-        // The warm pool holds base-image sandboxes only.
-        warm: (warm > 0)
-            .then(|| Warm { environment: "base".into(), ready: warm as u64 })
+/// The capacity as published now: the node's own status (what a router
+/// polls over gRPC), in the PaddockNode's shape.
+async fn capacity(core: &dyn Paddock, memory_bytes: u64) -> Result<Capacity> {
+    let status = core.node_status(&Caller::daemon()).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    Ok(Capacity {
+        free_memory_bytes: status.memory_available_bytes,
+        memory_bytes,
+        sessions: status.sessions.into(),
+        max_sessions: status.max_sessions.into(),
+        // NodeStatus keys the base image's pool "", the PaddockNode "base".
+        warm: status
+            .warm
             .into_iter()
+            .filter(|&(_, ready)| ready > 0)
+            .map(|(env, ready)| Warm {
+                environment: if env.is_empty() { "base".into() } else { env },
+                ready: ready.into(),
+            })
             .collect(),
-        environments,
-    }
-}
-
-/// (MemTotal, MemAvailable) in bytes.
-fn meminfo() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
-    };
-    (field("MemTotal:"), field("MemAvailable:"))
+        environments: status.environments.into_iter().map(|e| e.id).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -260,11 +246,5 @@ mod tests {
         assert!(!lapsed(&spec(2, 10), now));
         assert!(lapsed(&spec(11, 10), now));
         assert!(lapsed(&json!({}), now));
-    }
-
-    #[test]
-    fn memory_is_read() {
-        let (total, available) = meminfo();
-        assert!(total > 0 && available > 0 && available <= total);
     }
 }

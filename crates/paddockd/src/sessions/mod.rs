@@ -12,7 +12,6 @@
 
 mod background;
 mod env_warm;
-mod fleet;
 mod idle;
 mod lifecycle;
 mod network;
