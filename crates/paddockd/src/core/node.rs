@@ -28,8 +28,7 @@ impl Core {
             sessions: sessions as u32,
             max_sessions: self.max_sessions as u32,
             memory_available_bytes: meminfo().1,
-            // The warm pool holds sandboxes of the base image (key "").
-            warm: [(String::new(), warm as u32)].into_iter().collect(),
+            warm: warm.into_iter().map(|(env, n)| (env, n as u32)).collect(),
             environments,
             version: env!("CARGO_PKG_VERSION").to_string(),
         })

@@ -5,10 +5,14 @@ use super::SessionManager;
 
 impl SessionManager {
     /// Sessions held (admitted ones included: they take a place) and warm
-    /// sandboxes ready now.
-    pub async fn node_counts(&self) -> (usize, usize) {
-        let index = self.sessions.lock().await;
-        let held = index.len() + self.admitting.load(std::sync::atomic::Ordering::SeqCst);
-        (held, self.pool.len())
+    /// sandboxes ready now by environment id ("" for the base image's pool).
+    pub async fn node_counts(&self) -> (usize, Vec<(String, usize)>) {
+        let held = {
+            let index = self.sessions.lock().await;
+            index.len() + self.admitting.load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let mut warm = self.env_pools.sizes();
+        warm.push((String::new(), self.pool.len()));
+        (held, warm)
     }
 }
