@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod net;
 pub mod prometheus;
 pub mod scale;
+pub mod sources;
 
 pub type Client = SessionsClient<Channel>;
 

@@ -13,7 +13,7 @@ use paddock_proto::v1::{
     DeleteEnvironmentRequest, DeleteSessionRequest, Environment, ExportEnvironmentRequest,
     GetEnvironmentRequest, ImportEnvironmentRequest, Packages, UpdateEnvironmentRequest,
 };
-use paddock_tests::net::TestInternet;
+use paddock_tests::sources::LocalSources;
 use paddock_tests::*;
 use tonic::transport::Channel;
 
@@ -406,55 +406,14 @@ async fn a_daemon_crash_mid_build_leaves_nothing_that_looks_finished() {
     assert_eq!(steps(&events)[0].1, "built");
 }
 
-/// A Go module proxy (GOPROXY protocol: list, info, mod, zip) holding
-/// example.com/hello v1.0.0, a main package.
-fn write_go_proxy(root: &Path) {
-    let v = root.join("example.com/hello/@v");
-    std::fs::create_dir_all(&v).unwrap();
-    let go_mod = "module example.com/hello\n\ngo 1.19\n";
-    std::fs::write(v.join("list"), "v1.0.0\n").unwrap();
-    std::fs::write(v.join("v1.0.0.info"), "{\"Version\":\"v1.0.0\",\"Time\":\"2024-01-01T00:00:00Z\"}")
-        .unwrap();
-    std::fs::write(v.join("v1.0.0.mod"), go_mod).unwrap();
-    let main =
-        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello from a local go module\") }\n";
-    let script = format!(
-        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nz.writestr('example.com/hello@v1.0.0/go.mod', {go_mod:?})\nz.writestr('example.com/hello@v1.0.0/main.go', {main:?})\nz.close()\n"
-    );
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .arg(v.join("v1.0.0.zip"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_gem_and_go_packages() {
     let Some(image) = debian_image_or_skip() else { return };
     // The test's registry lives in a network namespace of its own (build
-    // containers reach nothing of the host) and is opened to builds as an
-    // operator would open one: --package-registry, and --net-allow-private for
-    // its private address.
-    let mut inet = TestInternet::start(&["registry.test"]);
-    let work = inet.dir().join("registry");
-    std::fs::create_dir_all(work.join("gems")).unwrap();
-    write_go_proxy(&work.join("goproxy"));
-    inet.serve_dir("registry.test", 8000, &work);
-    let registry = "http://registry.test:8000";
-    std::fs::write(work.join("gemrc"), format!(":sources:\n- {registry}/gems/\n")).unwrap();
-    let mut args = vec!["--warm-sandboxes".into(), "0".into(), "--package-registry".into(), registry.into()];
-    args.extend(inet.daemon_args());
-    let d = Daemon::start_for_builds(
-        image,
-        args,
-        None,
-        vec![
-            ("GOPROXY".into(), format!("{registry}/goproxy")),
-            ("GOSUMDB".into(), "off".into()),
-            ("GEMRC".into(), work.join("gemrc").to_string_lossy().into()),
-        ],
-    );
+    // containers reach nothing of the host), opened to builds as an operator
+    // would open one.
+    let sources = LocalSources::start();
+    let d = sources.daemon(image);
     let mut envs = d.environments().await;
     let mut client = d.client().await;
     let tools = ["ruby", "golang-go", "cargo-web"];
@@ -463,34 +422,7 @@ async fn cargo_gem_and_go_packages() {
     // has Ruby (its apt layer is the one the next environment reuses).
     create_env(&mut envs, "tools", pkgs(&tools, &[], &[])).await;
     let s = session_on(&mut client, "tools", true).await.expect("session on tools");
-    let gem_src = r#"set -e
-mkdir -p /tmp/g/bin /tmp/repo/gems && cd /tmp/g
-printf '#!/usr/bin/env ruby\nputs "hello from a local gem"\n' > bin/paddock-hello
-cat > paddock-hello.gemspec <<'SPEC'
-Gem::Specification.new do |s|
-  s.name = "paddock-hello"
-  s.version = "0.1.0"
-  s.summary = "test gem"
-  s.authors = ["paddock"]
-  s.files = ["bin/paddock-hello"]
-  s.executables = ["paddock-hello"]
-  s.license = "MIT"
-end
-SPEC
-gem build -q paddock-hello.gemspec >/dev/null
-cp paddock-hello-0.1.0.gem /tmp/repo/gems/
-gem generate_index -q -d /tmp/repo >/dev/null
-tar -C /tmp/repo -cf - . | base64 -w0"#;
-    let tarball = sh_ok(&mut client, &s.id, gem_src).await;
-    let tar = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("base64 -d | tar -C {} -xf -", work.join("gems").display()))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    tar.stdin.as_ref().unwrap().write_all(tarball.trim().as_bytes()).unwrap();
-    assert!(tar.wait_with_output().unwrap().status.success());
+    sources.publish_gem(&mut client, &s.id).await;
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
 
     let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -521,7 +453,7 @@ tar -C /tmp/repo -cf - . | base64 -w0"#;
     );
     sh_ok(&mut client, &s.id, "hello-world-rs").await;
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
-    drop(inet);
+    drop(sources);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use paddock_proto::v1::{
     BuildEvent, CreateEnvironmentRequest, CreateSessionRequest, DeleteSessionRequest, GetEnvironmentRequest,
     Packages,
 };
-use paddock_tests::net::TestInternet;
+use paddock_tests::sources::LocalSources;
 use paddock_tests::*;
 
 /// (manager, kind, "hit" | "built", digest) per finished step, in order.
@@ -119,49 +119,13 @@ async fn the_issue_example_builds_as_written_and_the_npm_toolchain_is_shared() {
     assert_eq!(kinds(&events), ["apt:built", "npm:built"]);
 }
 
-/// A Go module proxy (GOPROXY protocol: list, info, mod, zip) holding
-/// example.com/hello v1.0.0, a main package.
-fn write_go_proxy(root: &std::path::Path) {
-    let v = root.join("example.com/hello/@v");
-    std::fs::create_dir_all(&v).unwrap();
-    let go_mod = "module example.com/hello\n\ngo 1.19\n";
-    std::fs::write(v.join("list"), "v1.0.0\n").unwrap();
-    std::fs::write(v.join("v1.0.0.info"), "{\"Version\":\"v1.0.0\",\"Time\":\"2024-01-01T00:00:00Z\"}")
-        .unwrap();
-    std::fs::write(v.join("v1.0.0.mod"), go_mod).unwrap();
-    let main =
-        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello from a local go module\") }\n";
-    let script = format!(
-        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nz.writestr('example.com/hello@v1.0.0/go.mod', {go_mod:?})\nz.writestr('example.com/hello@v1.0.0/main.go', {main:?})\nz.close()\n"
-    );
-    let st = std::process::Command::new("python3").args(["-c", &script]).arg(v.join("v1.0.0.zip")).status();
-    assert!(st.unwrap().success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gem_and_go_bring_their_toolchains_from_local_sources() {
     let Some(image) = debian_image_or_skip() else { return };
     // The local sources live in a network namespace of their own, opened to
     // builds as an operator would (as in environments.rs).
-    let mut inet = TestInternet::start(&["registry.test"]);
-    let work = inet.dir().join("registry");
-    std::fs::create_dir_all(work.join("gems")).unwrap();
-    write_go_proxy(&work.join("goproxy"));
-    inet.serve_dir("registry.test", 8000, &work);
-    let registry = "http://registry.test:8000";
-    std::fs::write(work.join("gemrc"), format!(":sources:\n- {registry}/gems/\n")).unwrap();
-    let mut args = vec!["--warm-sandboxes".into(), "0".into(), "--package-registry".into(), registry.into()];
-    args.extend(inet.daemon_args());
-    let d = Daemon::start_for_builds(
-        image,
-        args,
-        None,
-        vec![
-            ("GOPROXY".into(), format!("{registry}/goproxy")),
-            ("GOSUMDB".into(), "off".into()),
-            ("GEMRC".into(), work.join("gemrc").to_string_lossy().into()),
-        ],
-    );
+    let sources = LocalSources::start();
+    let d = sources.daemon(image);
     let mut envs = d.environments().await;
     let mut client = d.client().await;
     let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -181,34 +145,7 @@ async fn gem_and_go_bring_their_toolchains_from_local_sources() {
         .await
         .unwrap()
         .into_inner();
-    let gem_src = r#"set -e
-mkdir -p /tmp/g/bin /tmp/repo/gems && cd /tmp/g
-printf '#!/usr/bin/env ruby\nputs "hello from a local gem"\n' > bin/paddock-hello
-cat > paddock-hello.gemspec <<'SPEC'
-Gem::Specification.new do |s|
-  s.name = "paddock-hello"
-  s.version = "0.1.0"
-  s.summary = "test gem"
-  s.authors = ["paddock"]
-  s.files = ["bin/paddock-hello"]
-  s.executables = ["paddock-hello"]
-  s.license = "MIT"
-end
-SPEC
-gem build -q paddock-hello.gemspec >/dev/null
-cp paddock-hello-0.1.0.gem /tmp/repo/gems/
-gem generate_index -q -d /tmp/repo >/dev/null
-tar -C /tmp/repo -cf - . | base64 -w0"#;
-    let tarball = sh_ok(&mut client, &s.id, gem_src).await;
-    let tar = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("base64 -d | tar -C {} -xf -", work.join("gems").display()))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    tar.stdin.as_ref().unwrap().write_all(tarball.trim().as_bytes()).unwrap();
-    assert!(tar.wait_with_output().unwrap().status.success());
+    sources.publish_gem(&mut client, &s.id).await;
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
 
     // No ruby, no golang under apt: both toolchains come as layers of their own.
@@ -233,5 +170,5 @@ tar -C /tmp/repo -cf - . | base64 -w0"#;
     let out = sh_ok(&mut client, &s.id, "paddock-hello; hello; command -v gem; command -v go").await;
     assert_eq!(out, "hello from a local gem\nhello from a local go module\n/usr/bin/gem\n/usr/bin/go\n");
     client.delete_session(DeleteSessionRequest { session_id: s.id }).await.unwrap();
-    drop(inet);
+    drop(sources);
 }

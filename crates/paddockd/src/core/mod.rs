@@ -32,7 +32,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::StreamExt;
 
-use crate::environments::{Base, EnvironmentManager};
+use crate::environments::{Base, EnvironmentManager, NewEnvironment};
 use crate::network::policy::PolicySpec;
 use crate::sessions::{FilesReader, SessionManager};
 pub use api::{LayerChunks, Paddock, Uploads};
@@ -392,14 +392,16 @@ impl Core {
             .envs
             .create(
                 caller,
-                r.name,
-                r.description,
-                packages(r.packages),
-                env,
-                Base::Daemon,
-                network,
-                r.allow_privilege_escalation,
-                id,
+                NewEnvironment {
+                    name: r.name,
+                    description: r.description,
+                    packages: packages(r.packages),
+                    env,
+                    base: Base::Daemon,
+                    network,
+                    allow_privilege_escalation: r.allow_privilege_escalation,
+                    id,
+                },
             )
             .await?;
         let record = match r.warm_sandboxes {

@@ -129,6 +129,19 @@ impl SessionImage {
     }
 }
 
+/// What `EnvironmentManager::create` makes: an environment's declaration.
+pub struct NewEnvironment {
+    pub name: String,
+    pub description: String,
+    pub packages: Packages,
+    pub env: BTreeMap<String, String>,
+    pub base: Base,
+    pub network: Option<PolicySpec>,
+    pub allow_privilege_escalation: bool,
+    /// A fleet's router gives the id, the same on every node; else a new one.
+    pub id: Option<String>,
+}
+
 pub struct EnvironmentManager {
     cfg: Arc<DaemonConfig>,
     store: Store<EnvironmentRecord>,
@@ -217,19 +230,17 @@ impl EnvironmentManager {
 
     // ------------------------------------------------------------ records
 
-    pub async fn create(
-        &self,
-        caller: &Caller,
-        name: String,
-        description: String,
-        packages: Packages,
-        env: BTreeMap<String, String>,
-        base: Base,
-        network: Option<PolicySpec>,
-        allow_privilege_escalation: bool,
-        // A fleet's router gives the id, the same on every node; else a new one.
-        id: Option<String>,
-    ) -> Result<EnvironmentRecord, Error> {
+    pub async fn create(&self, caller: &Caller, new: NewEnvironment) -> Result<EnvironmentRecord, Error> {
+        let NewEnvironment {
+            name,
+            description,
+            packages,
+            env,
+            base,
+            network,
+            allow_privilege_escalation,
+            id,
+        } = new;
         validate_name(&name).map_err(Error::invalid_argument)?;
         if let Some(id) = &id {
             let ok =

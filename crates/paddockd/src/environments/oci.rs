@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 use super::layers::{hex, remove_tree, LayerRecord};
 use super::packages::Packages;
 use super::store::Image;
-use super::{Base, EnvironmentManager, EnvironmentRecord, ImageConfig};
+use super::{Base, EnvironmentManager, EnvironmentRecord, ImageConfig, NewEnvironment};
 use crate::core::caller::Caller;
 use crate::core::error::internal;
 use crate::time::now_ms;
@@ -133,14 +133,16 @@ impl EnvironmentManager {
         let record = self
             .create(
                 caller,
-                name,
-                format!("imported from {}", dir.display()),
-                packages,
-                env,
-                base,
-                None,
-                false,
-                None,
+                NewEnvironment {
+                    name,
+                    description: format!("imported from {}", dir.display()),
+                    packages,
+                    env,
+                    base,
+                    network: None,
+                    allow_privilege_escalation: false,
+                    id: None,
+                },
             )
             .await?;
         self.set_image_config(&record.id, config).await?;

@@ -12,7 +12,7 @@ use super::layers::{hex, LayerRecord};
 use super::packages::Packages;
 use super::store::SnapshotBase;
 use super::upper::copy_upper;
-use super::{validate_name, Base, EnvironmentManager, EnvironmentRecord, Image};
+use super::{validate_name, Base, EnvironmentManager, EnvironmentRecord, Image, NewEnvironment};
 use crate::core::caller::Caller;
 use crate::core::error::{internal, Error};
 use crate::time::now_ms;
@@ -158,14 +158,18 @@ impl EnvironmentManager {
         let record = self
             .create(
                 caller,
-                name,
-                description,
-                Packages::default(),
-                BTreeMap::new(),
-                Base::Snapshot(base),
-                source_env.as_ref().and_then(|e| e.network.clone()),
-                source_env.as_ref().is_some_and(|e| e.allow_privilege_escalation),
-                None,
+                NewEnvironment {
+                    name,
+                    description,
+                    packages: Packages::default(),
+                    env: BTreeMap::new(),
+                    base: Base::Snapshot(base),
+                    network: source_env.as_ref().and_then(|e| e.network.clone()),
+                    allow_privilege_escalation: source_env
+                        .as_ref()
+                        .is_some_and(|e| e.allow_privilege_escalation),
+                    id: None,
+                },
             )
             .await?;
         let image = Image {
