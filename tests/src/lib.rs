@@ -419,9 +419,21 @@ impl Daemon {
             self.state_dir.join("runtime").join(id),
             self.state_dir.join("session-files").join(id),
             self.state_dir.join("scratch").join(id),
+            self.state_dir.join("scratch").join(format!("{id}.img")),
         ] {
             if p.exists() {
                 found.push(format!("path {}", p.display()));
+            }
+        }
+        // Loop devices backed by a file of this session (its disk image).
+        for dev in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let backing = std::fs::read_to_string(dev.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.contains(id) {
+                found.push(format!(
+                    "loop device {} on {}",
+                    dev.file_name().to_string_lossy(),
+                    backing.trim()
+                ));
             }
         }
         if init_pid > 0 && Path::new(&format!("/proc/{init_pid}")).exists() {

@@ -83,11 +83,13 @@ pub struct DaemonConfig {
     /// Largest process limit a session may ask for.
     #[arg(long, default_value_t = 32768)]
     pub max_pids: i64,
-    /// Per-session disk limits (writable layer plus outputs): `on` keeps every
-    /// sandbox's writes in the daemon's disk image (<state-dir>/scratch.img, a
-    /// btrfs filesystem on a loop device, a subvolume with a qgroup limit per
-    /// session); `off` keeps them on the state filesystem, unlimited.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// Per-session disk limits (writable layer plus outputs), kept in the
+    /// daemon's disk image (<state-dir>/scratch.img, a btrfs filesystem on a
+    /// loop device): `on` gives each session an ext4 filesystem of its own
+    /// there (ENOSPC past the limit, `df` shows it); `qgroup` a subvolume with
+    /// a qgroup limit (EDQUOT, `df` shows the image; cheaper); `off` keeps
+    /// the writes on the state filesystem, unlimited.
+    #[arg(long, default_value = "on", value_parser = ["on", "qgroup", "off"])]
     pub disk_limit: String,
     /// Default disk limit of a session, e.g. 10G. Default: 10G, or the disk
     /// image's size if that is smaller.
@@ -311,7 +313,7 @@ impl DaemonConfig {
         self.state_dir.join("session-files")
     }
     pub fn disk_limit_on(&self) -> bool {
-        self.disk_limit == "on"
+        self.disk_limit != "off"
     }
     /// The daemon's disk image and where it is mounted (see disk.rs).
     pub fn disk_image(&self) -> PathBuf {
