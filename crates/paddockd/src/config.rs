@@ -20,6 +20,21 @@ pub struct DaemonConfig {
     #[arg(long = "listen")]
     pub listen: Vec<String>,
 
+    /// TLS on the TCP listeners: this certificate chain (PEM), with
+    /// --tls-key. Without it TCP is plaintext (bearer tokens in clear).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Accept client certificates signed by this CA (PEM) on TLS: a verified
+    /// certificate whose subject CN names a token (`paddock token create
+    /// NAME`) authenticates as that token, without sending it; `paddock token
+    /// rm NAME` revokes both. A certificate of another CA fails the
+    /// handshake; a client without one still needs a bearer token.
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Serve MCP (Streamable HTTP) on HOST:PORT: `/mcp/sessions/{id}` for a
     /// session's tools, `/mcp` for a new session per MCP session. Every
     /// request needs a bearer token, as on the API's TCP listeners.
