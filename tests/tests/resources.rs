@@ -107,7 +107,7 @@ async fn uploads_are_read_only_and_outputs_outlive_the_sandbox() {
     assert!(gone.contains(&format!("path {}", disk.display())), "{gone:?}");
     let disk = disk.to_string_lossy().to_string();
     assert!(gone.iter().all(|l| l.contains(&disk)), "the stopped sandbox left more than its disk: {gone:?}");
-    let kept: Vec<_> = std::fs::read_dir(&subvolume).unwrap().flatten().map(|e| e.file_name()).collect();
+    let kept: Vec<_> = std::fs::read_dir(&disk).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(kept, ["files"], "the writable layer outlived the sandbox");
     let err = c.exec(shell(&id, "true")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
