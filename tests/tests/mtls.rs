@@ -20,8 +20,9 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 impl Pki {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("paddock-mtls-{}", std::process::id()));
+    /// A directory of its own for test `test` (tests run side by side).
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("paddock-mtls-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self { dir }
@@ -134,7 +135,7 @@ fn path_arg(p: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_certificates_authenticate_as_their_token() {
-    let pki = Pki::new();
+    let pki = Pki::new("certs");
     pki.ca("ca");
     pki.ca("other-ca");
     pki.cert("ca", "server", "localhost", true);
@@ -200,7 +201,7 @@ async fn client_certificates_authenticate_as_their_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_without_a_client_ca_takes_bearer_tokens() {
-    let pki = Pki::new();
+    let pki = Pki::new("tokens");
     pki.ca("ca");
     pki.cert("ca", "server", "localhost", true);
     pki.cert("ca", "alice", "alice", false);
