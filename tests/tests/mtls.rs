@@ -9,6 +9,17 @@ use std::process::{Command, Output};
 
 use paddock_tests::*;
 
+/// The standard gRPC health service (grpc/health/v1/health.proto), for grpcurl.
+const HEALTH_PROTO: &str = r#"syntax = "proto3";
+package grpc.health.v1;
+message HealthCheckRequest { string service = 1; }
+message HealthCheckResponse {
+  enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
+  ServingStatus status = 1;
+}
+service Health { rpc Check(HealthCheckRequest) returns (HealthCheckResponse); }
+"#;
+
 struct Pki {
     dir: PathBuf,
 }
@@ -115,14 +126,15 @@ fn cli(pki: &Pki, addr: &str, cert: Option<&str>, args: &[&str]) -> Output {
     cmd.env_remove("PADDOCK_TOKEN").args(args).output().expect("running paddock")
 }
 
-fn grpcurl(pki: &Pki, addr: &str, cert: Option<&str>, args: &[&str]) -> Output {
+/// grpcurl to `addr` with `flags`, then `args` (the method).
+fn grpcurl(pki: &Pki, addr: &str, cert: Option<&str>, flags: &[&str], args: &[&str]) -> Output {
     let mut cmd = Command::new("grpcurl");
     cmd.arg("-cacert").arg(pki.path("ca.pem"));
     if let Some(c) = cert {
         cmd.arg("-cert").arg(pki.path(&format!("{c}.pem")));
         cmd.arg("-key").arg(pki.path(&format!("{c}.key")));
     }
-    cmd.arg(addr).args(args).output().expect("running grpcurl")
+    cmd.args(flags).arg(addr).args(args).output().expect("running grpcurl")
 }
 
 fn text(o: &Output) -> String {
@@ -172,7 +184,7 @@ async fn client_certificates_authenticate_as_their_token() {
     // A certificate of another CA (even with a known CN) fails the handshake.
     let out = cli(&pki, &addr, Some("mallory"), &["session", "ls"]);
     assert!(!out.status.success() && !text(&out).contains("Unauthenticated"), "{}", text(&out));
-    let out = grpcurl(&pki, &addr, Some("mallory"), &["list"]);
+    let out = grpcurl(&pki, &addr, Some("mallory"), &[], &["list"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(d.log().contains("TLS handshake refused"), "{}", d.log());
 
@@ -182,14 +194,17 @@ async fn client_certificates_authenticate_as_their_token() {
     let token = d.token("carol", Some("a"));
     let out = cli(&pki, &addr, None, &["--token", &token, "session", "ls", "--json"]);
     assert!(out.status.success() && text(&out).contains(&id), "{}", text(&out));
-    let out = grpcurl(&pki, &addr, None, &["grpc.health.v1.Health/Check"]);
+    // (Reflection needs a caller: grpcurl is given the health service's schema.)
+    std::fs::write(pki.path("health.proto"), HEALTH_PROTO).unwrap();
+    let proto = ["-import-path", &path_arg(&pki.dir), "-proto", "health.proto"];
+    let out = grpcurl(&pki, &addr, None, &proto, &["grpc.health.v1.Health/Check"]);
     assert!(out.status.success() && text(&out).contains("SERVING"), "{}", text(&out));
     // A CN that names no token is no caller.
     let out = cli(&pki, &addr, Some("nobody"), &["session", "ls"]);
     assert!(!out.status.success() && text(&out).contains("names no token"), "{}", text(&out));
 
     // grpcurl with a client certificate, as a user would type it.
-    let out = grpcurl(&pki, &addr, Some("alice"), &["list"]);
+    let out = grpcurl(&pki, &addr, Some("alice"), &[], &["list"]);
     assert!(out.status.success() && text(&out).contains("paddock.v1.Sessions"), "{}", text(&out));
 
     // Deleting the token revokes the certificate.
