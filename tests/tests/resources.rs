@@ -192,8 +192,17 @@ async fn bad_resources_are_refused_and_leave_nothing() {
     }
     assert!(list(&mut c).await.is_empty());
     let records = std::fs::read_dir(d.state_dir.join("sessions")).unwrap().count();
-    // Session files are in each session's subvolume of the disk image.
-    let warm_or_none = std::fs::read_dir(d.state_dir.join("scratch")).map(|r| r.count()).unwrap_or(0);
+    // Session files are on each session's disk in the disk image (a mount
+    // point and its image; `.templates` is the daemon's).
+    let scratch =
+        std::fs::read_dir(d.state_dir.join("scratch")).map(|r| r.flatten().collect()).unwrap_or(vec![]);
+    let disks = |suffix: &str| {
+        let names = scratch.iter().map(|e| e.file_name().to_string_lossy().to_string());
+        names.filter(|n| !n.starts_with('.') && n.ends_with(suffix)).count()
+    };
+    let warm_or_none = disks("");
+    assert_eq!(disks(".img") * 2, warm_or_none, "a disk image without its mount point, or the reverse");
+    let warm_or_none = warm_or_none / 2;
     // Only the warm pool's sandboxes remain, each with its record.
     assert_eq!(warm_or_none, records, "session-files left behind by refused creates");
 }
