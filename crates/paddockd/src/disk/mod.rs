@@ -98,7 +98,7 @@ impl Disk {
     /// Bytes session `id` holds (writable layer and files): from its
     /// filesystem, or its qgroup as of btrfs's last commit.
     pub fn used(&self, id: &str) -> Option<u64> {
-        if let Some((_, used)) = self.fs.as_ref().and_then(|fs| fs.usage(id)) {
+        if let Some((_, used)) = session_fs::usage(&self.dir(id)) {
             return Some(used);
         }
         let subvolume = quota::subvolume_id(&self.dir(id)).ok()?;
@@ -155,8 +155,10 @@ impl Disk {
     /// made. Idempotent.
     pub fn release(&self, id: &str) -> io::Result<()> {
         let dir = self.dir(id);
-        if let Some(fs) = &self.fs {
-            fs.release(id)?;
+        match &self.fs {
+            Some(fs) => fs.release(id)?,
+            // A session made with a filesystem before the daemon went to qgroups.
+            None => session_fs::release_at(&self.mount, id)?,
         }
         match fs::symlink_metadata(&dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -118,20 +118,7 @@ impl SessionFs {
     /// mount) and deletes its image. Idempotent; the mount point stays, for
     /// the caller to remove.
     pub fn release(&self, id: &str) -> io::Result<()> {
-        unmount(&self.root.join(id))?;
-        match fs::remove_file(self.image(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// (size, used) in bytes of session `id`'s filesystem, if it is mounted.
-    pub fn usage(&self, id: &str) -> Option<(u64, u64)> {
-        let st = statfs(&self.root.join(id)).ok()?;
-        (st.f_type as i64 == EXT4_SUPER_MAGIC).then(|| {
-            let bsize = st.f_bsize as u64;
-            (st.f_blocks * bsize, (st.f_blocks - st.f_bfree) * bsize)
-        })
+        release_at(&self.root, id)
     }
 
     /// The template for filesystems holding `bytes`, made if there is none.
@@ -152,6 +139,26 @@ impl SessionFs {
         }
         Ok(path)
     }
+}
+
+/// `SessionFs::release` for the disk image mounted at `root`, also when the
+/// daemon now limits by qgroups (a session made before that keeps its
+/// filesystem until it is deleted).
+pub fn release_at(root: &Path, id: &str) -> io::Result<()> {
+    unmount(&root.join(id))?;
+    match fs::remove_file(root.join(format!("{id}.img"))) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// (size, used) in bytes of the session filesystem mounted at `dir`, if one is.
+pub fn usage(dir: &Path) -> Option<(u64, u64)> {
+    let st = statfs(dir).ok()?;
+    (st.f_type as i64 == EXT4_SUPER_MAGIC).then(|| {
+        let bsize = st.f_bsize as u64;
+        (st.f_blocks * bsize, (st.f_blocks - st.f_bfree) * bsize)
+    })
 }
 
 /// Whether `dir` is the root of a mounted session filesystem.
