@@ -392,12 +392,17 @@ impl Daemon {
     }
 
     /// Mounts under the state dir other than the daemon's disk image (which
-    /// stays mounted while the daemon runs and across its restarts).
+    /// stays mounted while the daemon runs and across its restarts) and the
+    /// sessions' own filesystems in it (each is its session's: `leftovers`).
     pub fn mounts_left(&self) -> Vec<String> {
         let prefix = self.state_dir.to_string_lossy().to_string();
-        let image = format!(" {prefix}/scratch ");
+        let (image, disks) = (format!(" {prefix}/scratch "), format!(" {prefix}/scratch/"));
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        mountinfo.lines().filter(|l| l.contains(&prefix) && !l.contains(&image)).map(String::from).collect()
+        mountinfo
+            .lines()
+            .filter(|l| l.contains(&prefix) && !l.contains(&image) && !l.contains(&disks))
+            .map(String::from)
+            .collect()
     }
 
     /// What of session `id` is still on the host: cgroup dirs, mounts, files,
@@ -419,9 +424,21 @@ impl Daemon {
             self.state_dir.join("runtime").join(id),
             self.state_dir.join("session-files").join(id),
             self.state_dir.join("scratch").join(id),
+            self.state_dir.join("scratch").join(format!("{id}.img")),
         ] {
             if p.exists() {
                 found.push(format!("path {}", p.display()));
+            }
+        }
+        // Loop devices backed by a file of this session (its disk image).
+        for dev in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let backing = std::fs::read_to_string(dev.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.contains(id) {
+                found.push(format!(
+                    "loop device {} on {}",
+                    dev.file_name().to_string_lossy(),
+                    backing.trim()
+                ));
             }
         }
         if init_pid > 0 && Path::new(&format!("/proc/{init_pid}")).exists() {

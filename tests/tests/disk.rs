@@ -1,7 +1,9 @@
 //! Per-session disk limits: a session's writable layer and its outputs share
-//! one limit (a btrfs subvolume with a qgroup limit in the daemon's disk
-//! image); a session that fills it gets a write error while the daemon and the
-//! other sessions keep working, and its space comes back when it is deleted.
+//! one limit (by default a filesystem of the session's own in the daemon's
+//! disk image; with `--disk-limit qgroup` a btrfs subvolume with a qgroup
+//! limit); a session that fills it gets ENOSPC (EDQUOT with qgroups) while the
+//! daemon and the other sessions keep working, and its space comes back when
+//! it is deleted.
 
 use paddock_proto::v1::{CreateSessionRequest, DeleteSessionRequest, GetSessionRequest, Limits};
 use paddock_tests::*;
@@ -21,9 +23,21 @@ async fn dd(c: &mut Client, id: &str, path: &str, mib: u32) -> (Option<i32>, Str
     (rc, out)
 }
 
-/// The write error a full qgroup gives (EDQUOT; ENOSPC when the image itself is full).
+/// The write error a full session filesystem gives (ENOSPC), as a user sees it.
 fn is_disk_full(stderr: &str) -> bool {
-    stderr.contains("Disk quota exceeded") || stderr.contains("No space left on device")
+    stderr.contains("No space left on device")
+}
+
+/// (size, used) in KiB of the filesystem `path` is on, as `df` in the session shows them.
+async fn df(c: &mut Client, id: &str, path: &str) -> (i64, i64) {
+    let out = sh_ok(c, id, &format!("df -k {path} | tail -n 1")).await;
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    (cols[1].parse().expect(&out), cols[2].parse().expect(&out))
+}
+
+/// Whether `df` shows `bytes` as the size (to within the rounding of a block group).
+fn shows_limit(size_kib: i64, bytes: i64) -> bool {
+    (bytes / 1024..=bytes / 1024 + bytes / 1024 / 100).contains(&size_kib)
 }
 
 async fn delete(c: &mut Client, id: &str) {
@@ -46,12 +60,26 @@ async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
     assert_eq!(mode(d.state_dir.join("scratch")), 0o711);
     assert_eq!(mode(d.state_dir.join("scratch").join(&small.id)), 0o710);
 
+    // The session's own filesystem, mounted on the host where its disk is.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo.lines().find(|l| l.contains(&format!("/scratch/{} ", small.id))).expect("no mount");
+    assert!(line.contains(" - ext4 ") && line.contains("nosuid") && line.contains("nodev"), "{line}");
+
+    // `df` shows the session's limit, on its root and its outputs alike.
+    let (size, used) = df(&mut c, &small.id, "/").await;
+    assert!(shows_limit(size, 64 * MIB), "df / shows {size} KiB for a 64 MiB limit");
+    assert!(used < 1024, "a new session uses {used} KiB");
+    let (size, _) = df(&mut c, &small.id, "/mnt/session/outputs").await;
+    assert!(shows_limit(size, 64 * MIB), "df of the outputs shows {size} KiB");
+
     // The writable layer: /tmp is on the overlay's upper dir.
     let (rc, err) = dd(&mut c, &small.id, "/tmp/big", 100).await;
     assert_ne!(rc, Some(0), "dd past 64 MiB succeeded: {err}");
     assert!(is_disk_full(&err), "dd's error: {err}");
     let written: i64 = sh_ok(&mut c, &small.id, "wc -c < /tmp/big").await.trim().parse().unwrap();
-    assert!((40 * MIB..=64 * MIB).contains(&written), "wrote {written} bytes under a 64 MiB limit");
+    assert!((60 * MIB..=64 * MIB).contains(&written), "wrote {written} bytes under a 64 MiB limit");
+    let (_, used) = df(&mut c, &small.id, "/").await;
+    assert!(used >= 60 * 1024, "df shows {used} KiB used after {written} bytes");
 
     // The outputs count against the same limit: with /tmp/big there, no room.
     let (rc, err) = dd(&mut c, &small.id, "/mnt/session/outputs/more", 32).await;
@@ -67,8 +95,48 @@ async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
     let other = create(&mut c, disk(256 * MIB)).await;
     let (rc, err) = dd(&mut c, &other.id, "/tmp/big", 150).await;
     assert_eq!(rc, Some(0), "another session could not write 150 MiB: {err}");
+    let (size, _) = df(&mut c, &other.id, "/").await;
+    assert!(shows_limit(size, 256 * MIB), "df / shows {size} KiB for a 256 MiB limit");
     delete(&mut c, &small.id).await;
     delete(&mut c, &other.id).await;
+    // Their filesystems, loop devices and images went with them.
+    for id in [&small.id, &other.id] {
+        assert!(d.leftovers(id, 0).is_empty(), "{:?}", d.leftovers(id, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_qgroup_way_limits_too() {
+    let args = ["--disk-limit", "qgroup"].map(String::from).to_vec();
+    let d = Daemon::start_with(test_image(), args, None);
+    let mut c = d.client().await;
+    let s = create(&mut c, disk(64 * MIB)).await;
+    // A subvolume, no filesystem of its own: EDQUOT, and df shows the image.
+    let (rc, err) = dd(&mut c, &s.id, "/tmp/big", 100).await;
+    assert!(rc != Some(0) && err.contains("Disk quota exceeded"), "{err}");
+    let (size, _) = df(&mut c, &s.id, "/").await;
+    assert!(size > 1 << 20, "df / shows {size} KiB: the image's size, not the limit's");
+    let other = create(&mut c, disk(256 * MIB)).await;
+    let (rc, err) = dd(&mut c, &other.id, "/tmp/big", 150).await;
+    assert_eq!(rc, Some(0), "{err}");
+    delete(&mut c, &s.id).await;
+    assert!(d.leftovers(&s.id, 0).is_empty(), "{:?}", d.leftovers(&s.id, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orphaned_disk_is_removed_at_start() {
+    // A daemon killed after making a session's disk and before its record
+    // says so: the next daemon finds a filesystem no record owns.
+    let mut d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, disk(64 * MIB)).await;
+    d.kill9();
+    std::fs::remove_file(d.state_dir.join("sessions").join(format!("{}.json", s.id))).unwrap();
+    assert!(!d.leftovers(&s.id, 0).is_empty());
+    d.restart();
+    let _ = d.client().await; // serving: recovery is done
+    let left = d.leftovers(&s.id, s.init_pid);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

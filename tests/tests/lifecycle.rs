@@ -149,9 +149,21 @@ async fn a_sandbox_that_cannot_start_fails_clearly_and_leaves_nothing() {
     assert!(sandboxes.is_empty(), "sandbox dirs left: {sandboxes:?}");
     // The daemon's disk image stays mounted; nothing of the sandbox may.
     assert_eq!(d2.mounts_left(), Vec::<String>::new(), "mounts left under {}", d2.state_dir.display());
-    let subvolumes: Vec<_> =
-        std::fs::read_dir(d2.state_dir.join("scratch")).map(|r| r.flatten().collect()).unwrap_or_default();
-    assert!(subvolumes.is_empty(), "disk subvolumes left: {subvolumes:?}");
+    // No session disk (mount point, image, loop device) is left; the
+    // daemon's own templates (`.templates`) stay.
+    let disks: Vec<_> = std::fs::read_dir(d2.state_dir.join("scratch"))
+        .map(|r| {
+            r.flatten().map(|e| e.file_name()).filter(|n| !n.to_string_lossy().starts_with('.')).collect()
+        })
+        .unwrap_or_default();
+    assert!(disks.is_empty(), "session disks left: {disks:?}");
+    let loops: Vec<_> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("loop/backing_file")).ok())
+        .filter(|f| f.starts_with(&format!("{}/scratch/", d2.state_dir.display())))
+        .collect();
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
     for root in cgroup_roots() {
         let parent = root.join(&d2.cgroup_parent);
         let children: Vec<_> = std::fs::read_dir(&parent)

@@ -100,15 +100,14 @@ async fn uploads_are_read_only_and_outputs_outlive_the_sandbox() {
     let stopped = c.stop_session(StopSessionRequest { session_id: id.clone() }).await.unwrap().into_inner();
     assert_eq!(stopped.state, SessionState::Stopped as i32);
     assert_eq!(stopped.init_pid, 0);
-    // What stays is the session's disk subvolume, holding only its files.
-    let subvolume = d.state_dir.join("scratch").join(&id);
+    // What stays is the session's disk (its filesystem: image, loop device
+    // and mount), holding only its files.
+    let disk = d.state_dir.join("scratch").join(&id);
     let gone = d.leftovers(&id, init_pid);
-    assert_eq!(
-        gone,
-        [format!("path {}", subvolume.display())],
-        "the stopped sandbox left more than its resources"
-    );
-    let kept: Vec<_> = std::fs::read_dir(&subvolume).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(gone.contains(&format!("path {}", disk.display())), "{gone:?}");
+    let disk = disk.to_string_lossy().to_string();
+    assert!(gone.iter().all(|l| l.contains(&disk)), "the stopped sandbox left more than its disk: {gone:?}");
+    let kept: Vec<_> = std::fs::read_dir(&disk).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(kept, ["files"], "the writable layer outlived the sandbox");
     let err = c.exec(shell(&id, "true")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
@@ -193,8 +192,17 @@ async fn bad_resources_are_refused_and_leave_nothing() {
     }
     assert!(list(&mut c).await.is_empty());
     let records = std::fs::read_dir(d.state_dir.join("sessions")).unwrap().count();
-    // Session files are in each session's subvolume of the disk image.
-    let warm_or_none = std::fs::read_dir(d.state_dir.join("scratch")).map(|r| r.count()).unwrap_or(0);
+    // Session files are on each session's disk in the disk image (a mount
+    // point and its image; `.templates` is the daemon's).
+    let scratch =
+        std::fs::read_dir(d.state_dir.join("scratch")).map(|r| r.flatten().collect()).unwrap_or(vec![]);
+    let disks = |suffix: &str| {
+        let names = scratch.iter().map(|e| e.file_name().to_string_lossy().to_string());
+        names.filter(|n| !n.starts_with('.') && n.ends_with(suffix)).count()
+    };
+    let warm_or_none = disks("");
+    assert_eq!(disks(".img") * 2, warm_or_none, "a disk image without its mount point, or the reverse");
+    let warm_or_none = warm_or_none / 2;
     // Only the warm pool's sandboxes remain, each with its record.
     assert_eq!(warm_or_none, records, "session-files left behind by refused creates");
 }

@@ -13,7 +13,7 @@ import grpc.aio
 
 from . import types as t
 from ._common import given as _given, to_json as _json, to_list as _list, upload_requests as _upload_requests, write_atomically as _write_atomically
-from ._connect import CHUNK, channel_options, resolve, unreachable_hint
+from ._connect import CHUNK, channel_options, resolve, tls_credentials, unreachable_hint
 from ._sync import _Stubs
 from ._transfer import _END, TarProducer, ThreadQueueIter, untar
 from .errors import NotFound, PaddockError, Unavailable, from_rpc_error
@@ -26,9 +26,10 @@ Duration = Union[int, float, str, _dt.timedelta]
 
 
 class _AsyncConn:
-    def __init__(self, addr: str, target: str, metadata, timeout: Optional[float]) -> None:
+    def __init__(self, addr: str, target: str, metadata, timeout: Optional[float], creds=None) -> None:
         self.addr = addr
         self.target = target
+        self.creds = creds
         self.metadata = metadata
         self.timeout = timeout
         self._channel: Optional[grpc.aio.Channel] = None
@@ -39,7 +40,10 @@ class _AsyncConn:
         # Made on first use: a grpc.aio channel belongs to the event loop that
         # is running when it is made, and AsyncPaddock may be built outside one.
         if self._stubs is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=channel_options())
+            if self.creds is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=channel_options())
+            else:
+                self._channel = grpc.aio.secure_channel(self.target, self.creds, options=channel_options())
             self._stubs = _Stubs(self._channel)  # type: ignore[arg-type]
         return self._stubs
 
@@ -84,9 +88,18 @@ class AsyncPaddock:
                 print((await s.exec("echo hi")).text)
     """
 
-    def __init__(self, addr: Optional[str] = None, token: Optional[str] = None, *, timeout: Optional[float] = None):
+    def __init__(
+        self,
+        addr: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+    ):
         a, target, md = resolve(addr, token)
-        self._conn = _AsyncConn(a, target, md, timeout)
+        self._conn = _AsyncConn(a, target, md, timeout, tls_credentials(a, tls_ca, tls_cert, tls_key))
         self.addr = a
         self.sessions = AsyncSessions(self._conn)
         self.environments = AsyncEnvironments(self._conn)

@@ -6,7 +6,12 @@
   ``http://HOST:PORT``.
 - token: the argument, else ``$PADDOCK_TOKEN``; sent on every call as
   ``authorization: Bearer <token>``. Root on the unix socket needs none; every
-  call on TCP does.
+  call on TCP does (or a client certificate).
+- TLS (``paddockd --tls-cert``): ``tls_ca`` (else ``$PADDOCK_TLS_CA``), the CA
+  of the daemon's certificate, turns it on for a TCP address, as does an
+  ``https://`` address; ``tls_cert``/``tls_key`` (``$PADDOCK_TLS_CERT``,
+  ``$PADDOCK_TLS_KEY``) present a client certificate, which stands for the
+  token its CN names (``paddockd --tls-client-ca``).
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ def resolve(addr: Optional[str], token: Optional[str]) -> Tuple[str, str, Tuple[
         target = addr  # grpc's own syntax: unix:/abs/path or unix:///abs/path
     elif "://" in addr:
         scheme, rest = addr.split("://", 1)
-        if scheme != "http":
+        if scheme not in ("http", "https"):
             raise ValueError(
-                f"daemon address {addr!r}: paddockd serves plaintext gRPC; use unix:/path, HOST:PORT or http://HOST:PORT"
+                f"daemon address {addr!r}: use unix:/path, HOST:PORT, http://HOST:PORT or https://HOST:PORT"
             )
         target = rest.rstrip("/")
     else:
@@ -47,6 +52,30 @@ def resolve(addr: Optional[str], token: Optional[str]) -> Tuple[str, str, Tuple[
             raise ValueError("the token holds characters that cannot go in a header")
         metadata = (("authorization", f"Bearer {token}"),)
     return addr, target, metadata
+
+
+def tls_credentials(addr: str, ca: Optional[str], cert: Optional[str], key: Optional[str]):
+    """grpc channel credentials for a TLS address, or None for plaintext."""
+    import grpc
+
+    ca = ca or os.environ.get("PADDOCK_TLS_CA")
+    cert = cert or os.environ.get("PADDOCK_TLS_CERT")
+    key = key or os.environ.get("PADDOCK_TLS_KEY")
+    wanted = addr.startswith("https://") or (bool(ca) and not addr.startswith(("unix:", "http://")))
+    if not wanted:
+        return None
+    if not ca:
+        raise ValueError("TLS needs tls_ca (PADDOCK_TLS_CA): the CA that signed the daemon's certificate")
+    if bool(cert) != bool(key):
+        raise ValueError("tls_cert and tls_key go together")
+
+    def read(path: Optional[str]) -> Optional[bytes]:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
 
 
 def channel_options() -> List[Tuple[str, int]]:

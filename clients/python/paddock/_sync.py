@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import grpc
 
 from . import types as t
-from ._connect import CHUNK, channel_options, resolve, unreachable_hint
+from ._connect import CHUNK, channel_options, resolve, tls_credentials, unreachable_hint
 from ._transfer import TarProducer, file_chunks, untar
 from ._common import given as _given, to_json as _json, to_list as _list, upload_requests as _upload_requests, write_atomically as _write_atomically
 from .errors import NotFound, PaddockError, Unavailable, from_rpc_error
@@ -51,9 +51,12 @@ class _Stubs:
 class _Conn:
     """One channel, its stubs and the call metadata; every call goes through `call`/`stream`."""
 
-    def __init__(self, addr: str, target: str, metadata, timeout: Optional[float]) -> None:
+    def __init__(self, addr: str, target: str, metadata, timeout: Optional[float], creds=None) -> None:
         self.addr = addr
-        self.channel = grpc.insecure_channel(target, options=channel_options())
+        if creds is None:
+            self.channel = grpc.insecure_channel(target, options=channel_options())
+        else:
+            self.channel = grpc.secure_channel(target, creds, options=channel_options())
         self.stubs = _Stubs(self.channel)
         self.metadata = metadata
         self.timeout = timeout
@@ -104,9 +107,18 @@ class Paddock:
             print(s.tools.bash(command="ls /").text)
     """
 
-    def __init__(self, addr: Optional[str] = None, token: Optional[str] = None, *, timeout: Optional[float] = None):
+    def __init__(
+        self,
+        addr: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+    ):
         a, target, md = resolve(addr, token)
-        self._conn = _Conn(a, target, md, timeout)
+        self._conn = _Conn(a, target, md, timeout, tls_credentials(a, tls_ca, tls_cert, tls_key))
         self.addr = a
         self.sessions = Sessions(self._conn)
         self.environments = Environments(self._conn)

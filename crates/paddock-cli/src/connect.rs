@@ -1,5 +1,5 @@
-//! Dialing the daemon over a unix socket (the default) or TCP, with the
-//! caller's token, if any, on every call.
+//! Dialing the daemon over a unix socket (the default) or TCP (TLS: tls.rs),
+//! with the caller's token, if any, on every call.
 
 use anyhow::{Context, Result};
 use paddock_proto::v1::sessions_client::SessionsClient;
@@ -19,6 +19,7 @@ pub struct Daemon {
     pub addr: String,
     /// Sent as `authorization: Bearer ...`; root on the unix socket needs none.
     pub token: Option<String>,
+    pub tls: crate::tls::TlsOptions,
 }
 
 /// Adds the bearer token to each call.
@@ -54,6 +55,12 @@ pub async fn channel(d: &Daemon) -> Result<Conn> {
     };
     let channel = if let Some(path) = addr.strip_prefix("unix:") {
         paddock_proto::dial::unix(path).await
+    } else if d.tls.wanted(addr) {
+        let dialed = d.tls.dial(addr).await;
+        return Ok(InterceptedService::new(
+            dialed.with_context(|| format!("cannot reach paddockd at {addr} over TLS"))?,
+            Token(token),
+        ));
     } else {
         let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
         Endpoint::from_shared(uri).with_context(|| format!("bad daemon address {addr:?}"))?.connect().await

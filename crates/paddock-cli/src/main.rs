@@ -8,6 +8,7 @@ mod network;
 mod node;
 mod observe;
 mod snapshot;
+mod tls;
 mod tokens;
 
 use std::collections::HashMap;
@@ -30,12 +31,23 @@ use paddock_units::{format_bytes, parse_bytes, parse_duration};
 #[derive(Parser)]
 #[command(name = "paddock", version, about = "Operate Paddock sandboxes")]
 struct Cli {
-    /// The daemon: unix:/path, HOST:PORT or http://HOST:PORT.
+    /// The daemon: unix:/path, HOST:PORT, http://HOST:PORT or https://HOST:PORT.
     #[arg(long, global = true, env = "PADDOCK_ADDR", default_value = connect::DEFAULT_ADDR)]
     addr: String,
     /// An API token (`paddock token create`); root on the unix socket needs none.
     #[arg(long, global = true, env = "PADDOCK_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// TLS to a TCP address (paddockd --tls-cert): the CA (PEM) that signed
+    /// the daemon's certificate. Implied by an https:// address.
+    #[arg(long, global = true, env = "PADDOCK_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for paddockd --tls-client-ca, with --tls-key:
+    /// it stands for the token its CN names.
+    #[arg(long, global = true, env = "PADDOCK_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "PADDOCK_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -234,7 +246,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let daemon = connect::Daemon { addr: cli.addr, token: cli.token };
+    let tls = tls::TlsOptions { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key };
+    let daemon = connect::Daemon { addr: cli.addr, token: cli.token, tls };
     let cmd = match cli.command {
         Command::Env(cmd) => return env::run(&daemon, cmd).await,
         Command::Token(cmd) => return tokens::run(&daemon, cmd).await,

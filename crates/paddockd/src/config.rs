@@ -20,6 +20,21 @@ pub struct DaemonConfig {
     #[arg(long = "listen")]
     pub listen: Vec<String>,
 
+    /// TLS on the TCP listeners: this certificate chain (PEM), with
+    /// --tls-key. Without it TCP is plaintext (bearer tokens in clear).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Accept client certificates signed by this CA (PEM) on TLS: a verified
+    /// certificate whose subject CN names a token (`paddock token create
+    /// NAME`) authenticates as that token, without sending it; `paddock token
+    /// rm NAME` revokes both. A certificate of another CA fails the
+    /// handshake; a client without one still needs a bearer token.
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Serve MCP (Streamable HTTP) on HOST:PORT: `/mcp/sessions/{id}` for a
     /// session's tools, `/mcp` for a new session per MCP session. Every
     /// request needs a bearer token, as on the API's TCP listeners.
@@ -83,11 +98,13 @@ pub struct DaemonConfig {
     /// Largest process limit a session may ask for.
     #[arg(long, default_value_t = 32768)]
     pub max_pids: i64,
-    /// Per-session disk limits (writable layer plus outputs): `on` keeps every
-    /// sandbox's writes in the daemon's disk image (<state-dir>/scratch.img, a
-    /// btrfs filesystem on a loop device, a subvolume with a qgroup limit per
-    /// session); `off` keeps them on the state filesystem, unlimited.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// Per-session disk limits (writable layer plus outputs), kept in the
+    /// daemon's disk image (<state-dir>/scratch.img, a btrfs filesystem on a
+    /// loop device): `on` gives each session an ext4 filesystem of its own
+    /// there (ENOSPC past the limit, `df` shows it); `qgroup` a subvolume with
+    /// a qgroup limit (EDQUOT, `df` shows the image; cheaper); `off` keeps
+    /// the writes on the state filesystem, unlimited.
+    #[arg(long, default_value = "on", value_parser = ["on", "qgroup", "off"])]
     pub disk_limit: String,
     /// Default disk limit of a session, e.g. 10G. Default: 10G, or the disk
     /// image's size if that is smaller.
@@ -311,7 +328,7 @@ impl DaemonConfig {
         self.state_dir.join("session-files")
     }
     pub fn disk_limit_on(&self) -> bool {
-        self.disk_limit == "on"
+        self.disk_limit != "off"
     }
     /// The daemon's disk image and where it is mounted (see disk.rs).
     pub fn disk_image(&self) -> PathBuf {

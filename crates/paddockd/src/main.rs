@@ -178,8 +178,15 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         tokio::spawn(manager.clone().env_warm_loop());
         tokio::spawn(manager.clone().watch_loop());
         tokio::spawn(manager.clone().idle_loop());
-        let listeners =
-            grpc::Listeners { addrs: cfg.listen_addrs(), socket_gid: socket_gid(&cfg.socket_group) };
+        let listeners = grpc::Listeners {
+            addrs: cfg.listen_addrs(),
+            socket_gid: socket_gid(&cfg.socket_group),
+            tls: grpc::TlsFiles {
+                cert: cfg.tls_cert.clone(),
+                key: cfg.tls_key.clone(),
+                client_ca: cfg.tls_client_ca.clone(),
+            },
+        };
         // The opt-in front ends: each one's error (it could not listen, say)
         // ends the daemon, as the API's would.
         let mcp = optional(cfg.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone())));

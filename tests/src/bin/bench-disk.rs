@@ -1,9 +1,11 @@
 //! What per-session disk limits cost at session start: CreateSession (cold,
-//! and warm hand-out) and DeleteSession on a daemon with `--disk-limit off`
-//! and one with it on, side by side in one run (requests alternate between
-//! the two). Warm hand-outs on the daemon with limits ask for a disk limit
-//! other than the pool's default, so each pays the limit change. Not a test:
-//! see BENCHMARKS.md.
+//! and warm hand-out) and DeleteSession on three daemons side by side in one
+//! run (requests alternate between them): `--disk-limit off`, `qgroup` (a
+//! btrfs subvolume per session) and `on` (a filesystem per session). Warm
+//! hand-outs on the qgroup daemon ask for a disk limit other than the pool's
+//! default, so each pays the limit change; on the `on` daemon they ask for
+//! the default (another limit starts cold there). Not a test: see
+//! BENCHMARKS.md.
 //!
 //! usage: bench-disk [ITERATIONS]   (run as root)
 
@@ -30,14 +32,21 @@ struct Side {
 }
 
 impl Side {
-    async fn start(limit_on: bool, warm: usize) -> Self {
+    async fn start(way: &str, warm: usize) -> Self {
         let mut args = vec!["--warm-sandboxes".to_string(), warm.to_string()];
-        if !limit_on {
-            args.extend(["--disk-limit".into(), "off".into()]);
+        args.extend(["--disk-limit".into(), way.into(), "--default-disk".into(), "4G".into()]);
+        if way == "off" {
+            args.truncate(4);
         }
         let daemon = Daemon::start_with(test_image(), args, None);
         let client = daemon.client().await;
-        let disk = limit_on.then_some(1 << 30);
+        // The qgroup way pays a limit change at each warm hand-out; the
+        // filesystem way asks the default (its warm sandboxes' size) when warm.
+        let disk = match way {
+            "qgroup" => Some(1 << 30),
+            "on" if warm == 0 => Some(1 << 30),
+            _ => None,
+        };
         Side { daemon, client, disk, create: vec![], delete: vec![] }
     }
 
@@ -76,23 +85,27 @@ impl Side {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
-    println!("{n} sessions per row after 3 unrecorded; requests alternate between the two daemons");
+    println!("{n} sessions per row after 3 unrecorded; requests alternate between the three daemons");
     println!();
-    println!("| measure | --disk-limit off | on | difference |");
-    println!("|---|---|---|---|");
-    for (mode, warm) in [("cold", 0), ("warm", 2)] {
-        let mut off = Side::start(false, warm).await;
-        let mut on = Side::start(true, warm).await;
-        for i in 0..(n + 3) {
-            off.round(warm, i >= 3).await;
-            on.round(warm, i >= 3).await;
+    println!("| measure (median) | off | qgroup | on (fs per session) | on − qgroup |");
+    println!("|---|---|---|---|---|");
+    for (mode, warm) in [("cold", 0), ("warm hand-out", 2)] {
+        let mut sides = Vec::new();
+        for way in ["off", "qgroup", "on"] {
+            sides.push(Side::start(way, warm).await);
         }
-        for (what, a, b) in [
-            ("CreateSession", median(off.create.clone()), median(on.create.clone())),
-            ("DeleteSession", median(off.delete.clone()), median(on.delete.clone())),
-        ] {
-            let diff = b.as_secs_f64() * 1e3 - a.as_secs_f64() * 1e3;
-            println!("| {what} ({mode}), median | {} | {} | {diff:+.2} ms |", ms(a), ms(b));
+        for i in 0..(n + 3) {
+            for side in sides.iter_mut() {
+                side.round(warm, i >= 3).await;
+            }
+        }
+        for what in ["CreateSession", "DeleteSession"] {
+            let m: Vec<Duration> = sides
+                .iter()
+                .map(|s| median(if what == "CreateSession" { s.create.clone() } else { s.delete.clone() }))
+                .collect();
+            let diff = m[2].as_secs_f64() * 1e3 - m[1].as_secs_f64() * 1e3;
+            println!("| {what} ({mode}) | {} | {} | {} | {diff:+.2} ms |", ms(m[0]), ms(m[1]), ms(m[2]));
         }
     }
 }

@@ -64,6 +64,12 @@ pub trait Paddock: Send + Sync + 'static {
     // ------------------------------------------------------------ callers
     /// The caller a bearer token stands for; UNAUTHENTICATED if it is none.
     fn authenticate(&self, token: &str) -> Result<Caller>;
+    /// The caller a verified client certificate stands for (by its subject
+    /// CN, which names a token); UNAUTHENTICATED if it is none.
+    /// Default: no client certificates (a fleet router's front end).
+    fn authenticate_certificate(&self, _common_name: &str) -> Result<Caller> {
+        Err(Error::unimplemented("client certificates are not accepted here"))
+    }
     async fn authenticate_session(&self, id: &str, token: &str) -> Result<Caller>;
     async fn session_token(&self, caller: &Caller, id: &str) -> Result<String>;
     fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse>;
@@ -224,6 +230,9 @@ fn not_a_router(what: &str) -> Error {
 impl Paddock for Core {
     fn authenticate(&self, token: &str) -> Result<Caller> {
         Core::authenticate(self, token)
+    }
+    fn authenticate_certificate(&self, common_name: &str) -> Result<Caller> {
+        Core::authenticate_certificate(self, common_name)
     }
     async fn authenticate_session(&self, id: &str, token: &str) -> Result<Caller> {
         Core::authenticate_session(self, id, token).await

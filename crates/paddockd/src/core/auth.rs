@@ -146,6 +146,25 @@ impl Tokens {
         })
     }
 
+    /// The caller a verified client certificate stands for: its subject CN
+    /// must name an existing token, whose tenant (or admin role) it takes.
+    /// So tenants need no second table, and `paddock token rm NAME` revokes
+    /// the certificate along with the token.
+    pub fn verify_certificate(&self, common_name: &str) -> Result<Caller> {
+        let tokens = self.by_hash.lock().unwrap();
+        let t = tokens.values().find(|t| t.name == common_name).ok_or_else(|| {
+            Error::unauthenticated(format!(
+                "the client certificate's CN {common_name:?} names no token (`paddock token create {common_name}` maps it to a tenant)"
+            ))
+        })?;
+        let subject = format!("cert:{}", t.name);
+        Ok(if t.tenant.is_empty() {
+            Caller::admin(subject)
+        } else {
+            Caller::tenant(t.tenant.clone(), subject)
+        })
+    }
+
     pub fn create(&self, name: &str, tenant: &str) -> Result<CreateTokenResponse> {
         check_name("name", name)?;
         if !tenant.is_empty() {

@@ -175,6 +175,12 @@ impl Core {
         self.tokens.verify(token)
     }
 
+    /// The caller a verified client certificate with subject CN
+    /// `common_name` stands for (the token of that name's).
+    pub fn authenticate_certificate(&self, common_name: &str) -> Result<Caller> {
+        self.tokens.verify_certificate(common_name)
+    }
+
     /// A token for one session only (E2B's `envdAccessToken`): whoever holds
     /// it may use that session as its tenant. The caller must see the session.
     pub async fn session_token(&self, caller: &Caller, id: &str) -> Result<String> {

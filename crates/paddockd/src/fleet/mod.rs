@@ -108,8 +108,11 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
             tokio::spawn(discovery::follow(table.clone(), crate::kube::discovery::discover(target)?, fixed));
         }
         let router: Arc<dyn Paddock> = Arc::new(Router::new(table, tokens));
-        let listeners =
-            crate::grpc::Listeners { addrs: listen, socket_gid: crate::socket_gid(&cfg.socket_group) };
+        let listeners = crate::grpc::Listeners {
+            addrs: listen,
+            socket_gid: crate::socket_gid(&cfg.socket_group),
+            tls: Default::default(),
+        };
         tracing::info!(nodes = nodes.len(), "router starting");
         tokio::select! {
             r = crate::grpc::serve(listeners, router) => r,

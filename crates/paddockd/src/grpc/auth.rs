@@ -1,6 +1,7 @@
 //! Who is calling, from the connection and its metadata: root on the unix
 //! socket needs nothing; everyone else shows a bearer token
-//! (`authorization: Bearer pdk_...`), which the core checks. The caller goes
+//! (`authorization: Bearer pdk_...`) or, on TLS with `--tls-client-ca`, a
+//! verified client certificate whose CN names a token; the core checks both. The caller goes
 //! into the request's extensions for the service handlers.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 use super::status;
+use super::tls::TlsConnectInfo;
 use crate::core::caller::{ROLE_HEADER, SUBJECT_HEADER, TENANT_HEADER};
 use crate::core::{Caller, Paddock};
 
@@ -30,11 +32,12 @@ impl Interceptor for Authenticate {
                 })?;
                 self.core.authenticate(token.trim()).map_err(status)?
             }
-            None => match peer_uid(&req) {
-                Some(0) => Caller::admin("uid:0"),
+            None => match (peer_uid(&req), client_name(&req)) {
+                (Some(0), _) => Caller::admin("uid:0"),
+                (_, Some(name)) => self.core.authenticate_certificate(name).map_err(status)?,
                 _ => {
                     return Err(Status::unauthenticated(
-                        "this call needs a token (metadata authorization: Bearer <token>; `paddock token create`); only root on the unix socket needs none",
+                        "this call needs a token (metadata authorization: Bearer <token>; `paddock token create`) or a client certificate; only root on the unix socket needs none",
                     ))
                 }
             },
@@ -72,6 +75,11 @@ fn forwarded(req: &Request<()>, caller: Caller) -> Result<Caller, Status> {
 /// The uid of the process at the other end of a unix-socket connection.
 fn peer_uid<T>(req: &Request<T>) -> Option<u32> {
     req.extensions().get::<UdsConnectInfo>()?.peer_cred.map(|c| c.uid())
+}
+
+/// The subject CN of the client's verified TLS certificate.
+fn client_name<T>(req: &Request<T>) -> Option<&str> {
+    req.extensions().get::<TlsConnectInfo>()?.client_name.as_deref()
 }
 
 /// The caller the interceptor found.

@@ -5,12 +5,16 @@
 //! It never reaches past `crate::core` (a tidy test checks).
 
 mod auth;
+mod cert_name;
 mod environments;
 mod events;
 mod fleet;
 mod sessions;
+mod tls;
 mod tokens;
 mod unix_authority;
+
+pub use tls::TlsFiles;
 
 use std::sync::Arc;
 
@@ -66,10 +70,13 @@ pub struct Listeners {
     pub addrs: Vec<String>,
     /// Group of the unix sockets (None: root only, 0600).
     pub socket_gid: Option<u32>,
+    /// TLS (and client certificates) on the TCP listeners.
+    pub tls: TlsFiles,
 }
 
 pub async fn serve(listeners: Listeners, core: Arc<dyn Paddock>) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
+    let tls = listeners.tls.acceptor()?;
     for addr in listeners.addrs {
         let router = router(core.clone()).await?;
         if let Some(path) = addr.strip_prefix("unix:") {
@@ -94,6 +101,16 @@ pub async fn serve(listeners: Listeners, core: Arc<dyn Paddock>) -> Result<()> {
         } else {
             let listener =
                 tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
+            if let Some(acceptor) = tls.clone() {
+                let how = match listeners.tls.client_ca.is_some() {
+                    true => "every call needs a client certificate or a bearer token",
+                    false => "every call needs a bearer token",
+                };
+                tracing::info!("serving TLS on {} ({how})", listener.local_addr()?);
+                let incoming = tls::incoming(listener, acceptor);
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+                continue;
+            }
             tracing::info!("serving on {} (every call needs a bearer token)", listener.local_addr()?);
             // Without TCP_NODELAY a streamed answer's small frames wait for the
             // client's delayed ACK (Nagle): about 40 ms on every ExecStream,

@@ -54,7 +54,8 @@ impl SessionManager {
                 return None;
             }
         }
-        // One ioctl (the qgroup limit of its subvolume).
+        // One ioctl (the qgroup limit of its subvolume); a session filesystem's
+        // size cannot change (the caller took no warm sandbox: see `warm_fits_disk`).
         if let (Some(disk), true) = (&self.disk, w.record.limits.disk_bytes != limits.disk_bytes) {
             if let Err(e) = disk.set_limit(&w.record.id, limits.disk_bytes) {
                 tracing::warn!(session = %w.record.id, "could not apply the disk limit to a warm sandbox: {e}");
@@ -250,9 +251,15 @@ impl SessionManager {
             self.dirs.container_root.clone(),
             self.cfg.session_files_dir(),
         ];
-        dirs.extend(self.dirs.scratch_dir.clone());
         dirs.extend(paddock_runtime::cgroups::parent_cgroup_dirs(&self.dirs.cgroup_parent));
         let mut found = BTreeSet::new();
+        // Disks: subvolumes, mount points, and images (one whose mount point
+        // a crash kept from being made is only a file).
+        for name in self.disk.iter().flat_map(|d| d.ids()) {
+            if is_session_id(&name) && !known.contains(&name) {
+                found.insert(name);
+            }
+        }
         for dir in dirs {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;

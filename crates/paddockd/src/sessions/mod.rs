@@ -198,9 +198,10 @@ impl SessionManager {
 
         // From the base pool, or the environment's own (env_warm.rs).
         let base = image.environment_id.is_empty();
-        let warm = match base {
-            true => self.take_warm(&image.rootfs, &limits).await,
-            false => self.take_env_warm(&image, &limits).await,
+        let warm = match (base, self.warm_fits_disk(&limits)) {
+            (_, false) => None,
+            (true, true) => self.take_warm(&image.rootfs, &limits).await,
+            (false, true) => self.take_env_warm(&image, &limits).await,
         };
         match (&warm, base) {
             (Some(_), _) => {}
@@ -421,7 +422,16 @@ impl SessionManager {
         }
     }
 
-    /// The session's subvolume of the disk image, limited to `bytes`.
+    /// Whether a warm sandbox (made with the default disk limit) can become
+    /// one with `limits`' disk limit.
+    fn warm_fits_disk(&self, limits: &SessionLimits) -> bool {
+        match &self.disk {
+            Some(disk) => disk.limit_can_change() || Some(limits.disk_bytes) == self.cfg.default_disk,
+            None => true,
+        }
+    }
+
+    /// The session's disk in the disk image, limited to `bytes`.
     fn prepare_disk(&self, id: &str, bytes: i64, userns: Option<IdRange>) -> Result<(), String> {
         match &self.disk {
             Some(disk) => disk.prepare(id, bytes, userns).map_err(|e| format!("disk limit: {e}")),
@@ -429,10 +439,10 @@ impl SessionManager {
         }
     }
 
-    /// Deletes the session's subvolume (after its sandbox is gone).
+    /// Deletes the session's disk (after its sandbox is gone).
     pub(super) fn release_disk(&self, id: &str) {
         if let Some(Err(e)) = self.disk.as_ref().map(|d| d.release(id)) {
-            tracing::error!(session = id, "removing the session's disk subvolume: {e}");
+            tracing::error!(session = id, "removing the session's disk: {e}");
         }
     }
 
