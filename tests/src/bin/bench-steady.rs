@@ -82,7 +82,8 @@ fn runc_bundle(dir: &Path, rootfs: &Path) {
     run_ok(Command::new("runc").arg("spec").arg("--bundle").arg(dir));
     let path = dir.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    spec["root"]["path"] = rootfs.to_string_lossy().into();
+    // runc wants the real path (the image's path is a symlink to its version).
+    spec["root"]["path"] = rootfs.canonicalize().unwrap().to_string_lossy().into();
     spec["root"]["readonly"] = true.into();
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(["sleep", "infinity"]);
@@ -187,14 +188,19 @@ fn main() {
     runc_bundle(&bundle, &image);
     let names: Vec<String> = (0..n).map(|i| format!("steady-{}-{i}", std::process::id())).collect();
     for name in &names {
-        run_ok(
-            Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["run", "-d", "--bundle"])
-                .arg(&bundle)
-                .arg(name),
-        );
+        // Detached, the container keeps the stdio it is given: not our pipes.
+        let started = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "-d", "--bundle"])
+            .arg(&bundle)
+            .arg(name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(started.success(), "runc run {name}: {started}");
         let seq = "for i in 1 2 3 4; do seq 1 200 > /workspace/f$i.txt; done";
         run_ok(Command::new("runc").arg("--root").arg(&root).args(["exec", name, "sh", "-c", seq]));
     }
