@@ -91,3 +91,57 @@ pub fn p50_max(mut v: Vec<Duration>) -> (Duration, Duration) {
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
+
+/// What a daemon and the host hold, for the limits many sessions run into:
+/// the daemon's and the runtime helper's open files, the host's tasks, the
+/// mounts in the daemon's mount namespace.
+#[derive(Debug, Default)]
+pub struct Holdings {
+    pub daemon_fds: usize,
+    pub helper_fds: usize,
+    pub host_tasks: usize,
+    pub daemon_mounts: usize,
+}
+
+/// The processes whose command line names `state_dir`: the daemon (its
+/// `--state-dir`) and the runtime helper (its socket there).
+fn processes_of(state_dir: &std::path::Path) -> Vec<(u32, String)> {
+    let needle = state_dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&needle) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+fn count_dir(p: String) -> usize {
+    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+}
+
+pub fn holdings(state_dir: &std::path::Path) -> Holdings {
+    let mut h = Holdings::default();
+    for (pid, cmd) in processes_of(state_dir) {
+        if cmd.contains("runtime-helper") {
+            h.helper_fds = count_dir(format!("/proc/{pid}/fd"));
+        } else if cmd.contains("--state-dir") {
+            h.daemon_fds = count_dir(format!("/proc/{pid}/fd"));
+            h.daemon_mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .map(|m| m.lines().count())
+                .unwrap_or(0);
+        }
+    }
+    // /proc/loadavg's fourth field: runnable/total tasks (threads) on the host.
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap();
+    h.host_tasks = avg.split_whitespace().nth(3).and_then(|f| f.split('/').nth(1)).unwrap().parse().unwrap();
+    h
+}
+
+/// The 1-minute load average (the machine is shared: every figure goes with it).
+pub fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}

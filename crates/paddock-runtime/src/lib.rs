@@ -119,6 +119,19 @@ impl SandboxProcess {
             None => false,
         }
     }
+
+    /// The sandbox's network namespace, opened through its init. The pins
+    /// made at create are unmounted once the init runs (each mount in the
+    /// host's table slowed every later create: BENCHMARKS.md, "Scale"), so
+    /// this is the one way in afterwards. Checked after the open: an fd got
+    /// from a reused pid is never returned.
+    pub fn open_netns(&self) -> anyhow::Result<std::fs::File> {
+        use anyhow::Context;
+        let path = format!("/proc/{}/ns/net", self.pid);
+        let ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        anyhow::ensure!(self.is_alive(), "the sandbox's init (pid {}) is gone", self.pid);
+        Ok(ns)
+    }
 }
 
 /// (state, start time) of a pid, from /proc/PID/stat.

@@ -47,11 +47,11 @@ pub fn wire_veth(pin: &Path, net: &SandboxNet) -> Result<()> {
 /// Brings the sandbox's `eth0` up (with its default route) or down (then the
 /// sandbox has no route but loopback). Safe to call from any thread: the
 /// namespace switch happens on a thread of its own.
-pub fn set_sandbox_link(pin: &Path, net: &SandboxNet, up: bool) -> Result<()> {
-    let pin = pin.to_path_buf();
+pub fn set_sandbox_link(netns: &File, net: &SandboxNet, up: bool) -> Result<()> {
+    let netns = netns.try_clone().context("duplicating the namespace's fd")?;
     let gateway = net.host_addr;
     std::thread::spawn(move || {
-        in_netns(&pin, || {
+        in_netns_of(&netns, || {
             set_up(SANDBOX_IF, up)?;
             if up {
                 add_default_route(gateway)?;
@@ -94,8 +94,14 @@ pub fn delete_link(name: &str) -> Result<()> {
 /// Runs `f` with the calling thread in the network namespace pinned at `pin`,
 /// then returns the thread to the namespace it was in.
 pub(crate) fn in_netns<T>(pin: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let original = File::open("/proc/thread-self/ns/net").context("opening the current network namespace")?;
     let target = File::open(pin).with_context(|| format!("opening {}", pin.display()))?;
+    in_netns_of(&target, f)
+}
+
+/// Runs `f` with the calling thread in the network namespace `target` (an
+/// open nsfs file), then returns the thread to the namespace it was in.
+fn in_netns_of<T>(target: &File, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let original = File::open("/proc/thread-self/ns/net").context("opening the current network namespace")?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("entering the sandbox's network namespace")?;
     let result = f();
     setns(original.as_fd(), CloneFlags::CLONE_NEWNET).context("returning to the host network namespace")?;

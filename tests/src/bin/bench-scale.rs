@@ -5,6 +5,8 @@
 //!
 //! usage: bench-scale [LEVEL...]   (default 1 100 300; run as root;
 //! scripts/bench.sh builds it). Each level adds sessions to the last.
+//!        bench-scale --defaults      a daemon with the defaults (but a /16
+//!        of its own, the default's size), filled until CreateSession fails.
 
 use std::time::{Duration, Instant};
 
@@ -34,8 +36,30 @@ fn scrape(addr: &str) -> (Duration, usize) {
     (t.elapsed(), out.stdout.len())
 }
 
+/// Fills a daemon started with the defaults until a create fails; prints
+/// how many it held and why it stopped.
+async fn defaults() {
+    let d = Daemon::start_with(test_image(), vec!["--sandbox-subnet".into(), big_subnet()], None);
+    let mut c = d.client().await;
+    let mut ids = Vec::new();
+    let err = loop {
+        let req = paddock_proto::v1::CreateSessionRequest::default();
+        match c.create_session(req).await {
+            Ok(s) => ids.push(s.into_inner().id),
+            Err(e) => break e,
+        }
+    };
+    println!("defaults: {} sessions, then {:?}: {}", ids.len(), err.code(), err.message());
+    for id in ids {
+        delete_timed(&mut c, &id).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--defaults") {
+        return defaults().await;
+    }
     let mut levels: Vec<usize> =
         std::env::args().skip(1).map(|a| a.parse().expect("a session count")).collect();
     if levels.is_empty() {
@@ -59,9 +83,37 @@ async fn main() {
         "MiB/sess",
         "scrape"
     );
+    let (mut holds, mut stopped) = (Vec::new(), false);
     for level in levels {
+        if stopped {
+            break;
+        }
+        // Creates while filling: cold (the warm pool of 2 is drained at once).
+        let (mut fill, t) = (vec![], Instant::now());
         while ids.len() < level {
-            ids.push(create_timed(&mut c).await.0);
+            // A limit met while filling ends the run, measured and cleaned
+            // up, not a panic that leaves thousands of sandboxes behind.
+            let t = Instant::now();
+            match c.create_session(paddock_proto::v1::CreateSessionRequest::default()).await {
+                Ok(s) => ids.push(s.into_inner().id),
+                Err(e) => {
+                    println!("stopped at {} live: {:?}: {}", ids.len(), e.code(), e.message());
+                    stopped = true;
+                    break;
+                }
+            }
+            fill.push(t.elapsed());
+        }
+        if !fill.is_empty() {
+            let (p, m) = p50_max(fill.clone());
+            println!(
+                "filled to {level} in {:.0} s: create p50 {} max {}, last 100 p50 {} (load {:.2})",
+                t.elapsed().as_secs_f64(),
+                ms(p),
+                ms(m),
+                ms(p50_max(fill[fill.len().saturating_sub(100)..].to_vec()).0),
+                load1()
+            );
         }
         // Let the warm pool refill and the host settle after the burst.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -84,6 +136,7 @@ async fn main() {
             ids.push(id);
         }
         let (create, delete) = (p50_max(creates), p50_max(deletes));
+        holds.push((ids.len(), holdings(&d.state_dir), load1()));
         println!(
             "{:>6} {:>18} {:>18} {:>18} {:>18} {:>10.2} {:>16}",
             ids.len(),
@@ -99,7 +152,16 @@ async fn main() {
         "(scrape: p50 / max of 5 GETs of /metrics with the live sessions; {} bytes at the last level)",
         scrape(&metrics).1
     );
+    for (n, h, load) in holds {
+        println!(
+            "at {n} live (load {load:.2}): daemon {} fds, helper {} fds, {} mounts in the daemon's namespace, {} tasks on the host",
+            h.daemon_fds, h.helper_fds, h.daemon_mounts, h.host_tasks
+        );
+    }
+    let t = Instant::now();
+    let n = ids.len();
     for id in ids {
         delete_timed(&mut c, &id).await;
     }
+    println!("deleted {n} in {:.0} s", t.elapsed().as_secs_f64());
 }

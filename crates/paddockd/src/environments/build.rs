@@ -123,16 +123,15 @@ impl Builder {
         let sandbox =
             self.sandbox_config(id, step, net, userns, files).map_err(|e| failure(format!("{e:#}"), ""))?;
         let runtime = self.runtime.clone();
-        match tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await {
-            Ok(Ok(_)) => {}
+        let init = match tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await {
+            Ok(Ok(init)) => init,
             Ok(Err(e)) => return Err(failure(format!("starting the build container: {e}"), "")),
             Err(e) => return Err(failure(format!("starting the build container: {e}"), "")),
-        }
+        };
         if let Some(n) = net {
             self.net.created(n);
-            let pin = SandboxPaths::new(&self.dirs.sandboxes_dir, id).netns();
             self.net
-                .apply(id, n, &pin, &build_policy())
+                .apply(id, n, &init, &build_policy())
                 .await
                 .map_err(|e| failure(format!("the build container's network: {}", e.message()), ""))?;
         }

@@ -33,6 +33,7 @@ use crate::core::error::Error;
 use anyhow::{Context, Result};
 use paddock_proto::v1::Denial;
 use paddock_runtime::netdev::{self, SandboxNet};
+use paddock_runtime::SandboxProcess;
 
 use self::addrs::{AddressGuard, Cidr};
 use self::policy::{Mode, Policy, PolicySpec, Rule};
@@ -325,12 +326,13 @@ impl NetManager {
     // ----------------------------------------------------------- policies
 
     /// Puts `spec` in force for session `id` on `net`: brings its link up or
-    /// down to match the mode and routes its traffic by the policy.
+    /// down to match the mode (in the namespace of the sandbox's `init`) and
+    /// routes its traffic by the policy.
     pub async fn apply(
         &self,
         id: &str,
         net: &SandboxNet,
-        pin: &Path,
+        init: &SandboxProcess,
         spec: &PolicySpec,
     ) -> Result<(), Error> {
         let up = spec.mode != Mode::None;
@@ -340,8 +342,8 @@ impl NetManager {
         // Entering the sandbox's namespace takes a thread: only when the state changes.
         let known = self.links_up.lock().unwrap().get(&net.sandbox_addr).copied();
         if known != Some(up) {
-            let (pin, n) = (pin.to_path_buf(), net.clone());
-            tokio::task::spawn_blocking(move || netdev::set_sandbox_link(&pin, &n, up))
+            let (init, n) = (*init, net.clone());
+            tokio::task::spawn_blocking(move || netdev::set_sandbox_link(&init.open_netns()?, &n, up))
                 .await
                 .map_err(|e| Error::internal(e.to_string()))?
                 .map_err(link_error)?;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::network::init_of;
 use super::{is_session_id, Entry, SessionManager};
 use crate::core::caller::Caller;
 use crate::core::events::StopReason;
@@ -187,7 +188,11 @@ impl SessionManager {
             known.insert(id.clone());
             if let (SessionState::Running | SessionState::Paused, Some(net)) = (record.state, &record.net) {
                 let policy = record.network.clone().unwrap_or_default();
-                if let Err(e) = self.net.apply(&id, net, &self.netns_of(&id), &policy).await {
+                let applied = match init_of(&record) {
+                    Ok(init) => self.net.apply(&id, net, &init, &policy).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = applied {
                     tracing::error!(session = id, "restoring the session's network: {}", e.message());
                 }
             }

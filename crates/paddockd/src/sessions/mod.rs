@@ -55,6 +55,7 @@ use crate::store::{SessionLimits, SessionRecord, SessionState, Store};
 use crate::time::now_ms;
 use crate::uid_ranges::UidRanges;
 use crate::warm::{EnvPools, WarmPool};
+use network::init_of;
 use session_files::SessionFiles;
 use state::Op;
 
@@ -226,7 +227,10 @@ impl SessionManager {
             return Err(e);
         }
         let applied = match &record.net {
-            Some(net) => self.net.apply(&record.id, net, &self.netns_of(&record.id), &policy).await,
+            Some(net) => match init_of(&record) {
+                Ok(init) => self.net.apply(&record.id, net, &init, &policy).await,
+                Err(e) => Err(e),
+            },
             None if policy.mode == Mode::None => Ok(()),
             None => Err(Error::failed_precondition(
                 "network: this daemon runs with networking off (--sandbox-subnet off); only mode none is possible",
@@ -534,10 +538,6 @@ impl SessionManager {
         if let Err(e) = self.store.remove(&record.id) {
             tracing::error!(session = %record.id, "removing the record of a removed sandbox: {e:#}");
         }
-    }
-
-    fn netns_of(&self, id: &str) -> PathBuf {
-        SandboxPaths::new(&self.dirs.sandboxes_dir, id).netns()
     }
 
     async fn destroy_sandbox(&self, id: &str) {

@@ -11,6 +11,7 @@ use crate::core::error::internal;
 use crate::core::events::EventKind;
 use crate::network::policy::{Mode, PolicySpec};
 use crate::store::SessionRecord;
+use paddock_runtime::SandboxProcess;
 
 impl SessionManager {
     pub async fn network_status(&self, caller: &Caller, id: &str) -> Result<NetworkStatus, Error> {
@@ -43,7 +44,7 @@ impl SessionManager {
             s.record.network = previous;
             return Err(internal(e));
         }
-        self.net.apply(&s.record.id, &net, &self.netns_of(&s.record.id), &spec).await?;
+        self.net.apply(&s.record.id, &net, &init_of(&s.record)?, &spec).await?;
         tracing::info!(session = %s.record.id, mode = ?spec.mode, "network policy updated");
         self.events.publish(EventKind::SessionNetworkUpdated, &s.record.id, &s.record.tenant);
         Ok(self.status_of(&s))
@@ -82,4 +83,12 @@ impl SessionManager {
         }
         self.net.shutdown(&nets);
     }
+}
+
+/// The sandbox's init: its network namespace is entered through it (the
+/// namespace's pin is gone once the init runs).
+pub(super) fn init_of(record: &SessionRecord) -> Result<SandboxProcess, Error> {
+    record.process.ok_or_else(|| {
+        Error::failed_precondition(format!("session {}: its sandbox is not running (no init)", record.id))
+    })
 }
