@@ -75,7 +75,7 @@ pub async fn handle(
         "Move" => connect::unary(fs.rename(&msg).await),
         "Remove" => connect::unary(fs.remove(&path).await),
         "WatchDir" => match fs.watch(&path, &msg).await {
-            Ok(events) => fs.stream_watch(path, events, keepalive),
+            Ok(events) => fs.stream_watch(path, events, keepalive, include_entry(&msg)),
             Err(e) => connect::stream_error(e),
         },
         "CreateWatcher" => connect::unary(fs.create_watcher(&path, &msg).await),
@@ -88,6 +88,7 @@ pub async fn handle(
     }
 }
 
+#[derive(Clone)]
 struct Fs {
     e2b: Arc<E2b>,
     caller: Caller,
@@ -106,8 +107,8 @@ fn permissions(t: pb::FileType, mode: u32) -> String {
     format!("{kind}{bits}")
 }
 
-/// A Paddock FileInfo as envd's EntryInfo. Paddock keeps no owner names, so
-/// `owner` and `group` are left out.
+/// A Paddock FileInfo as envd's EntryInfo. An owner or group the sandbox
+/// has no name for is given by number, as envd gives it.
 pub fn entry(f: &pb::FileInfo) -> Value {
     let t = f.r#type();
     let name = f.path.rsplit('/').next().unwrap_or("").to_string();
@@ -124,11 +125,39 @@ pub fn entry(f: &pb::FileInfo) -> Value {
         "mode": f.mode,
         "permissions": permissions(t, f.mode),
         "modifiedTime": rfc3339(f.modified_at_ms),
+        "owner": if f.owner.is_empty() { f.uid.to_string() } else { f.owner.clone() },
+        "group": if f.group.is_empty() { f.gid.to_string() } else { f.group.clone() },
     });
     if !f.link_target.is_empty() {
         v["symlinkTarget"] = json!(f.link_target);
     }
+    if let Some(m) = super::files::metadata(f) {
+        v["metadata"] = m;
+    }
     v
+}
+
+/// Most links followed for one entry, as the kernel's own limit (ELOOP).
+const MAX_LINKS: usize = 40;
+
+/// `target` of a link at `link`, as an absolute path without `.` and `..`.
+fn link_destination(link: &str, target: &str) -> String {
+    let base = if target.starts_with('/') {
+        String::new()
+    } else {
+        link.rsplit_once('/').map(|(d, _)| d).unwrap_or("").to_string()
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for p in base.split('/').chain(target.split('/')) {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 impl Fs {
@@ -141,8 +170,32 @@ impl Fs {
         self.e2b.core.stat(&self.caller, req).await
     }
 
+    /// envd's Stat follows a symlink: the entry is the link's (its name
+    /// and path) with what it points at (type, size, mode...), and
+    /// `symlinkTarget` the absolute path of where it ends. A dangling link
+    /// stays a symlink.
     async fn stat(&self, path: &str) -> Result<Value> {
-        Ok(entry(&self.stat_info(path).await?))
+        let link = self.stat_info(path).await?;
+        if link.r#type() != pb::FileType::Symlink {
+            return Ok(entry(&link));
+        }
+        let mut at = link.clone();
+        for _ in 0..MAX_LINKS {
+            if at.r#type() != pb::FileType::Symlink {
+                let mut v = entry(&at);
+                v["name"] = json!(link.path.rsplit('/').next().unwrap_or(""));
+                v["path"] = json!(link.path);
+                v["symlinkTarget"] = json!(at.path);
+                return Ok(v);
+            }
+            let next = link_destination(&at.path, &at.link_target);
+            match self.stat_info(&next).await {
+                Ok(i) => at = i,
+                Err(e) if e.code() == Code::NotFound => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(entry(&link))
     }
 
     async fn list(&self, path: &str, msg: &Value) -> Result<Value> {
@@ -180,8 +233,11 @@ impl Fs {
 
     async fn remove(&self, path: &str) -> Result<Value> {
         let req = pb::RemoveRequest { session_id: self.id.clone(), path: path.into(), recursive: true };
-        self.e2b.core.remove(&self.caller, req).await?;
-        Ok(json!({}))
+        match self.e2b.core.remove(&self.caller, req).await {
+            // envd removes with os.RemoveAll: what is not there is removed already.
+            Err(e) if e.code() == Code::NotFound => Ok(json!({})),
+            r => r.map(|_| json!({})),
+        }
     }
 
     async fn watch(&self, path: &str, msg: &Value) -> Result<Stream<pb::WatchEvent>> {
@@ -196,11 +252,26 @@ impl Fs {
         self.e2b.core.watch(&self.caller, req).await
     }
 
+    /// The events, each with the entry of its path if that still exists
+    /// (envd's `includeEntry`, best effort as there).
+    async fn with_entries(&self, root: &str, mut events: Vec<Value>, include: bool) -> Vec<Value> {
+        if include {
+            for e in &mut events {
+                let path = format!("{}/{}", root.trim_end_matches('/'), e["name"].as_str().unwrap_or(""));
+                if let Ok(i) = self.stat_info(&path).await {
+                    e["entry"] = entry(&i);
+                }
+            }
+        }
+        events
+    }
+
     fn stream_watch(
         self,
         root: String,
         mut events: Stream<pb::WatchEvent>,
         keepalive: std::time::Duration,
+        include: bool,
     ) -> Response<Body> {
         let (tx, resp) = connect::stream();
         tokio::spawn(async move {
@@ -220,7 +291,7 @@ impl Fs {
                     None => break None,
                     Some(Err(e)) => break Some(e),
                     Some(Ok(ev)) => {
-                        for e in fs_events(&root, &ev) {
+                        for e in self.with_entries(&root, fs_events(&root, &ev), include).await {
                             if !tx.send(json!({"filesystem": e})).await {
                                 return;
                             }
@@ -238,17 +309,20 @@ impl Fs {
         let watcher_id = format!("w-{:016x}", rand::random::<u64>());
         let (events, ended) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(None)));
         let root = path.to_string();
+        let include = include_entry(msg);
         let task = {
-            let (events, ended) = (events.clone(), ended.clone());
+            let (events, ended, fs) = (events.clone(), ended.clone(), self.clone());
             tokio::spawn(async move {
                 while let Some(ev) = stream.next().await {
                     match ev {
                         Ok(ev) => {
+                            let new = fs.with_entries(&root, fs_events(&root, &ev), include).await;
                             let mut buf = events.lock().unwrap();
-                            if buf.len() >= MAX_BUFFERED_EVENTS {
-                                buf.remove(0);
+                            buf.extend(new);
+                            if buf.len() > MAX_BUFFERED_EVENTS {
+                                let over = buf.len() - MAX_BUFFERED_EVENTS;
+                                buf.drain(..over);
                             }
-                            buf.extend(fs_events(&root, &ev));
                         }
                         Err(e) => {
                             *ended.lock().unwrap() = Some(e);
@@ -314,6 +388,12 @@ fn fs_events(root: &str, ev: &pb::WatchEvent) -> Vec<Value> {
         pb::WatchEventKind::Unspecified => &[],
     };
     kinds.iter().map(|k| json!({"name": name, "type": k})).collect()
+}
+
+/// envd ≥ 0.6.3's `includeEntry`. (`allowNetworkMounts`, 0.6.4, needs
+/// nothing: Paddock's sandboxes have no network mounts to refuse.)
+fn include_entry(msg: &Value) -> bool {
+    msg["includeEntry"].as_bool() == Some(true)
 }
 
 /// Called when a sandbox is killed through the control plane.

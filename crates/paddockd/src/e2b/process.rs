@@ -188,7 +188,14 @@ impl Proc {
     fn stream(self, pid: i32, offset: u64, pty: bool, keepalive: Duration) -> Response<Body> {
         let (tx, resp) = connect::stream();
         tokio::spawn(async move {
-            let result = self.pump(&tx, pid, offset, pty, keepalive).await;
+            let result = match self.pump(&tx, pid, offset, pty, keepalive).await {
+                Err(e) if !self.sandbox_alive().await => Err(Error::unavailable(format!(
+                    "the connection to sandbox {} ended before the stream completed ({})",
+                    self.id,
+                    e.message()
+                ))),
+                r => r,
+            };
             tx.end(result.err()).await;
         });
         resp
@@ -231,6 +238,19 @@ impl Proc {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the sandbox still runs. When a stream breaks because it was
+    /// killed, envd's answer is UNAVAILABLE with a message that does not say
+    /// why: the SDK then probes /health, whose 502 "not found" tells it the
+    /// sandbox is gone, and says so.
+    async fn sandbox_alive(&self) -> bool {
+        self.e2b.core.get_session(&self.caller, &self.id).await.is_ok_and(|s| {
+            matches!(
+                pb::SessionState::try_from(s.state),
+                Ok(pb::SessionState::Running | pb::SessionState::Paused)
+            )
+        })
     }
 
     async fn processes(&self) -> Result<Vec<pb::ProcessInfo>> {
