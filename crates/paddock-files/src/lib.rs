@@ -104,7 +104,7 @@ pub async fn list(root: PathBuf, depth: u32) -> Result<ListDirResponse, Status> 
     let depth = depth.max(1);
     blocking(move || {
         let mut entries = Vec::new();
-        let names = Names::load();
+        let owners = Names::load();
         let mut queue = vec![(root.clone(), 1u32)];
         // Read the root first so that "not a directory" is an error, not an empty list.
         fs::read_dir(&root).map_err(|e| fs_status(&root, e))?;
@@ -116,7 +116,7 @@ pub async fn list(root: PathBuf, depth: u32) -> Result<ListDirResponse, Status> 
                 if entries.len() >= LIST_MAX_ENTRIES {
                     return Ok(ListDirResponse { entries, truncated: true });
                 }
-                let Ok(i) = info_named(&p, &names) else { continue };
+                let Ok(i) = info_named(&p, &owners) else { continue };
                 if i.r#type == FileType::Directory as i32 && level < depth {
                     queue.push((p.clone(), level + 1));
                 }

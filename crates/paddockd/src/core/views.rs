@@ -95,6 +95,7 @@ pub fn environment(envs: &EnvironmentManager, r: &EnvironmentRecord) -> Environm
         },
         tenant: r.tenant.clone(),
         warm_sandboxes: r.warm_sandboxes,
+        shared: r.shared,
         image_env: r.image_config.env.iter().cloned().collect(),
         working_dir: r.image_config.working_dir.clone(),
         user: r.image_config.user.clone(),

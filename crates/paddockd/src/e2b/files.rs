@@ -83,6 +83,7 @@ async fn download(e2b: &Arc<E2b>, caller: Caller, id: String, path: String, gzip
         let mut gz = gzip.then(|| GzEncoder::new(Vec::new(), Compression::fast()));
         let mut next = Some(Ok(first));
         loop {
+            let last = next.is_none();
             let data = match next {
                 // An error mid-file cuts the body short, which the client sees.
                 Some(Err(_)) => return,
@@ -101,7 +102,7 @@ async fn download(e2b: &Arc<E2b>, caller: Caller, id: String, path: String, gzip
             if !data.is_empty() && tx.send(data).await.is_err() {
                 return;
             }
-            if next.is_none() {
+            if last {
                 return;
             }
             next = chunks.next().await;

@@ -21,6 +21,7 @@ mod managers;
 mod oci;
 pub mod packages;
 mod pins;
+mod shared;
 mod snapshot;
 mod store;
 mod toolchains;
@@ -276,6 +277,7 @@ impl EnvironmentManager {
             allow_privilege_escalation,
             image_config: ImageConfig::default(),
             warm_sandboxes: 0,
+            shared: false,
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
@@ -326,7 +328,7 @@ impl EnvironmentManager {
 
     pub async fn list(&self, caller: &Caller) -> Vec<EnvironmentRecord> {
         let mut out: Vec<_> =
-            self.records.lock().await.values().filter(|r| caller.sees(&r.tenant)).cloned().collect();
+            self.records.lock().await.values().filter(|r| caller.sees(&r.tenant) || r.shared).cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.tenant.cmp(&b.tenant)));
         out
     }
