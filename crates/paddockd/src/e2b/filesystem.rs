@@ -275,6 +275,7 @@ impl Fs {
     ) -> Response<Body> {
         let (tx, resp) = connect::stream();
         tokio::spawn(async move {
+            let mut translate = Translator::default();
             if !tx.send(json!({"start": {}})).await {
                 return;
             }
@@ -291,7 +292,7 @@ impl Fs {
                     None => break None,
                     Some(Err(e)) => break Some(e),
                     Some(Ok(ev)) => {
-                        for e in self.with_entries(&root, fs_events(&root, &ev), include).await {
+                        for e in self.with_entries(&root, translate.events(&root, &ev), include).await {
                             if !tx.send(json!({"filesystem": e})).await {
                                 return;
                             }
@@ -313,10 +314,11 @@ impl Fs {
         let task = {
             let (events, ended, fs) = (events.clone(), ended.clone(), self.clone());
             tokio::spawn(async move {
+                let mut translate = Translator::default();
                 while let Some(ev) = stream.next().await {
                     match ev {
                         Ok(ev) => {
-                            let new = fs.with_entries(&root, fs_events(&root, &ev), include).await;
+                            let new = fs.with_entries(&root, translate.events(&root, &ev), include).await;
                             let mut buf = events.lock().unwrap();
                             buf.extend(new);
                             if buf.len() > MAX_BUFFERED_EVENTS {
@@ -366,28 +368,42 @@ impl Fs {
     }
 }
 
-/// A watch event as envd reports it: the path relative to the watched
-/// directory, and fsnotify's event type (a move is RENAME where it left and
-/// CREATE where it went).
+/// Watch events as envd reports them: paths relative to the watched
+/// directory, fsnotify's event types.
 ///
 /// Paddock writes an upload to a hidden temporary name and renames it into
-/// place; envd writes in place. So the temporary file's events are dropped
-/// and arriving by rename reads as CREATE then WRITE.
-fn fs_events(root: &str, ev: &pb::WatchEvent) -> Vec<Value> {
-    let name = ev.path.strip_prefix(root).map(|p| p.trim_start_matches('/')).unwrap_or(&ev.path);
-    let base = name.rsplit('/').next().unwrap_or(name);
-    if base.starts_with('.') && base.rsplit_once(".upload-").is_some_and(|(_, h)| h.len() == 16) {
-        return vec![];
+/// place, where envd creates the file, sets its owner and writes it. So the
+/// temporary file's events are dropped, and its landing (a move from the
+/// temporary name) reads as envd's CREATE, CHMOD, WRITE; any other move in
+/// is fsnotify's CREATE, a move out its RENAME.
+#[derive(Default)]
+struct Translator {
+    /// The last event moved an upload's temporary file away.
+    landing: bool,
+}
+
+impl Translator {
+    fn events(&mut self, root: &str, ev: &pb::WatchEvent) -> Vec<Value> {
+        let name = ev.path.strip_prefix(root).map(|p| p.trim_start_matches('/')).unwrap_or(&ev.path);
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let temporary =
+            base.starts_with('.') && base.rsplit_once(".upload-").is_some_and(|(_, h)| h.len() == 16);
+        let landing = std::mem::replace(&mut self.landing, false);
+        if temporary {
+            self.landing = ev.kind() == pb::WatchEventKind::MovedFrom;
+            return vec![];
+        }
+        let kinds: &[&str] = match ev.kind() {
+            pb::WatchEventKind::Created => &["EVENT_TYPE_CREATE"],
+            pb::WatchEventKind::MovedTo if landing => &["EVENT_TYPE_CREATE", "EVENT_TYPE_CHMOD", "EVENT_TYPE_WRITE"],
+            pb::WatchEventKind::MovedTo => &["EVENT_TYPE_CREATE"],
+            pb::WatchEventKind::Modified => &["EVENT_TYPE_WRITE"],
+            pb::WatchEventKind::Removed => &["EVENT_TYPE_REMOVE"],
+            pb::WatchEventKind::MovedFrom => &["EVENT_TYPE_RENAME"],
+            pb::WatchEventKind::Unspecified => &[],
+        };
+        kinds.iter().map(|k| json!({"name": name, "type": k})).collect()
     }
-    let kinds: &[&str] = match ev.kind() {
-        pb::WatchEventKind::Created => &["EVENT_TYPE_CREATE"],
-        pb::WatchEventKind::MovedTo => &["EVENT_TYPE_CREATE", "EVENT_TYPE_WRITE"],
-        pb::WatchEventKind::Modified => &["EVENT_TYPE_WRITE"],
-        pb::WatchEventKind::Removed => &["EVENT_TYPE_REMOVE"],
-        pb::WatchEventKind::MovedFrom => &["EVENT_TYPE_RENAME"],
-        pb::WatchEventKind::Unspecified => &[],
-    };
-    kinds.iter().map(|k| json!({"name": name, "type": k})).collect()
 }
 
 /// envd ≥ 0.6.3's `includeEntry`. (`allowNetworkMounts`, 0.6.4, needs
