@@ -219,7 +219,8 @@ async fn a_shared_environment_is_usable_by_every_tenant_and_changed_by_none() {
     };
     let e = ea.update_environment(update).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    let e = ea.delete_environment(DeleteEnvironmentRequest { environment: common.id.clone() }).await.unwrap_err();
+    let e =
+        ea.delete_environment(DeleteEnvironmentRequest { environment: common.id.clone() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     let req = CreateEnvironmentRequest { name: "mine".into(), shared: true, ..Default::default() };
     let e = ea.create_environment(req).await.unwrap_err();
@@ -233,13 +234,18 @@ async fn a_shared_environment_is_usable_by_every_tenant_and_changed_by_none() {
     assert_eq!(got.into_inner().id, own.id);
 
     // Unshared, it is another tenant's again: NOT_FOUND by id.
-    let update = UpdateEnvironmentRequest { environment: common.id.clone(), shared: Some(false), ..Default::default() };
+    let update = UpdateEnvironmentRequest {
+        environment: common.id.clone(),
+        shared: Some(false),
+        ..Default::default()
+    };
     assert!(!root.update_environment(update).await.unwrap().into_inner().shared);
     let e = a.create_session(on(&common.id)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 }
 
 async fn list_names(envs: &mut EnvironmentsClient<Authed>) -> Vec<String> {
-    let all = envs.list_environments(paddock_proto::v1::ListEnvironmentsRequest {}).await.unwrap().into_inner();
+    let all =
+        envs.list_environments(paddock_proto::v1::ListEnvironmentsRequest {}).await.unwrap().into_inner();
     all.environments.into_iter().map(|e| e.name).collect()
 }

@@ -114,7 +114,12 @@ async fn create(core: &dyn Paddock, caller: &Caller, req: Request<Incoming>) -> 
         return Err(unsupported("volume mounts"));
     }
     if !body["mcp"].is_null() {
-        return Err(unsupported("the MCP gateway of a sandbox"));
+        // E2B's words for a gateway that does not start, so callers that
+        // handle that handle this; no sandbox is made.
+        return Err(e2b_error(
+            501,
+            "Failed to start MCP gateway: Paddock does not run E2B's MCP gateway in sandboxes",
+        ));
     }
     let mut labels = string_map(&body, "metadata")?;
     if let Some(k) = labels.keys().find(|k| k.starts_with(LABEL_PREFIX)) {

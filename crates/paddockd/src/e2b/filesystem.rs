@@ -395,7 +395,9 @@ impl Translator {
         }
         let kinds: &[&str] = match ev.kind() {
             pb::WatchEventKind::Created => &["EVENT_TYPE_CREATE"],
-            pb::WatchEventKind::MovedTo if landing => &["EVENT_TYPE_CREATE", "EVENT_TYPE_CHMOD", "EVENT_TYPE_WRITE"],
+            pb::WatchEventKind::MovedTo if landing => {
+                &["EVENT_TYPE_CREATE", "EVENT_TYPE_CHMOD", "EVENT_TYPE_WRITE"]
+            }
             pb::WatchEventKind::MovedTo => &["EVENT_TYPE_CREATE"],
             pb::WatchEventKind::Modified => &["EVENT_TYPE_WRITE"],
             pb::WatchEventKind::Removed => &["EVENT_TYPE_REMOVE"],

@@ -13,7 +13,7 @@ use paddock_proto::v1 as pb;
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
-use super::auth::{home, user};
+use super::auth::{home, resolve, user};
 use super::connect::{self, int_field, str_field, Sender};
 use super::control::ENV_LABEL_PREFIX;
 use super::http::Body;
@@ -144,10 +144,8 @@ impl Proc {
         if let Some(envs) = process["envs"].as_object() {
             env.extend(envs.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())));
         }
-        let cwd = match str_field(process, "cwd") {
-            c if c.is_empty() => home(user),
-            c => c,
-        };
+        // Relative to the user's home, as envd resolves it (and empty is the home).
+        let cwd = resolve(user, &str_field(process, "cwd"));
         let pty = msg["pty"]["size"].as_object().map(|s| pb::PtySize {
             rows: s.get("rows").and_then(Value::as_u64).unwrap_or(24) as u32,
             cols: s.get("cols").and_then(Value::as_u64).unwrap_or(80) as u32,

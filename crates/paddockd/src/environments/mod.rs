@@ -327,8 +327,14 @@ impl EnvironmentManager {
     }
 
     pub async fn list(&self, caller: &Caller) -> Vec<EnvironmentRecord> {
-        let mut out: Vec<_> =
-            self.records.lock().await.values().filter(|r| caller.sees(&r.tenant) || r.shared).cloned().collect();
+        let mut out: Vec<_> = self
+            .records
+            .lock()
+            .await
+            .values()
+            .filter(|r| caller.sees(&r.tenant) || r.shared)
+            .cloned()
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.tenant.cmp(&b.tenant)));
         out
     }

@@ -36,11 +36,18 @@ impl EnvironmentManager {
     pub fn check_share(caller: &Caller) -> Result<(), Error> {
         match caller.is_admin() {
             true => Ok(()),
-            false => Err(Error::permission_denied("shared: only an admin shares an environment with every tenant")),
+            false => {
+                Err(Error::permission_denied("shared: only an admin shares an environment with every tenant"))
+            }
         }
     }
 
-    pub async fn set_shared(&self, caller: &Caller, id: &str, shared: bool) -> Result<EnvironmentRecord, Error> {
+    pub async fn set_shared(
+        &self,
+        caller: &Caller,
+        id: &str,
+        shared: bool,
+    ) -> Result<EnvironmentRecord, Error> {
         Self::check_share(caller)?;
         let mut records = self.records.lock().await;
         let r = records
