@@ -30,6 +30,11 @@ struct Watcher {
     /// Its error, once the watch ended (the directory was removed...).
     ended: Arc<Mutex<Option<Error>>>,
     task: tokio::task::JoinHandle<()>,
+    /// The watched directory, and whether events carry entries: those are
+    /// read when the events are polled, so that an event is pollable as
+    /// soon as it happened (the SDK polls right after its own writes).
+    root: String,
+    include_entry: bool,
 }
 
 #[derive(Default)]
@@ -79,7 +84,7 @@ pub async fn handle(
             Err(e) => connect::stream_error(e),
         },
         "CreateWatcher" => connect::unary(fs.create_watcher(&path, &msg).await),
-        "GetWatcherEvents" => connect::unary(fs.watcher_events(&msg)),
+        "GetWatcherEvents" => connect::unary(fs.watcher_events(&msg).await),
         "RemoveWatcher" => connect::unary(fs.remove_watcher(&msg)),
         m => connect::unary_error(&Error::new(
             Code::Unimplemented,
@@ -312,13 +317,13 @@ impl Fs {
         let root = path.to_string();
         let include = include_entry(msg);
         let task = {
-            let (events, ended, fs) = (events.clone(), ended.clone(), self.clone());
+            let (events, ended, root) = (events.clone(), ended.clone(), root.clone());
             tokio::spawn(async move {
                 let mut translate = Translator::default();
                 while let Some(ev) = stream.next().await {
                     match ev {
                         Ok(ev) => {
-                            let new = fs.with_entries(&root, translate.events(&root, &ev), include).await;
+                            let new = translate.events(&root, &ev);
                             let mut buf = events.lock().unwrap();
                             buf.extend(new);
                             if buf.len() > MAX_BUFFERED_EVENTS {
@@ -335,7 +340,15 @@ impl Fs {
                 *ended.lock().unwrap() = Some(Error::not_found("the watched directory is gone"));
             })
         };
-        let w = Watcher { session: self.id.clone(), tenant: self.caller.tenant.clone(), events, ended, task };
+        let w = Watcher {
+            session: self.id.clone(),
+            tenant: self.caller.tenant.clone(),
+            events,
+            ended,
+            task,
+            root,
+            include_entry: include,
+        };
         self.e2b.watchers.0.lock().unwrap().insert(watcher_id.clone(), w);
         Ok(json!({"watcherId": watcher_id}))
     }
@@ -350,10 +363,12 @@ impl Fs {
         }
     }
 
-    fn watcher_events(&self, msg: &Value) -> Result<Value> {
-        let (events, ended) = self.with_watcher(msg, |w| {
-            (std::mem::take(&mut *w.events.lock().unwrap()), w.ended.lock().unwrap().clone())
+    async fn watcher_events(&self, msg: &Value) -> Result<Value> {
+        let (events, ended, root, include) = self.with_watcher(msg, |w| {
+            let events = std::mem::take(&mut *w.events.lock().unwrap());
+            (events, w.ended.lock().unwrap().clone(), w.root.clone(), w.include_entry)
         })?;
+        let events = self.with_entries(&root, events, include).await;
         match ended {
             // Whatever came before the end is delivered first.
             Some(e) if events.is_empty() => Err(e),
