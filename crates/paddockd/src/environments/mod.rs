@@ -418,11 +418,20 @@ impl EnvironmentManager {
     /// `check_warm` first).
     pub async fn set_warm(&self, id: &str, n: u32) -> Result<EnvironmentRecord, Error> {
         self.check_warm(n)?;
+        self.set_field(id, |r| r.warm_sandboxes = n).await
+    }
+
+    /// Changes one field of environment `id`'s record and saves it.
+    async fn set_field(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut EnvironmentRecord),
+    ) -> Result<EnvironmentRecord, Error> {
         let mut records = self.records.lock().await;
         let r = records
             .get_mut(id)
             .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
-        r.warm_sandboxes = n;
+        change(r);
         self.store.save(r).map_err(internal)?;
         Ok(r.clone())
     }

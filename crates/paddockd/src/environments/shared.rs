@@ -6,7 +6,7 @@
 
 use super::{EnvironmentManager, EnvironmentRecord};
 use crate::core::caller::Caller;
-use crate::core::error::{internal, Code, Error};
+use crate::core::error::{Code, Error};
 
 impl EnvironmentManager {
     /// The lookup for using an environment (a session on it, reading it):
@@ -49,12 +49,6 @@ impl EnvironmentManager {
         shared: bool,
     ) -> Result<EnvironmentRecord, Error> {
         Self::check_share(caller)?;
-        let mut records = self.records.lock().await;
-        let r = records
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
-        r.shared = shared;
-        self.store.save(r).map_err(internal)?;
-        Ok(r.clone())
+        self.set_field(id, |r| r.shared = shared).await
     }
 }
