@@ -22,6 +22,8 @@ use crate::core::{Caller, Code, Error, Result, Stream};
 /// Events a watcher holds before the oldest are dropped (an unpolled watcher
 /// must not grow without bound).
 const MAX_BUFFERED_EVENTS: usize = 10_000;
+/// How long a poll that finds no events waits for some to arrive.
+const EVENTS_IN_FLIGHT: std::time::Duration = std::time::Duration::from_millis(100);
 
 struct Watcher {
     session: String,
@@ -35,6 +37,8 @@ struct Watcher {
     /// soon as it happened (the SDK polls right after its own writes).
     root: String,
     include_entry: bool,
+    /// Told when events arrive, for a poll that found none.
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -314,10 +318,12 @@ impl Fs {
         let mut stream = self.watch(path, msg).await?;
         let watcher_id = format!("w-{:016x}", rand::random::<u64>());
         let (events, ended) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(None)));
+        let arrived = Arc::new(tokio::sync::Notify::new());
         let root = path.to_string();
         let include = include_entry(msg);
         let task = {
-            let (events, ended, root) = (events.clone(), ended.clone(), root.clone());
+            let (events, ended, root, arrived) =
+                (events.clone(), ended.clone(), root.clone(), arrived.clone());
             tokio::spawn(async move {
                 let mut translate = Translator::default();
                 while let Some(ev) = stream.next().await {
@@ -330,6 +336,7 @@ impl Fs {
                                 let over = buf.len() - MAX_BUFFERED_EVENTS;
                                 buf.drain(..over);
                             }
+                            arrived.notify_one();
                         }
                         Err(e) => {
                             *ended.lock().unwrap() = Some(e);
@@ -348,6 +355,7 @@ impl Fs {
             task,
             root,
             include_entry: include,
+            arrived,
         };
         self.e2b.watchers.0.lock().unwrap().insert(watcher_id.clone(), w);
         Ok(json!({"watcherId": watcher_id}))
@@ -364,10 +372,18 @@ impl Fs {
     }
 
     async fn watcher_events(&self, msg: &Value) -> Result<Value> {
-        let (events, ended, root, include) = self.with_watcher(msg, |w| {
+        let take = |w: &Watcher| {
             let events = std::mem::take(&mut *w.events.lock().unwrap());
-            (events, w.ended.lock().unwrap().clone(), w.root.clone(), w.include_entry)
-        })?;
+            (events, w.ended.lock().unwrap().clone(), w.root.clone(), w.include_entry, w.arrived.clone())
+        };
+        let (mut events, mut ended, root, include, arrived) = self.with_watcher(msg, take)?;
+        // The SDK polls right after its own change returns, while that
+        // change's events may still be on their way from the sandbox: a
+        // poll that finds none waits a moment for them.
+        if events.is_empty() && ended.is_none() {
+            let _ = tokio::time::timeout(EVENTS_IN_FLIGHT, arrived.notified()).await;
+            (events, ended, ..) = self.with_watcher(msg, take)?;
+        }
         let events = self.with_entries(&root, events, include).await;
         match ended {
             // Whatever came before the end is delivered first.
