@@ -8,15 +8,25 @@
 # these do too (`allow_internet_access=False` or `network.denyOut` at create
 # narrow it per sandbox).
 #
-# usage: scripts/e2b-templates.sh [--minimal] [paddock CLI flags, e.g. --addr unix:/path]
+# They are shared (`--shared`, an admin's call: the unix socket's operator),
+# so every tenant's API key can use them, and each keeps a warm pool
+# (`--warm N`): sandboxes started ahead of demand, so that `Sandbox.create()`
+# does not wait for one to boot.
+#
+# usage: scripts/e2b-templates.sh [--minimal] [--warm N] [paddock CLI flags, e.g. --addr unix:/path]
 #   --minimal: code-interpreter-v1 without the extra data-science packages
 #              (the base image's numpy and matplotlib only), for the tests.
+#   --warm N:  warm sandboxes per template (default 2; 0: none).
 set -euo pipefail
 minimal=false
-if [ "${1:-}" = --minimal ]; then
-    minimal=true
-    shift
-fi
+warm=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --minimal) minimal=true; shift ;;
+        --warm) warm=$2; shift 2 ;;
+        *) break ;;
+    esac
+done
 paddock=(paddock "$@")
 if [ -n "${PADDOCK_BIN:-}" ]; then paddock=("$PADDOCK_BIN" "$@"); fi
 
@@ -32,11 +42,12 @@ make_env() {
     for p in "$@"; do apt+=(--apt "$p"); done
     if "${paddock[@]}" env show "$name" >/dev/null 2>&1; then
         "${paddock[@]}" env rm "$name" >/dev/null 2>&1 || {
-            echo "e2b-templates: $name is in use; leaving it as it is" >&2
+            echo "e2b-templates: $name is in use; leaving it as it is (warm pool: $warm)" >&2
+            "${paddock[@]}" env update "$name" --warm "$warm" --shared true >/dev/null
             return 0
         }
     fi
-    "${paddock[@]}" env create "$name" --description "E2B template $name" \
+    "${paddock[@]}" env create "$name" --description "E2B template $name" --warm "$warm" --shared \
         --allow-privilege-escalation --network unrestricted "${apt[@]}" >/dev/null
     "${paddock[@]}" env build --plain "$name"
 }

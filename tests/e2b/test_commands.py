@@ -4,7 +4,7 @@ background commands, kill, stdin, and a PTY."""
 import time
 
 import pytest
-from e2b import CommandExitException, Sandbox
+from e2b import CommandExitException, Sandbox, TimeoutException
 from e2b.sandbox.commands.command_handle import PtySize
 
 
@@ -89,3 +89,12 @@ def test_pty(sandbox):
     assert e.value.exit_code == 3
     text = data.decode(errors="replace")
     assert "30 100" in text and "/dev/pts/" in text
+
+
+def test_a_killed_sandbox_ends_its_commands_saying_so():
+    sbx = Sandbox.create("base")
+    cmd = sbx.commands.run("sleep 60", background=True)
+    sbx.kill()
+    with pytest.raises(TimeoutException) as e:
+        cmd.wait()
+    assert "sandbox was killed" in str(e.value)

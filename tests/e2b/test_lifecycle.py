@@ -3,6 +3,7 @@ metadata filters, timeout, connect, kill, and the errors E2B gives."""
 
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
@@ -111,6 +112,46 @@ def test_pause_keeps_state_and_connect_resumes(sandbox):
     first = int(again.files.read("/tmp/count"))
     time.sleep(0.5)
     assert int(again.files.read("/tmp/count")) > first, "the loop did not go on after connect"
+
+
+def test_auto_pause_at_the_timeout_and_connect_resumes():
+    sbx = Sandbox.create("base", timeout=2, lifecycle={"on_timeout": "pause"})
+    try:
+        sbx.files.write("/tmp/kept", "still here")
+        deadline = time.time() + 15
+        while time.time() < deadline and Sandbox.get_info(sbx.sandbox_id).state != SandboxState.PAUSED:
+            time.sleep(0.2)
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED, "the timeout did not pause it"
+        assert not sbx.is_running()
+        time.sleep(2.5)  # past the old timeout: a paused sandbox keeps no timeout
+        again = Sandbox.connect(sbx.sandbox_id, timeout=30)
+        assert again.is_running() and again.files.read("/tmp/kept") == "still here"
+        info = Sandbox.get_info(sbx.sandbox_id)
+        assert 25 <= (info.end_at - datetime.now(timezone.utc)).total_seconds() <= 31
+        # set_timeout(0): the timeout's action now.
+        again.set_timeout(0)
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+    finally:
+        sbx.kill()
+
+
+def test_list_order_and_started_after():
+    tag = uuid.uuid4().hex
+    first = Sandbox.create("base", metadata={"run": tag})
+    time.sleep(0.05)
+    second = Sandbox.create("base", metadata={"run": tag})
+    try:
+        query = SandboxQuery(metadata={"run": tag})
+        newest_first = [s.sandbox_id for s in Sandbox.list(query=query).next_items()]
+        assert newest_first == [second.sandbox_id, first.sandbox_id]
+        oldest_first = [s.sandbox_id for s in Sandbox.list(query=query, order="asc").next_items()]
+        assert oldest_first == [first.sandbox_id, second.sandbox_id]
+        after = Sandbox.get_info(second.sandbox_id).started_at
+        query = SandboxQuery(metadata={"run": tag}, started_after=after)
+        assert [s.sandbox_id for s in Sandbox.list(query=query).next_items()] == [second.sandbox_id]
+    finally:
+        first.kill()
+        second.kill()
 
 
 def test_unsupported_routes_say_so(sandbox):

@@ -1,6 +1,7 @@
 //! Who may call: the unix socket is root's and its group's, TCP needs a
 //! bearer token, and a tenant's token sees only its tenant's sessions and
-//! environments (another tenant's are NOT_FOUND).
+//! environments (another tenant's are NOT_FOUND), apart from those an admin
+//! shares.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -181,4 +182,70 @@ async fn streamed_answers_over_tcp_are_not_held_back_by_nagle() {
     times.sort();
     let median = times[times.len() / 2];
     assert!(median < std::time::Duration::from_millis(20), "ExecStream over TCP took {median:?} (median)");
+}
+
+/// An environment an admin shares is usable by every tenant (sessions on it,
+/// reading it) and stays the admin's: a tenant can neither change nor delete
+/// it, nor share one of its own; its own environment of the same name wins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_environment_is_usable_by_every_tenant_and_changed_by_none() {
+    use paddock_proto::v1::{DeleteEnvironmentRequest, UpdateEnvironmentRequest};
+    let addr = free_tcp_addr();
+    let d = Daemon::start_with(test_image(), vec![], Some(addr.clone()));
+    let ta = d.token("team-a", Some("a"));
+    let mut root = d.environments().await;
+    let req = CreateEnvironmentRequest { name: "common".into(), shared: true, ..Default::default() };
+    let common = root.create_environment(req).await.unwrap().into_inner();
+    assert!(common.shared && common.tenant == "default", "{common:?}");
+
+    let mut ea = EnvironmentsClient::new(tcp(&addr, Some(&ta)).await);
+    let mut a = SessionsClient::new(tcp(&addr, Some(&ta)).await);
+    let got = ea.get_environment(GetEnvironmentRequest { environment: "common".into() }).await.unwrap();
+    assert_eq!(got.into_inner().id, common.id);
+    let on = |environment: &str| CreateSessionRequest {
+        environment: environment.into(),
+        wait_for_build: true,
+        ..Default::default()
+    };
+    let s = a.create_session(on("common")).await.expect("a session on a shared environment").into_inner();
+    assert_eq!((s.tenant.as_str(), s.environment_id.as_str()), ("a", common.id.as_str()));
+    assert_eq!(a.exec(shell(&s.id, "echo on common")).await.unwrap().into_inner().stdout, b"on common\n");
+
+    // Not the tenant's to change, delete or share.
+    let update = UpdateEnvironmentRequest {
+        environment: common.id.clone(),
+        description: Some("mine now".into()),
+        ..Default::default()
+    };
+    let e = ea.update_environment(update).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e =
+        ea.delete_environment(DeleteEnvironmentRequest { environment: common.id.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let req = CreateEnvironmentRequest { name: "mine".into(), shared: true, ..Default::default() };
+    let e = ea.create_environment(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(!list_names(&mut ea).await.contains(&"mine".to_string()), "a refused create left an environment");
+
+    // The tenant's own `common` wins over the shared one.
+    let req = CreateEnvironmentRequest { name: "common".into(), ..Default::default() };
+    let own = ea.create_environment(req).await.unwrap().into_inner();
+    let got = ea.get_environment(GetEnvironmentRequest { environment: "common".into() }).await.unwrap();
+    assert_eq!(got.into_inner().id, own.id);
+
+    // Unshared, it is another tenant's again: NOT_FOUND by id.
+    let update = UpdateEnvironmentRequest {
+        environment: common.id.clone(),
+        shared: Some(false),
+        ..Default::default()
+    };
+    assert!(!root.update_environment(update).await.unwrap().into_inner().shared);
+    let e = a.create_session(on(&common.id)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+}
+
+async fn list_names(envs: &mut EnvironmentsClient<Authed>) -> Vec<String> {
+    let all =
+        envs.list_environments(paddock_proto::v1::ListEnvironmentsRequest {}).await.unwrap().into_inner();
+    all.environments.into_iter().map(|e| e.name).collect()
 }

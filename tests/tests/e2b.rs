@@ -2,7 +2,8 @@
 //! pinned `e2b` and `e2b-code-interpreter` SDKs: the pytest suite in
 //! tests/e2b/ runs against a daemon of its own, with E2B_API_URL and
 //! E2B_SANDBOX_URL pointing at the listener and a Paddock token as the key.
-//! Tenancy is checked here: another tenant's key cannot see the sandboxes.
+//! Tenancy is checked here: another tenant's key cannot see the sandboxes,
+//! and can use the shared templates.
 
 use std::process::Command;
 
@@ -31,7 +32,8 @@ fn e2b_daemon() -> Option<(Daemon, String, String)> {
         .output()
         .unwrap();
     assert!(out.status.success(), "e2b-templates.sh: {}", String::from_utf8_lossy(&out.stderr));
-    // The templates are the operator's (tenant `default`, made over the unix socket).
+    // The templates are the operator's (tenant `default`, made over the unix
+    // socket) and shared with every tenant.
     let token = d.token("e2b-tests", Some("default"));
     Some((d, addr, token))
 }
@@ -59,7 +61,7 @@ fn the_e2b_sdks_work_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn another_tenants_key_sees_nothing() {
+async fn another_tenants_key_sees_nothing_but_the_shared_templates() {
     let Some((d, addr, token)) = e2b_daemon() else { return };
     let other = d.token("e2b-other", Some("other"));
     let script = r#"
@@ -67,7 +69,12 @@ import os, sys
 from e2b import Sandbox
 from e2b.exceptions import NotFoundException
 mine = Sandbox.create("base", api_key=os.environ["MINE"])
-assert Sandbox.list(api_key=os.environ["OTHER"]).next_items() == []
+# The templates are shared: another tenant's key starts sandboxes on them too.
+theirs = Sandbox.create("base", api_key=os.environ["OTHER"])
+assert theirs.commands.run("whoami").stdout == "user\n"
+listed = [s.sandbox_id for s in Sandbox.list(api_key=os.environ["OTHER"]).next_items()]
+assert listed == [theirs.sandbox_id], listed
+theirs.kill()
 try:
     Sandbox.get_info(mine.sandbox_id, api_key=os.environ["OTHER"])
     sys.exit("another tenant saw the sandbox")

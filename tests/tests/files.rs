@@ -27,6 +27,7 @@ fn header(id: &str, path: &str, tar: bool) -> UploadRequest {
             tar,
             mode: 0,
             owner: String::new(),
+            ..Default::default()
         })),
     }
 }

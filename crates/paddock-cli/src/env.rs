@@ -64,7 +64,8 @@ pub enum EnvCommand {
         #[arg(long = "ref")]
         reference: Option<String>,
     },
-    /// Change an environment: how many warm sandboxes it keeps, its description.
+    /// Change an environment: how many warm sandboxes it keeps, its
+    /// description, whether every tenant may use it.
     Update {
         name: String,
         /// Warm sandboxes to keep started for its sessions (0: none).
@@ -72,6 +73,9 @@ pub enum EnvCommand {
         warm: Option<u32>,
         #[arg(long)]
         description: Option<String>,
+        /// Share it with every tenant (true) or stop (false); admins only.
+        #[arg(long)]
+        shared: Option<bool>,
     },
 }
 
@@ -116,6 +120,10 @@ pub struct CreateArgs {
     /// they start as fast as base sessions (or `warm_sandboxes` in the file).
     #[arg(long)]
     warm: Option<u32>,
+    /// Let every tenant's sessions use it (its own tenant alone changes it);
+    /// admins only.
+    #[arg(long)]
+    shared: bool,
     #[arg(long)]
     json: bool,
 }
@@ -242,11 +250,12 @@ pub async fn run(daemon: &connect::Daemon, cmd: EnvCommand) -> Result<ExitCode> 
             println!("{}", e.id);
             Ok(ExitCode::SUCCESS)
         }
-        EnvCommand::Update { name, warm, description } => {
+        EnvCommand::Update { name, warm, description, shared } => {
             let req = UpdateEnvironmentRequest {
                 environment: name,
                 warm_sandboxes: warm,
                 description,
+                shared,
                 ..Default::default()
             };
             let e = envs.update_environment(req).await.map_err(status)?.into_inner();
@@ -296,6 +305,7 @@ async fn create(envs: &mut EnvironmentsClient<Conn>, args: CreateArgs) -> Result
         network,
         allow_privilege_escalation: args.allow_privilege_escalation || file.allow_privilege_escalation,
         warm_sandboxes: args.warm.unwrap_or(file.warm_sandboxes),
+        shared: args.shared,
         ..Default::default()
     };
     let e = envs.create_environment(req).await.map_err(status)?.into_inner();
@@ -434,6 +444,9 @@ fn show(e: &Environment) {
     if e.warm_sandboxes > 0 {
         println!("warm:     {} sandboxes", e.warm_sandboxes);
     }
+    if e.shared {
+        println!("shared:   usable by every tenant");
+    }
     let mut image_env: Vec<_> = e.image_env.iter().collect();
     image_env.sort();
     for (k, v) in image_env {
@@ -472,6 +485,7 @@ pub(crate) fn env_json(e: &Environment) -> serde_json::Value {
         "allow_privilege_escalation": e.allow_privilege_escalation,
         "snapshot_of": if e.snapshot_of.is_empty() { None } else { Some(&e.snapshot_of) },
         "warm_sandboxes": e.warm_sandboxes,
+        "shared": e.shared,
         "image_env": e.image_env,
         "working_dir": e.working_dir,
         "user": e.user,

@@ -16,6 +16,9 @@ use paddock_proto::v1::{DownloadChunk, FileInfo, FileType, ListDirResponse};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+mod meta;
+pub use meta::{set_user_xattrs, user_xattrs, Names};
+
 /// Size of a download chunk.
 pub const CHUNK: usize = 1 << 20;
 /// A session's working directory: where the guest starts commands, and what
@@ -44,6 +47,11 @@ pub fn fs_status(path: &Path, e: io::Error) -> Status {
 
 /// What `path` is (a symlink itself, not its target).
 pub fn info(path: &Path) -> io::Result<FileInfo> {
+    info_named(path, &Names::load())
+}
+
+/// [`info`], with owner and group names from `names`.
+pub fn info_named(path: &Path, names: &Names) -> io::Result<FileInfo> {
     let meta = fs::symlink_metadata(path)?;
     let ft = meta.file_type();
     let typ = if ft.is_symlink() {
@@ -71,6 +79,11 @@ pub fn info(path: &Path) -> io::Result<FileInfo> {
         } else {
             String::new()
         },
+        uid: meta.uid(),
+        gid: meta.gid(),
+        owner: names.user(meta.uid()),
+        group: names.group(meta.gid()),
+        user_xattrs: if ft.is_symlink() { Default::default() } else { user_xattrs(path) },
     })
 }
 
@@ -91,6 +104,7 @@ pub async fn list(root: PathBuf, depth: u32) -> Result<ListDirResponse, Status> 
     let depth = depth.max(1);
     blocking(move || {
         let mut entries = Vec::new();
+        let owners = Names::load();
         let mut queue = vec![(root.clone(), 1u32)];
         // Read the root first so that "not a directory" is an error, not an empty list.
         fs::read_dir(&root).map_err(|e| fs_status(&root, e))?;
@@ -102,7 +116,7 @@ pub async fn list(root: PathBuf, depth: u32) -> Result<ListDirResponse, Status> 
                 if entries.len() >= LIST_MAX_ENTRIES {
                     return Ok(ListDirResponse { entries, truncated: true });
                 }
-                let Ok(i) = info(&p) else { continue };
+                let Ok(i) = info_named(&p, &owners) else { continue };
                 if i.r#type == FileType::Directory as i32 && level < depth {
                     queue.push((p.clone(), level + 1));
                 }

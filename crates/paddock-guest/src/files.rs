@@ -97,17 +97,20 @@ impl FileService {
         };
         let target = self.path("header.path", &header.path)?;
         let owner = owner_of(&header.owner)?;
+        if header.tar && !header.user_xattrs.is_empty() {
+            return Err(Status::invalid_argument("header.user_xattrs: not for tar uploads"));
+        }
         // Bytes flow to a blocking writer through a small queue (back-pressure).
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
         let writer = {
             let target = target.clone();
             let mode = if header.mode == 0 { 0o644 } else { header.mode & 0o7777 };
-            let tar = header.tar;
+            let (tar, xattrs) = (header.tar, header.user_xattrs);
             tokio::task::spawn_blocking(move || {
                 if tar {
                     unpack(&target, ChannelReader::new(rx))
                 } else {
-                    write_file(&target, mode, owner, rx)
+                    write_file(&target, mode, owner, &xattrs, rx)
                 }
             })
         };
@@ -187,6 +190,7 @@ fn write_file(
     target: &Path,
     mode: u32,
     owner: Option<(u32, u32)>,
+    xattrs: &std::collections::HashMap<String, String>,
     rx: std::sync::mpsc::Receiver<Bytes>,
 ) -> io::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("/"));
@@ -195,6 +199,8 @@ fn write_file(
     let tmp = parent.join(format!(".{name}.upload-{:016x}", u64::from_ne_bytes(crate::urandom())));
     let result = (|| {
         let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        // Before the data: a file system without user xattrs fails the upload at once.
+        paddock_files::set_user_xattrs(&f, xattrs)?;
         loop {
             match rx.recv() {
                 Ok(d) if d.is_empty() => break,

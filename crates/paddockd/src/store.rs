@@ -34,6 +34,14 @@ pub enum SessionState {
     Paused,
 }
 
+/// What the end of its TTL does to a session.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TtlAction {
+    #[default]
+    Delete,
+    Pause,
+}
+
 /// What an idle timeout does to a session.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum IdleAction {
@@ -104,6 +112,8 @@ pub struct SessionRecord {
     pub idle_timeout_ms: i64,
     #[serde(default)]
     pub idle_action: IdleAction,
+    #[serde(default)]
+    pub ttl_action: TtlAction,
     /// When it was paused (Unix ms), while it is.
     #[serde(default)]
     pub paused_at_ms: Option<i64>,

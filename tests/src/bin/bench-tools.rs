@@ -99,6 +99,7 @@ async fn main() {
                     tar: false,
                     mode: 0,
                     owner: String::new(),
+                    ..Default::default()
                 })),
             }
         } else {

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 
 use super::events::EventKind;
 use super::{auth, require_admin, views, Caller, Core, Error, Result, Stream};
-use crate::environments::{Base, NewEnvironment};
+use crate::environments::{Base, EnvironmentManager, NewEnvironment};
 use crate::network::policy::PolicySpec;
 use crate::sessions::SessionManager;
 
@@ -29,6 +29,9 @@ impl Core {
         }
         let id = Some(r.id).filter(|id| !id.is_empty());
         self.envs.check_warm(r.warm_sandboxes)?;
+        if r.shared {
+            EnvironmentManager::check_share(caller)?;
+        }
         let record = self
             .envs
             .create(
@@ -49,12 +52,16 @@ impl Core {
             0 => record,
             n => self.envs.set_warm(&record.id, n).await?,
         };
+        let record = match r.shared {
+            true => self.envs.set_shared(caller, &record.id, true).await?,
+            false => record,
+        };
         self.events.publish(EventKind::EnvironmentCreated, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
     }
 
     pub async fn get_environment(&self, caller: &Caller, key: &str) -> Result<pb::Environment> {
-        Ok(views::environment(&self.envs, &self.envs.get(caller, key).await?))
+        Ok(views::environment(&self.envs, &self.envs.get_usable(caller, key).await?))
     }
 
     pub async fn list_environments(&self, caller: &Caller) -> Vec<pb::Environment> {
@@ -72,12 +79,19 @@ impl Core {
         if let Some(n) = r.warm_sandboxes {
             self.envs.check_warm(n)?;
         }
+        if r.shared.is_some() {
+            EnvironmentManager::check_share(caller)?;
+        }
         let record = self
             .envs
             .update(caller, &r.environment, pk, env, r.description, network, r.allow_privilege_escalation)
             .await?;
         let record = match r.warm_sandboxes {
             Some(n) => self.envs.set_warm(&record.id, n).await?,
+            None => record,
+        };
+        let record = match r.shared {
+            Some(s) => self.envs.set_shared(caller, &record.id, s).await?,
             None => record,
         };
         // Rebuilt or changed: stale warm sandboxes go at the pool's next look.

@@ -3,11 +3,11 @@
 
 use paddock_proto::v1::{
     Environment, IdleAction as PbIdleAction, Limits, Packages as PbPackages, Session,
-    SessionState as PbState, Usage,
+    SessionState as PbState, TtlAction as PbTtlAction, Usage,
 };
 
 use crate::environments::{Base, EnvironmentManager, EnvironmentRecord};
-use crate::store::{IdleAction, SessionRecord, SessionState};
+use crate::store::{IdleAction, SessionRecord, SessionState, TtlAction};
 
 /// `usage`: what the session uses now, if it was read (GetSession).
 /// `idle_since`: when its last tool call ended (`None` while one is in flight).
@@ -55,6 +55,10 @@ pub fn session(
         stop_reason: r.stop_reason.map(|s| s.to_proto() as i32).unwrap_or(0),
         last_activity_ms: idle_since.unwrap_or(0),
         paused_at_ms: r.paused_at_ms.unwrap_or(0),
+        ttl_action: match r.ttl_action {
+            TtlAction::Delete => PbTtlAction::Delete,
+            TtlAction::Pause => PbTtlAction::Pause,
+        } as i32,
     }
 }
 
@@ -91,6 +95,7 @@ pub fn environment(envs: &EnvironmentManager, r: &EnvironmentRecord) -> Environm
         },
         tenant: r.tenant.clone(),
         warm_sandboxes: r.warm_sandboxes,
+        shared: r.shared,
         image_env: r.image_config.env.iter().cloned().collect(),
         working_dir: r.image_config.working_dir.clone(),
         user: r.image_config.user.clone(),

@@ -1,6 +1,7 @@
 //! E2B's control plane (`api.e2b.app`): sandboxes are Paddock sessions,
 //! templates are environments (by name), `timeout` is the session TTL and
-//! metadata are session labels, pause is PauseSession (connect resumes).
+//! metadata are session labels, pause is PauseSession (connect resumes),
+//! auto-pause a TTL whose action is to pause.
 //! Snapshots, forks, metrics, templates and volumes answer 501: they are not
 //! mapped onto the core yet.
 
@@ -13,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::auth::api_caller;
 use super::http::{
-    core_error, e2b_error, empty, form_pairs, json_response, query, query_value, read_json, rfc3339,
-    unsupported, Body,
+    core_error, e2b_error, empty, form_pairs, json_response, parse_rfc3339, query, query_value, read_json,
+    rfc3339, unsupported, Body,
 };
 use super::{E2b, ENVD_VERSION};
 use crate::core::{Caller, Code, Paddock};
@@ -48,7 +49,7 @@ pub async fn route(e2b: &E2b, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["sandboxes"] | ["v2", "sandboxes"]) => list(core, &caller, &req).await,
         (&Method::GET, ["sandboxes", id]) => info(core, &caller, id).await,
         (&Method::DELETE, ["sandboxes", id]) => kill(e2b, &caller, id).await,
-        (&Method::POST, ["sandboxes", id, "timeout"]) => set_timeout(core, &caller, id, req).await,
+        (&Method::POST, ["sandboxes", id, "timeout"]) => set_timeout(e2b, &caller, id, req).await,
         (&Method::POST, ["sandboxes", id, "connect" | "resume"] | ["v2", "sandboxes", id, "connect"]) => {
             connect(core, &caller, id, req).await
         }
@@ -101,14 +102,24 @@ async fn create(core: &dyn Paddock, caller: &Caller, req: Request<Incoming>) -> 
         Value::Null => DEFAULT_TIMEOUT_S,
         t => t.as_i64().ok_or_else(|| e2b_error(400, "timeout: must be a whole number of seconds"))?,
     };
-    if body["autoPause"].as_bool() == Some(true) || body["autoResume"]["enabled"].as_bool() == Some(true) {
-        return Err(unsupported("auto-pause and auto-resume (sessions run or are deleted)"));
-    }
+    // Auto-pause: the TTL pauses instead of deleting (memory is always
+    // kept, so `autoPauseMemory: false` pauses the same way); auto-resume:
+    // a call to the paused sandbox resumes it.
+    let ttl_action = match body["autoPause"].as_bool() {
+        Some(true) => pb::TtlAction::Pause,
+        _ => pb::TtlAction::Delete,
+    };
+    let auto_resume = body["autoResume"]["enabled"].as_bool() == Some(true);
     if body["volumeMounts"].as_array().is_some_and(|v| !v.is_empty()) {
         return Err(unsupported("volume mounts"));
     }
     if !body["mcp"].is_null() {
-        return Err(unsupported("the MCP gateway of a sandbox"));
+        // E2B's words for a gateway that does not start, so callers that
+        // handle that handle this; no sandbox is made.
+        return Err(e2b_error(
+            501,
+            "Failed to start MCP gateway: Paddock does not run E2B's MCP gateway in sandboxes",
+        ));
     }
     let mut labels = string_map(&body, "metadata")?;
     if let Some(k) = labels.keys().find(|k| k.starts_with(LABEL_PREFIX)) {
@@ -144,6 +155,8 @@ async fn create(core: &dyn Paddock, caller: &Caller, req: Request<Incoming>) -> 
                 environment: template,
                 wait_for_build: true,
                 network,
+                ttl_action: ttl_action as i32,
+                auto_resume,
                 ..Default::default()
             },
         )
@@ -291,12 +304,24 @@ async fn kill(e2b: &E2b, caller: &Caller, id: &str) -> Answer {
     Ok(empty(204))
 }
 
-async fn set_timeout(core: &dyn Paddock, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
+async fn set_timeout(e2b: &E2b, caller: &Caller, id: &str, req: Request<Incoming>) -> Answer {
+    let core = &*e2b.core;
     let body = read_json(req.into_body()).await?;
     let timeout = body["timeout"]
         .as_i64()
         .ok_or_else(|| e2b_error(400, "timeout: must be a whole number of seconds"))?;
-    core.set_session_ttl(caller, id, Some(timeout)).await.map_err(|e| not_found_or(&e, id))?;
+    if timeout > 0 {
+        core.set_session_ttl(caller, id, Some(timeout)).await.map_err(|e| not_found_or(&e, id))?;
+        return Ok(empty(204));
+    }
+    // No time left: what the timeout does happens now.
+    let s = core.get_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
+    match s.ttl_action() {
+        pb::TtlAction::Pause => {
+            core.pause_session(caller, id).await.map_err(|e| not_found_or(&e, id))?;
+        }
+        _ => kill(e2b, caller, id).await.map(|_| ())?,
+    }
     Ok(empty(204))
 }
 
@@ -327,7 +352,15 @@ async fn connect(core: &dyn Paddock, caller: &Caller, id: &str, req: Request<Inc
         Some("paused") => s = core.resume_session(caller, id).await.map_err(|e| not_found_or(&e, id))?,
         Some(_) => {}
     }
-    if let Some(t) = body["timeout"].as_i64() {
+    // An auto-paused sandbox lost its timeout when it paused; it gets one again.
+    let timeout = body["timeout"].as_i64();
+    if s.expires_at_ms == 0 && s.ttl_action() == pb::TtlAction::Pause {
+        s = core
+            .set_session_ttl(caller, id, Some(timeout.unwrap_or(DEFAULT_TIMEOUT_S)))
+            .await
+            .map_err(|e| not_found_or(&e, id))?;
+    }
+    if let Some(t) = timeout {
         // Like E2B: connecting never shortens a sandbox's life.
         if s.expires_at_ms > 0 && s.expires_at_ms < crate::time::now_ms() + t * 1000 {
             s = core.set_session_ttl(caller, id, Some(t)).await.map_err(|e| not_found_or(&e, id))?;
@@ -353,6 +386,16 @@ async fn list(core: &dyn Paddock, caller: &Caller, req: &Request<Incoming>) -> A
             .ok_or_else(|| e2b_error(400, "limit: must be a positive number"))?,
     };
     let after = query_value(&q, "nextToken");
+    let started_after = match query_value(&q, "startedAfter").filter(|s| !s.is_empty()) {
+        None => i64::MIN,
+        Some(t) => parse_rfc3339(&t)
+            .ok_or_else(|| e2b_error(400, format!("startedAfter: {t:?} is not an RFC 3339 time")))?,
+    };
+    let ascending = match query_value(&q, "order").as_deref() {
+        None | Some("" | "desc") => false,
+        Some("asc") => true,
+        Some(o) => return Err(e2b_error(400, format!("order: {o:?} is not asc or desc"))),
+    };
     let mut sessions: Vec<pb::Session> = core
         .list_sessions(caller)
         .await
@@ -360,8 +403,15 @@ async fn list(core: &dyn Paddock, caller: &Caller, req: &Request<Incoming>) -> A
         .filter(|s| state_of(s).is_some_and(|st| states.iter().any(|w| w == st)))
         .filter(|s| wanted.iter().all(|(k, v)| !k.starts_with(LABEL_PREFIX) && s.labels.get(k) == Some(v)))
         .filter(|s| template.as_ref().is_none_or(|t| *t == template_of(s)))
+        .filter(|s| s.created_at_ms >= started_after)
         .collect();
-    // The page cursor is the last id of the page before (list is oldest first).
+    // E2B lists the newest first unless asked otherwise; ids break ties so
+    // that pages never overlap.
+    sessions.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+    if !ascending {
+        sessions.reverse();
+    }
+    // The page cursor is the last id of the page before.
     if let Some(after) = after {
         let Some(i) = sessions.iter().position(|s| s.id == after) else {
             return Err(e2b_error(400, "nextToken: not a cursor of this listing (was that sandbox killed?)"));

@@ -1,10 +1,17 @@
 //! envd's `/files`: GET streams a file out of the core's Download, POST
 //! streams multipart parts or an octet-stream body into its Upload. Neither
-//! holds a whole file in memory.
+//! holds a whole file in memory; gzip (`Accept-Encoding` on GET,
+//! `Content-Encoding` on an octet-stream POST) is applied as the bytes pass.
+//! File metadata (`X-Metadata-<key>` headers) is kept as envd keeps it, in
+//! `user.e2b.<key>` extended attributes.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
@@ -15,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::auth::{resolve, user};
-use super::http::{core_error, e2b_error, json_response, query, query_value, streamed, Body};
+use super::http::{core_error, e2b_error, header, json_response, query, query_value, streamed, Body};
 use super::E2b;
 use crate::core::{Caller, Code, Error};
 
@@ -36,7 +43,7 @@ pub async fn handle(e2b: &Arc<E2b>, caller: Caller, id: String, req: Request<Inc
     }
     match *req.method() {
         Method::GET => match path {
-            Some(p) => download(e2b, caller, id, p).await,
+            Some(p) => download(e2b, caller, id, p, accepts_gzip(&req)).await,
             None => e2b_error(400, "path: must be set"),
         },
         Method::POST => upload(e2b, caller, id, &user, path, req).await.unwrap_or_else(|r| r),
@@ -51,7 +58,12 @@ fn file_error(e: &Error) -> Response<Body> {
     }
 }
 
-async fn download(e2b: &Arc<E2b>, caller: Caller, id: String, path: String) -> Response<Body> {
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    header(req, "accept-encoding")
+        .is_some_and(|v| v.split(',').any(|e| e.split(';').next().unwrap_or("").trim() == "gzip"))
+}
+
+async fn download(e2b: &Arc<E2b>, caller: Caller, id: String, path: String, gzip: bool) -> Response<Body> {
     let req = pb::DownloadRequest { session_id: id, path: path.clone() };
     let mut chunks = match e2b.core.download(&caller, req).await {
         Ok(s) => s,
@@ -68,18 +80,39 @@ async fn download(e2b: &Arc<E2b>, caller: Caller, id: String, path: String) -> R
     }
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
-        if tx.send(first.data).await.is_err() {
-            return;
-        }
-        while let Some(c) = chunks.next().await {
-            // An error mid-file cuts the body short, which the client sees.
-            let Ok(c) = c else { return };
-            if tx.send(c.data).await.is_err() {
+        let mut gz = gzip.then(|| GzEncoder::new(Vec::new(), Compression::fast()));
+        let mut next = Some(Ok(first));
+        loop {
+            let last = next.is_none();
+            let data = match next {
+                // An error mid-file cuts the body short, which the client sees.
+                Some(Err(_)) => return,
+                Some(Ok(c)) => match &mut gz {
+                    None => c.data,
+                    Some(gz) => {
+                        let _ = gz.write_all(&c.data);
+                        std::mem::take(gz.get_mut()).into()
+                    }
+                },
+                None => match gz.take().map(|gz| gz.finish()) {
+                    Some(Ok(tail)) => tail.into(),
+                    _ => return,
+                },
+            };
+            if !data.is_empty() && tx.send(data).await.is_err() {
                 return;
             }
+            if last {
+                return;
+            }
+            next = chunks.next().await;
         }
     });
-    streamed("application/octet-stream", rx)
+    let mut resp = streamed("application/octet-stream", rx);
+    if gzip {
+        resp.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+    }
+    resp
 }
 
 /// One file being written through the core: data goes in as it arrives.
@@ -91,12 +124,13 @@ struct Writing {
 
 /// An upload through the core; the file (and any directory made for it)
 /// belongs to `user`, as when envd writes it.
-fn start_upload(e2b: &Arc<E2b>, caller: &Caller, id: &str, user: &str, path: String) -> Writing {
+fn start_upload(e2b: &Arc<E2b>, caller: &Caller, id: &str, up: &Upload, path: String) -> Writing {
     let (tx, rx) = mpsc::channel(8);
     let header = pb::UploadHeader {
         session_id: id.into(),
         path: path.clone(),
-        owner: user.into(),
+        owner: up.user.clone(),
+        user_xattrs: up.xattrs.clone(),
         ..Default::default()
     };
     let first = pb::UploadRequest { part: Some(pb::upload_request::Part::Header(header.clone())) };
@@ -127,7 +161,67 @@ impl Writing {
             Err(e) => return Err(e2b_error(500, format!("writing {}: {e}", self.path))),
         };
         let name = info.path.rsplit('/').next().unwrap_or("").to_string();
-        Ok(json!({"name": name, "type": "file", "path": info.path}))
+        let mut v = json!({"name": name, "type": "file", "path": info.path});
+        if let Some(m) = metadata(&info) {
+            v["metadata"] = m;
+        }
+        Ok(v)
+    }
+}
+
+/// The `user.e2b.` attributes of a file as envd's metadata, `None` when it
+/// has none (the SDK tells no metadata from empty metadata).
+pub fn metadata(info: &pb::FileInfo) -> Option<Value> {
+    let m: serde_json::Map<String, Value> = info
+        .user_xattrs
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(XATTR_PREFIX)?.to_string(), json!(v))))
+        .collect();
+    (!m.is_empty()).then_some(Value::Object(m))
+}
+
+/// Where envd keeps file metadata: `user.e2b.<key>`; the core's names are
+/// without the `user.`.
+const XATTR_PREFIX: &str = "e2b.";
+const METADATA_HEADER: &str = "x-metadata-";
+
+/// What every file of one upload shares: its owner and its metadata.
+struct Upload {
+    user: String,
+    xattrs: HashMap<String, String>,
+}
+
+/// The `X-Metadata-<key>` headers. Header names arrive lowercased (HTTP
+/// names are case-insensitive), so keys are kept lowercase.
+fn upload_metadata(req: &Request<Incoming>) -> Result<HashMap<String, String>, Response<Body>> {
+    let mut out = HashMap::new();
+    for (name, value) in req.headers() {
+        let Some(key) = name.as_str().strip_prefix(METADATA_HEADER) else { continue };
+        let value = value
+            .to_str()
+            .ok()
+            .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .ok_or_else(|| e2b_error(400, format!("metadata {key:?}: values must be printable ASCII")))?;
+        if key.is_empty() {
+            return Err(e2b_error(400, "metadata: a key must not be empty"));
+        }
+        out.insert(format!("{XATTR_PREFIX}{key}"), value.to_string());
+    }
+    Ok(out)
+}
+
+/// Undoes a gzip Content-Encoding as the body arrives.
+struct Gunzip(flate2::write::GzDecoder<Vec<u8>>);
+
+impl Gunzip {
+    fn feed(&mut self, data: &[u8]) -> Result<Bytes, Response<Body>> {
+        self.0.write_all(data).map_err(|e| e2b_error(400, format!("the gzip body is corrupt: {e}")))?;
+        Ok(std::mem::take(self.0.get_mut()).into())
+    }
+
+    fn finish(mut self) -> Result<Bytes, Response<Body>> {
+        self.0.try_finish().map_err(|e| e2b_error(400, format!("the gzip body is cut short: {e}")))?;
+        Ok(std::mem::take(self.0.get_mut()).into())
     }
 }
 
@@ -139,11 +233,20 @@ async fn upload(
     path: Option<String>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Response<Body>> {
-    let content_type =
-        req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = header(&req, "content-type").unwrap_or("").to_string();
+    let encoding = header(&req, "content-encoding").unwrap_or("identity").trim().to_ascii_lowercase();
+    let up = Upload { user: user.to_string(), xattrs: upload_metadata(&req)? };
     let mut body = req.into_body();
     let mut written = Vec::new();
+    let mut gunzip = match encoding.as_str() {
+        "identity" => None,
+        "gzip" => Some(Gunzip(flate2::write::GzDecoder::new(Vec::new()))),
+        e => return Err(e2b_error(415, format!("Content-Encoding {e:?}: Paddock takes gzip or none"))),
+    };
     if let Some(boundary) = content_type.strip_prefix("multipart/form-data").and_then(boundary_of) {
+        if gunzip.is_some() {
+            return Err(e2b_error(415, "a gzip upload must be application/octet-stream, as envd takes it"));
+        }
         let mut parser = Multipart::new(&boundary);
         let mut current: Option<Writing> = None;
         loop {
@@ -159,7 +262,7 @@ async fn upload(
                         // The part's filename is its target path; `?path=` wins when given (one file).
                         let target = match (&path, filename) {
                             (Some(p), _) => p.clone(),
-                            (None, Some(f)) if !f.is_empty() => resolve(user, &f),
+                            (None, Some(f)) if !f.is_empty() => resolve(&up.user, &f),
                             _ => {
                                 return Err(e2b_error(
                                     400,
@@ -167,7 +270,7 @@ async fn upload(
                                 ))
                             }
                         };
-                        current = Some(start_upload(e2b, &caller, &id, user, target));
+                        current = Some(start_upload(e2b, &caller, &id, &up, target));
                     }
                     Part::Data(d) => {
                         if let Some(w) = &current {
@@ -187,21 +290,29 @@ async fn upload(
         }
     } else {
         let path = path.ok_or_else(|| e2b_error(400, "path: must be set for an octet-stream upload"))?;
-        if content_type.contains("gzip") || !matches!(content_type.as_str(), "" | "application/octet-stream")
-        {
+        if !matches!(content_type.as_str(), "" | "application/octet-stream") {
             return Err(e2b_error(
                 415,
                 format!("Paddock takes uploads as multipart/form-data or application/octet-stream, not {content_type:?}"),
             ));
         }
-        let w = start_upload(e2b, &caller, &id, user, path);
+        let w = start_upload(e2b, &caller, &id, &up, path);
+        let mut ok = true;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| e2b_error(400, format!("reading the upload: {e}")))?;
             if let Ok(d) = frame.into_data() {
+                let d = match &mut gunzip {
+                    Some(g) => g.feed(&d)?,
+                    None => d,
+                };
                 if !w.write(d).await {
+                    ok = false;
                     break;
                 }
             }
+        }
+        if let (true, Some(g)) = (ok, gunzip) {
+            w.write(g.finish()?).await;
         }
         written.push(w.finish().await?);
     }

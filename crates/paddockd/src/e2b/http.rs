@@ -161,6 +161,41 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// RFC 3339 / ISO 8601 (`2024-05-01T12:00:00.123456+02:00`, or `Z`) as unix
+/// milliseconds: what Python's `isoformat()` sends.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num =
+        |t: &str| -> Option<i64> { t.bytes().all(|b| b.is_ascii_digit()).then(|| t.parse().ok()).flatten() };
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    // The offset: `Z`, or the last `+`/`-` of the time part.
+    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else {
+        let i = time.rfind(['+', '-'])?;
+        let (c, off) = time.split_at(i);
+        let (oh, om) = off[1..].split_once(':').unwrap_or((&off[1..], "0"));
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        (c, sign * (num(oh)? * 3600 + num(om)? * 60))
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, mi, sec) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let millis = if frac.is_empty() { 0 } else { num(&format!("{frac:0<3}")[..3])? };
+    // Days since 1970-01-01 from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(((days * 86400 + h * 3600 + mi * 60 + sec) - offset_s) * 1000 + millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +213,13 @@ mod tests {
                 ("x".into(), "".into())
             ]
         );
+        for ms in [0, 951_825_600_123, 1_767_225_599_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339("2000-02-29T14:00:00.123456+02:00"), Some(951_825_600_123));
+        assert_eq!(parse_rfc3339("2000-02-29T07:30:00-04:30"), Some(951_825_600_000));
+        assert_eq!(parse_rfc3339("2000-02-29"), None);
+        assert_eq!(parse_rfc3339("2000-13-01T00:00:00Z"), None);
         assert_eq!(form_pairs("p=%2Fhome%2Fuser%2Fa+b%zz%4"), [("p".into(), "/home/user/a b%zz%4".into())]);
     }
 }

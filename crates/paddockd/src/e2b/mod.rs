@@ -34,11 +34,12 @@ use crate::core::Paddock;
 use http::{header, Body};
 
 /// The envd version the sandboxes claim. The SDK gates features on it
-/// (`e2b/envd/versions.py`): 0.5.7 turns on what Paddock serves (the stdin
-/// flag, CloseStdin, the server-side default user, octet-stream uploads) and
-/// stays below 0.6.2, whose file metadata (xattrs) Paddock does not keep. The
-/// local part must be PEP 440 (`+`), or the SDK fails to parse it.
-pub const ENVD_VERSION: &str = "0.5.7+paddock";
+/// (`e2b/envd/versions.py`), and Paddock serves all of 0.6.4's: the stdin
+/// flag, CloseStdin, the server-side default user, octet-stream uploads
+/// (0.5.7), file metadata in xattrs (0.6.2), entries in watch events (0.6.3)
+/// and watching with network mounts allowed (0.6.4). The local part must be
+/// PEP 440 (`+`), or the SDK fails to parse it.
+pub const ENVD_VERSION: &str = "0.6.4+paddock";
 /// The ports the SDK names in `E2b-Sandbox-Port`.
 const ENVD_PORT: &str = "49983";
 const CODE_PORT: &str = "49999";
@@ -99,6 +100,19 @@ impl E2b {
         }
     }
 
+    /// A paused sandbox is not running to the SDK (`is_running()` is a 502
+    /// from the proxy), unless a call would resume it.
+    async fn health(&self, caller: &crate::core::Caller, id: &str) -> Response<Body> {
+        use paddock_proto::v1::SessionState;
+        match self.core.get_session(caller, id).await {
+            Ok(s) if s.state() == SessionState::Running || s.auto_resume => http::empty(204),
+            Ok(s) if s.state() == SessionState::Paused => {
+                http::e2b_error(502, format!("The sandbox {id} is paused; connect resumes it"))
+            }
+            _ => auth::sandbox_not_found(),
+        }
+    }
+
     /// envd: its Connect services and its two HTTP routes.
     async fn envd(self: Arc<Self>, id: String, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
@@ -114,7 +128,7 @@ impl E2b {
         }
         match path.as_str() {
             // Reached only for a sandbox that exists (sandbox_caller said so).
-            "/health" => http::empty(204),
+            "/health" => self.health(&caller, &id).await,
             "/files" => files::handle(&self, caller, id, req).await,
             _ => http::e2b_error(404, format!("Paddock's envd does not serve {path}")),
         }

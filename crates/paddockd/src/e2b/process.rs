@@ -13,7 +13,7 @@ use paddock_proto::v1 as pb;
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
 
-use super::auth::{home, user};
+use super::auth::{home, resolve, user};
 use super::connect::{self, int_field, str_field, Sender};
 use super::control::ENV_LABEL_PREFIX;
 use super::http::Body;
@@ -144,10 +144,8 @@ impl Proc {
         if let Some(envs) = process["envs"].as_object() {
             env.extend(envs.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())));
         }
-        let cwd = match str_field(process, "cwd") {
-            c if c.is_empty() => home(user),
-            c => c,
-        };
+        // Relative to the user's home, as envd resolves it (and empty is the home).
+        let cwd = resolve(user, &str_field(process, "cwd"));
         let pty = msg["pty"]["size"].as_object().map(|s| pb::PtySize {
             rows: s.get("rows").and_then(Value::as_u64).unwrap_or(24) as u32,
             cols: s.get("cols").and_then(Value::as_u64).unwrap_or(80) as u32,
@@ -188,7 +186,14 @@ impl Proc {
     fn stream(self, pid: i32, offset: u64, pty: bool, keepalive: Duration) -> Response<Body> {
         let (tx, resp) = connect::stream();
         tokio::spawn(async move {
-            let result = self.pump(&tx, pid, offset, pty, keepalive).await;
+            let result = match self.pump(&tx, pid, offset, pty, keepalive).await {
+                Err(e) if !self.sandbox_alive().await => Err(Error::unavailable(format!(
+                    "the connection to sandbox {} ended before the stream completed ({})",
+                    self.id,
+                    e.message()
+                ))),
+                r => r,
+            };
             tx.end(result.err()).await;
         });
         resp
@@ -231,6 +236,19 @@ impl Proc {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the sandbox still runs. When a stream breaks because it was
+    /// killed, envd's answer is UNAVAILABLE with a message that does not say
+    /// why: the SDK then probes /health, whose 502 "not found" tells it the
+    /// sandbox is gone, and says so.
+    async fn sandbox_alive(&self) -> bool {
+        self.e2b.core.get_session(&self.caller, &self.id).await.is_ok_and(|s| {
+            matches!(
+                pb::SessionState::try_from(s.state),
+                Ok(pb::SessionState::Running | pb::SessionState::Paused)
+            )
+        })
     }
 
     async fn processes(&self) -> Result<Vec<pb::ProcessInfo>> {

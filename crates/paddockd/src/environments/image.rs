@@ -269,7 +269,7 @@ impl EnvironmentManager {
     /// whose current packages are not built fails with FAILED_PRECONDITION, or,
     /// with `wait`, is built first (or its running build waited for).
     pub async fn session_image(&self, caller: &Caller, key: &str, wait: bool) -> Result<SessionImage, Error> {
-        let record = self.get(caller, key).await?;
+        let record = self.get_usable(caller, key).await?;
         // An unusable base is the error to show, whatever the build state.
         self.resolve_base(&record.base).map_err(Error::failed_precondition)?;
         let (state, current) = self.build_state(&record);

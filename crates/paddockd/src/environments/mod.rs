@@ -21,6 +21,7 @@ mod managers;
 mod oci;
 pub mod packages;
 mod pins;
+mod shared;
 mod snapshot;
 mod store;
 mod toolchains;
@@ -276,6 +277,7 @@ impl EnvironmentManager {
             allow_privilege_escalation,
             image_config: ImageConfig::default(),
             warm_sandboxes: 0,
+            shared: false,
         };
         self.store.save(&record).map_err(internal)?;
         records.insert(record.id.clone(), record.clone());
@@ -325,8 +327,14 @@ impl EnvironmentManager {
     }
 
     pub async fn list(&self, caller: &Caller) -> Vec<EnvironmentRecord> {
-        let mut out: Vec<_> =
-            self.records.lock().await.values().filter(|r| caller.sees(&r.tenant)).cloned().collect();
+        let mut out: Vec<_> = self
+            .records
+            .lock()
+            .await
+            .values()
+            .filter(|r| caller.sees(&r.tenant) || r.shared)
+            .cloned()
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.tenant.cmp(&b.tenant)));
         out
     }
@@ -410,11 +418,20 @@ impl EnvironmentManager {
     /// `check_warm` first).
     pub async fn set_warm(&self, id: &str, n: u32) -> Result<EnvironmentRecord, Error> {
         self.check_warm(n)?;
+        self.set_field(id, |r| r.warm_sandboxes = n).await
+    }
+
+    /// Changes one field of environment `id`'s record and saves it.
+    async fn set_field(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut EnvironmentRecord),
+    ) -> Result<EnvironmentRecord, Error> {
         let mut records = self.records.lock().await;
         let r = records
             .get_mut(id)
             .ok_or_else(|| Error::not_found(format!("environment {id:?} does not exist")))?;
-        r.warm_sandboxes = n;
+        change(r);
         self.store.save(r).map_err(internal)?;
         Ok(r.clone())
     }

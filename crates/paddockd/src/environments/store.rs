@@ -96,6 +96,9 @@ pub struct EnvironmentRecord {
     /// Warm sandboxes kept for its sessions (sessions/env_warm.rs).
     #[serde(default)]
     pub warm_sandboxes: u32,
+    /// Usable by every tenant (environments/shared.rs).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl EnvironmentRecord {

@@ -182,6 +182,7 @@ fn definition(view: &pb::Environment) -> pb::CreateEnvironmentRequest {
         allow_privilege_escalation: view.allow_privilege_escalation,
         id: view.id.clone(),
         warm_sandboxes: view.warm_sandboxes,
+        shared: view.shared,
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::network::init_of;
 use super::{is_session_id, Entry, SessionManager};
-use crate::core::caller::Caller;
 use crate::core::events::StopReason;
 use crate::environments::SessionImage;
 use crate::limits;
@@ -282,7 +281,7 @@ impl SessionManager {
         found.into_iter().collect()
     }
 
-    /// Deletes sessions whose TTL has passed; runs for the daemon's lifetime.
+    /// Ends sessions whose TTL has passed (pause.rs); runs for the daemon's lifetime.
     pub async fn expire_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -301,8 +300,8 @@ impl SessionManager {
                 ids
             };
             for id in expired {
-                if let Err(e) = self.delete_as(&Caller::daemon(), &id, StopReason::Ttl).await {
-                    tracing::error!(session = id, "deleting expired session: {}", e.message());
+                if let Err(e) = self.ttl_expired(&id).await {
+                    tracing::error!(session = id, "ending expired session: {}", e.message());
                 }
             }
         }

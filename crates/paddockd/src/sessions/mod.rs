@@ -184,6 +184,7 @@ impl SessionManager {
         };
         let uploads = session_files::validate(&req.resources)?;
         let (idle_timeout_ms, idle_action) = idle::resolve(&self.cfg, &req)?;
+        let ttl_action = pause::ttl_action(&req)?;
         let requested = match &req.network {
             Some(p) => Some(self.net.policy_from(Some(p), "network")?),
             None => None,
@@ -222,6 +223,7 @@ impl SessionManager {
         record.auto_resume = req.auto_resume;
         record.idle_timeout_ms = idle_timeout_ms;
         record.idle_action = idle_action;
+        record.ttl_action = ttl_action;
         if let Err(e) = record.state.advance(state::Event::Started) {
             self.remove_sandbox(&record).await;
             return Err(e);
@@ -348,6 +350,7 @@ impl SessionManager {
             auto_resume: false,
             idle_timeout_ms: 0,
             idle_action: Default::default(),
+            ttl_action: Default::default(),
             paused_at_ms: None,
             stop_reason: None,
             warm_key: String::new(),

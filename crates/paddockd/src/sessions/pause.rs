@@ -10,15 +10,30 @@
 //! (background.rs) makes the cgroup follow the record: a Paused record is
 //! frozen again, a Running one thawed. The TTL keeps counting while paused
 //! (a forgotten paused session still goes); the idle timeout does not apply
-//! to a paused session.
+//! to a paused session. A session made with TTL_ACTION_PAUSE is paused when
+//! its TTL runs out instead of deleted, and its TTL cleared.
+
+use paddock_proto::v1 as pb;
 
 use super::state::{Event, Op};
 use super::{runtime_status, Session, SessionManager};
 use crate::core::caller::Caller;
 use crate::core::error::{internal, Error};
-use crate::core::events::EventKind;
-use crate::store::{SessionRecord, SessionState};
+use crate::core::events::{EventKind, StopReason};
+use crate::store::{SessionRecord, SessionState, TtlAction};
 use crate::time::now_ms;
+
+/// A create request's `ttl_action`.
+pub(super) fn ttl_action(req: &pb::CreateSessionRequest) -> Result<TtlAction, Error> {
+    match pb::TtlAction::try_from(req.ttl_action) {
+        Ok(pb::TtlAction::Unspecified | pb::TtlAction::Delete) => Ok(TtlAction::Delete),
+        Ok(pb::TtlAction::Pause) => Ok(TtlAction::Pause),
+        Err(_) => Err(Error::invalid_argument(format!(
+            "ttl_action: {} is not a TtlAction (TTL_ACTION_DELETE or TTL_ACTION_PAUSE)",
+            req.ttl_action
+        ))),
+    }
+}
 
 impl SessionManager {
     /// PauseSession: pausing a paused session does nothing.
@@ -43,6 +58,29 @@ impl SessionManager {
             self.resume_locked(&mut s, "").await?;
         }
         Ok(s.record.clone())
+    }
+
+    /// The TTL of session `id` ran out: it is deleted, or paused (and its
+    /// TTL cleared) if it was made with TTL_ACTION_PAUSE.
+    pub(super) async fn ttl_expired(&self, id: &str) -> Result<(), Error> {
+        let caller = Caller::daemon();
+        let session = self.lookup(&caller, id).await?;
+        let mut s = session.lock().await;
+        self.refresh_state(&mut s);
+        if s.record.ttl_action != TtlAction::Pause
+            || !matches!(s.record.state, SessionState::Running | SessionState::Paused)
+        {
+            drop(s);
+            return self.delete_as(&caller, id, StopReason::Ttl).await;
+        }
+        if s.record.state == SessionState::Running {
+            self.pause_locked(&mut s, "ttl").await?;
+        }
+        let mut cleared = s.record.clone();
+        cleared.expires_at_ms = None;
+        self.store.save(&cleared).map_err(internal)?;
+        s.record = cleared;
+        Ok(())
     }
 
     /// Freezes a running session, held by the caller; `why` is the event's

@@ -167,6 +167,9 @@ impl SessionFiles {
 
     fn info_to_sandbox(&self, mut info: FileInfo) -> FileInfo {
         info.path = self.to_sandbox(&info.path);
+        // Names read here would be the host's, not the sandbox's.
+        info.owner.clear();
+        info.group.clear();
         info
     }
 
