@@ -4,11 +4,14 @@
 //! is the node's own, unchanged. It keeps no state of its own beyond its
 //! tokens: sessions are found from their ids, nodes from the node table.
 
+mod create;
 pub mod discovery;
+pub mod metrics;
 pub mod nodes;
 pub mod placement;
 pub mod remote;
 pub mod router;
+mod session_tokens;
 pub mod transfer;
 
 use std::path::PathBuf;
@@ -44,6 +47,11 @@ pub struct RouterConfig {
     /// --router-token-file. Or set PADDOCK_NODE_TOKEN.
     #[arg(long)]
     pub node_token_file: Option<PathBuf>,
+    /// MCP, E2B and metrics, as on a node: MCP and E2B over the fleet
+    /// (an E2B sandbox's envdAccessToken is its node's, checked there), the
+    /// metrics the router's own.
+    #[command(flatten)]
+    pub front_ends: crate::config::FrontEnds,
     /// The router's own state: its client tokens (`<dir>/tokens`).
     #[arg(long, default_value = "/var/lib/paddock-router")]
     pub state_dir: PathBuf,
@@ -111,8 +119,10 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
         let listeners =
             crate::grpc::Listeners { addrs: listen, socket_gid: crate::socket_gid(&cfg.socket_group) };
         tracing::info!(nodes = nodes.len(), "router starting");
+        let front_ends = crate::serve_front_ends(&cfg.front_ends, &router);
         tokio::select! {
-            r = crate::grpc::serve(listeners, router) => r,
+            r = crate::grpc::serve(listeners, router.clone()) => r,
+            r = front_ends => r,
             _ = crate::shutdown_signal() => Ok(()),
         }
     })
