@@ -14,6 +14,7 @@ use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits}
 use tonic::transport::Channel;
 
 pub mod fleet;
+pub mod kube;
 pub mod net;
 pub mod prometheus;
 pub mod scale;
