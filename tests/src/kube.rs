@@ -4,7 +4,7 @@
 //! from the binaries it built from Debian's source package.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

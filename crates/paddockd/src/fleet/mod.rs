@@ -6,6 +6,7 @@
 
 mod create;
 pub mod discovery;
+mod drains;
 pub mod metrics;
 pub mod nodes;
 pub mod placement;
@@ -111,11 +112,21 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
         for (name, addr) in &nodes {
             table.upsert(name, addr)?;
         }
+        let fixed: std::collections::BTreeSet<String> = nodes.iter().map(|(name, _)| name.clone()).collect();
+        let kube_client = kube.clone().map(crate::kube::client::Client::new).transpose()?;
+        let drains = drains::Drains::open(cfg.state_dir.clone(), fixed.clone(), kube_client)?;
+        for name in drains.drained()? {
+            match table.get(&name) {
+                Some(node) => node.state.lock().unwrap().draining = true,
+                None => {
+                    tracing::warn!(node = name, "a drained node is no longer in --node; its record stays")
+                }
+            }
+        }
         if let Some(target) = kube {
-            let fixed = nodes.iter().map(|(name, _)| name.clone()).collect();
             tokio::spawn(discovery::follow(table.clone(), crate::kube::discovery::discover(target)?, fixed));
         }
-        let router: Arc<dyn Paddock> = Arc::new(Router::new(table, tokens));
+        let router: Arc<dyn Paddock> = Arc::new(Router::new(table, tokens, drains));
         let listeners =
             crate::grpc::Listeners { addrs: listen, socket_gid: crate::socket_gid(&cfg.socket_group) };
         tracing::info!(nodes = nodes.len(), "router starting");

@@ -14,6 +14,7 @@ use futures::future::join_all;
 use paddock_proto::v1 as pb;
 use tokio_stream::{StreamExt, StreamMap};
 
+use super::drains::{Drains, Kept};
 use super::metrics::RouterMetrics;
 use super::nodes::{Node, Nodes};
 use super::session_tokens::Verified;
@@ -29,13 +30,16 @@ pub struct Router {
     pub(super) metrics: RouterMetrics,
     /// Session tokens the nodes confirmed lately (session_tokens.rs).
     pub(super) verified: Verified,
+    /// Where drain flags are kept (drains.rs).
+    drains: Drains,
 }
 
 impl Router {
-    pub fn new(nodes: Arc<Nodes>, tokens: Tokens) -> Self {
+    pub fn new(nodes: Arc<Nodes>, tokens: Tokens, drains: Drains) -> Self {
         Self {
             nodes,
             tokens,
+            drains,
             unnamed: Mutex::default(),
             metrics: RouterMetrics::new(),
             verified: Verified::default(),
@@ -489,8 +493,20 @@ impl Paddock for Router {
             .nodes
             .get(name)
             .ok_or_else(|| Error::not_found(format!("node {name:?} is not in this fleet")))?;
-        node.state.lock().unwrap().draining = draining;
-        tracing::info!(node = name, draining, "node drain flag set");
+        let kept = self.drains.set(name, draining).await?;
+        let mut s = node.state.lock().unwrap();
+        match kept {
+            Kept::Local => s.draining = draining,
+            // Discovery will say so too; until then this replica knows already.
+            Kept::Kubernetes if draining => s.held_by_discovery = s.held_by_discovery.or(Some("draining")),
+            Kept::Kubernetes => {
+                if s.held_by_discovery == Some("draining") {
+                    s.held_by_discovery = None;
+                }
+            }
+        }
+        drop(s);
+        tracing::info!(node = name, draining, ?kept, "node drain flag set");
         Ok(node.info())
     }
 }
