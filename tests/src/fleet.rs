@@ -70,6 +70,13 @@ impl Fleet {
         for i in 0..n {
             let name = format!("n{}", i + 1);
             let mut args = crate::scale::scale_args(sessions_per_node);
+            if matches!(on, Nodes::Debian { builds: false, .. }) {
+                // The daemon's default sizes: SDK suites write 100 MB files.
+                for flag in ["--default-memory", "--default-disk"] {
+                    let at = args.iter().position(|a| a == flag).unwrap();
+                    args.drain(at..at + 2);
+                }
+            }
             let at = args.iter().position(|a| a == "--sandbox-subnet").unwrap();
             args[at + 1] = format!("10.{second}.{}.0/20", i * 16);
             args.extend([

@@ -138,6 +138,18 @@ async fn router_discovers_places_and_loses_a_node_on_kubernetes() {
         }
     }
 
+    // The router lists a node's sessions on its polls (to report them lost
+    // later): wait until it has seen n3's.
+    let t = Instant::now();
+    loop {
+        let n3 = router.nodes().await.into_iter().find(|n| n.name == "n3").unwrap();
+        if n3.status.is_some_and(|s| s.sessions as usize == by_node["n3"].len()) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the router never saw n3's sessions");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // SIGKILL of n3: its Lease lapses, the router marks it down.
     let killed = Instant::now();
     nodes[2].kill9();
@@ -182,7 +194,9 @@ async fn router_discovers_places_and_loses_a_node_on_kubernetes() {
     // Listings report its sessions lost, not gone.
     let listed = list(&mut c).await;
     for id in &by_node["n3"] {
-        let s = listed.iter().find(|s| &s.id == id).unwrap_or_else(|| panic!("{id} not listed"));
+        let Some(s) = listed.iter().find(|s| &s.id == id) else {
+            panic!("{id} not listed: {listed:?}\n{:?}\n{}", router.nodes().await, router.log());
+        };
         assert!(s.lost, "{s:?}");
     }
     drop(router);
