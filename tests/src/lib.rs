@@ -19,6 +19,7 @@ pub mod net;
 pub mod prometheus;
 pub mod scale;
 pub mod sources;
+pub mod warm;
 
 pub type Client = SessionsClient<Channel>;
 
