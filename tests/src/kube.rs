@@ -91,6 +91,29 @@ impl ControlPlane {
         cmd.args(args).output().unwrap()
     }
 
+    /// deploy/kubernetes/'s namespace, CRD and RBAC, for real (nodes and
+    /// routers need them), once the CRD is established.
+    pub fn apply_namespace_crd_and_rbac(&self) {
+        let deploy = workspace_root().join("deploy/kubernetes");
+        let file = |f: &str| deploy.join(f).display().to_string();
+        self.kubectl_ok(
+            None,
+            &[
+                "apply",
+                "-f",
+                &file("00-namespace.yaml"),
+                "-f",
+                &file("10-crd.yaml"),
+                "-f",
+                &file("20-rbac.yaml"),
+            ],
+        );
+        self.kubectl_ok(
+            None,
+            &["wait", "--for", "condition=established", "--timeout=60s", "crd/paddocknodes.paddock.dev"],
+        );
+    }
+
     pub fn kubectl_ok(&self, token: Option<&str>, args: &[&str]) -> String {
         let out = self.kubectl(token, args);
         assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));

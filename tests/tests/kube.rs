@@ -100,16 +100,8 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     // The deployment files: namespace, CRD and RBAC for real (the nodes
     // need them), all of them in a server-side dry run, as the 1.20 server
     // validates them (schemas, privileged pods allowed, field types).
+    cp.apply_namespace_crd_and_rbac();
     let deploy = workspace_root().join("deploy/kubernetes");
-    let file = |f: &str| deploy.join(f).display().to_string();
-    cp.kubectl_ok(
-        None,
-        &["apply", "-f", &file("00-namespace.yaml"), "-f", &file("10-crd.yaml"), "-f", &file("20-rbac.yaml")],
-    );
-    cp.kubectl_ok(
-        None,
-        &["wait", "--for", "condition=established", "--timeout=60s", "crd/paddocknodes.paddock.dev"],
-    );
     let all = deploy.display().to_string();
     let dry = cp.kubectl_ok(None, &["apply", "--dry-run=server", "-f", &all]);
     for kind in ["daemonset.apps/paddockd", "deployment.apps/paddock-router", "service/paddock-router"] {

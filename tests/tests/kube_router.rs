@@ -38,16 +38,7 @@ async fn health(router: &Router) -> BTreeMap<String, i32> {
 async fn router_discovers_places_and_loses_a_node_on_kubernetes() {
     let Some(bin) = binaries_or_skip() else { return };
     let cp = ControlPlane::start(bin);
-    let deploy = workspace_root().join("deploy/kubernetes");
-    let file = |f: &str| deploy.join(f).display().to_string();
-    cp.kubectl_ok(
-        None,
-        &["apply", "-f", &file("00-namespace.yaml"), "-f", &file("10-crd.yaml"), "-f", &file("20-rbac.yaml")],
-    );
-    cp.kubectl_ok(
-        None,
-        &["wait", "--for", "condition=established", "--timeout=60s", "crd/paddocknodes.paddock.dev"],
-    );
+    cp.apply_namespace_crd_and_rbac();
     let (_, node_kube_token) = cp.service_account_token("paddock-node");
     let (_, router_kube_token) = cp.service_account_token("paddock-router");
     let dir = PathBuf::from(format!("/tmp/paddock-kube-router-{}", std::process::id()));
