@@ -125,6 +125,17 @@ impl Fleet {
         }
     }
 
+    /// Kills the router (SIGKILL: nothing saved on the way out) and starts
+    /// it again on the same state dir and nodes.
+    pub fn restart_router(&mut self) {
+        if let Some(mut c) = self.router.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let token_file = self.router.dir.join("node-token");
+        self.router.spawn(&self.nodes, &self.names, &token_file);
+    }
+
     pub async fn wait_all_up(&self) {
         for n in &self.names {
             self.wait_health(n, NodeHealth::Up, Duration::from_secs(20)).await;

@@ -412,3 +412,28 @@ async fn placement_prefers_a_node_with_a_warm_sandbox_of_the_environment() {
         assert_eq!(stdout(&mut c, &id, "echo ok").await, "ok");
     }
 }
+
+/// `paddock node drain` on a static node list is kept in the router's state
+/// dir: a router killed and started again still places nothing there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_survives_a_router_restart() {
+    let mut fleet = Fleet::start(2, 8);
+    fleet.wait_all_up().await;
+    let out = fleet.router.cli(&["node", "drain", "n1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fleet.restart_router();
+    fleet.wait_all_up().await;
+    let n1 = fleet.router.nodes().await.into_iter().find(|n| n.name == "n1").unwrap();
+    assert!(n1.draining, "the restarted router forgot the drain: {n1:?}");
+    let mut c = fleet.router.client().await;
+    for _ in 0..4 {
+        assert_eq!(node_of(&create(&mut c, "").await), "n2", "a session was placed on the drained node");
+    }
+    // Undrained, and that is kept too.
+    let out = fleet.router.cli(&["node", "undrain", "n1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fleet.restart_router();
+    fleet.wait_all_up().await;
+    let n1 = fleet.router.nodes().await.into_iter().find(|n| n.name == "n1").unwrap();
+    assert!(!n1.draining, "{n1:?}");
+}
