@@ -4,6 +4,7 @@
 //! is the node's own, unchanged. It keeps no state of its own beyond its
 //! tokens: sessions are found from their ids, nodes from the node table.
 
+mod answers;
 mod create;
 pub mod discovery;
 mod drains;

@@ -14,6 +14,7 @@ use futures::future::join_all;
 use paddock_proto::v1 as pb;
 use tokio_stream::{StreamExt, StreamMap};
 
+use super::answers::{best_environment, first_ok};
 use super::drains::{Drains, Kept};
 use super::metrics::RouterMetrics;
 use super::nodes::{Node, Nodes};
@@ -139,30 +140,6 @@ fn require_admin(caller: &Caller, doing: &str) -> Result<()> {
         false => Err(Error::permission_denied(format!(
             "{doing} needs an admin (root on the router's unix socket, or an admin token of the router)"
         ))),
-    }
-}
-
-/// The first answer that is not an error; else the most telling error
-/// (anything but NOT_FOUND, which every node without the object gives).
-fn first_ok<T>(answers: Vec<(Arc<Node>, Result<T>)>) -> Result<T> {
-    let mut err = None;
-    for (_, r) in answers {
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if err.is_none() || e.code() != Code::NotFound => err = Some(e),
-            Err(_) => {}
-        }
-    }
-    Err(err.unwrap_or_else(|| Error::unavailable("no node answered")))
-}
-
-/// The view of an environment to show: one that is ready somewhere, else any.
-fn best_environment(views: impl IntoIterator<Item = pb::Environment>) -> Option<pb::Environment> {
-    let mut views: Vec<_> = views.into_iter().collect();
-    let ready = views.iter().position(|e| e.state == pb::BuildState::Ready as i32);
-    match ready {
-        Some(i) => Some(views.swap_remove(i)),
-        None => views.into_iter().next(),
     }
 }
 
