@@ -22,6 +22,17 @@ pub struct Router {
     child: Option<Child>,
     pub dir: PathBuf,
     pub tcp: String,
+    /// Flags of its own beyond the listeners and nodes (--e2b-listen, ...).
+    extra: Vec<String>,
+}
+
+/// What the nodes run on.
+enum Nodes {
+    /// The test image (busybox), no builds.
+    Test,
+    /// The Debian image; `builds`: environments' packages come from the
+    /// host's registries.
+    Debian { image: PathBuf, builds: bool },
 }
 
 /// The secret the router shows the nodes (each node's --router-token-file).
@@ -30,16 +41,22 @@ pub const NODE_TOKEN: &str = "pdk_fleet-test-router-secret-0123456789";
 impl Fleet {
     /// `n` nodes named n1.. for up to `sessions_per_node` sessions each.
     pub fn start(n: usize, sessions_per_node: usize) -> Self {
-        Self::start_on(n, sessions_per_node, None)
+        Self::start_on(n, sessions_per_node, Nodes::Test, vec![])
+    }
+
+    /// Nodes on the Debian image `image` (no builds from registries), and a
+    /// router with `router_args` of its own (its front ends, say).
+    pub fn start_debian(n: usize, image: PathBuf, router_args: Vec<String>) -> Self {
+        Self::start_on(n, 20, Nodes::Debian { image, builds: false }, router_args)
     }
 
     /// Nodes on the Debian image `image` that build environments from the
     /// host's package registries (as the environment tests' daemons).
     pub fn start_for_builds(n: usize, image: PathBuf) -> Self {
-        Self::start_on(n, 20, Some(image))
+        Self::start_on(n, 20, Nodes::Debian { image, builds: true }, vec![])
     }
 
-    fn start_on(n: usize, sessions_per_node: usize, builds: Option<PathBuf>) -> Self {
+    fn start_on(n: usize, sessions_per_node: usize, on: Nodes, router_args: Vec<String>) -> Self {
         let dir = PathBuf::from(format!("/tmp/paddock-fleet-{}-{}", std::process::id(), rand_suffix()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -53,6 +70,13 @@ impl Fleet {
         for i in 0..n {
             let name = format!("n{}", i + 1);
             let mut args = crate::scale::scale_args(sessions_per_node);
+            if matches!(on, Nodes::Debian { builds: false, .. }) {
+                // The daemon's default sizes: SDK suites write 100 MB files.
+                for flag in ["--default-memory", "--default-disk"] {
+                    let at = args.iter().position(|a| a == flag).unwrap();
+                    args.drain(at..at + 2);
+                }
+            }
             let at = args.iter().position(|a| a == "--sandbox-subnet").unwrap();
             args[at + 1] = format!("10.{second}.{}.0/20", i * 16);
             args.extend([
@@ -64,13 +88,18 @@ impl Fleet {
                 "--userns-base".into(),
                 ((8 + i as u64) << 24).to_string(),
             ]);
-            nodes.push(match &builds {
-                Some(image) => Daemon::start_for_builds(image.clone(), args, Some(free_tcp_addr()), vec![]),
-                None => Daemon::start_with(test_image(), args, Some(free_tcp_addr())),
+            nodes.push(match &on {
+                Nodes::Debian { image, builds: true } => {
+                    Daemon::start_for_builds(image.clone(), args, Some(free_tcp_addr()), vec![])
+                }
+                Nodes::Debian { image, builds: false } => {
+                    Daemon::start_with(image.clone(), args, Some(free_tcp_addr()))
+                }
+                Nodes::Test => Daemon::start_with(test_image(), args, Some(free_tcp_addr())),
             });
             names.push(name);
         }
-        let router = Router::start(dir, &nodes, &names, &token_file);
+        let router = Router::start(dir, &nodes, &names, &token_file, router_args);
         Fleet { nodes, names, router }
     }
 
@@ -96,6 +125,17 @@ impl Fleet {
         }
     }
 
+    /// Kills the router (SIGKILL: nothing saved on the way out) and starts
+    /// it again on the same state dir and nodes.
+    pub fn restart_router(&mut self) {
+        if let Some(mut c) = self.router.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let token_file = self.router.dir.join("node-token");
+        self.router.spawn(&self.nodes, &self.names, &token_file);
+    }
+
     pub async fn wait_all_up(&self) {
         for n in &self.names {
             self.wait_health(n, NodeHealth::Up, Duration::from_secs(20)).await;
@@ -110,11 +150,22 @@ fn rand_suffix() -> u32 {
 }
 
 impl Router {
-    fn start(dir: PathBuf, nodes: &[Daemon], names: &[String], token_file: &std::path::Path) -> Self {
+    fn start(
+        dir: PathBuf,
+        nodes: &[Daemon],
+        names: &[String],
+        token_file: &std::path::Path,
+        extra: Vec<String>,
+    ) -> Self {
         let tcp = free_tcp_addr();
-        let mut r = Router { child: None, dir, tcp };
+        let mut r = Router { child: None, dir, tcp, extra };
         r.spawn(nodes, names, token_file);
         r
+    }
+
+    /// A router with no --node: its nodes come from `extra` (--kube-api ...).
+    pub fn start_discovering(dir: PathBuf, token_file: &std::path::Path, extra: Vec<String>) -> Self {
+        Self::start(dir, &[], &[], token_file, extra)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -136,7 +187,8 @@ impl Router {
             .arg("--listen")
             .arg(&self.tcp)
             .arg("--node-token-file")
-            .arg(token_file);
+            .arg(token_file)
+            .args(&self.extra);
         for (d, name) in nodes.iter().zip(names) {
             cmd.arg("--node").arg(format!("{name}={}", d.tcp.as_ref().unwrap()));
         }
@@ -173,6 +225,15 @@ impl Router {
             .expect("ListNodes")
             .into_inner()
             .nodes
+    }
+
+    /// A token of the router's (`paddock token create`); `tenant` None: an admin's.
+    pub fn token(&self, name: &str, tenant: Option<&str>) -> String {
+        let mut args = vec!["token", "create", name];
+        args.extend(tenant.map(|t| ["--tenant", t]).into_iter().flatten());
+        let out = self.cli(&args);
+        assert!(out.status.success(), "paddock token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// Runs the `paddock` CLI against the router.

@@ -14,10 +14,12 @@ use paddock_proto::v1::{CreateSessionRequest, ExecRequest, ExecResponse, Limits}
 use tonic::transport::Channel;
 
 pub mod fleet;
+pub mod kube;
 pub mod net;
 pub mod prometheus;
 pub mod scale;
 pub mod sources;
+pub mod warm;
 
 pub type Client = SessionsClient<Channel>;
 

@@ -362,3 +362,78 @@ async fn create_no_build(c: &mut Client, env: &str) -> String {
     let req = CreateSessionRequest { environment: env.into(), wait_for_build: false, ..Default::default() };
     c.create_session(req).await.unwrap_or_else(|e| panic!("CreateSession on {env}: {e}")).into_inner().id
 }
+
+/// Placement's first tier: a session on an environment goes to the node
+/// that has a warm sandbox of it, and is that sandbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn placement_prefers_a_node_with_a_warm_sandbox_of_the_environment() {
+    use paddock_proto::v1::environments_client::EnvironmentsClient;
+    use paddock_proto::v1::UpdateEnvironmentRequest;
+    let fleet = Fleet::start(NODES, 8);
+    fleet.wait_all_up().await;
+    let mut envs = EnvironmentsClient::new(fleet.router.channel().await);
+    let env = envs
+        .create_environment(CreateEnvironmentRequest { name: "pool".into(), ..Default::default() })
+        .await
+        .expect("CreateEnvironment through the router")
+        .into_inner();
+    build_env(&mut envs, "pool").await;
+    // A warm pool on n2 only (set on the node itself; through the router it
+    // would be every node's).
+    let update = UpdateEnvironmentRequest {
+        environment: env.id.clone(),
+        warm_sandboxes: Some(2),
+        ..Default::default()
+    };
+    EnvironmentsClient::new(fleet.node("n2").channel().await)
+        .update_environment(update)
+        .await
+        .expect("UpdateEnvironment on n2");
+    let t = Instant::now();
+    loop {
+        let n2 = fleet.router.nodes().await.into_iter().find(|n| n.name == "n2").unwrap();
+        if n2.status.and_then(|s| s.warm.get(&env.id).copied()) == Some(2) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "n2's two warm sandboxes not in its status");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warm = paddock_tests::warm::warm_of(fleet.node("n2"), &env.id);
+    assert_eq!(warm.len(), 2, "{warm:?}");
+
+    // Both go to n2, each one of its warm sandboxes, whatever the load.
+    let mut c = fleet.router.client().await;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let id = create(&mut c, "pool").await;
+        println!("measured: warm placement through the router in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(node_of(&id), "n2", "{id}: not placed on the node with the warm sandbox");
+        assert!(warm.contains(&id), "{id} is not one of n2's warm sandboxes {warm:?}");
+        assert_eq!(stdout(&mut c, &id, "echo ok").await, "ok");
+    }
+}
+
+/// `paddock node drain` on a static node list is kept in the router's state
+/// dir: a router killed and started again still places nothing there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_survives_a_router_restart() {
+    let mut fleet = Fleet::start(2, 8);
+    fleet.wait_all_up().await;
+    let out = fleet.router.cli(&["node", "drain", "n1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fleet.restart_router();
+    fleet.wait_all_up().await;
+    let n1 = fleet.router.nodes().await.into_iter().find(|n| n.name == "n1").unwrap();
+    assert!(n1.draining, "the restarted router forgot the drain: {n1:?}");
+    let mut c = fleet.router.client().await;
+    for _ in 0..4 {
+        assert_eq!(node_of(&create(&mut c, "").await), "n2", "a session was placed on the drained node");
+    }
+    // Undrained, and that is kept too.
+    let out = fleet.router.cli(&["node", "undrain", "n1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fleet.restart_router();
+    fleet.wait_all_up().await;
+    let n1 = fleet.router.nodes().await.into_iter().find(|n| n.name == "n1").unwrap();
+    assert!(!n1.draining, "{n1:?}");
+}

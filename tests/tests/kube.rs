@@ -12,158 +12,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use paddock_tests::*;
 use serde_json::Value;
 
+use paddock_tests::kube::{binaries_or_skip, wait_for, ControlPlane};
+
 const LEASE_SECONDS: u64 = 4;
-
-struct ControlPlane {
-    run: PathBuf,
-    port: u16,
-    bin: PathBuf,
-}
-
-fn script() -> PathBuf {
-    workspace_root().join("scripts/kube-control-plane.sh")
-}
-
-/// The cached binaries' directory, building them first with PADDOCK_KUBE=1.
-fn binaries_or_skip() -> Option<PathBuf> {
-    let bin = || Command::new(script()).arg("bin").output().unwrap();
-    let out = bin();
-    if out.status.success() {
-        return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    if std::env::var("PADDOCK_KUBE").as_deref() != Ok("1") {
-        eprintln!(
-            "SKIPPED: no Kubernetes control plane cached ({}); build it once with \
-             `scripts/kube-control-plane.sh build` (about 15-20 min) or run with PADDOCK_KUBE=1",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    let built = Command::new(script()).arg("build").status().unwrap();
-    assert!(built.success(), "scripts/kube-control-plane.sh build failed");
-    let out = bin();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-/// A port with the four after it free too (etcd, scheduler, controller-manager).
-fn free_port_run() -> u16 {
-    for _ in 0..50 {
-        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if p < 60000 && (1..5).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-    panic!("no run of 5 free ports");
-}
-
-impl ControlPlane {
-    fn start(bin: PathBuf) -> Self {
-        let port = free_port_run();
-        let run = PathBuf::from(format!("/tmp/paddock-kube-test-{}", std::process::id()));
-        let cp = ControlPlane { run, port, bin };
-        let out = cp.script("start");
-        assert!(out.status.success(), "control plane start: {}", String::from_utf8_lossy(&out.stderr));
-        cp
-    }
-
-    fn script(&self, verb: &str) -> Output {
-        Command::new(script())
-            .arg(verb)
-            .env("PADDOCK_KUBE_RUN", &self.run)
-            .env("PADDOCK_KUBE_PORT", self.port.to_string())
-            .output()
-            .unwrap()
-    }
-
-    fn server(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.run.join("ca.crt")
-    }
-
-    /// kubectl (Debian's 1.20 client) as the admin, or with another token.
-    fn kubectl(&self, token: Option<&str>, args: &[&str]) -> Output {
-        let mut cmd = Command::new(self.bin.join("kubectl"));
-        cmd.arg("--kubeconfig").arg(self.run.join("kubeconfig"));
-        if let Some(t) = token {
-            cmd.arg("--token").arg(t);
-        }
-        cmd.args(args).output().unwrap()
-    }
-
-    fn kubectl_ok(&self, token: Option<&str>, args: &[&str]) -> String {
-        let out = self.kubectl(token, args);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl_ok(None, &a)).unwrap()
-    }
-
-    /// The token of a service account, from the Secret the token controller
-    /// makes for it, written to a file for --kube-token-file.
-    fn service_account_token(&self, sa: &str) -> (String, PathBuf) {
-        let secret = wait_for(Duration::from_secs(60), &format!("a token Secret for {sa}"), || {
-            let list = self.json(&[
-                "-n",
-                "paddock",
-                "get",
-                "secrets",
-                "--field-selector",
-                "type=kubernetes.io/service-account-token",
-            ]);
-            list["items"]
-                .as_array()?
-                .iter()
-                .find(|s| s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa)
-                .cloned()
-        });
-        let b64 = secret["data"]["token"].as_str().unwrap();
-        let out =
-            Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(
-                |mut c| {
-                    use std::io::Write;
-                    c.stdin.take().unwrap().write_all(b64.as_bytes())?;
-                    c.wait_with_output()
-                },
-            );
-        let token = String::from_utf8(out.unwrap().stdout).unwrap();
-        let file = self.run.join(format!("{sa}.token"));
-        std::fs::write(&file, &token).unwrap();
-        (token, file)
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.script("stop");
-    }
-}
-
-/// Polls `f` until it gives a value, or fails naming `what`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// `paddockd kube-nodes --watch`: discovery as a router runs it; each line
 /// it prints is the node list after a change.
@@ -242,16 +100,8 @@ async fn nodes_register_renew_and_lapse_on_a_real_kubernetes() {
     // The deployment files: namespace, CRD and RBAC for real (the nodes
     // need them), all of them in a server-side dry run, as the 1.20 server
     // validates them (schemas, privileged pods allowed, field types).
+    cp.apply_namespace_crd_and_rbac();
     let deploy = workspace_root().join("deploy/kubernetes");
-    let file = |f: &str| deploy.join(f).display().to_string();
-    cp.kubectl_ok(
-        None,
-        &["apply", "-f", &file("00-namespace.yaml"), "-f", &file("10-crd.yaml"), "-f", &file("20-rbac.yaml")],
-    );
-    cp.kubectl_ok(
-        None,
-        &["wait", "--for", "condition=established", "--timeout=60s", "crd/paddocknodes.paddock.dev"],
-    );
     let all = deploy.display().to_string();
     let dry = cp.kubectl_ok(None, &["apply", "--dry-run=server", "-f", &all]);
     for kind in ["daemonset.apps/paddockd", "deployment.apps/paddock-router", "service/paddock-router"] {

@@ -35,22 +35,9 @@ pub struct DaemonConfig {
     #[arg(long)]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Serve MCP (Streamable HTTP) on HOST:PORT: `/mcp/sessions/{id}` for a
-    /// session's tools, `/mcp` for a new session per MCP session. Every
-    /// request needs a bearer token, as on the API's TCP listeners.
-    #[arg(long = "mcp-listen", value_name = "HOST:PORT")]
-    pub mcp_listen: Option<String>,
-    /// Also serve the E2B-compatible API (plain HTTP/1.1) on HOST:PORT, for
-    /// the unmodified e2b SDKs: set E2B_API_URL and E2B_SANDBOX_URL to
-    /// http://HOST:PORT and E2B_API_KEY to a Paddock token. Off by default.
-    #[arg(long = "e2b-listen", value_name = "ADDR")]
-    pub e2b_listen: Option<String>,
-
-    /// Serve Prometheus metrics on HOST:PORT at /metrics (the OpenMetrics
-    /// text format). Off unless given. Anyone who can connect reads every
-    /// session's usage and labels: bind it to loopback or a monitoring network.
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
+    /// The opt-in front ends over the same API (MCP, E2B, metrics).
+    #[command(flatten)]
+    pub front_ends: FrontEnds,
 
     /// Log lines as `text` (for people) or `json` (one object per line, for a
     /// log pipeline); on stderr either way. Every line about a session has
@@ -308,6 +295,29 @@ mod tests {
 
 /// The largest Exec output cap a request may ask for (it travels in one message).
 pub const MAX_EXEC_OUTPUT: u64 = 64 << 20;
+
+/// The front ends a node and a router both serve over the core's interface
+/// (on a router, over the fleet), each off unless its address is given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FrontEnds {
+    /// Serve MCP (Streamable HTTP) on HOST:PORT: `/mcp/sessions/{id}` for a
+    /// session's tools, `/mcp` for a new session per MCP session. Every
+    /// request needs a bearer token, as on the API's TCP listeners.
+    #[arg(long = "mcp-listen", value_name = "HOST:PORT")]
+    pub mcp_listen: Option<String>,
+    /// Also serve the E2B-compatible API (plain HTTP/1.1) on HOST:PORT, for
+    /// the unmodified e2b SDKs: set E2B_API_URL and E2B_SANDBOX_URL to
+    /// http://HOST:PORT and E2B_API_KEY to a Paddock token. Off by default.
+    #[arg(long = "e2b-listen", value_name = "ADDR")]
+    pub e2b_listen: Option<String>,
+
+    /// Serve Prometheus metrics on HOST:PORT at /metrics (the OpenMetrics
+    /// text format). Off unless given. Anyone who can connect reads every
+    /// session's usage and labels (on a router: its own
+    /// call latency, placements and node health): bind it to loopback or a monitoring network.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+}
 
 impl DaemonConfig {
     pub fn userns_enabled(&self) -> bool {

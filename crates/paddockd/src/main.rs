@@ -188,15 +188,10 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             },
         };
         // The opt-in front ends: each one's error (it could not listen, say)
-        // ends the daemon, as the API's would.
-        let mcp = optional(cfg.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone())));
-        let e2b = optional(cfg.e2b_listen.clone().map(|addr| e2b::serve(addr, core.clone())));
-        let metrics = optional(cfg.metrics_listen.clone().map(|addr| metrics::serve(addr, core.clone())));
+        let front_ends = serve_front_ends(&cfg.front_ends, &core);
         tokio::select! {
             r = grpc::serve(listeners, core) => r,
-            r = mcp => r,
-            r = e2b => r,
-            r = metrics => r,
+            r = front_ends => r,
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;
@@ -205,6 +200,24 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             }
         }
     })
+}
+
+/// The opt-in front ends: each one's error (it could not listen, say) ends
+/// the daemon or the router, as the API's would; none asked for: never ends.
+pub(crate) fn serve_front_ends(
+    f: &config::FrontEnds,
+    core: &Arc<dyn core::Paddock>,
+) -> impl std::future::Future<Output = Result<()>> + 'static {
+    let mcp = optional(f.mcp_listen.clone().map(|addr| mcp::serve(addr, core.clone())));
+    let e2b = optional(f.e2b_listen.clone().map(|addr| e2b::serve(addr, core.clone())));
+    let metrics = optional(f.metrics_listen.clone().map(|addr| metrics::serve(addr, core.clone())));
+    async move {
+        tokio::select! {
+            r = mcp => r,
+            r = e2b => r,
+            r = metrics => r,
+        }
+    }
 }
 
 /// Serves `listener` when it was asked for; otherwise never finishes.

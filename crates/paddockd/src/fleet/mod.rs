@@ -4,11 +4,16 @@
 //! is the node's own, unchanged. It keeps no state of its own beyond its
 //! tokens: sessions are found from their ids, nodes from the node table.
 
+mod answers;
+mod create;
 pub mod discovery;
+mod drains;
+pub mod metrics;
 pub mod nodes;
 pub mod placement;
 pub mod remote;
 pub mod router;
+mod session_tokens;
 pub mod transfer;
 
 use std::path::PathBuf;
@@ -44,6 +49,11 @@ pub struct RouterConfig {
     /// --router-token-file. Or set PADDOCK_NODE_TOKEN.
     #[arg(long)]
     pub node_token_file: Option<PathBuf>,
+    /// MCP, E2B and metrics, as on a node: MCP and E2B over the fleet
+    /// (an E2B sandbox's envdAccessToken is its node's, checked there), the
+    /// metrics the router's own.
+    #[command(flatten)]
+    pub front_ends: crate::config::FrontEnds,
     /// The router's own state: its client tokens (`<dir>/tokens`).
     #[arg(long, default_value = "/var/lib/paddock-router")]
     pub state_dir: PathBuf,
@@ -103,19 +113,31 @@ pub fn run(cfg: RouterConfig) -> Result<()> {
         for (name, addr) in &nodes {
             table.upsert(name, addr)?;
         }
+        let fixed: std::collections::BTreeSet<String> = nodes.iter().map(|(name, _)| name.clone()).collect();
+        let kube_client = kube.clone().map(crate::kube::client::Client::new).transpose()?;
+        let drains = drains::Drains::open(cfg.state_dir.clone(), fixed.clone(), kube_client)?;
+        for name in drains.drained()? {
+            match table.get(&name) {
+                Some(node) => node.state.lock().unwrap().draining = true,
+                None => {
+                    tracing::warn!(node = name, "a drained node is no longer in --node; its record stays")
+                }
+            }
+        }
         if let Some(target) = kube {
-            let fixed = nodes.iter().map(|(name, _)| name.clone()).collect();
             tokio::spawn(discovery::follow(table.clone(), crate::kube::discovery::discover(target)?, fixed));
         }
-        let router: Arc<dyn Paddock> = Arc::new(Router::new(table, tokens));
+        let router: Arc<dyn Paddock> = Arc::new(Router::new(table, tokens, drains));
         let listeners = crate::grpc::Listeners {
             addrs: listen,
             socket_gid: crate::socket_gid(&cfg.socket_group),
             tls: Default::default(),
         };
         tracing::info!(nodes = nodes.len(), "router starting");
+        let front_ends = crate::serve_front_ends(&cfg.front_ends, &router);
         tokio::select! {
-            r = crate::grpc::serve(listeners, router) => r,
+            r = crate::grpc::serve(listeners, router.clone()) => r,
+            r = front_ends => r,
             _ = crate::shutdown_signal() => Ok(()),
         }
     })

@@ -173,11 +173,15 @@ impl Paddock for Remote {
     fn authenticate(&self, _token: &str) -> Result<Caller> {
         Err(not_remote("authenticating at a node"))
     }
-    async fn authenticate_session(&self, _id: &str, _token: &str) -> Result<Caller> {
-        Err(not_remote("session tokens (E2B)"))
+    /// Checked by the node, under its key: the router's own caller asks.
+    async fn authenticate_session(&self, id: &str, token: &str) -> Result<Caller> {
+        let req = pb::CheckSessionTokenRequest { session_id: id.into(), token: token.into() };
+        let c = unary!(self, fleet, check_session_token, &Caller::router("router"), req)?;
+        Ok(Caller::tenant(c.tenant, format!("session-token:{id}")))
     }
-    async fn session_token(&self, _caller: &Caller, _id: &str) -> Result<String> {
-        Err(not_remote("session tokens (E2B)"))
+    async fn session_token(&self, caller: &Caller, id: &str) -> Result<String> {
+        let req = pb::SessionTokenRequest { session_id: id.into() };
+        Ok(unary!(self, fleet, get_session_token, caller, req)?.token)
     }
     fn create_token(&self, _c: &Caller, _req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
         Err(not_remote("a node's tokens"))
@@ -217,8 +221,9 @@ impl Paddock for Remote {
     async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
         unary!(self, sessions, resume_session, caller, pb::ResumeSessionRequest { session_id: id.into() })
     }
-    async fn set_session_ttl(&self, _c: &Caller, _id: &str, _ttl: Option<i64>) -> Result<pb::Session> {
-        Err(not_remote("setting a TTL after create (E2B's set_timeout)"))
+    async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl: Option<i64>) -> Result<pb::Session> {
+        let req = pb::SetSessionTtlRequest { session_id: id.into(), ttl_seconds: ttl };
+        unary!(self, sessions, set_session_ttl, caller, req)
     }
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
         unary!(self, sessions, delete_session, caller, pb::DeleteSessionRequest { session_id: id.into() })

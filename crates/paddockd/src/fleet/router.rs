@@ -8,13 +8,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::future::join_all;
 use paddock_proto::v1 as pb;
 use tokio_stream::{StreamExt, StreamMap};
 
+use super::answers::{best_environment, first_ok};
+use super::drains::{Drains, Kept};
+use super::metrics::RouterMetrics;
 use super::nodes::{Node, Nodes};
-use super::placement::{self, Candidate};
+use super::session_tokens::Verified;
 use crate::config::split_session_id;
 use crate::core::auth::Tokens;
 use crate::core::{Caller, Code, Error, Paddock, Result, Stream, Uploads};
@@ -24,15 +28,27 @@ pub struct Router {
     tokens: Tokens,
     /// Nodes of sessions whose ids carry none (made before the node had a name).
     unnamed: Mutex<HashMap<String, String>>,
+    pub(super) metrics: RouterMetrics,
+    /// Session tokens the nodes confirmed lately (session_tokens.rs).
+    pub(super) verified: Verified,
+    /// Where drain flags are kept (drains.rs).
+    drains: Drains,
 }
 
 impl Router {
-    pub fn new(nodes: Arc<Nodes>, tokens: Tokens) -> Self {
-        Self { nodes, tokens, unnamed: Mutex::default() }
+    pub fn new(nodes: Arc<Nodes>, tokens: Tokens, drains: Drains) -> Self {
+        Self {
+            nodes,
+            tokens,
+            drains,
+            unnamed: Mutex::default(),
+            metrics: RouterMetrics::new(),
+            verified: Verified::default(),
+        }
     }
 
     /// The node that holds session `id`, if it can be reached now.
-    async fn route(&self, caller: &Caller, id: &str) -> Result<Arc<Node>> {
+    pub(super) async fn route(&self, caller: &Caller, id: &str) -> Result<Arc<Node>> {
         let not_found = || Error::not_found(format!("session {id:?} does not exist"));
         let node = match split_session_id(id) {
             None => return Err(not_found()),
@@ -70,37 +86,25 @@ impl Router {
         self.nodes.all().into_iter().filter(|n| n.state.lock().unwrap().is_up()).collect()
     }
 
-    /// Placement's view of the nodes that may take a session on `env`.
-    fn candidates(&self, caller: &Caller, env: &str) -> (Vec<Candidate>, Vec<String>) {
-        let (mut out, mut refused) = (vec![], vec![]);
-        for node in self.nodes.all() {
-            let s = node.state.lock().unwrap();
-            let why = match (&s.status, s.is_up(), s.draining) {
-                (_, false, _) => Some(if s.is_down() { "down" } else { "not answered yet" }),
-                (_, _, true) => Some("draining"),
-                _ if s.held_by_discovery.is_some() => s.held_by_discovery,
-                (None, ..) => Some("no status yet"),
-                (Some(st), ..) if st.sessions + s.inflight >= st.max_sessions => Some("full"),
-                _ => None,
-            };
-            if let Some(why) = why {
-                refused.push(format!("{} {why}", node.name()));
-                continue;
-            }
-            let st = s.status.as_ref().expect("checked");
-            let built = match env {
-                "" => Some(String::new()),
-                key => st
-                    .environments
-                    .iter()
-                    .find(|e| e.id == key || (e.name == key && caller.sees(&e.tenant)))
-                    .map(|e| e.id.clone()),
-            };
-            let warm = built.as_ref().and_then(|id| st.warm.get(id)).is_some_and(|&n| n > 0);
-            let load = (st.sessions + s.inflight) as f64 / st.max_sessions.max(1) as f64;
-            out.push(Candidate { name: node.name().into(), warm, built: built.is_some(), load });
-        }
-        (out, refused)
+    /// `op` on the node of session `id`, timed; the session it answers, on that node.
+    async fn on_session<'a, F, Fut>(
+        &'a self,
+        method: &'static str,
+        caller: &'a Caller,
+        id: &'a str,
+        op: F,
+    ) -> Result<pb::Session>
+    where
+        F: FnOnce(Arc<Node>) -> Fut,
+        Fut: std::future::Future<Output = Result<pb::Session>>,
+    {
+        let t = Instant::now();
+        let r = match self.route(caller, id).await {
+            Ok(node) => op(node.clone()).await.map(|s| on(&node, s)),
+            Err(e) => Err(e),
+        };
+        self.metrics.call(method, t, r.as_ref().err().map(|e| e.code()));
+        r
     }
 
     /// Sends `op` to every node that is up; the answers by node.
@@ -125,7 +129,7 @@ fn since(t: Option<std::time::Instant>) -> String {
     }
 }
 
-fn on(node: &Node, mut s: pb::Session) -> pb::Session {
+pub(super) fn on(node: &Node, mut s: pb::Session) -> pb::Session {
     s.node = node.name().into();
     s
 }
@@ -139,32 +143,8 @@ fn require_admin(caller: &Caller, doing: &str) -> Result<()> {
     }
 }
 
-/// The first answer that is not an error; else the most telling error
-/// (anything but NOT_FOUND, which every node without the object gives).
-fn first_ok<T>(answers: Vec<(Arc<Node>, Result<T>)>) -> Result<T> {
-    let mut err = None;
-    for (_, r) in answers {
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if err.is_none() || e.code() != Code::NotFound => err = Some(e),
-            Err(_) => {}
-        }
-    }
-    Err(err.unwrap_or_else(|| Error::unavailable("no node answered")))
-}
-
-/// The view of an environment to show: one that is ready somewhere, else any.
-fn best_environment(views: impl IntoIterator<Item = pb::Environment>) -> Option<pb::Environment> {
-    let mut views: Vec<_> = views.into_iter().collect();
-    let ready = views.iter().position(|e| e.state == pb::BuildState::Ready as i32);
-    match ready {
-        Some(i) => Some(views.swap_remove(i)),
-        None => views.into_iter().next(),
-    }
-}
-
-/// A call on one session, forwarded as it is. (Spelled as async-trait
-/// expands an `async fn`, which it cannot see inside a macro.)
+/// A call on one session, forwarded as it is and timed. (Spelled as
+/// async-trait expands an `async fn`, which it cannot see inside a macro.)
 macro_rules! forward {
     ($($name:ident($req:ty) -> $resp:ty;)*) => {$(
         fn $name<'life0, 'life1, 'async_trait>(
@@ -177,7 +157,15 @@ macro_rules! forward {
             'life1: 'async_trait,
             Self: 'async_trait,
         {
-            Box::pin(async move { self.route(caller, &req.session_id).await?.remote.$name(caller, req).await })
+            Box::pin(async move {
+                let t = Instant::now();
+                let r = match self.route(caller, &req.session_id).await {
+                    Ok(node) => node.remote.$name(caller, req).await,
+                    Err(e) => Err(e),
+                };
+                self.metrics.call(stringify!($name), t, r.as_ref().err().map(|e| e.code()));
+                r
+            })
         }
     )*};
 }
@@ -187,11 +175,11 @@ impl Paddock for Router {
     fn authenticate(&self, token: &str) -> Result<Caller> {
         self.tokens.verify(token)
     }
-    async fn authenticate_session(&self, _id: &str, _token: &str) -> Result<Caller> {
-        Err(Error::unimplemented("session tokens (E2B) are not offered through a router yet"))
+    async fn authenticate_session(&self, id: &str, token: &str) -> Result<Caller> {
+        self.check_session_token(id, token).await
     }
-    async fn session_token(&self, _caller: &Caller, _id: &str) -> Result<String> {
-        Err(Error::unimplemented("session tokens (E2B) are not offered through a router yet"))
+    async fn session_token(&self, caller: &Caller, id: &str) -> Result<String> {
+        self.make_session_token(caller, id).await
     }
     fn create_token(&self, caller: &Caller, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
         require_admin(caller, "creating tokens")?;
@@ -215,53 +203,21 @@ impl Paddock for Router {
         }
         Ok(Box::pin(merged.map(|(_, e)| e)))
     }
-    async fn metrics_text(&self, _caller: &Caller) -> Result<String> {
-        Err(Error::unimplemented(
-            "a router has no metrics of its own yet; scrape each node's --metrics-listen",
-        ))
+    /// The router's own (fleet/metrics.rs); the sandboxes' are the nodes'.
+    async fn metrics_text(&self, caller: &Caller) -> Result<String> {
+        require_admin(caller, "reading metrics")?;
+        Ok(self.metrics.render(&self.nodes).await)
     }
 
     async fn create_session(&self, caller: &Caller, req: pb::CreateSessionRequest) -> Result<pb::Session> {
-        let (candidates, refused) = self.candidates(caller, &req.environment);
-        let order = placement::order(candidates, &mut rand::thread_rng());
-        let mut last = None;
-        for name in order {
-            let Some(node) = self.nodes.get(&name) else { continue };
-            node.state.lock().unwrap().inflight += 1;
-            let r = node.remote.create_session(caller, req.clone()).await;
-            let mut s = node.state.lock().unwrap();
-            s.inflight -= 1;
-            match r {
-                Ok(session) => {
-                    // Until the next status: one more session, one warm fewer.
-                    if let Some(st) = s.status.as_mut() {
-                        st.sessions += 1;
-                        let env = session.environment_id.clone();
-                        if let Some(w) = st.warm.get_mut(&env) {
-                            *w = w.saturating_sub(1);
-                        }
-                    }
-                    drop(s);
-                    return Ok(on(&node, session));
-                }
-                // The node is the authority on its capacity: try the next.
-                Err(e) if e.code() == Code::ResourceExhausted => {
-                    tracing::info!(node = name, "node refused a session: {}", e.message());
-                    last = Some(format!("{name}: {}", e.message()));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut why = refused;
-        why.extend(last);
-        Err(Error::resource_exhausted(format!(
-            "no node of this fleet can take the session now ({})",
-            if why.is_empty() { "no nodes".to_string() } else { why.join("; ") }
-        )))
+        let t = Instant::now();
+        let r = self.place(caller, req).await;
+        self.metrics.call("create_session", t, r.as_ref().err().map(|e| e.code()));
+        r
     }
     async fn get_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
-        let node = self.route(caller, id).await?;
-        Ok(on(&node, node.remote.get_session(caller, id).await?))
+        self.on_session("get_session", caller, id, |n| async move { n.remote.get_session(caller, id).await })
+            .await
     }
     /// Every node's sessions; those of a node that is down (or does not
     /// answer now) as it last listed them, marked lost.
@@ -294,25 +250,48 @@ impl Paddock for Router {
         out
     }
     async fn stop_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
-        let node = self.route(caller, id).await?;
-        Ok(on(&node, node.remote.stop_session(caller, id).await?))
+        self.on_session(
+            "stop_session",
+            caller,
+            id,
+            |n| async move { n.remote.stop_session(caller, id).await },
+        )
+        .await
     }
     async fn pause_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
-        let node = self.route(caller, id).await?;
-        Ok(on(&node, node.remote.pause_session(caller, id).await?))
+        self.on_session(
+            "pause_session",
+            caller,
+            id,
+            |n| async move { n.remote.pause_session(caller, id).await },
+        )
+        .await
     }
     async fn resume_session(&self, caller: &Caller, id: &str) -> Result<pb::Session> {
-        let node = self.route(caller, id).await?;
-        Ok(on(&node, node.remote.resume_session(caller, id).await?))
+        self.on_session(
+            "resume_session",
+            caller,
+            id,
+            |n| async move { n.remote.resume_session(caller, id).await },
+        )
+        .await
     }
     async fn set_session_ttl(&self, caller: &Caller, id: &str, ttl: Option<i64>) -> Result<pb::Session> {
-        let node = self.route(caller, id).await?;
-        Ok(on(&node, node.remote.set_session_ttl(caller, id, ttl).await?))
+        self.on_session("set_session_ttl", caller, id, |n| async move {
+            n.remote.set_session_ttl(caller, id, ttl).await
+        })
+        .await
     }
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
-        let node = self.route(caller, id).await?;
-        node.remote.delete_session(caller, id).await?;
+        let t = Instant::now();
+        let r = match self.route(caller, id).await {
+            Ok(node) => node.remote.delete_session(caller, id).await,
+            Err(e) => Err(e),
+        };
+        self.metrics.call("delete_session", t, r.as_ref().err().map(|e| e.code()));
+        r?;
         self.unnamed.lock().unwrap().remove(id);
+        self.verified.forget(id);
         Ok(())
     }
     async fn get_network(&self, caller: &Caller, id: &str) -> Result<pb::NetworkStatus> {
@@ -491,8 +470,20 @@ impl Paddock for Router {
             .nodes
             .get(name)
             .ok_or_else(|| Error::not_found(format!("node {name:?} is not in this fleet")))?;
-        node.state.lock().unwrap().draining = draining;
-        tracing::info!(node = name, draining, "node drain flag set");
+        let kept = self.drains.set(name, draining).await?;
+        let mut s = node.state.lock().unwrap();
+        match kept {
+            Kept::Local => s.draining = draining,
+            // Discovery will say so too; until then this replica knows already.
+            Kept::Kubernetes if draining => s.held_by_discovery = s.held_by_discovery.or(Some("draining")),
+            Kept::Kubernetes => {
+                if s.held_by_discovery == Some("draining") {
+                    s.held_by_discovery = None;
+                }
+            }
+        }
+        drop(s);
+        tracing::info!(node = name, draining, ?kept, "node drain flag set");
         Ok(node.info())
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use paddock_proto::v1::fleet_server::Fleet;
 use paddock_proto::v1::{
-    DrainNodeRequest, ExportLayersRequest, GetNodeStatusRequest, ImportLayersResponse, LayerChunk,
-    ListNodesRequest, ListNodesResponse, NodeInfo, NodeStatus,
+    CheckSessionTokenRequest, DrainNodeRequest, ExportLayersRequest, GetNodeStatusRequest,
+    ImportLayersResponse, LayerChunk, ListNodesRequest, ListNodesResponse, NodeInfo, NodeStatus,
+    SessionToken, SessionTokenCaller, SessionTokenRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -68,5 +69,30 @@ impl Fleet for FleetApi {
         let c = caller(&request)?;
         let chunks = LayerChunks::new(request.into_inner().map(|r| r.map_err(Error::from)));
         Ok(Response::new(self.core.import_layers(&c, chunks).await.map_err(status)?))
+    }
+
+    async fn get_session_token(
+        &self,
+        request: Request<SessionTokenRequest>,
+    ) -> Result<Response<SessionToken>, Status> {
+        let c = caller(&request)?;
+        let token = self.core.session_token(&c, &request.into_inner().session_id).await.map_err(status)?;
+        Ok(Response::new(SessionToken { token }))
+    }
+
+    async fn check_session_token(
+        &self,
+        request: Request<CheckSessionTokenRequest>,
+    ) -> Result<Response<SessionTokenCaller>, Status> {
+        // The router asks for the E2B front end it serves; a client checks
+        // its token by using it, so nobody else needs this oracle.
+        if !caller(&request)?.is_router() {
+            return Err(Status::permission_denied(
+                "CheckSessionToken is the fleet router's (its token only)",
+            ));
+        }
+        let r = request.into_inner();
+        let c = self.core.authenticate_session(&r.session_id, &r.token).await.map_err(status)?;
+        Ok(Response::new(SessionTokenCaller { tenant: c.tenant }))
     }
 }

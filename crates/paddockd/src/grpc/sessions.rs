@@ -18,9 +18,9 @@ use paddock_proto::v1::{
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
     NetworkStatus, PauseSessionRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse,
     ResizePtyRequest, ResizePtyResponse, ResumeSessionRequest, RunCodeRequest, RunCodeResponse,
-    RunToolRequest, Session, SignalProcessRequest, SignalProcessResponse, StartProcessRequest, StatRequest,
-    StopSessionRequest, ToolResult, UpdateNetworkRequest, UploadRequest, WatchEvent, WatchRequest,
-    WriteStdinRequest, WriteStdinResponse,
+    RunToolRequest, Session, SetSessionTtlRequest, SignalProcessRequest, SignalProcessResponse,
+    StartProcessRequest, StatRequest, StopSessionRequest, ToolResult, UpdateNetworkRequest, UploadRequest,
+    WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use paddock_proto::v1::{Environment, ForkSessionRequest, ForkSessionResponse, SnapshotSessionRequest};
 use tokio_stream::StreamExt;
@@ -136,6 +136,15 @@ impl Sessions for SessionsApi {
         Ok(Response::new(
             self.core.pause_session(&c, &request.into_inner().session_id).await.map_err(status)?,
         ))
+    }
+
+    async fn set_session_ttl(
+        &self,
+        request: Request<SetSessionTtlRequest>,
+    ) -> Result<Response<Session>, Status> {
+        let c = caller(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(self.core.set_session_ttl(&c, &r.session_id, r.ttl_seconds).await.map_err(status)?))
     }
 
     async fn resume_session(
