@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -240,19 +240,25 @@ fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
             remove_cgroup_dir(&entry.path())?;
         }
     }
-    let mut last = None;
-    for _ in 0..100 {
+    // A killed process leaves its cgroups only once its exit is done: one
+    // in uninterruptible IO, or freeing a large memory on a loaded host, can
+    // take seconds (a 1 s bound failed DeleteSession with EBUSY at a load
+    // average of 10 on 2 cores). Retried with a growing pause; 10 s at most.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    loop {
         for pid in read_pids(dir) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => last = Some(e),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
         }
-        sleep(Duration::from_millis(10));
+        sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
-    Err(last.unwrap())
 }
 
 #[cfg(test)]
