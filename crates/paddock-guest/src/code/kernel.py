@@ -31,7 +31,12 @@ def discard(fd):
 
 class Capture:
     """A pipe for fd 1 or 2 during a run, and a thread that sends what comes
-    out of it as it comes (the first OUTPUT_CAP bytes)."""
+    out of it as it comes (the first OUTPUT_CAP bytes), by whole lines: a
+    line's end that follows within LINE_WAIT goes with it (print writes the
+    text and the newline apart)."""
+
+    LINE_WAIT = 0.02
+    PIECE_MAX = 1 << 16
 
     def __init__(self, name):
         self.name = name
@@ -40,6 +45,7 @@ class Capture:
         os.set_blocking(self.read_fd, False)
         self.size = 0
         self.truncated = False
+        self.pending = ""
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.thread = threading.Thread(target=self.pump, daemon=True)
         self.thread.start()
@@ -50,7 +56,17 @@ class Capture:
             self.truncated = True
             data = data[:max(room, 0)]
         self.size += len(data)
-        text = self.decoder.decode(data)
+        self.pending += self.decoder.decode(data)
+        cut = self.pending.rfind("\n") + 1
+        if len(self.pending) >= self.PIECE_MAX:
+            cut = len(self.pending)
+        if cut:
+            send({"stream": self.name, "text": self.pending[:cut]})
+            self.pending = self.pending[cut:]
+
+    def flush(self, final=False):
+        text = self.pending + (self.decoder.decode(b"", final=True) if final else "")
+        self.pending = ""
         if text:
             send({"stream": self.name, "text": text})
 
@@ -67,16 +83,17 @@ class Capture:
 
     def pump(self):
         while True:
-            ready, _, _ = select.select([self.read_fd, self.wake_r], [], [])
+            wait = self.LINE_WAIT if self.pending else None
+            ready, _, _ = select.select([self.read_fd, self.wake_r], [], [], wait)
+            if not ready:  # a partial line that waited long enough
+                self.flush()
+                continue
             ended = self.drain()
             # The wake-up comes after the run's last write: once it is seen,
             # one more drain has everything the run wrote.
             if ended or self.wake_r in ready:
                 break
-        tail = self.decoder.decode(b"", final=True)
-        if tail:
-            send({"stream": self.name, "text": tail})
-        os.close(self.wake_r)
+        self.flush(final=True)
         if ended:
             os.close(self.read_fd)
         else:
@@ -85,14 +102,15 @@ class Capture:
     def finish(self):
         """Called once fd 1 or 2 no longer points at the pipe."""
         os.close(self.write_fd)
-        os.write(self.wake_w, b"x")
-        os.close(self.wake_w)
+        os.write(self.wake_w, b"x")  # the pump closes no wake-up end: this cannot fail
         while True:
             try:
                 self.thread.join()
-                return
+                break
             except KeyboardInterrupt:  # a timeout's interrupt, come late: the run is over
                 continue
+        os.close(self.wake_w)
+        os.close(self.wake_r)
 
 
 def run(code):
