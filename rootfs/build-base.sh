@@ -10,8 +10,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-/var/lib/paddock/images/base}
 packages_file="$here/debian-base.packages"
+profile_sed="$here/login-profile.sed"
 
-recipe_hash=$( (cat "$0" "$packages_file") | sha256sum | cut -c1-16)
+recipe_hash=$( (cat "$0" "$packages_file" "$profile_sed") | sha256sum | cut -c1-16)
 version="$out/$recipe_hash"
 if [ -d "$version/rootfs/usr/bin" ] && [ "$(readlink "$out/rootfs")" = "$recipe_hash/rootfs" ]; then
     echo "base image: up to date at $out/rootfs"
@@ -40,12 +41,14 @@ if [ ! -d "$version/rootfs/usr/bin" ]; then
     trap 'rm -rf "$tmp"' EXIT
     echo "base image: building with mmdebstrap (bookworm minbase + $(echo "$include" | tr ',' ' '))"
     # No Recommends: the image holds what the recipe lists and what that needs.
+    # The login profile is made cheaper for `bash -l` (rootfs/login-profile.sed).
     mmdebstrap --variant=minbase --include="$include" --aptopt='APT::Install-Recommends "false"' \
         --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
         --customize-hook='cp -L /etc/resolv.conf "$1/etc/resolv.conf" || true' \
         --customize-hook='mkdir -p "$1/workspace"' \
         --customize-hook='chroot "$1" useradd --create-home --uid 1000 --shell /bin/bash user' \
         --customize-hook='echo "user ALL=(ALL:ALL) NOPASSWD: ALL" > "$1/etc/sudoers.d/user" && chmod 0440 "$1/etc/sudoers.d/user"' \
+        --customize-hook="sed -i -f '$profile_sed' \"\$1/etc/profile\" && grep -q EUID \"\$1/etc/profile\"" \
         --customize-hook='rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*' \
         bookworm "$tmp/rootfs" "${sources[@]}"
     rm -rf "$version"

@@ -1,6 +1,7 @@
 """e2b-code-interpreter's run_code on the code-interpreter-v1 template."""
 
 import base64
+import time
 
 import pytest
 from e2b_code_interpreter import Sandbox
@@ -83,3 +84,53 @@ def test_javascript(ci):
     with pytest.raises(Exception) as e:
         ci.run_code("1", language="r")
     assert "python, javascript and bash" in str(e.value)
+
+
+def test_output_streams_while_the_cell_runs(ci):
+    """on_stdout/on_stderr are called as the cell prints (the /execute stream),
+    not once it is done: the first line comes a second before the last."""
+    t0 = time.monotonic()
+    seen = []
+    execution = ci.run_code(
+        """
+        import sys, time
+        print("first", flush=True)
+        time.sleep(1)
+        print("to err", file=sys.stderr, flush=True)
+        time.sleep(1)
+        print("last")
+        "done"
+        """,
+        on_stdout=lambda m: seen.append(("out", m.line, time.monotonic() - t0)),
+        on_stderr=lambda m: seen.append(("err", m.line, time.monotonic() - t0)),
+        on_result=lambda r: seen.append(("result", r.text, time.monotonic() - t0)),
+    )
+    ended = time.monotonic() - t0
+    assert [(kind, text) for kind, text, _ in seen] == [
+        ("out", "first\n"),
+        ("err", "to err\n"),
+        ("out", "last\n"),
+        ("result", "done"),
+    ], seen
+    first, err, last = seen[0][2], seen[1][2], seen[2][2]
+    print(f"first stdout at {first:.3f} s, stderr at {err:.3f} s, last at {last:.3f} s, cell ended at {ended:.3f} s")
+    # The cell sleeps 2 s in all: the first line must not wait for the end.
+    assert ended - first > 1.5, seen
+    assert 0.7 < err - first < 1.5 and 0.7 < last - err < 1.5, seen
+    assert execution.logs.stdout == ["first\n", "last\n"]
+    assert execution.logs.stderr == ["to err\n"]
+    assert execution.text == "done"
+
+
+def test_a_child_process_output_streams_too(ci):
+    """Output written to fd 1 by a subprocess (not through sys.stdout) is
+    caught and streamed as well."""
+    seen = []
+    t0 = time.monotonic()
+    ci.run_code(
+        "import subprocess, time\nsubprocess.run(['echo', 'from a child'])\ntime.sleep(1)",
+        on_stdout=lambda m: seen.append((m.line, time.monotonic() - t0)),
+    )
+    ended = time.monotonic() - t0
+    assert [line for line, _ in seen] == ["from a child\n"], seen
+    assert ended - seen[0][1] > 0.7, (seen, ended)

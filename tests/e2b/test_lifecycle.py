@@ -100,7 +100,7 @@ def test_bad_api_key():
 
 
 def test_pause_keeps_state_and_connect_resumes(sandbox):
-    sandbox.commands.run("sh -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/count; sleep 0.1; done'", background=True)
+    sandbox.commands.run("sh -c 'n=0; while true; do n=$((n+1)); echo $n > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done'", background=True)
     time.sleep(0.5)
     assert sandbox.pause() is True
     assert Sandbox.get_info(sandbox.sandbox_id).state.value == "paused"

@@ -115,3 +115,51 @@ async fn code_contexts_keep_state_and_return_rich_output() {
     let r = code.run_code(run(id, "bash", "", "echo $V $(pwd); false")).await.unwrap().into_inner();
     assert_eq!((r.stdout.as_str(), r.exit_code), ("7 /tmp", 1));
 }
+
+/// RunCodeStream: output comes as the code writes it (here a second before
+/// the run ends), then one `done` with the rest; the context is the same one
+/// RunCode uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_code_stream_sends_output_as_it_is_written() {
+    use paddock_proto::v1::run_code_event::Event;
+    let Some(image) = debian_image_or_skip() else { return };
+    let d = Daemon::start_with(image, vec![], None);
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    let id = s.id.as_str();
+    let mut code = CodeClient::new(d.channel().await);
+
+    for (language, cell) in [
+        ("python", "import sys, time\nprint('one')\ntime.sleep(1)\nprint('two', file=sys.stderr)\nv = 5\n'end'"),
+        // A busy wait: a Node cell runs synchronously.
+        ("node", "console.log('one'); const t = Date.now(); while (Date.now() - t < 1000) {}; console.error('two'); 'end'"),
+    ] {
+        let started = Instant::now();
+        let mut events = code.run_code_stream(run(id, language, "", cell)).await.unwrap().into_inner();
+        let mut outputs = vec![];
+        let done = loop {
+            match events.message().await.unwrap().and_then(|e| e.event) {
+                Some(Event::Output(o)) => outputs.push((o.stream, o.text, started.elapsed())),
+                Some(Event::Done(r)) => break r,
+                None => panic!("{language}: the stream ended without `done`"),
+            }
+        };
+        let ended = started.elapsed();
+        let texts: Vec<_> = outputs.iter().map(|(s, t, _)| (*s, t.as_str())).collect();
+        assert_eq!(texts, [(1, "one\n"), (2, "two\n")], "{language}");
+        let first = outputs[0].2;
+        assert!(ended - first > Duration::from_millis(700), "{language}: first output at {first:?}, end at {ended:?}");
+        assert!(done.result.contains("end"), "{language}: {done:?}");
+        assert!(done.stdout.is_empty() && done.stderr.is_empty(), "{language}: {done:?}");
+        assert!(done.error.is_none(), "{language}: {:?}", done.error);
+        assert!(events.message().await.unwrap().is_none(), "{language}: events after `done`");
+    }
+    // The same default context as RunCode's.
+    let r = code.run_code(run(id, "python", "", "v")).await.unwrap().into_inner();
+    assert_eq!(r.result, "5");
+    // Bad input fails the call itself, before any event.
+    let e = code.run_code_stream(run(id, "cobol", "", "1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = code.run_code_stream(run(id, "", "ctx-none", "1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}

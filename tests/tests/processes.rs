@@ -36,6 +36,7 @@ async fn read_until(
                 }
             }
             Some(Event::Exit(info)) => return (out, Some(info)),
+            Some(Event::Started(_)) => panic!("`started` comes only first, and only from RunProcess"),
             None => return (out, None),
         }
     }
@@ -227,4 +228,47 @@ async fn stdin_users_and_errors() {
     assert!(e.message().starts_with("user:"), "{}", e.message());
     let e = p.start_process(start("ses-0000000000000000", "true")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+/// RunProcess: start and stream in one call (first `started`, then output
+/// and exit), and `close_stdin` gives the process EOF at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_process_starts_and_streams_in_one_call() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    let mut p = procs(&d).await;
+    // `cat` ends only at EOF: with stdin closed it ends at once.
+    let mut req = start(&s.id, "echo before; cat; echo after >&2");
+    req.close_stdin = true;
+    req.tag = "one-call".into();
+    let mut events = p.run_process(req).await.unwrap().into_inner();
+    let first = events.message().await.unwrap().and_then(|e| e.event);
+    let Some(Event::Started(info)) = first else { panic!("the first event is not `started`: {first:?}") };
+    assert!(info.pid > 0 && info.running && info.tag == "one-call", "{info:?}");
+    let (out, exit) = read_until(&mut events, "").await;
+    assert_eq!(out, "before\nafter\n");
+    let exit = exit.expect("no exit event");
+    assert_eq!((exit.pid, exit.exit_code), (info.pid, Some(0)));
+
+    // Without close_stdin, stdin stays open for WriteStdin, as with StartProcess.
+    let mut events = p.run_process(start(&s.id, "read line; echo got $line")).await.unwrap().into_inner();
+    let Some(Event::Started(info)) = events.message().await.unwrap().and_then(|e| e.event) else {
+        panic!("no `started`")
+    };
+    p.write_stdin(WriteStdinRequest {
+        session_id: s.id.clone(),
+        pid: info.pid,
+        tag: String::new(),
+        data: b"hi\n".to_vec(),
+        close: true,
+    })
+    .await
+    .unwrap();
+    let (out, exit) = read_until(&mut events, "").await;
+    assert_eq!((out.as_str(), exit.and_then(|e| e.exit_code)), ("got hi\n", Some(0)));
+
+    // Bad input fails the call before any event.
+    let e = p.run_process(start(&s.id, "")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 }

@@ -20,18 +20,19 @@ use std::time::Duration;
 
 use paddock_proto::guest::guest_server::{Guest, GuestServer};
 use paddock_proto::guest::{PingRequest, PingResponse};
+use paddock_proto::v1::run_code_event;
 use paddock_proto::v1::{
     AttachProcessRequest, CodeContext, ContextRequest, CreateContextRequest, DeleteContextResponse,
     DownloadChunk, DownloadRequest, ExecEvent, ExecRequest, ExecResponse, FileInfo, ListContextsRequest,
     ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest, ListProcessesResponse,
     MakeDirRequest, MoveRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse, ResizePtyRequest,
-    ResizePtyResponse, RunCodeRequest, RunCodeResponse, RunToolRequest, SignalProcessRequest,
+    ResizePtyResponse, RunCodeEvent, RunCodeRequest, RunCodeResponse, RunToolRequest, SignalProcessRequest,
     SignalProcessResponse, StartProcessRequest, StatRequest, ToolResult, UploadRequest, WatchEvent,
     WatchRequest, WriteStdinRequest, WriteStdinResponse,
 };
 use paddock_proto::MAX_MESSAGE;
 use std::sync::Arc;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
 use crate::reaper::Reaper;
@@ -44,7 +45,7 @@ const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
 
 struct GuestService {
     reaper: Reaper,
-    code: code::Contexts,
+    code: Arc<code::Contexts>,
     files: files::FileService,
     tools: toolset::Toolset,
     processes: Arc<processes::ProcessTable>,
@@ -98,6 +99,22 @@ impl Guest for GuestService {
         request: Request<AttachProcessRequest>,
     ) -> Result<Response<Self::AttachProcessStream>, Status> {
         self.processes.attach(request.into_inner()).map(|rx| Response::new(ReceiverStream::new(rx)))
+    }
+
+    type RunProcessStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ProcessEvent, Status>> + Send>>;
+
+    async fn run_process(
+        &self,
+        request: Request<StartProcessRequest>,
+    ) -> Result<Response<Self::RunProcessStream>, Status> {
+        use paddock_proto::v1::process_event::Event;
+        use tokio_stream::StreamExt;
+        let info = self.processes.start(request.into_inner()).await?;
+        let attach = AttachProcessRequest { pid: info.pid, ..Default::default() };
+        let events = ReceiverStream::new(self.processes.attach(attach)?);
+        let started = ProcessEvent { event: Some(Event::Started(info)) };
+        Ok(Response::new(Box::pin(tokio_stream::once(Ok(started)).chain(events))))
     }
 
     async fn write_stdin(
@@ -181,7 +198,36 @@ impl Guest for GuestService {
     async fn run_code(&self, request: Request<RunCodeRequest>) -> Result<Response<RunCodeResponse>, Status> {
         let r = request.into_inner();
         let timeout = r.timeout_ms.map(Duration::from_millis);
-        self.code.run(&r.language, &r.context_id, &r.code, timeout).await.map(Response::new)
+        let id = self.code.resolve(&r.language, &r.context_id)?;
+        let mut output = code::Collected::default();
+        let mut answer = self.code.run(&id, &r.code, timeout, &mut output).await?;
+        (answer.stdout, answer.stderr) = (output.stdout, output.stderr);
+        Ok(Response::new(answer))
+    }
+
+    type RunCodeStreamStream = UnboundedReceiverStream<Result<RunCodeEvent, Status>>;
+
+    async fn run_code_stream(
+        &self,
+        request: Request<RunCodeRequest>,
+    ) -> Result<Response<Self::RunCodeStreamStream>, Status> {
+        let r = request.into_inner();
+        let timeout = r.timeout_ms.map(Duration::from_millis);
+        let id = self.code.resolve(&r.language, &r.context_id)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let contexts = self.code.clone();
+        // A task of its own: a client that goes away must not cut the run
+        // short, or the kernel's next answer would be this run's rest.
+        // Unbounded: a kernel sends at most 1 MiB of each stream per run.
+        tokio::spawn(async move {
+            let mut output = code::Streamed(tx.clone());
+            let last = contexts
+                .run(&id, &r.code, timeout, &mut output)
+                .await
+                .map(|done| RunCodeEvent { event: Some(run_code_event::Event::Done(done)) });
+            let _ = tx.send(last);
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
 
     async fn create_context(
@@ -300,7 +346,7 @@ fn run() -> anyhow::Result<()> {
         let processes =
             processes::ProcessTable::new(reaper.clone(), base_env.clone(), workdir.to_string_lossy().into());
         let files = files::FileService::new(workdir.clone());
-        let code = code::Contexts::new(reaper.clone(), base_env.clone(), workdir);
+        let code = Arc::new(code::Contexts::new(reaper.clone(), base_env.clone(), workdir));
         let service = GuestService { reaper, code, files, tools, processes, base_env };
         tonic::transport::Server::builder()
             .max_frame_size(paddock_proto::MAX_FRAME)

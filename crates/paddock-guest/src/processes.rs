@@ -226,7 +226,8 @@ impl ProcessTable {
             log: Mutex::new(Log::default()),
             ended: Mutex::new(None),
             changed: Notify::new(),
-            stdin: tokio::sync::Mutex::new(Some(ours_in)),
+            // Dropping our end is the EOF (a terminal has none: it stays open).
+            stdin: tokio::sync::Mutex::new((req.pty || !req.close_stdin).then_some(ours_in)),
             master,
         });
         {

@@ -1,7 +1,8 @@
 // The Node.js side of a Paddock code context: reads one JSON request per line
-// on stdin, runs the code in a vm context that persists, and writes one JSON
-// result per line on stdout. During a run, console output and
-// process.stdout/stderr writes are captured.
+// on stdin, runs the code in a vm context that persists, and writes JSON
+// lines on stdout: {"stream": "stdout"|"stderr", "text": ...} as the code
+// writes (console output and process.stdout/stderr writes), then one result.
+// Writes to a pipe are synchronous on Linux, so each piece leaves at once.
 'use strict';
 const vm = require('vm');
 const util = require('util');
@@ -14,19 +15,19 @@ sandbox.globalThis = sandbox;
 const context = vm.createContext(sandbox);
 
 function run(code, timeoutMs) {
-  const out = { parts: [], size: 0 };
-  const err = { parts: [], size: 0 };
+  const out = { name: 'stdout', size: 0 };
+  const err = { name: 'stderr', size: 0 };
   let truncated = false;
-  // Keeps the first OUTPUT_CAP characters: a loop that prints until the
-  // timeout must not fill the interpreter's memory.
+  // Sends the first OUTPUT_CAP characters: a loop that prints until the
+  // timeout must not flood the answer.
   const capture = (sink) => (chunk, ...rest) => {
     const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
     const room = OUTPUT_CAP - sink.size;
     if (text.length > room) truncated = true;
     if (room > 0) {
       const kept = text.length > room ? text.slice(0, room) : text;
-      sink.parts.push(kept);
       sink.size += kept.length;
+      if (kept) realStdoutWrite(JSON.stringify({ stream: sink.name, text: kept }) + '\n');
     }
     const cb = rest.find((a) => typeof a === 'function');
     if (cb) cb();
@@ -37,7 +38,7 @@ function run(code, timeoutMs) {
   process.stdout.write = capture(out);
   process.stderr.write = capture(err);
   context.console = new console.Console({ stdout: process.stdout, stderr: process.stderr });
-  const res = { stdout: '', stderr: '', result: '', error: null, outputs: [], timed_out: false, truncated: false };
+  const res = { result: '', error: null, outputs: [], timed_out: false, truncated: false };
   try {
     const value = vm.runInContext(code, context, { filename: '<cell>', timeout: timeoutMs });
     if (value !== undefined) res.result = util.inspect(value);
@@ -53,8 +54,6 @@ function run(code, timeoutMs) {
     process.stdout.write = savedOut;
     process.stderr.write = savedErr;
   }
-  res.stdout = out.parts.join('');
-  res.stderr = err.parts.join('');
   if (res.result.length > OUTPUT_CAP) {
     res.result = res.result.slice(0, OUTPUT_CAP);
     truncated = true;

@@ -4,13 +4,20 @@
 //! (Python: SIGINT, which raises KeyboardInterrupt; Node: V8's own script
 //! timeout) and keeps its state; if that does not stop it within 2 s, the
 //! interpreter is restarted.
+//!
+//! A kernel writes stdout and stderr as JSON lines while the code runs, then
+//! the result: a run hands each piece to an [`Output`] as it comes, which
+//! keeps it for RunCode's one answer or sends it on for RunCodeStream.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_proto::v1::{CodeContext, CodeError, RichOutput, RunCodeResponse};
+use paddock_proto::v1::{
+    run_code_event, CodeContext, CodeError, CodeOutput, OutputStream, RichOutput, RunCodeEvent,
+    RunCodeResponse,
+};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
@@ -54,14 +61,53 @@ pub struct Contexts {
     table: std::sync::Mutex<HashMap<String, (CodeContext, Arc<Mutex<Interpreter>>)>>,
 }
 
+/// Where a run's stdout and stderr go, piece by piece, as it writes them.
+pub trait Output: Send {
+    fn write(&mut self, stream: OutputStream, text: String);
+}
+
+/// Keeps the output for one answer (RunCode).
+#[derive(Default)]
+pub struct Collected {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output for Collected {
+    fn write(&mut self, stream: OutputStream, text: String) {
+        match stream {
+            OutputStream::Stderr => self.stderr.push_str(&text),
+            _ => self.stdout.push_str(&text),
+        }
+    }
+}
+
+/// Sends the output on as it comes (RunCodeStream).
+pub struct Streamed(pub tokio::sync::mpsc::UnboundedSender<Result<RunCodeEvent, Status>>);
+
+impl Output for Streamed {
+    fn write(&mut self, stream: OutputStream, text: String) {
+        let output = CodeOutput { stream: stream as i32, text };
+        // A client that went away: the run goes on, its output goes nowhere.
+        let _ = self.0.send(Ok(RunCodeEvent { event: Some(run_code_event::Event::Output(output)) }));
+    }
+}
+
+/// One line from a kernel: a piece of output while it runs (`stream` set),
+/// or the run's result (the last line of a run).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KernelLine {
+    Output { stream: String, text: String },
+    Reply(KernelReply),
+}
+
 #[derive(Deserialize)]
 struct KernelReply {
     #[serde(default)]
     timed_out: bool,
     #[serde(default)]
     truncated: bool,
-    stdout: String,
-    stderr: String,
     result: String,
     error: Option<KernelError>,
     outputs: Vec<KernelOutput>,
@@ -150,32 +196,48 @@ impl Contexts {
         Ok(())
     }
 
+    /// The context a run goes to: the one named, or the language's default
+    /// (made on first use). NOT_FOUND or INVALID_ARGUMENT before anything runs.
+    pub fn resolve(&self, language: &str, context_id: &str) -> Result<String, Status> {
+        if !context_id.is_empty() {
+            self.get(context_id)?;
+            return Ok(context_id.to_string());
+        }
+        check_language(language)?;
+        let default = format!("default-{language}");
+        if self.get(&default).is_err() {
+            self.create(language, Some(default.clone()))?;
+        }
+        Ok(default)
+    }
+
+    /// Runs code in context `id` (from [`Contexts::resolve`]); its stdout and
+    /// stderr go to `output` as they come, the rest is the answer (whose
+    /// stdout and stderr are empty).
     pub async fn run(
         &self,
-        language: &str,
-        context_id: &str,
+        id: &str,
         code: &str,
         timeout: Option<Duration>,
+        output: &mut dyn Output,
     ) -> Result<RunCodeResponse, Status> {
-        let id = if context_id.is_empty() {
-            check_language(language)?;
-            let default = format!("default-{language}");
-            if self.get(&default).is_err() {
-                self.create(language, Some(default.clone()))?;
-            }
-            default
-        } else {
-            context_id.to_string()
-        };
-        let (_, interpreter) = self.get(&id)?;
+        let (_, interpreter) = self.get(id)?;
         let mut interpreter = interpreter.lock().await;
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
         let mut response = match &mut *interpreter {
-            Interpreter::Kernel(kind, kernel) => self.run_kernel(*kind, kernel, code, timeout).await?,
+            Interpreter::Kernel(kind, kernel) => {
+                self.run_kernel(*kind, kernel, code, timeout, output).await?
+            }
             Interpreter::Bash(shell) => {
                 let secs = timeout.as_secs_f64();
+                // The shell tool answers once, at the end: one piece.
                 match shell.run(&self.reaper, &self.workdir, &self.env, code, secs).await {
-                    Ok((out, exit_code)) => RunCodeResponse { stdout: out, exit_code, ..Default::default() },
+                    Ok((out, exit_code)) => {
+                        if !out.is_empty() {
+                            output.write(OutputStream::Stdout, out);
+                        }
+                        RunCodeResponse { exit_code, ..Default::default() }
+                    }
                     Err(message) => {
                         let timed_out = message.contains("timed out");
                         // The shell is gone either way; the next run starts a new one.
@@ -194,7 +256,7 @@ impl Contexts {
                 }
             }
         };
-        response.context_id = id;
+        response.context_id = id.to_string();
         Ok(response)
     }
 
@@ -204,6 +266,7 @@ impl Contexts {
         kernel: &mut Option<Kernel>,
         code: &str,
         timeout: Duration,
+        output: &mut dyn Output,
     ) -> Result<RunCodeResponse, Status> {
         if kernel.is_none() {
             *kernel = Some(self.start_kernel(kind).await?);
@@ -216,43 +279,52 @@ impl Contexts {
             *kernel = None;
             return Ok(lost("the interpreter had exited; it was restarted, its state is gone"));
         }
-        let mut line = String::new();
+        let mut deadline = tokio::time::Instant::now() + timeout;
         let mut timed_out = false;
-        let read = match tokio::time::timeout(timeout, read_reply(&mut k.stdout, &mut line)).await {
-            Ok(r) => r,
-            Err(_) => {
-                timed_out = true;
-                if kind == KernelKind::Python {
-                    unsafe { libc::kill(k.pid, libc::SIGINT) };
-                }
-                match tokio::time::timeout(INTERRUPT_GRACE, read_reply(&mut k.stdout, &mut line)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        kill_group(k.pid);
-                        *kernel = None;
-                        let mut r = lost("the run did not stop when interrupted; the interpreter was restarted and its state is gone");
-                        r.timed_out = true;
-                        return Ok(r);
+        // Kept across a timeout: what was read of a line stays in it.
+        let mut line = String::new();
+        let reply = loop {
+            let read = match tokio::time::timeout_at(deadline, read_reply(&mut k.stdout, &mut line)).await {
+                Ok(r) => r,
+                Err(_) if !timed_out => {
+                    // Past the run's limit: interrupt it, and give it a grace to stop.
+                    timed_out = true;
+                    if kind == KernelKind::Python {
+                        unsafe { libc::kill(k.pid, libc::SIGINT) };
                     }
+                    deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
+                    continue;
                 }
-            }
-        };
-        let reply = match read {
-            Ok(0) => Err("the interpreter died (out of memory?)".to_string()),
-            Ok(_) if !line.ends_with('\n') => {
-                Err(format!("the interpreter's answer grew past {} MiB", MAX_REPLY >> 20))
-            }
-            Ok(_) => serde_json::from_str::<KernelReply>(&line).map_err(|e| {
-                format!("the interpreter's answer was garbled (was its stdout written to?): {e}")
-            }),
-            Err(e) => Err(format!("reading the interpreter's answer: {e}")),
-        };
-        let reply = match reply {
-            Ok(r) => r,
-            Err(why) => {
-                kill_group(k.pid);
-                *kernel = None;
-                return Ok(lost(&format!("{why}; it was restarted and its state is gone")));
+                Err(_) => {
+                    kill_group(k.pid);
+                    *kernel = None;
+                    let mut r = lost("the run did not stop when interrupted; the interpreter was restarted and its state is gone");
+                    r.timed_out = true;
+                    return Ok(r);
+                }
+            };
+            let parsed = match read {
+                Ok(0) => Err("the interpreter died (out of memory?)".to_string()),
+                Ok(_) if !line.ends_with('\n') => {
+                    Err(format!("the interpreter's answer grew past {} MiB", MAX_REPLY >> 20))
+                }
+                Ok(_) => serde_json::from_str::<KernelLine>(&line).map_err(|e| {
+                    format!("the interpreter's answer was garbled (was its stdout written to?): {e}")
+                }),
+                Err(e) => Err(format!("reading the interpreter's answer: {e}")),
+            };
+            line.clear();
+            match parsed {
+                Ok(KernelLine::Output { stream, text }) => {
+                    let stream = if stream == "stderr" { OutputStream::Stderr } else { OutputStream::Stdout };
+                    output.write(stream, text);
+                }
+                Ok(KernelLine::Reply(reply)) => break reply,
+                Err(why) => {
+                    kill_group(k.pid);
+                    *kernel = None;
+                    return Ok(lost(&format!("{why}; it was restarted and its state is gone")));
+                }
             }
         };
         let outputs = reply
@@ -265,8 +337,6 @@ impl Contexts {
             })
             .collect();
         Ok(RunCodeResponse {
-            stdout: reply.stdout,
-            stderr: reply.stderr,
             result: reply.result,
             error: reply.error.map(|e| CodeError { name: e.name, value: e.value, traceback: e.traceback }),
             outputs,

@@ -111,6 +111,11 @@ pub trait Paddock: Send + Sync + 'static {
         caller: &Caller,
         req: pb::AttachProcessRequest,
     ) -> Result<Stream<pb::ProcessEvent>>;
+    async fn run_process(
+        &self,
+        caller: &Caller,
+        req: pb::StartProcessRequest,
+    ) -> Result<Stream<pb::ProcessEvent>>;
     async fn write_stdin(
         &self,
         caller: &Caller,
@@ -128,6 +133,11 @@ pub trait Paddock: Send + Sync + 'static {
         req: pb::ListProcessesRequest,
     ) -> Result<pb::ListProcessesResponse>;
     async fn run_code(&self, caller: &Caller, req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse>;
+    async fn run_code_stream(
+        &self,
+        caller: &Caller,
+        req: pb::RunCodeRequest,
+    ) -> Result<Stream<pb::RunCodeEvent>>;
     async fn create_context(&self, caller: &Caller, req: pb::CreateContextRequest)
         -> Result<pb::CodeContext>;
     async fn list_contexts(
@@ -313,6 +323,13 @@ impl Paddock for Core {
     ) -> Result<Stream<pb::ProcessEvent>> {
         Core::attach_process(self, caller, req).await
     }
+    async fn run_process(
+        &self,
+        caller: &Caller,
+        req: pb::StartProcessRequest,
+    ) -> Result<Stream<pb::ProcessEvent>> {
+        Core::run_process(self, caller, req).await
+    }
     async fn write_stdin(
         &self,
         caller: &Caller,
@@ -339,6 +356,13 @@ impl Paddock for Core {
     }
     async fn run_code(&self, caller: &Caller, req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse> {
         Core::run_code(self, caller, req).await
+    }
+    async fn run_code_stream(
+        &self,
+        caller: &Caller,
+        req: pb::RunCodeRequest,
+    ) -> Result<Stream<pb::RunCodeEvent>> {
+        Core::run_code_stream(self, caller, req).await
     }
     async fn create_context(
         &self,

@@ -102,6 +102,8 @@ guest_calls! {
 
 guest_streams! {
     attach_process(pb::AttachProcessRequest) -> pb::ProcessEvent = "Processes" "AttachProcess";
+    run_process(pb::StartProcessRequest) -> pb::ProcessEvent = "Processes" "RunProcess";
+    run_code_stream(pb::RunCodeRequest) -> pb::RunCodeEvent = "Code" "RunCodeStream";
     watch(pb::WatchRequest) -> pb::WatchEvent = "Files" "Watch";
 }
 

@@ -1,19 +1,21 @@
 //! The code interpreter's server (port 49999: `/execute`, `/contexts`)
-//! over the core's Code. A run comes back whole from the core, so its lines
-//! (stdout, stderr, results, error, the execution count) are written at its
-//! end rather than as they happen.
+//! over the core's Code. A run is the core's RunCodeStream: its stdout and
+//! stderr lines are written as the code prints, then its results, error and
+//! execution count once it ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use paddock_proto::v1 as pb;
 use serde_json::{json, Value};
+use tokio_stream::StreamExt;
 
 use super::auth::{home, sandbox_caller, DEFAULT_USER};
-use super::http::{core_error, e2b_error, empty, full, json_response, read_json, Body};
+use super::http::{core_error, e2b_error, empty, full, json_response, read_json, streamed, Body};
 use super::E2b;
 use crate::core::{Caller, Code};
 use crate::time::now_ms;
@@ -195,7 +197,7 @@ impl Interp {
         }
     }
 
-    async fn execute(&self, req: Request<Incoming>) -> Answer {
+    async fn execute(self, req: Request<Incoming>) -> Answer {
         let body = read_json(req.into_body()).await?;
         let code = body["code"].as_str().ok_or_else(|| e2b_error(400, "code: must be set"))?;
         let context_id = body["context_id"].as_str().unwrap_or("").to_string();
@@ -227,19 +229,70 @@ impl Interp {
             context_id: ctx.clone(),
             timeout_ms: Some(self.limit_ms().await?),
         };
-        let r = self.run(run).await?;
-        if let Some(set) = envs {
-            if let Some(code) = Self::env_code(lang, set, true) {
-                self.setup(&r.context_id, lang, code).await?;
+        let events = self.e2b.core.run_code_stream(&self.caller, run).await.map_err(|e| match e.code() {
+            Code::NotFound => e2b_error(404, e.message()),
+            _ => core_error(&e),
+        })?;
+        let envs = envs.cloned();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move { self.relay(events, envs, lang, tx).await });
+        Ok(streamed("application/x-ndjson", rx))
+    }
+
+    /// Writes a run's events as NDJSON lines, then restores the env vars the
+    /// run was given. It reads the run to its end even when the client has
+    /// gone, so that the restore is not skipped.
+    async fn relay(
+        self,
+        mut events: crate::core::Stream<pb::RunCodeEvent>,
+        envs: Option<serde_json::Map<String, Value>>,
+        lang: &'static str,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+    ) {
+        let line = |v: Value| Bytes::from(format!("{v}\n"));
+        let done = loop {
+            let event = match events.next().await {
+                Some(Ok(pb::RunCodeEvent { event: Some(e) })) => e,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break Err(e.message().to_string()),
+                None => break Err("the run's stream ended before the run did".to_string()),
+            };
+            match event {
+                pb::run_code_event::Event::Output(o) => {
+                    let kind = match o.stream() {
+                        pb::OutputStream::Stderr => "stderr",
+                        _ => "stdout",
+                    };
+                    let _ = tx
+                        .send(line(json!({"type": kind, "text": o.text, "timestamp": now_ms() * 1000})))
+                        .await;
+                }
+                pb::run_code_event::Event::Done(r) => break Ok(r),
             }
-        }
-        let count = {
-            let mut counts = self.e2b.executions.counts.lock().unwrap();
-            let n = counts.entry((self.id.clone(), r.context_id.clone())).or_default();
-            *n += 1;
-            *n
         };
-        Ok(full(200, "application/x-ndjson", ndjson(&r, count)))
+        let lines = match done {
+            Ok(r) => {
+                if let Some(code) = envs.as_ref().and_then(|set| Self::env_code(lang, set, true)) {
+                    if let Err(resp) = self.setup(&r.context_id, lang, code).await {
+                        tracing::warn!(sandbox = %self.id, status = %resp.status(), "restoring a run's env vars failed");
+                    }
+                }
+                let count = {
+                    let mut counts = self.e2b.executions.counts.lock().unwrap();
+                    let n = counts.entry((self.id.clone(), r.context_id.clone())).or_default();
+                    *n += 1;
+                    *n
+                };
+                ending(&r, count)
+            }
+            Err(why) => vec![
+                json!({"type": "error", "name": "PaddockError", "value": why, "traceback": ""}),
+                json!({"type": "end_of_execution"}),
+            ],
+        };
+        for l in lines {
+            let _ = tx.send(line(l)).await;
+        }
     }
 
     async fn context_language(&self, ctx: &str) -> Result<&'static str, Response<Body>> {
@@ -301,17 +354,10 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The run as the server's NDJSON lines.
-fn ndjson(r: &pb::RunCodeResponse, count: u64) -> String {
-    let ts = now_ms() * 1000;
-    let mut lines = Vec::new();
-    if !r.stdout.is_empty() {
-        lines.push(json!({"type": "stdout", "text": r.stdout, "timestamp": ts}));
-    }
-    if !r.stderr.is_empty() {
-        lines.push(json!({"type": "stderr", "text": r.stderr, "timestamp": ts}));
-    }
-    lines.extend(r.outputs.iter().map(rich));
+/// The lines after a run's output: rich outputs, the main result, the
+/// error, the execution count and the end.
+fn ending(r: &pb::RunCodeResponse, count: u64) -> Vec<Value> {
+    let mut lines: Vec<Value> = r.outputs.iter().map(rich).collect();
     if !r.result.is_empty() {
         lines.push(json!({"type": "result", "text": result_text(&r.result), "is_main_result": true}));
     }
@@ -327,7 +373,7 @@ fn ndjson(r: &pb::RunCodeResponse, count: u64) -> String {
     }
     lines.push(json!({"type": "number_of_executions", "execution_count": count}));
     lines.push(json!({"type": "end_of_execution"}));
-    lines.iter().map(|l| format!("{l}\n")).collect()
+    lines
 }
 
 #[cfg(test)]

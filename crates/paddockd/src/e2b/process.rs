@@ -1,6 +1,6 @@
 //! envd's `process.Process` service over the core's processes. A command
-//! is started with `StartProcess` and streamed with `AttachProcess` from
-//! offset 0, so nothing it writes before the attach is lost.
+//! is started and streamed by one `RunProcess` (start, then its output from
+//! offset 0, so nothing it writes is lost); `Connect` is an `AttachProcess`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,11 +44,11 @@ pub async fn handle(
     let p = Proc { e2b: e2b.clone(), caller, id };
     match method.as_str() {
         "Start" => match p.start(&msg, &user, deadline).await {
-            Ok((pid, pty)) => p.stream(pid, 0, pty, keepalive),
+            Ok((events, info)) => p.stream(events, info.pid, info.pty, keepalive),
             Err(e) => connect::stream_error(e),
         },
-        "Connect" => match p.find(&msg["process"]).await {
-            Ok(info) => p.stream(info.pid, info.output_bytes, info.pty, keepalive),
+        "Connect" => match p.attach(&msg["process"]).await {
+            Ok((events, info)) => p.stream(events, info.pid, info.pty, keepalive),
             Err(e) => connect::stream_error(e),
         },
         "List" => connect::unary(p.list().await),
@@ -66,6 +66,8 @@ pub async fn handle(
         )),
     }
 }
+
+type Events = crate::core::Stream<pb::ProcessEvent>;
 
 struct Proc {
     e2b: Arc<E2b>,
@@ -121,7 +123,13 @@ fn signal_name(s: i32) -> String {
 }
 
 impl Proc {
-    async fn start(&self, msg: &Value, user: &str, deadline: Option<u64>) -> Result<(i32, bool)> {
+    /// Starts the command: its events, the first of them (`started`) taken.
+    async fn start(
+        &self,
+        msg: &Value,
+        user: &str,
+        deadline: Option<u64>,
+    ) -> Result<(Events, pb::ProcessInfo)> {
         let process = &msg["process"];
         let cmd = str_field(process, "cmd");
         if cmd.is_empty() {
@@ -150,43 +158,49 @@ impl Proc {
             rows: s.get("rows").and_then(Value::as_u64).unwrap_or(24) as u32,
             cols: s.get("cols").and_then(Value::as_u64).unwrap_or(80) as u32,
         });
-        let info = self
-            .e2b
-            .core
-            .start_process(
-                &self.caller,
-                pb::StartProcessRequest {
-                    session_id: self.id.clone(),
-                    argv,
-                    cwd,
-                    env,
-                    user: user.into(),
-                    pty: pty.is_some(),
-                    pty_size: pty,
-                    tag: str_field(msg, "tag"),
-                    // envd kills a command when its request's deadline passes.
-                    timeout_ms: deadline.filter(|d| *d > 0),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        // envd ≥ 0.3.0: without `stdin: true` the command reads nothing.
-        let is_pty = info.pty;
-        if !is_pty && msg["stdin"].as_bool() != Some(true) {
-            // A command that is already done has closed it itself.
-            match self.write(info.pid, String::new(), vec![], true).await {
-                Err(e) if e.code() != Code::FailedPrecondition => return Err(e),
-                _ => {}
+        let req = pb::StartProcessRequest {
+            session_id: self.id.clone(),
+            argv,
+            cwd,
+            env,
+            user: user.into(),
+            pty: pty.is_some(),
+            pty_size: pty,
+            tag: str_field(msg, "tag"),
+            // envd kills a command when its request's deadline passes.
+            timeout_ms: deadline.filter(|d| *d > 0),
+            // envd ≥ 0.3.0: without `stdin: true` the command reads nothing.
+            close_stdin: msg["stdin"].as_bool() != Some(true),
+            ..Default::default()
+        };
+        let mut events = self.e2b.core.run_process(&self.caller, req).await?;
+        match events.next().await {
+            Some(Ok(pb::ProcessEvent { event: Some(pb::process_event::Event::Started(info)) })) => {
+                Ok((events, info))
             }
+            Some(Err(e)) => Err(e),
+            _ => Err(Error::internal("RunProcess did not begin with the process's start")),
         }
-        Ok((info.pid, is_pty))
+    }
+
+    /// A running process's events from the output it has now on (envd's
+    /// Connect does not replay what was streamed before).
+    async fn attach(&self, sel: &Value) -> Result<(Events, pb::ProcessInfo)> {
+        let info = self.find(sel).await?;
+        let req = pb::AttachProcessRequest {
+            session_id: self.id.clone(),
+            pid: info.pid,
+            offset: info.output_bytes,
+            ..Default::default()
+        };
+        Ok((self.e2b.core.attach_process(&self.caller, req).await?, info))
     }
 
     /// Streams a process's events: start, its output from `offset`, end.
-    fn stream(self, pid: i32, offset: u64, pty: bool, keepalive: Duration) -> Response<Body> {
+    fn stream(self, events: Events, pid: i32, pty: bool, keepalive: Duration) -> Response<Body> {
         let (tx, resp) = connect::stream();
         tokio::spawn(async move {
-            let result = match self.pump(&tx, pid, offset, pty, keepalive).await {
+            let result = match self.pump(&tx, events, pid, pty, keepalive).await {
                 Err(e) if !self.sandbox_alive().await => Err(Error::unavailable(format!(
                     "the connection to sandbox {} ended before the stream completed ({})",
                     self.id,
@@ -199,9 +213,14 @@ impl Proc {
         resp
     }
 
-    async fn pump(&self, tx: &Sender, pid: i32, offset: u64, pty: bool, keepalive: Duration) -> Result<()> {
-        let req = pb::AttachProcessRequest { session_id: self.id.clone(), pid, offset, ..Default::default() };
-        let mut events = self.e2b.core.attach_process(&self.caller, req).await?;
+    async fn pump(
+        &self,
+        tx: &Sender,
+        mut events: Events,
+        pid: i32,
+        pty: bool,
+        keepalive: Duration,
+    ) -> Result<()> {
         if !tx.send(json!({"event": {"start": {"pid": pid}}})).await {
             return Ok(());
         }

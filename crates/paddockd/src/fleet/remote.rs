@@ -258,6 +258,13 @@ impl Paddock for Remote {
     ) -> Result<Stream<pb::ProcessEvent>> {
         streaming!(self, processes, attach_process, caller, req)
     }
+    async fn run_process(
+        &self,
+        caller: &Caller,
+        req: pb::StartProcessRequest,
+    ) -> Result<Stream<pb::ProcessEvent>> {
+        streaming!(self, processes, run_process, caller, req)
+    }
     async fn write_stdin(
         &self,
         caller: &Caller,
@@ -284,6 +291,13 @@ impl Paddock for Remote {
     }
     async fn run_code(&self, caller: &Caller, req: pb::RunCodeRequest) -> Result<pb::RunCodeResponse> {
         unary!(self, code, run_code, caller, req)
+    }
+    async fn run_code_stream(
+        &self,
+        caller: &Caller,
+        req: pb::RunCodeRequest,
+    ) -> Result<Stream<pb::RunCodeEvent>> {
+        streaming!(self, code, run_code_stream, caller, req)
     }
     async fn create_context(
         &self,

@@ -304,11 +304,13 @@ impl Paddock for Router {
         run_tool(pb::RunToolRequest) -> pb::ToolResult;
         start_process(pb::StartProcessRequest) -> pb::ProcessInfo;
         attach_process(pb::AttachProcessRequest) -> Stream<pb::ProcessEvent>;
+        run_process(pb::StartProcessRequest) -> Stream<pb::ProcessEvent>;
         write_stdin(pb::WriteStdinRequest) -> pb::WriteStdinResponse;
         resize_pty(pb::ResizePtyRequest) -> pb::ResizePtyResponse;
         signal_process(pb::SignalProcessRequest) -> pb::SignalProcessResponse;
         list_processes(pb::ListProcessesRequest) -> pb::ListProcessesResponse;
         run_code(pb::RunCodeRequest) -> pb::RunCodeResponse;
+        run_code_stream(pb::RunCodeRequest) -> Stream<pb::RunCodeEvent>;
         create_context(pb::CreateContextRequest) -> pb::CodeContext;
         list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
         restart_context(pb::ContextRequest) -> pb::CodeContext;

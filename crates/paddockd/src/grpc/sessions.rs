@@ -17,7 +17,7 @@ use paddock_proto::v1::{
     ListContextsRequest, ListContextsResponse, ListDirRequest, ListDirResponse, ListProcessesRequest,
     ListProcessesResponse, ListSessionsRequest, ListSessionsResponse, MakeDirRequest, MoveRequest,
     NetworkStatus, PauseSessionRequest, ProcessEvent, ProcessInfo, RemoveRequest, RemoveResponse,
-    ResizePtyRequest, ResizePtyResponse, ResumeSessionRequest, RunCodeRequest, RunCodeResponse,
+    ResizePtyRequest, ResizePtyResponse, ResumeSessionRequest, RunCodeEvent, RunCodeRequest, RunCodeResponse,
     RunToolRequest, Session, SetSessionTtlRequest, SignalProcessRequest, SignalProcessResponse,
     StartProcessRequest, StatRequest, StopSessionRequest, ToolResult, UpdateNetworkRequest, UploadRequest,
     WatchEvent, WatchRequest, WriteStdinRequest, WriteStdinResponse,
@@ -194,6 +194,15 @@ impl Processes for ProcessesApi {
         through_stream!(self, request, attach_process)
     }
 
+    type RunProcessStream = GrpcStream<ProcessEvent>;
+
+    async fn run_process(
+        &self,
+        request: Request<StartProcessRequest>,
+    ) -> Result<Response<Self::RunProcessStream>, Status> {
+        through_stream!(self, request, run_process)
+    }
+
     async fn write_stdin(
         &self,
         request: Request<WriteStdinRequest>,
@@ -351,6 +360,15 @@ pub struct CodeApi {
 impl Code for CodeApi {
     async fn run_code(&self, request: Request<RunCodeRequest>) -> Result<Response<RunCodeResponse>, Status> {
         through!(self, request, run_code)
+    }
+
+    type RunCodeStreamStream = GrpcStream<RunCodeEvent>;
+
+    async fn run_code_stream(
+        &self,
+        request: Request<RunCodeRequest>,
+    ) -> Result<Response<Self::RunCodeStreamStream>, Status> {
+        through_stream!(self, request, run_code_stream)
     }
 
     async fn create_context(
