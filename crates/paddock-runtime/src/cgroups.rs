@@ -96,27 +96,80 @@ pub struct CgroupUsage {
 /// Reads the sandbox's usage; `None` when its cgroup is gone (the sandbox
 /// was removed meanwhile). A counter the kernel does not offer reads as 0.
 pub fn read_usage(parent: &str, id: &str) -> Option<CgroupUsage> {
-    if is_v2() {
-        let dir = Path::new(CGROUP_ROOT).join(parent).join(id);
-        let cpu_us = field(&read(&dir.join("cpu.stat"))?, "usage_usec");
-        return Some(CgroupUsage {
-            cpu_ns: cpu_us * 1000,
-            memory_bytes: number(&dir.join("memory.current")),
-            memory_peak_bytes: number(&dir.join("memory.peak")),
-            pids: number(&dir.join("pids.current")),
-            oom_kills: field(&read(&dir.join("memory.events")).unwrap_or_default(), "oom_kill"),
-        });
+    UsageReader::new(parent).read(id)
+}
+
+/// Reads the usage of many sandboxes under one parent (a metrics scrape reads
+/// every session's): the hierarchies are looked up once, not per sandbox, and
+/// each file costs an open, one read and a close.
+pub struct UsageReader {
+    /// The parent's directory on a pure v2 host.
+    v2: Option<PathBuf>,
+    /// The parent's directory in each v1 hierarchy.
+    cpuacct: Option<PathBuf>,
+    memory: Option<PathBuf>,
+    pids: Option<PathBuf>,
+}
+
+impl UsageReader {
+    pub fn new(parent: &str) -> Self {
+        if is_v2() {
+            let v2 = Some(Path::new(CGROUP_ROOT).join(parent));
+            return Self { v2, cpuacct: None, memory: None, pids: None };
+        }
+        let at = |controller: &str| controller_root(controller).map(|r| r.join(parent));
+        Self { v2: None, cpuacct: at("cpuacct"), memory: at("memory"), pids: at("pids") }
     }
-    let dir = |controller: &str| controller_root(controller).map(|r| r.join(parent).join(id));
-    let memory = dir("memory")?;
-    let oom_control = read(&memory.join("memory.oom_control"))?;
-    Some(CgroupUsage {
-        cpu_ns: dir("cpuacct").map(|d| number(&d.join("cpuacct.usage"))).unwrap_or(0),
-        memory_bytes: number(&memory.join("memory.usage_in_bytes")),
-        memory_peak_bytes: number(&memory.join("memory.max_usage_in_bytes")),
-        pids: dir("pids").map(|d| number(&d.join("pids.current"))).unwrap_or(0),
-        oom_kills: field(&oom_control, "oom_kill"),
-    })
+
+    pub fn read(&self, id: &str) -> Option<CgroupUsage> {
+        let mut buf = [0u8; SMALL_FILE];
+        let mut number = |path: PathBuf| -> u64 {
+            read_small(&path, &mut buf).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        };
+        if let Some(parent) = &self.v2 {
+            let dir = parent.join(id);
+            let mut text = [0u8; SMALL_FILE];
+            let cpu_us = field(read_small(&dir.join("cpu.stat"), &mut text)?, "usage_usec");
+            let mut usage = CgroupUsage {
+                cpu_ns: cpu_us * 1000,
+                memory_bytes: number(dir.join("memory.current")),
+                memory_peak_bytes: number(dir.join("memory.peak")),
+                pids: number(dir.join("pids.current")),
+                oom_kills: 0,
+            };
+            usage.oom_kills =
+                read_small(&dir.join("memory.events"), &mut text).map_or(0, |t| field(t, "oom_kill"));
+            return Some(usage);
+        }
+        let memory = self.memory.as_ref()?.join(id);
+        let mut text = [0u8; SMALL_FILE];
+        let oom_kills = field(read_small(&memory.join("memory.oom_control"), &mut text)?, "oom_kill");
+        Some(CgroupUsage {
+            cpu_ns: self.cpuacct.as_ref().map_or(0, |d| number(d.join(id).join("cpuacct.usage"))),
+            memory_bytes: number(memory.join("memory.usage_in_bytes")),
+            memory_peak_bytes: number(memory.join("memory.max_usage_in_bytes")),
+            pids: self.pids.as_ref().map_or(0, |d| number(d.join(id).join("pids.current"))),
+            oom_kills,
+        })
+    }
+}
+
+/// Room for any of the counter files read here (cpu.stat, the largest, is a
+/// few hundred bytes).
+const SMALL_FILE: usize = 4096;
+
+/// A small kernel file's text: one open, one read, one close (no metadata
+/// call, no allocation; `fs::read_to_string` makes a statx and a second read
+/// per file, a third of a scrape's syscalls). The kernel hands the whole of a
+/// cgroup or sysfs file to the first read when it fits; one that fills the
+/// buffer (none of the counters read here comes near) reads as missing.
+pub fn read_small<'a>(path: &Path, buf: &'a mut [u8]) -> Option<&'a str> {
+    use std::io::Read;
+    let n = fs::File::open(path).ok()?.read(buf).ok()?;
+    if n == buf.len() {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n]).ok()
 }
 
 /// Only the OOM kill count (the daemon's watch loop reads this often).
@@ -196,10 +249,6 @@ impl OomNotifier {
 
 fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
-}
-
-fn number(path: &Path) -> u64 {
-    read(path).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The value of `key` in a flat-keyed file (`key value` lines).
