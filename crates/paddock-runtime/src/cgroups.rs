@@ -133,14 +133,14 @@ impl UsageReader {
     pub fn read(&self, id: &str) -> Option<CgroupUsage> {
         let memory = self.memory.as_ref()?;
         let mut buf = [0u8; SMALL_FILE];
+        // An empty id is the parent itself (the tests read the root).
+        let at = |file: &str| if id.is_empty() { file.to_string() } else { format!("{id}/{file}") };
         let mut number = |dir: &OwnedFd, file: &str| -> u64 {
-            read_small_at(dir, &format!("{id}/{file}"), &mut buf)
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
+            read_small_at(dir, &at(file), &mut buf).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
         };
         let mut text = [0u8; SMALL_FILE];
         if self.v2 {
-            let cpu_us = field(read_small_at(memory, &format!("{id}/cpu.stat"), &mut text)?, "usage_usec");
+            let cpu_us = field(read_small_at(memory, &at("cpu.stat"), &mut text)?, "usage_usec");
             let mut usage = CgroupUsage {
                 cpu_ns: cpu_us * 1000,
                 memory_bytes: number(memory, "memory.current"),
@@ -148,12 +148,11 @@ impl UsageReader {
                 pids: number(memory, "pids.current"),
                 oom_kills: 0,
             };
-            usage.oom_kills = read_small_at(memory, &format!("{id}/memory.events"), &mut text)
-                .map_or(0, |t| field(t, "oom_kill"));
+            usage.oom_kills =
+                read_small_at(memory, &at("memory.events"), &mut text).map_or(0, |t| field(t, "oom_kill"));
             return Some(usage);
         }
-        let oom_kills =
-            field(read_small_at(memory, &format!("{id}/memory.oom_control"), &mut text)?, "oom_kill");
+        let oom_kills = field(read_small_at(memory, &at("memory.oom_control"), &mut text)?, "oom_kill");
         Some(CgroupUsage {
             cpu_ns: self.cpuacct.as_ref().map_or(0, |d| number(d, "cpuacct.usage")),
             memory_bytes: number(memory, "memory.usage_in_bytes"),
