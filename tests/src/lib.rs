@@ -175,6 +175,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon's pid while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn start() -> Self {
         Self::start_with(test_image(), vec![], None)
     }

@@ -1,10 +1,10 @@
-//! fork + execve for the guest's children, written out by hand because the guest
+//! clone + execve for the guest's children, written out by hand because the guest
 //! is PID 1 and reaps every process in the sandbox itself (see [`crate::reaper`]);
 //! std's and tokio's spawn would race that reaper for their children's exit status.
 //!
-//! Everything the child needs is prepared before `fork`; between `fork` and
+//! Everything the child needs is prepared before the clone; between it and
 //! `execve` the child makes only async-signal-safe calls, as it must in a
-//! multithreaded parent.
+//! multithreaded parent whose memory it shares.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -69,15 +69,17 @@ pub fn spawn(cmd: Command) -> Result<i32, SpawnError> {
     let fds = [cmd.stdin.as_raw_fd(), cmd.stdout.as_raw_fd(), cmd.stderr.as_raw_fd()];
 
     let setup = ChildSetup { controlling_tty: cmd.controlling_tty, user: cmd.user };
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(os("fork", io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        unsafe {
-            child(fds, err_write.as_raw_fd(), &setup, &cwd, oom_path, &exe, &argv_ptrs, &envp_ptrs);
-        }
-    }
+    let args = ChildArgs {
+        fds,
+        err_fd: err_write.as_raw_fd(),
+        setup: &setup,
+        cwd: &cwd,
+        oom_path,
+        exe: &exe,
+        argv: &argv_ptrs,
+        envp: &envp_ptrs,
+    };
+    let pid = clone_vfork(&args)?;
     drop(err_write);
     let mut report = [0u8; 8];
     let n = read_full(err_read.as_raw_fd(), &mut report);
@@ -107,7 +109,75 @@ struct ChildSetup {
     user: Option<(u32, u32)>,
 }
 
-/// Runs in the forked child. Async-signal-safe calls only; never returns.
+/// What the child needs, on the parent's stack (the child shares the
+/// parent's memory until it execs).
+struct ChildArgs<'a> {
+    fds: [RawFd; 3],
+    err_fd: RawFd,
+    setup: &'a ChildSetup,
+    cwd: &'a CString,
+    oom_path: &'a std::ffi::CStr,
+    exe: &'a CString,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+}
+
+/// The child's stack: what `child` and execve need, with room to spare.
+const CHILD_STACK: usize = 256 * 1024;
+
+/// Starts the child the way glibc's posix_spawn does: `clone(CLONE_VM |
+/// CLONE_VFORK)`, the child on a stack of its own in the parent's memory and
+/// the calling thread suspended until the child execs or exits. fork(2)
+/// copied the guest's page tables and left every page copy-on-write, so the
+/// guest's threads took a page fault per page they wrote after each tool
+/// call's spawn (BENCHMARKS.md, "Steady load"). posix_spawn itself cannot
+/// set up what `child` does (TIOCSCTTY, the user, the OOM score).
+fn clone_vfork(args: &ChildArgs) -> Result<i32, SpawnError> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down from its 16-byte aligned top.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    // A signal handler run in the child would run on the parent's memory
+    // (the handlers are the parent's until `child` resets them): every
+    // signal is blocked across the clone, as posix_spawn does.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigset_t values to fill in; the mask is restored below.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `top` is the aligned top of a stack that outlives the child's
+    // use of it (CLONE_VFORK returns only once the child has exec'd or
+    // exited); `args` lives on this frame for as long.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(os("clone", err));
+    }
+    Ok(pid)
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildArgs that clone_vfork passed, alive while
+    // its thread waits for this child.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        child(a.fds, a.err_fd, a.setup, a.cwd, a.oom_path, a.exe, a.argv, a.envp)
+    }
+}
+
+/// Runs in the child, in the parent's memory (see `clone_vfork`): writes
+/// only to its own stack, async-signal-safe calls only; never returns.
 #[allow(clippy::too_many_arguments)]
 unsafe fn child(
     fds: [RawFd; 3],
@@ -127,15 +197,17 @@ unsafe fn child(
         libc::write(err_fd, buf.as_ptr().cast(), 8);
         libc::_exit(127)
     };
-    // The runtime's signal mask and handlers are not the child's business.
-    let mut empty: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut empty);
-    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    // The runtime's signal handlers and mask are not the child's business.
+    // Handlers first: every signal stays blocked (see `clone_vfork`) until
+    // none of the parent's handlers is left to run here.
     for sig in 1..32 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             libc::signal(sig, libc::SIG_DFL);
         }
     }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     if libc::setsid() < 0 {
         fail(STAGE_SETUP);
     }
@@ -157,7 +229,13 @@ unsafe fn child(
     }
     if let Some((uid, gid)) = setup.user {
         let groups = [gid];
-        if libc::setgroups(1, groups.as_ptr()) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
+        // Raw syscalls: glibc's wrappers would have every thread of the
+        // process it believes it is (the parent's, whose memory this is)
+        // change ids too; the kernel changes only this task's.
+        if libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) < 0
+            || libc::syscall(libc::SYS_setgid, gid) < 0
+            || libc::syscall(libc::SYS_setuid, uid) < 0
+        {
             fail(STAGE_USER);
         }
     }

@@ -7,6 +7,7 @@
 //! addresses, flags and routes are set with the classic ioctls. No process is
 //! started: `ip` would cost milliseconds per call.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -79,6 +80,30 @@ pub fn link_bytes(host_if: &str) -> Option<(u64, u64)> {
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     };
     Some((stat("rx_bytes")?, stat("tx_bytes")?))
+}
+
+/// (received, sent) bytes of every link of the host's network namespace, by
+/// name, from one read of /proc/net/dev: a metrics scrape needs every
+/// sandbox's, and two sysfs files per link cost thousands of opens.
+pub fn all_link_bytes() -> HashMap<String, (u64, u64)> {
+    let table = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    parse_net_dev(&table)
+}
+
+/// `/proc/net/dev`: two header lines, then `name: rx_bytes ... (8 receive
+/// fields) tx_bytes ...` per link.
+fn parse_net_dev(table: &str) -> HashMap<String, (u64, u64)> {
+    let mut links = HashMap::new();
+    for line in table.lines().skip(2) {
+        let Some((name, counters)) = line.split_once(':') else { continue };
+        let mut fields = counters.split_whitespace();
+        let rx = fields.next().and_then(|f| f.parse().ok());
+        let tx = fields.nth(7).and_then(|f| f.parse().ok());
+        if let (Some(rx), Some(tx)) = (rx, tx) {
+            links.insert(name.trim().to_string(), (rx, tx));
+        }
+    }
+    links
 }
 
 pub fn delete_link(name: &str) -> Result<()> {
@@ -212,5 +237,32 @@ fn add_default_route(gateway: Ipv4Addr) -> Result<()> {
             Ok(())
         }
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn net_dev_table() {
+        let table = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:  123456     100    0    0    0     0          0         0   654321     101    0    0    0     0       0          0
+pdab12c3h0: 42 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0
+";
+        let links = super::parse_net_dev(table);
+        assert_eq!(links.get("lo"), Some(&(123456, 654321)));
+        assert_eq!(links.get("pdab12c3h0"), Some(&(42, 7)));
+        assert_eq!(links.len(), 2);
+    }
+
+    #[test]
+    fn all_links_agree_with_sysfs() {
+        // Loopback exists in every namespace; its counters only grow, so the
+        // table's reading lies between two sysfs readings around it.
+        let before = super::link_bytes("lo").expect("lo in sysfs");
+        let table = super::all_link_bytes()["lo"];
+        let after = super::link_bytes("lo").unwrap();
+        assert!(before.0 <= table.0 && table.0 <= after.0, "{before:?} {table:?} {after:?}");
+        assert!(before.1 <= table.1 && table.1 <= after.1, "{before:?} {table:?} {after:?}");
     }
 }

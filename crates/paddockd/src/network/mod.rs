@@ -369,6 +369,16 @@ impl NetManager {
         Ok(())
     }
 
+    /// Denials so far of the session on `net` (a scrape's: the recent ones
+    /// are not copied).
+    pub fn denied_count(&self, net: &SandboxNet) -> u64 {
+        self.by_addr
+            .read()
+            .unwrap()
+            .get(&net.sandbox_addr)
+            .map_or(0, |s| s.denied_total.load(Ordering::Relaxed))
+    }
+
     /// (denials so far, the recent ones) of the session on `net`.
     pub fn denials(&self, net: &SandboxNet) -> (u64, Vec<Denial>) {
         match self.by_addr.read().unwrap().get(&net.sandbox_addr) {

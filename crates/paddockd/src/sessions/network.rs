@@ -71,7 +71,7 @@ impl SessionManager {
 
     /// Denials so far of a session (for its summary).
     pub fn denied_total(&self, record: &SessionRecord) -> u64 {
-        record.net.as_ref().map(|n| self.net.denials(n).0).unwrap_or(0)
+        record.net.as_ref().map_or(0, |n| self.net.denied_count(n))
     }
 
     /// At a graceful shutdown: cut every sandbox off and remove the nft table.

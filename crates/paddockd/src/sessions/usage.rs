@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use paddock_proto::v1::Usage;
-use paddock_runtime::cgroups;
+use paddock_runtime::cgroups::{self, UsageReader};
+use paddock_runtime::netdev;
 
 use super::{Session, SessionManager};
 use crate::core::events::{EventKind, StopReason};
@@ -22,17 +23,31 @@ const STATES: [(SessionState, &str); 4] = [
     (SessionState::Stopped, "stopped"),
 ];
 
+/// Sessions a scrape gives each extra reading thread at least.
+const SESSIONS_PER_THREAD: usize = 64;
+
 impl SessionManager {
     /// A running (or paused: its memory is kept) session's usage now;
     /// `None` for a session with no sandbox.
     pub(crate) fn usage_of(&self, r: &SessionRecord) -> Option<Usage> {
+        let cgroups = UsageReader::new(&self.dirs.cgroup_parent);
+        self.usage_with(r, &cgroups, |host_if| netdev::link_bytes(host_if))
+    }
+
+    /// `usage_of` with the cgroup reader and the link counters given, so a
+    /// scrape looks the hierarchies up and reads the links' table once.
+    fn usage_with(
+        &self,
+        r: &SessionRecord,
+        cgroups: &UsageReader,
+        link_bytes: impl Fn(&str) -> Option<(u64, u64)>,
+    ) -> Option<Usage> {
         if !matches!(r.state, SessionState::Running | SessionState::Paused) {
             return None;
         }
-        let cg = cgroups::read_usage(&self.dirs.cgroup_parent, &r.id)?;
+        let cg = cgroups.read(&r.id)?;
         // The host end's (received, sent) is the sandbox's (sent, received).
-        let (tx, rx) =
-            r.net.as_ref().and_then(|n| paddock_runtime::netdev::link_bytes(&n.host_if)).unwrap_or((0, 0));
+        let (tx, rx) = r.net.as_ref().and_then(|n| link_bytes(&n.host_if)).unwrap_or((0, 0));
         Some(Usage {
             cpu_seconds: cg.cpu_ns as f64 / 1e9,
             memory_bytes: cg.memory_bytes,
@@ -59,24 +74,38 @@ impl SessionManager {
             .map(|(s, name)| (*name, records.iter().filter(|r| r.state == *s).count() as u64))
             .collect();
         let this = self.clone();
-        let sessions = tokio::task::spawn_blocking(move || {
-            records
-                .iter()
-                .filter_map(|r| {
-                    Some(SessionSample {
-                        usage: this.usage_of(r)?,
-                        denied: this.denied_total(r),
-                        id: r.id.clone(),
-                        environment: r.environment_name.clone(),
-                        tenant: r.tenant.clone(),
-                    })
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
+        let sessions =
+            tokio::task::spawn_blocking(move || this.sample_all(&records)).await.unwrap_or_default();
         let env_warm_pools = self.env_pools.sizes_by_name().into_iter().map(|(n, c)| (n, c as u64)).collect();
         Snapshot { sessions, by_state, warm_pool: self.pool.len() as u64, env_warm_pools }
+    }
+
+    /// Every running session's usage. The reads are syscalls into cgroupfs
+    /// and the disk (a few per session, thousands a scrape): they are split
+    /// over the host's cores, so a scrape's latency is a share of its cost.
+    fn sample_all(&self, records: &[SessionRecord]) -> Vec<SessionSample> {
+        let cgroups = UsageReader::new(&self.dirs.cgroup_parent);
+        let links = netdev::all_link_bytes();
+        let sample = |r: &SessionRecord| {
+            Some(SessionSample {
+                usage: self.usage_with(r, &cgroups, |host_if| links.get(host_if).copied())?,
+                denied: self.denied_total(r),
+                id: r.id.clone(),
+                environment: r.environment_name.clone(),
+                tenant: r.tenant.clone(),
+            })
+        };
+        // A thread costs tens of microseconds: not worth it for a few sessions.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.min(records.len() / SESSIONS_PER_THREAD + 1);
+        let per_thread = records.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = records
+                .chunks(per_thread)
+                .map(|part| scope.spawn(|| part.iter().filter_map(sample).collect::<Vec<_>>()))
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        })
     }
 
     /// Notices a sandbox whose init has died, records the session as
