@@ -70,6 +70,7 @@ impl Router {
             s.inflight -= 1;
             match r {
                 Ok(session) => {
+                    s.placed.push((std::time::Instant::now(), session.clone()));
                     // Until the next status: one more session, one warm fewer.
                     if let Some(st) = s.status.as_mut() {
                         st.sessions += 1;

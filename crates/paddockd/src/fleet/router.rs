@@ -238,8 +238,7 @@ impl Paddock for Router {
                 None => {
                     let s = node.state.lock().unwrap();
                     out.extend(
-                        s.sessions
-                            .iter()
+                        s.known_sessions()
                             .filter(|x| caller.sees(&x.tenant))
                             .map(|x| pb::Session { lost: true, ..on(node, x.clone()) }),
                     );
@@ -285,7 +284,13 @@ impl Paddock for Router {
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
         let t = Instant::now();
         let r = match self.route(caller, id).await {
-            Ok(node) => node.remote.delete_session(caller, id).await,
+            Ok(node) => {
+                let r = node.remote.delete_session(caller, id).await;
+                if r.is_ok() {
+                    node.state.lock().unwrap().forget(id);
+                }
+                r
+            }
             Err(e) => Err(e),
         };
         self.metrics.call("delete_session", t, r.as_ref().err().map(|e| e.code()));
