@@ -3,7 +3,8 @@
 //! (tests/e2b) runs against the router as against one daemon, its sandboxes
 //! land on both nodes, and a sandbox's envdAccessToken (its node's HMAC)
 //! works at the router and at the node; a real MCP client gets sessions
-//! through the router; the router's metrics count its calls and placements.
+//! through the router; the router's metrics count its calls and placements;
+//! the CLI's `env export` and `env import` work through the router.
 
 use std::process::Command;
 use std::time::Duration;
@@ -162,4 +163,115 @@ fn mcp_client(args: &[&str], token: &str) -> Value {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the MCP client failed:\n{stdout}\n{stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+/// `paddock` (the CLI) against the router's address.
+fn cli(router: &str, args: &[&str]) -> std::process::Output {
+    Command::new(paddock_bin()).arg("--addr").arg(router).args(args).output().unwrap()
+}
+
+fn cli_ok(router: &str, args: &[&str]) -> String {
+    let out = cli(router, args);
+    assert!(out.status.success(), "paddock {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// `paddock env export/import` through a router. Export runs on a node that
+/// has the environment built and says which (the layout is in that node's
+/// exchange directory); import runs on every node whose exchange directory
+/// holds the layout, under one id, and on no other (the layer transfer
+/// leaves an imported image where it is); sessions on it go to those nodes.
+/// A layout on no node, a taken name, or one node's bad copy: a clear error
+/// and no environment left anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn env_export_and_import_through_a_router() {
+    use paddock_proto::v1::{BuildState, GetEnvironmentRequest};
+    let Some(image) = debian_image_or_skip() else { return };
+    let fleet = Fleet::start_debian(3, image, vec![]);
+    fleet.wait_all_up().await;
+    let router = fleet.router.addr();
+    cli_ok(&router, &["env", "create", "greeter", "--env", "GREETING=hi"]);
+    cli_ok(&router, &["env", "build", "greeter"]);
+
+    let out = cli(&router, &["env", "export", "greeter", "greeter-oci"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "export through the router: {stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).trim().starts_with("sha256:"), "{out:?}");
+    let exporter = fleet
+        .names
+        .iter()
+        .find(|n| stderr.contains(&format!("written on node {n} ")))
+        .unwrap_or_else(|| panic!("the export names its node: {stderr}"))
+        .clone();
+    let exchange = |n: &str| fleet.node(n).state_dir.join("exchange");
+    let layout = exchange(&exporter).join("greeter-oci");
+    assert!(layout.join("index.json").is_file(), "the layout in {}'s exchange directory", exporter);
+    for n in fleet.names.iter().filter(|n| **n != exporter) {
+        assert!(!exchange(n).join("greeter-oci").exists(), "exported on {n} too");
+    }
+
+    // The layout on n1 and n2 only.
+    let holders = ["n1", "n2"];
+    for n in holders.iter().filter(|n| **n != exporter) {
+        copy_tree(&layout, &exchange(n).join("greeter-oci"));
+    }
+    if exporter == "n3" {
+        std::fs::remove_dir_all(&layout).unwrap();
+    }
+    let id = cli_ok(&router, &["env", "import", "greeter-copy", "greeter-oci"]);
+    assert!(id.starts_with("env-"), "{id}");
+    for n in &fleet.names {
+        let mut envs = fleet.node(n).environments().await;
+        let got = envs.get_environment(GetEnvironmentRequest { environment: id.clone() }).await;
+        match holders.contains(&n.as_str()) {
+            true => assert_eq!(got.expect(n).into_inner().state, BuildState::Ready as i32, "on {n}"),
+            false => assert_eq!(got.unwrap_err().code(), tonic::Code::NotFound, "imported on {n}"),
+        }
+    }
+    // Its sessions go to the nodes that have it, and see the image's variable.
+    let mut c = fleet.router.client().await;
+    for _ in 0..4 {
+        let req = paddock_proto::v1::CreateSessionRequest { environment: id.clone(), ..Default::default() };
+        let s = c.create_session(req).await.expect("a session on the imported environment").into_inner();
+        assert!(!s.id.contains("-n3-"), "placed on n3, which lacks it: {}", s.id);
+        let r = c.exec(shell(&s.id, "echo $GREETING")).await.unwrap().into_inner();
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "hi\n");
+    }
+    // A few of the router's polls later n3 still lacks it: not copied as a
+    // build of its (empty) package list on the Debian base.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut envs3 = fleet.node("n3").environments().await;
+    let got = envs3.get_environment(GetEnvironmentRequest { environment: id.clone() }).await;
+    assert_eq!(got.unwrap_err().code(), tonic::Code::NotFound, "n3 was given the imported environment");
+
+    // A layout on no node: NOT_FOUND saying so.
+    let out = cli(&router, &["env", "import", "nowhere", "no-such-oci"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("exchange directory of no node"), "{err}");
+    // The name taken: refused, and the first import still there.
+    let out = cli(&router, &["env", "import", "greeter-copy", "greeter-oci"]);
+    assert!(!out.status.success(), "a second import under a taken name");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{out:?}");
+    // n1's copy broken, n2's good: n1's refusal undoes n2's import.
+    copy_tree(&exchange("n2").join("greeter-oci"), &exchange("n2").join("mixed-oci"));
+    std::fs::create_dir_all(exchange("n1").join("mixed-oci")).unwrap();
+    std::fs::write(exchange("n1").join("mixed-oci/index.json"), "not json").unwrap();
+    let out = cli(&router, &["env", "import", "mixed", "mixed-oci"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("node n1"), "{err}");
+    for n in &fleet.names {
+        let mut envs = fleet.node(n).environments().await;
+        let got = envs.get_environment(GetEnvironmentRequest { environment: "mixed".into() }).await;
+        assert_eq!(got.unwrap_err().code(), tonic::Code::NotFound, "a half-made import left on {n}");
+    }
+    let listed = cli_ok(&router, &["env", "ls", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names.iter().filter(|n| **n == "greeter-copy").count(), 1, "{names:?}");
+    assert!(!names.contains(&"mixed") && !names.contains(&"nowhere"), "{names:?}");
 }

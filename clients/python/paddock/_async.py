@@ -223,6 +223,12 @@ class AsyncSession:
         self.info = t.SessionInfo.from_proto(m)
         return self.info
 
+    async def set_ttl(self, ttl: Optional[Duration]) -> t.SessionInfo:
+        """Replaces the session's TTL, counted from now; ``None``: no TTL."""
+        m = await self._c.call(self._c.stubs.sessions.SetSessionTtl, t.set_ttl_request(self.id, ttl))
+        self.info = t.SessionInfo.from_proto(m)
+        return self.info
+
     async def delete(self) -> None:
         await self._c.call(self._c.stubs.sessions.DeleteSession, sessions_pb2.DeleteSessionRequest(session_id=self.id))
 

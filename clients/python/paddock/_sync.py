@@ -279,6 +279,13 @@ class Session:
         self._info = t.SessionInfo.from_proto(m)
         return self._info
 
+    def set_ttl(self, ttl: Optional[Duration]) -> t.SessionInfo:
+        """Replaces the session's TTL, counted from now (``"1h"``, seconds, timedelta);
+        ``None``: no TTL. ``info.expires_at_ms`` shows the new deadline (0: none)."""
+        m = self._c.call(self._c.stubs.sessions.SetSessionTtl, t.set_ttl_request(self.id, ttl))
+        self._info = t.SessionInfo.from_proto(m)
+        return self._info
+
     def delete(self) -> None:
         self._c.call(self._c.stubs.sessions.DeleteSession, sessions_pb2.DeleteSessionRequest(session_id=self.id))
 

@@ -267,6 +267,15 @@ class SessionInfo:
 
 
 
+def set_ttl_request(session_id: str, ttl: Union[int, float, str, _dt.timedelta, None]) -> sessions_pb2.SetSessionTtlRequest:
+    """A SetSessionTtl request: ``ttl`` counted from now, a part second rounded up (so ``"500ms"``
+    is 1 s, not an out-of-range 0); ``None`` clears the TTL."""
+    req = sessions_pb2.SetSessionTtlRequest(session_id=session_id)
+    if ttl is not None:
+        req.ttl_seconds = int(-(-parse_seconds(ttl) // 1))
+    return req
+
+
 def create_session_request(
     *,
     memory: Union[int, str, None] = None,

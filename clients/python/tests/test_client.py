@@ -56,6 +56,36 @@ def test_pause_resume_and_idle_fields(pd):
         pd.sessions.create(idle_action="sleep")
 
 
+def test_set_ttl_replaces_clears_and_expires(pd):
+    with pd.sessions.create(ttl="30m") as s:
+        first = s.info.expires_at_ms
+        assert first > 0
+        before = time.time() * 1000
+        info = s.set_ttl("2h")
+        # Counted from now: about two hours ahead, later than the 30 minutes given at create.
+        assert before + 7200_000 - 1000 <= info.expires_at_ms <= time.time() * 1000 + 7200_000 + 1000
+        assert info.expires_at_ms > first
+        assert s.refresh().expires_at_ms == info.expires_at_ms, "the daemon kept the new deadline"
+        assert s.set_ttl(None).expires_at_ms == 0
+        assert s.refresh().expires_at_ms == 0
+        with pytest.raises(errors.InvalidArgument) as e:
+            s.set_ttl(-5)
+        assert "ttl_seconds" in e.value.message
+        assert s.refresh().expires_at_ms == 0, "a refused TTL changed nothing"
+        # A short TTL really ends the session (a part second counts as one).
+        s.set_ttl("500ms")
+        deadline = time.time() + 15
+        while True:
+            try:
+                s.refresh()
+            except errors.NotFound:
+                break
+            assert time.time() < deadline, "the session outlived its 1 s TTL by 15 s"
+            time.sleep(0.2)
+    with pytest.raises(errors.NotFound):
+        pd.session("ses-local-0000000000000000").set_ttl("1h")
+
+
 def test_context_manager_deletes(pd):
     with pd.sessions.create() as s:
         assert s.exec("true").ok
@@ -423,3 +453,13 @@ async def test_async_client(apd, tmp_path):
             await s.files.stat("nope")
     with pytest.raises(errors.NotFound):
         await apd.sessions.get(s.id)
+
+
+async def test_async_set_ttl(apd):
+    async with await apd.sessions.create(ttl="30m") as s:
+        info = await s.set_ttl(3600)
+        assert abs(info.expires_at_ms - (time.time() * 1000 + 3600_000)) < 5000
+        assert (await s.refresh()).expires_at_ms == info.expires_at_ms
+        assert (await s.set_ttl(None)).expires_at_ms == 0
+        with pytest.raises(errors.InvalidArgument):
+            await s.set_ttl(0)

@@ -53,10 +53,12 @@ pub enum EnvCommand {
     },
     /// Write a built environment as an OCI image layout into DIR, a directory
     /// inside the daemon's exchange directory (default /var/lib/paddock/exchange;
-    /// relative, or absolute under it).
+    /// relative, or absolute under it). Through a router: on one node that has
+    /// it built, named on stderr.
     Export { name: String, dir: PathBuf },
     /// Make environment NAME from the OCI image layout in DIR, inside the
-    /// daemon's exchange directory.
+    /// daemon's exchange directory. Through a router: on every node whose
+    /// exchange directory holds DIR.
     Import {
         name: String,
         dir: PathBuf,
@@ -236,6 +238,10 @@ pub async fn run(daemon: &connect::Daemon, cmd: EnvCommand) -> Result<ExitCode> 
                 .map_err(status)?
                 .into_inner();
             println!("{}", r.manifest_digest);
+            // Through a router the layout is on one node's host.
+            if !r.node.is_empty() {
+                eprintln!("written on node {} (in its exchange directory)", r.node);
+            }
             Ok(ExitCode::SUCCESS)
         }
         EnvCommand::Import { name, dir, reference } => {

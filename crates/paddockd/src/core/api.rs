@@ -182,7 +182,11 @@ pub trait Paddock: Send + Sync + 'static {
     ) -> Result<pb::Environment>;
     async fn delete_environment(&self, caller: &Caller, key: &str) -> Result<()>;
     async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>>;
-    async fn export_environment(&self, caller: &Caller, req: pb::ExportEnvironmentRequest) -> Result<String>;
+    async fn export_environment(
+        &self,
+        caller: &Caller,
+        req: pb::ExportEnvironmentRequest,
+    ) -> Result<pb::ExportEnvironmentResponse>;
     async fn import_environment(
         &self,
         caller: &Caller,
@@ -443,7 +447,11 @@ impl Paddock for Core {
     async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>> {
         Core::build_environment(self, caller, key).await
     }
-    async fn export_environment(&self, caller: &Caller, req: pb::ExportEnvironmentRequest) -> Result<String> {
+    async fn export_environment(
+        &self,
+        caller: &Caller,
+        req: pb::ExportEnvironmentRequest,
+    ) -> Result<pb::ExportEnvironmentResponse> {
         Core::export_environment(self, caller, req).await
     }
     async fn import_environment(

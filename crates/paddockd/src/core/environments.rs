@@ -132,9 +132,10 @@ impl Core {
         &self,
         caller: &Caller,
         r: pb::ExportEnvironmentRequest,
-    ) -> Result<String> {
+    ) -> Result<pb::ExportEnvironmentResponse> {
         let dir = self.exchange_path(&r.directory)?;
-        self.envs.export(caller, &r.environment, &dir).await
+        let manifest_digest = self.envs.export(caller, &r.environment, &dir).await?;
+        Ok(pb::ExportEnvironmentResponse { manifest_digest, node: String::new() })
     }
 
     pub async fn import_environment(
@@ -143,8 +144,22 @@ impl Core {
         r: pb::ImportEnvironmentRequest,
     ) -> Result<pb::Environment> {
         let dir = self.exchange_path(&r.directory)?;
+        // Its own code, so a router can tell the nodes that lack the layout
+        // from those that have a bad one.
+        if !dir.exists() {
+            return Err(Error::not_found(format!(
+                "directory: {:?} does not exist in the exchange directory {}",
+                r.directory,
+                self.exchange_dir.display()
+            )));
+        }
+        if !r.id.is_empty() && !caller.forwarded {
+            return Err(Error::permission_denied("id: only a fleet's router gives an environment its id"));
+        }
+        let id = Some(r.id).filter(|id| !id.is_empty());
         let env = r.env.into_iter().collect();
-        let record = self.envs.import(caller, r.name, &dir, &r.reference, packages(r.packages), env).await?;
+        let record =
+            self.envs.import(caller, r.name, &dir, &r.reference, packages(r.packages), env, id).await?;
         self.events.publish(EventKind::EnvironmentImported, &record.id, &record.tenant);
         Ok(views::environment(&self.envs, &record))
     }

@@ -20,6 +20,7 @@ impl Core {
                     name: r.name.clone(),
                     tenant: r.tenant.clone(),
                     layer_digests: image.layers.clone(),
+                    node_local: !matches!(r.base, crate::environments::Base::Daemon),
                 });
             }
         }

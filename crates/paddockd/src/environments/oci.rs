@@ -89,6 +89,7 @@ impl EnvironmentManager {
         reference: &str,
         packages: Packages,
         env: BTreeMap<String, String>,
+        id: Option<String>,
     ) -> Result<EnvironmentRecord, Error> {
         // Before the (long) unpack: a taken name fails at once.
         if self.name_taken(&caller.tenant, &name).await {
@@ -141,7 +142,7 @@ impl EnvironmentManager {
                     base,
                     network: None,
                     allow_privilege_escalation: false,
-                    id: None,
+                    id,
                 },
             )
             .await?;

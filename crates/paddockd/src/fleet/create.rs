@@ -1,6 +1,7 @@
 //! CreateSession through the router: placement's view of the nodes from
 //! their last status, then the nodes in placement's order until one takes
-//! the session (a refusal, RESOURCE_EXHAUSTED, moves on to the next).
+//! the session (a refusal, RESOURCE_EXHAUSTED, moves on to the next, as
+//! does NOT_FOUND for an environment that is on some nodes only).
 
 use std::collections::HashMap;
 
@@ -62,6 +63,9 @@ impl Router {
             .collect();
         let order = placement::order(candidates, &mut rand::thread_rng());
         let mut last = None;
+        // An environment on some nodes only (an import, a snapshot; or its
+        // build not yet in their status): a node without it moves on too.
+        let mut lacking = None;
         for name in order {
             let Some(node) = self.nodes.get(&name) else { continue };
             node.state.lock().unwrap().inflight += 1;
@@ -70,6 +74,7 @@ impl Router {
             s.inflight -= 1;
             match r {
                 Ok(session) => {
+                    s.placed.push((std::time::Instant::now(), session.clone()));
                     // Until the next status: one more session, one warm fewer.
                     if let Some(st) = s.status.as_mut() {
                         st.sessions += 1;
@@ -88,10 +93,16 @@ impl Router {
                     self.metrics.refused(&name);
                     last = Some(format!("{name}: {}", e.message()));
                 }
+                Err(e) if e.code() == Code::NotFound && !req.environment.is_empty() => {
+                    lacking.get_or_insert(e);
+                }
                 Err(e) => return Err(e),
             }
         }
         self.metrics.unplaced();
+        if let (Some(e), None) = (lacking, &last) {
+            return Err(e);
+        }
         let mut why = refused;
         why.extend(last);
         Err(Error::resource_exhausted(format!(

@@ -8,6 +8,7 @@ mod answers;
 mod create;
 pub mod discovery;
 mod drains;
+mod exchange;
 pub mod metrics;
 pub mod nodes;
 pub mod placement;

@@ -3,7 +3,10 @@
 //! (Kubernetes, later) updates the same table through [`Nodes::upsert`] and
 //! [`Nodes::remove`]. Each node is polled on its own task (GetNodeStatus
 //! about once a second, and its session list as admin every few seconds, so
-//! a node that goes down still has its sessions reported, as lost).
+//! a node that goes down still has its sessions reported, as lost). A
+//! session this router places is remembered at once ([`NodeState::placed`]):
+//! a node killed right after a create, before the next list, still has it
+//! reported lost rather than missing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -44,6 +47,9 @@ pub struct NodeState {
     /// Its sessions as last listed (every tenant's), for reporting them
     /// lost while it is down.
     pub sessions: Vec<pb::Session>,
+    /// Sessions this router placed here since, and when: a list asked for
+    /// before a placement may lack it, so it is kept until a later list.
+    pub placed: Vec<(Instant, pb::Session)>,
     /// Creates sent to it and not answered yet: counted as load, since its
     /// status is up to a second old.
     pub inflight: u32,
@@ -59,6 +65,23 @@ impl NodeState {
 
     pub fn is_down(&self) -> bool {
         self.health == Some(false)
+    }
+
+    /// Every session it is known to hold: as last listed, and placed since.
+    pub fn known_sessions(&self) -> impl Iterator<Item = &pb::Session> {
+        let placed = self.placed.iter().map(|(_, s)| s);
+        self.sessions.iter().chain(placed.filter(|p| !self.sessions.iter().any(|s| s.id == p.id)))
+    }
+
+    /// A list asked for at `asked`: it holds every session placed before.
+    fn listed(&mut self, list: Vec<pb::Session>, asked: Instant) {
+        self.sessions = list;
+        self.placed.retain(|(at, _)| *at > asked);
+    }
+
+    pub fn forget(&mut self, id: &str) {
+        self.sessions.retain(|s| s.id != id);
+        self.placed.retain(|(_, s)| s.id != id);
     }
 }
 
@@ -171,24 +194,29 @@ async fn poll(
             Ok(s) => since_list >= 5 || last_count != Some(s.sessions) || !node.state.lock().unwrap().is_up(),
             Err(_) => false,
         };
+        let asked = Instant::now();
         let sessions = match list_now {
             true => node.remote.try_list_sessions(&admin).await.ok(),
             false => None,
         };
+        let listed = sessions.is_some();
         let mut s = node.state.lock().unwrap();
         match answer {
             Ok(status) => {
                 if !s.is_up() {
                     tracing::info!(node = node.name(), "node is up");
                 }
-                last_count = Some(status.sessions);
+                // A list that failed is asked for again next time.
+                if !list_now || sessions.is_some() {
+                    last_count = Some(status.sessions);
+                }
                 s.health = Some(true);
                 s.status = Some(status);
                 s.last_seen = Some(Instant::now());
                 s.last_seen_ms = now_ms();
                 s.error.clear();
                 if let Some(list) = sessions {
-                    s.sessions = list;
+                    s.listed(list, asked);
                 }
             }
             Err(e) => {
@@ -206,6 +234,41 @@ async fn poll(
         if let Some(nodes) = nodes.upgrade().filter(|_| up) {
             super::transfer::sync_node(&nodes, &node);
         }
-        since_list = if list_now { 1 } else { since_list + 1 };
+        since_list = if list_now && listed { 1 } else { since_list + 1 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str) -> pb::Session {
+        pb::Session { id: id.into(), ..Default::default() }
+    }
+
+    fn ids(s: &NodeState) -> Vec<&str> {
+        s.known_sessions().map(|x| x.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_placed_session_is_known_until_a_later_list_holds_it() {
+        let mut s = NodeState { sessions: vec![session("old")], ..Default::default() };
+        let asked_before = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        s.placed.push((Instant::now(), session("new")));
+        assert_eq!(ids(&s), ["old", "new"]);
+        // A list asked for before the placement lacks it: still known.
+        s.listed(vec![session("old")], asked_before);
+        assert_eq!(ids(&s), ["old", "new"]);
+        // A list asked for after it has it: known once, from the list.
+        std::thread::sleep(Duration::from_millis(2));
+        s.listed(vec![session("old"), session("new")], Instant::now());
+        assert!(s.placed.is_empty());
+        assert_eq!(ids(&s), ["old", "new"]);
+        s.forget("new");
+        assert_eq!(ids(&s), ["old"]);
+        // Deleted on the node itself: the next list drops it.
+        s.listed(vec![], Instant::now());
+        assert!(ids(&s).is_empty());
     }
 }

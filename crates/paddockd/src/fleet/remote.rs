@@ -382,8 +382,12 @@ impl Paddock for Remote {
         let req = pb::BuildEnvironmentRequest { environment: key.into() };
         streaming!(self, environments, build_environment, caller, req)
     }
-    async fn export_environment(&self, caller: &Caller, req: pb::ExportEnvironmentRequest) -> Result<String> {
-        unary!(self, environments, export_environment, caller, req).map(|r| r.manifest_digest)
+    async fn export_environment(
+        &self,
+        caller: &Caller,
+        req: pb::ExportEnvironmentRequest,
+    ) -> Result<pb::ExportEnvironmentResponse> {
+        unary!(self, environments, export_environment, caller, req)
     }
     async fn import_environment(
         &self,

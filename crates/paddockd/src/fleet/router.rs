@@ -238,8 +238,7 @@ impl Paddock for Router {
                 None => {
                     let s = node.state.lock().unwrap();
                     out.extend(
-                        s.sessions
-                            .iter()
+                        s.known_sessions()
                             .filter(|x| caller.sees(&x.tenant))
                             .map(|x| pb::Session { lost: true, ..on(node, x.clone()) }),
                     );
@@ -285,7 +284,13 @@ impl Paddock for Router {
     async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
         let t = Instant::now();
         let r = match self.route(caller, id).await {
-            Ok(node) => node.remote.delete_session(caller, id).await,
+            Ok(node) => {
+                let r = node.remote.delete_session(caller, id).await;
+                if r.is_ok() {
+                    node.state.lock().unwrap().forget(id);
+                }
+                r
+            }
             Err(e) => Err(e),
         };
         self.metrics.call("delete_session", t, r.as_ref().err().map(|e| e.code()));
@@ -406,19 +411,21 @@ impl Paddock for Router {
     async fn build_environment(&self, caller: &Caller, key: &str) -> Result<Stream<pb::BuildEvent>> {
         self.build_once(caller, key).await
     }
+    /// On one node that has it built; the answer names it (exchange.rs).
     async fn export_environment(
         &self,
-        _caller: &Caller,
-        _req: pb::ExportEnvironmentRequest,
-    ) -> Result<String> {
-        Err(Error::unimplemented("export an environment on a node (its exchange directory is the node's)"))
+        caller: &Caller,
+        req: pb::ExportEnvironmentRequest,
+    ) -> Result<pb::ExportEnvironmentResponse> {
+        self.export_on_a_node(caller, req).await
     }
+    /// On every node whose exchange directory holds the layout (exchange.rs).
     async fn import_environment(
         &self,
-        _caller: &Caller,
-        _req: pb::ImportEnvironmentRequest,
+        caller: &Caller,
+        req: pb::ImportEnvironmentRequest,
     ) -> Result<pb::Environment> {
-        Err(Error::unimplemented("import an environment on a node (its exchange directory is the node's)"))
+        self.import_on_nodes_with_the_layout(caller, req).await
     }
 
     /// On the session's node: the snapshot environment (and a fork's

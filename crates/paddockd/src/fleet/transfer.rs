@@ -107,6 +107,13 @@ fn mark_attempt(node: &Node, id: &str) {
 /// lacks it, then the layers; if it cannot take them, it builds. What
 /// happened, as a line for the build's log.
 pub async fn replicate(src: &Node, dst: &Node, view: &pb::Environment) -> Result<String> {
+    if node_local(view) {
+        return Ok(format!(
+            "node {}: not given it (its base is node {}'s own: an imported image or a snapshot)",
+            dst.name(),
+            src.name()
+        ));
+    }
     let owner = Caller::tenant(view.tenant.clone(), "router");
     match dst.remote.get_environment(&owner, &view.id).await {
         Ok(_) => {}
@@ -144,6 +151,13 @@ pub async fn replicate(src: &Node, dst: &Node, view: &pb::Environment) -> Result
         }
         Err(e) => Err(e),
     }
+}
+
+/// An environment on an imported image or a session's snapshot: the
+/// transfer moves package layers over the daemon's base only, and a build
+/// elsewhere would make a different image under the same id.
+fn node_local(view: &pb::Environment) -> bool {
+    !view.imported_base.is_empty() || !view.snapshot_of.is_empty()
 }
 
 /// ExportLayers on `src` piped into ImportLayers on `dst`.
@@ -201,7 +215,7 @@ pub fn sync_node(nodes: &Nodes, node: &Arc<Node>) {
     for other in nodes.all().into_iter().filter(|n| n.name() != node.name()) {
         let s = other.state.lock().unwrap();
         let Some(st) = s.status.as_ref().filter(|_| s.is_up()) else { continue };
-        for e in &st.environments {
+        for e in st.environments.iter().filter(|e| !e.node_local) {
             if !here.contains(&e.id) && !wanted.iter().any(|(id, _)| *id == e.id) {
                 wanted.push((e.id.clone(), other.clone()));
             }

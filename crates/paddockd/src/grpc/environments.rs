@@ -81,8 +81,7 @@ impl Environments for EnvironmentsApi {
         request: Request<ExportEnvironmentRequest>,
     ) -> Result<Response<ExportEnvironmentResponse>, Status> {
         let c = caller(&request)?;
-        let manifest_digest = self.core.export_environment(&c, request.into_inner()).await.map_err(status)?;
-        Ok(Response::new(ExportEnvironmentResponse { manifest_digest }))
+        Ok(Response::new(self.core.export_environment(&c, request.into_inner()).await.map_err(status)?))
     }
 
     async fn import_environment(
