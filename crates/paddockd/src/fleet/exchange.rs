@@ -23,7 +23,7 @@
 
 use paddock_proto::v1 as pb;
 
-use super::router::Router;
+use super::router::{new_environment_id, Router};
 use crate::core::{Caller, Code, Error, Paddock, Result};
 
 impl Router {
@@ -63,10 +63,7 @@ impl Router {
         caller: &Caller,
         mut req: pb::ImportEnvironmentRequest,
     ) -> Result<pb::Environment> {
-        if !req.id.is_empty() {
-            return Err(Error::permission_denied("id: the router gives an environment its id"));
-        }
-        req.id = format!("env-{:016x}", rand::random::<u64>());
+        req.id = new_environment_id(&req.id)?;
         let answers = self
             .everywhere(|n| {
                 let req = req.clone();

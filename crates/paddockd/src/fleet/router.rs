@@ -344,10 +344,7 @@ impl Paddock for Router {
         caller: &Caller,
         mut req: pb::CreateEnvironmentRequest,
     ) -> Result<pb::Environment> {
-        if !req.id.is_empty() {
-            return Err(Error::permission_denied("id: the router gives an environment its id"));
-        }
-        req.id = format!("env-{:016x}", rand::random::<u64>());
+        req.id = new_environment_id(&req.id)?;
         let answers = self
             .everywhere(|n| {
                 let req = req.clone();
@@ -495,4 +492,13 @@ impl Paddock for Router {
         tracing::info!(node = name, draining, ?kept, "node drain flag set");
         Ok(node.info())
     }
+}
+
+/// The id the router gives an environment it defines on its nodes, so a
+/// name or an id means the same everywhere; a caller cannot choose it.
+pub(super) fn new_environment_id(given: &str) -> Result<String> {
+    if !given.is_empty() {
+        return Err(Error::permission_denied("id: the router gives an environment its id"));
+    }
+    Ok(format!("env-{:016x}", rand::random::<u64>()))
 }
