@@ -95,12 +95,6 @@ pub struct CgroupUsage {
     pub oom_kills: u64,
 }
 
-/// Reads the sandbox's usage; `None` when its cgroup is gone (the sandbox
-/// was removed meanwhile). A counter the kernel does not offer reads as 0.
-pub fn read_usage(parent: &str, id: &str) -> Option<CgroupUsage> {
-    UsageReader::new(parent).read(id)
-}
-
 /// Reads the usage of many sandboxes under one parent (a metrics scrape reads
 /// every session's). The parent's directory in each hierarchy is opened
 /// once and each file is opened relative to it (`<id>/<file>`, two path
@@ -130,6 +124,8 @@ impl UsageReader {
         Self { v2: false, cpuacct: at("cpuacct"), memory: at("memory"), pids: at("pids") }
     }
 
+    /// Sandbox `id`'s usage; `None` when its cgroup is gone (the sandbox was
+    /// removed meanwhile). A counter the kernel does not offer reads as 0.
     pub fn read(&self, id: &str) -> Option<CgroupUsage> {
         let memory = self.memory.as_ref()?;
         let mut buf = [0u8; SMALL_FILE];
@@ -340,7 +336,7 @@ mod tests {
     fn the_hosts_own_cgroup_reads() {
         // The root of every hierarchy is a cgroup too; reading it must work
         // on this host's layout (v1, hybrid or v2).
-        let usage = super::read_usage("", "").expect("the root cgroup");
+        let usage = super::UsageReader::new("").read("").expect("the root cgroup");
         assert!(usage.memory_bytes > 0 || super::is_v2(), "{usage:?}");
     }
 }
