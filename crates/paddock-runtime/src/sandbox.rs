@@ -1,6 +1,8 @@
-//! Creating and destroying one sandbox, step by step. Runs in the runtime helper
-//! (single-threaded): libcontainer forks, and the netns setup switches the calling
-//! thread's namespace.
+//! Creating and destroying one sandbox, step by step. Create runs in the
+//! runtime helper (single-threaded): libcontainer forks, and the netns setup
+//! switches the calling thread's namespace. Destroy forks nothing and runs
+//! in the daemon, on any thread, beside the helper's creates (see
+//! `RuntimeClient::destroy`).
 //!
 //! Create: sandbox dir → user namespace and the loopback-only netns it owns →
 //! overlay root (idmapped with a user namespace) → veth → the sandbox dir made
@@ -10,16 +12,17 @@
 //! clean up a sandbox it finds half-made.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use seccompiler::BpfProgram;
 
@@ -163,14 +166,8 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
         // it; cgroups, mounts and dirs go below, by path.
         match Container::load(state_dir.clone()) {
             Ok(container) => {
-                if let Some(pid) = container.pid().filter(|p| in_sandbox_cgroup(*p, id)) {
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                    // A paused sandbox's init dies only once thawed; killed
-                    // first, it runs nothing more when it wakes.
-                    if let Err(e) = crate::freezer::thaw(&dirs.cgroup_parent, id) {
-                        tracing::warn!(id, "thawing a paused sandbox to remove it: {e:#}");
-                    }
-                    reap(pid, Duration::from_secs(2));
+                if let Some(pid) = container.pid() {
+                    kill_init(pid, id, &dirs.cgroup_parent, Duration::from_secs(2));
                 }
             }
             Err(e) => tracing::warn!(id, "container state unreadable ({e}); removing by hand"),
@@ -245,25 +242,57 @@ fn write_resolv_conf(rootfs: &std::path::Path, nameserver: std::net::Ipv4Addr) -
     Ok(())
 }
 
-/// Waits for our child `pid` to exit, so no zombie outlives the sandbox. A pid
-/// that is not our child (we were restarted) returns at once.
-/// Whether `pid` is still the sandbox's (in one of its cgroups), so a pid
-/// reused after the init died is never killed.
+/// SIGKILLs sandbox `id`'s init `pid` (PID 1 of its pid namespace, so every
+/// process in it dies) and waits up to `within` for it to exit, reaping it
+/// if it is our child. Runs in the daemon as well as in the helper (the
+/// init's parent, which reaps it otherwise): the wait is on a pidfd, which
+/// any process may hold. The pidfd is opened before the pid is checked to
+/// be the sandbox's (in one of its cgroups), so a pid reused after the init
+/// died is never killed.
+fn kill_init(pid: Pid, id: &str, cgroup_parent: &str, within: Duration) {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as i32;
+    if raw < 0 {
+        return; // gone, and reaped
+    }
+    // SAFETY: a new fd nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // A zombie init is in no cgroup of the sandbox's: dead already.
+    if in_sandbox_cgroup(pid, id) {
+        // SAFETY: sends a signal through our own live pidfd.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, raw, libc::SIGKILL, 0usize, 0u32) };
+        // A paused sandbox's init dies only once thawed; killed first, it
+        // runs nothing more when it wakes.
+        if let Err(e) = crate::freezer::thaw(cgroup_parent, id) {
+            tracing::warn!(id, "thawing a paused sandbox to remove it: {e:#}");
+        }
+    }
+    let mut fd = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    let deadline = Instant::now() + within;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        // SAFETY: `fd` is a live array of one pollfd.
+        let n = unsafe { libc::poll(fd.as_mut_ptr(), 1, left.as_millis().max(1) as i32) };
+        if n != 0 && !(n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR) {
+            break;
+        }
+    }
+    if waitpid(pid, Some(WaitPidFlag::WNOHANG)) == Err(nix::errno::Errno::ECHILD) {
+        // Not our child (we are the daemon): its parent, the helper, reaps it
+        // as soon as its SIGCHLD comes; a delete returns once it has, so it
+        // leaves no zombie behind. (A new process given the pid meanwhile
+        // would only make this wait out its bound: nothing is done to it.)
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Path::new(&stat).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Whether `pid` is still the sandbox's (in one of its cgroups).
 fn in_sandbox_cgroup(pid: Pid, id: &str) -> bool {
     let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     cgroups.lines().any(|l| l.rsplit(':').next().is_some_and(|path| path.ends_with(&format!("/{id}"))))
-}
-
-fn reap(pid: Pid, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2))
-            }
-            _ => return,
-        }
-    }
 }
 
 /// Puts a copy of `fd` at the fixed number `target` for as long as it lives,
