@@ -1,7 +1,7 @@
 //! A small Kubernetes REST client: JSON requests over HTTP/1.1 and TLS with a
-//! bearer token, plus watch streams (connections from `http_client`). Enough for Leases and one custom
-//! resource; the `kube` crate targets servers far newer than 1.20 and would
-//! bring a large dependency tree to every build.
+//! bearer token, plus watch streams (connections from `http_client`). Enough
+//! for Leases and one custom resource; the `kube` crate targets servers far
+//! newer than 1.20 and would bring a large dependency tree to every build.
 
 use std::time::Duration;
 
