@@ -5,7 +5,8 @@
 //! package registry open to its builds) pulls it and runs the package; a
 //! blob changed in the registry's storage is refused by its digest and the
 //! node builds instead, keeping nothing of it; a registry that is down
-//! makes a node build, saying why.
+//! makes a node build, saying why. Behind a router, the node chosen to
+//! build pulls and the others get the layers from it.
 
 use std::process::Command;
 use std::time::Duration;
@@ -218,4 +219,43 @@ async fn a_tampered_blob_is_refused_and_the_node_builds_instead() {
         "{lines:?}"
     );
     assert_eq!(run_hello(&b, "hello-again").await, "Hello, world!\n");
+}
+
+/// A fleet whose nodes cannot build, behind a router: BuildEnvironment pulls
+/// on the one node the router picks and streams the layers to the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_router_one_node_pulls_and_the_other_gets_the_layers_from_it() {
+    use paddock_proto::v1::NodeHealth;
+    let Some(image) = debian_image_or_skip() else { return };
+    let reg = Registry::start();
+    let url = format!("{}/ci", reg.url());
+    let a = Daemon::start_for_builds(image.clone(), node_args(&url), None, vec![]);
+    build_and_push(&reg, &a).await;
+    drop(a);
+
+    let fleet =
+        paddock_tests::fleet::Fleet::start_debian_with(2, image, vec!["--layer-registry".into(), url]);
+    for n in ["n1", "n2"] {
+        fleet.wait_health(n, NodeHealth::Up, Duration::from_secs(20)).await;
+    }
+    let mut envs = EnvironmentsClient::new(fleet.router.channel().await);
+    create_env(&mut envs, "hello").await;
+    let events = build_env(&mut envs, "hello").await;
+    let d = done(&events);
+    assert_eq!((d.built, d.pulled), (0, 1), "{events:?}");
+    let lines = logs(&events);
+    assert_eq!(lines.iter().filter(|l| l.contains("pulled from the layer registry")).count(), 1, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("layers from node") && l.contains("1 received")), "{lines:?}");
+    for node in &fleet.nodes {
+        let recs = apt_layers(node);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!(recs[0]["build_ms"].as_u64(), Some(0), "no node built it");
+        let id = envs
+            .get_environment(paddock_proto::v1::GetEnvironmentRequest { environment: "hello".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        assert_eq!(run_hello(node, &id).await, "Hello, world!\n");
+    }
 }
