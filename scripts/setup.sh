@@ -27,11 +27,17 @@ apt-get update -q
 # client's venv (scripts/python-client.sh) and the MCP tests' client venv;
 # btrfs-progs: mkfs.btrfs for the daemon's disk image (per-session disk
 # limits); prometheus: the observability tests start one of their own (on
-# loopback) to scrape /metrics.
+# loopback) to scrape /metrics; docker-registry: the layer-registry tests
+# start one of their own (on loopback) to push environments' images to.
 apt-get install -y -q --no-install-recommends \
     build-essential libc6-dev protobuf-compiler mmdebstrap busybox-static \
     runc bubblewrap hyperfine skopeo umoci nftables iproute2 ripgrep ca-certificates \
-    openssl curl python3 python3-venv btrfs-progs prometheus
+    openssl curl python3 python3-venv btrfs-progs prometheus docker-registry
+# The package's own service would serve an open registry on every address
+# (port 5000): the tests run theirs, nothing else should.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service 2>/dev/null || true
+fi
 
 echo "== Python packages"
 # grpcurl, for the API tests and for operators poking at the API; anthropic,

@@ -41,22 +41,34 @@ pub const NODE_TOKEN: &str = "pdk_fleet-test-router-secret-0123456789";
 impl Fleet {
     /// `n` nodes named n1.. for up to `sessions_per_node` sessions each.
     pub fn start(n: usize, sessions_per_node: usize) -> Self {
-        Self::start_on(n, sessions_per_node, Nodes::Test, vec![])
+        Self::start_on(n, sessions_per_node, Nodes::Test, vec![], vec![])
     }
 
     /// Nodes on the Debian image `image` (no builds from registries), and a
     /// router with `router_args` of its own (its front ends, say).
     pub fn start_debian(n: usize, image: PathBuf, router_args: Vec<String>) -> Self {
-        Self::start_on(n, 20, Nodes::Debian { image, builds: false }, router_args)
+        Self::start_on(n, 20, Nodes::Debian { image, builds: false }, router_args, vec![])
     }
 
     /// Nodes on the Debian image `image` that build environments from the
     /// host's package registries (as the environment tests' daemons).
     pub fn start_for_builds(n: usize, image: PathBuf) -> Self {
-        Self::start_on(n, 20, Nodes::Debian { image, builds: true }, vec![])
+        Self::start_on(n, 20, Nodes::Debian { image, builds: true }, vec![], vec![])
     }
 
-    fn start_on(n: usize, sessions_per_node: usize, on: Nodes, router_args: Vec<String>) -> Self {
+    /// Nodes on the Debian image whose builds reach no package registry,
+    /// each with `node_args` of its own (--layer-registry, say).
+    pub fn start_debian_with(n: usize, image: PathBuf, node_args: Vec<String>) -> Self {
+        Self::start_on(n, 20, Nodes::Debian { image, builds: false }, vec![], node_args)
+    }
+
+    fn start_on(
+        n: usize,
+        sessions_per_node: usize,
+        on: Nodes,
+        router_args: Vec<String>,
+        node_args: Vec<String>,
+    ) -> Self {
         let dir = PathBuf::from(format!("/tmp/paddock-fleet-{}-{}", std::process::id(), rand_suffix()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -88,6 +100,7 @@ impl Fleet {
                 "--userns-base".into(),
                 ((8 + i as u64) << 24).to_string(),
             ]);
+            args.extend(node_args.iter().cloned());
             nodes.push(match &on {
                 Nodes::Debian { image, builds: true } => {
                     Daemon::start_for_builds(image.clone(), args, Some(free_tcp_addr()), vec![])

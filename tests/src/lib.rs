@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod kube;
 pub mod net;
 pub mod prometheus;
+pub mod registry;
 pub mod scale;
 pub mod sources;
 pub mod warm;

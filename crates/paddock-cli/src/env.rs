@@ -377,8 +377,12 @@ async fn build(envs: &mut EnvironmentsClient<Conn>, name: &str, plain: bool) -> 
                 return Ok(ExitCode::from(1));
             }
             Some(Event::Done(d)) => {
+                let pulled = match d.pulled {
+                    0 => String::new(),
+                    n => format!(", {n} pulled from the layer registry"),
+                };
                 println!(
-                    "built {name} in {:.2}s: {} layer(s) cached, {} built",
+                    "built {name} in {:.2}s: {} layer(s) cached, {} built{pulled}",
                     d.duration_ms as f64 / 1000.0,
                     d.cache_hits,
                     d.built

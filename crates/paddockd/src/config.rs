@@ -202,6 +202,17 @@ pub struct DaemonConfig {
     /// and every minute. Unset: only `paddock gc` removes them.
     #[arg(long, value_parser = parse_bytes)]
     pub layer_budget: Option<i64>,
+    /// An OCI registry for environments' images, `http[s]://HOST[:PORT][/PREFIX]`
+    /// (images go to repository PREFIX/environments, default
+    /// paddock/environments, tagged by their content key): an image built
+    /// here is pushed to it, and an environment not built here is pulled
+    /// from it before any build. Off unless given.
+    #[arg(long, value_name = "URL[/REPO-PREFIX]")]
+    pub layer_registry: Option<String>,
+    /// The CA certificates (PEM) an https --layer-registry must chain to.
+    /// Default: the host's bundle, /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long, value_name = "FILE")]
+    pub layer_registry_ca: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Option<Subcommand>,

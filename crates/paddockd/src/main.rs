@@ -9,6 +9,7 @@ mod envvars;
 mod fleet;
 mod grpc;
 mod guest;
+mod http_client;
 mod kube;
 mod limits;
 mod mcp;
@@ -145,6 +146,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         )?);
         envs.recover().await?;
         tokio::spawn(envs.clone().budget_loop());
+        tokio::spawn(envs.clone().registry_loop());
         let manager = Arc::new(SessionManager::new(
             cfg.clone(),
             runtime,

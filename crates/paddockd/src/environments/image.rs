@@ -45,7 +45,17 @@ impl EnvironmentManager {
         let _building = lock.lock().await;
         let tenant = self.record(id).await.map(|r| r.tenant).unwrap_or_default();
         self.events.publish(EventKind::BuildStarted, id, &tenant);
-        let built = self.build_steps(id, tx).await;
+        // A registry's copy instead of a build when there is one (registry/).
+        let built = match self.pull_instead_of_build(id, tx).await {
+            true => Ok(()),
+            false => {
+                let built = self.build_steps(id, tx).await;
+                if built.is_ok() {
+                    self.queue_push(id);
+                }
+                built
+            }
+        };
         match &built {
             Ok(()) => self.events.publish(EventKind::BuildDone, id, &tenant),
             Err(e) => self.events.publish_detail(EventKind::BuildFailed, id, &tenant, e.clone()),
@@ -170,6 +180,7 @@ impl EnvironmentManager {
             duration_ms: started.elapsed().as_millis() as u64,
             cache_hits: hits,
             built,
+            pulled: 0,
         };
         let _ = tx.send(event(steps, None, build_event::Event::Done(done))).await;
         Ok(())

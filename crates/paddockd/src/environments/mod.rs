@@ -12,6 +12,7 @@
 //! - `gc.rs`, `pins.rs`: removing layers and base versions nothing uses.
 //! - `toolchains.rs`: a manager's own tool as a shared layer when the environment has none.
 //! - `transfer.rs`: a built image's layers streamed to another node of a fleet.
+//! - `registry/`: images pushed to and pulled from an OCI registry (`--layer-registry`).
 
 mod build;
 mod gc;
@@ -21,6 +22,7 @@ mod managers;
 mod oci;
 pub mod packages;
 mod pins;
+mod registry;
 mod shared;
 mod snapshot;
 mod store;
@@ -162,6 +164,8 @@ pub struct EnvironmentManager {
     base_sizes: std::sync::Mutex<HashMap<PathBuf, u64>>,
     /// A build or snapshot finished: the budget loop checks the store.
     pub(crate) gc_wanted: tokio::sync::Notify,
+    /// Where built images are pushed and missing ones pulled, if anywhere.
+    registry: Option<registry::LayerRegistry>,
 }
 
 impl EnvironmentManager {
@@ -174,7 +178,10 @@ impl EnvironmentManager {
         events: Arc<Events>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        let registry =
+            registry::from_config(cfg.layer_registry.as_deref(), cfg.layer_registry_ca.as_deref())?;
         Ok(Self {
+            registry,
             events,
             metrics,
             store: Store::open(cfg.state_dir.join("environments"))?,

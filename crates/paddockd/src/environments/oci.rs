@@ -234,7 +234,7 @@ fn write_layout(
     Ok(format!("sha256:{manifest_digest}"))
 }
 
-fn go_arch() -> &'static str {
+pub(super) fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -83,6 +83,23 @@ impl EnvironmentManager {
     /// packages and base).
     pub async fn import_layers(
         &self,
+        chunks: impl tokio_stream::Stream<Item = Result<pb::LayerChunk, Error>> + Unpin,
+    ) -> Result<pb::ImportLayersResponse, Error> {
+        // The environment named by the stream's head; locked before reading on.
+        let mut chunks = chunks.peekable();
+        let id = match chunks.peek().await {
+            Some(Ok(pb::LayerChunk { part: Some(Part::Image(i)) })) => i.environment_id.clone(),
+            _ => String::new(),
+        };
+        let lock = self.build_lock(&id);
+        let _building = lock.lock().await;
+        self.import_layers_locked(chunks).await
+    }
+
+    /// [`Self::import_layers`] with the environment's build lock held by the
+    /// caller (a build that pulls from the layer registry).
+    pub(super) async fn import_layers_locked(
+        &self,
         mut chunks: impl tokio_stream::Stream<Item = Result<pb::LayerChunk, Error>> + Unpin,
     ) -> Result<pb::ImportLayersResponse, Error> {
         let head = match chunks.next().await {
@@ -118,8 +135,8 @@ impl EnvironmentManager {
             })?;
             layer_env.push((k.to_string(), v.to_string()));
         }
-        let lock = self.build_lock(&id);
-        let _building = lock.lock().await;
+        // Each layer is kept from garbage collection until the image names it.
+        let mut pin = self.pins.pin();
         let mut parent = base_digest.clone();
         let mut answer = pb::ImportLayersResponse::default();
         for digest in &head.layers {
@@ -134,6 +151,7 @@ impl EnvironmentManager {
             };
             let rec = check_header(&header, digest, &parent, &packages).map_err(Error::invalid_argument)?;
             let _layer_lock = self.layers.lock(digest).await;
+            pin.add(&self.layers.diff(digest));
             if self.layers.get(digest).is_some() {
                 skip_layer(&mut chunks, digest).await?;
                 answer.present += 1;

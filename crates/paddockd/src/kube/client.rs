@@ -1,9 +1,8 @@
 //! A small Kubernetes REST client: JSON requests over HTTP/1.1 and TLS with a
-//! bearer token, plus watch streams. Enough for Leases and one custom
-//! resource; the `kube` crate targets servers far newer than 1.20 and would
-//! bring a large dependency tree to every build.
+//! bearer token, plus watch streams (connections from `http_client`). Enough
+//! for Leases and one custom resource; the `kube` crate targets servers far
+//! newer than 1.20 and would bring a large dependency tree to every build.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -12,15 +11,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
-use tokio_rustls::TlsConnector;
 
 use super::Target;
+use crate::http_client::{tls_connector, Endpoint};
 
 /// A request that takes longer is abandoned: a Lease must be renewed well
 /// inside its duration, so a stuck connection must not hold the loop.
@@ -48,33 +43,17 @@ pub enum ApiError {
 
 pub struct Client {
     target: Target,
-    tls: TlsConnector,
-    server_name: ServerName<'static>,
+    endpoint: Endpoint,
     /// One kept-alive connection for plain requests (watches get their own).
     conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
 impl Client {
     pub fn new(target: Target) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&target.ca_file)
-            .with_context(|| format!("reading --kube-ca-file {}", target.ca_file.display()))?
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("parsing --kube-ca-file {}", target.ca_file.display()))?;
-        if certs.is_empty() {
-            anyhow::bail!("--kube-ca-file {}: no PEM certificate in it", target.ca_file.display());
-        }
-        for c in certs {
-            roots.add(c).with_context(|| format!("--kube-ca-file {}", target.ca_file.display()))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let server_name = ServerName::try_from(target.host.clone())
-            .map_err(|e| anyhow!("--kube-api host {:?}: {e}", target.host))?;
-        Ok(Self { target, tls: TlsConnector::from(Arc::new(config)), server_name, conn: Mutex::new(None) })
+        let tls = tls_connector(&target.ca_file, "--kube-ca-file")?;
+        let endpoint =
+            Endpoint::tls(&target.host, target.port, tls).map_err(|e| anyhow!("--kube-api: {e}"))?;
+        Ok(Self { target, endpoint, conn: Mutex::new(None) })
     }
 
     pub fn namespace(&self) -> &str {
@@ -82,19 +61,7 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
-        let addr = (self.target.host.as_str(), self.target.port);
-        let tcp = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to the Kubernetes API at {}:{}", addr.0, addr.1))?;
-        tcp.set_nodelay(true)?;
-        let tls =
-            self.tls.connect(self.server_name.clone(), tcp).await.context("TLS with the Kubernetes API")?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            // Ends when the server or we close the connection; nothing to report.
-            let _ = conn.await;
-        });
-        Ok(sender)
+        self.endpoint.connect("the Kubernetes API").await
     }
 
     fn request(
