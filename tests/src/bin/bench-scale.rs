@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use paddock_tests::scale::*;
 use paddock_tests::{free_tcp_addr, test_image, Daemon};
 
+/// The pause before each timed delete (see its use).
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// MemAvailable, in bytes.
 fn mem_available() -> u64 {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -129,6 +132,10 @@ async fn main() {
         // sessions among `level` live.
         let (mut creates, mut deletes) = (vec![], vec![]);
         for i in 0..20 {
+            // Each delete on a settled daemon: the create before it set off
+            // the warm pool's refill (cold creates in the runtime helper),
+            // whose CPU and kernel locks a delete right after it shares.
+            tokio::time::sleep(SETTLE).await;
             let victim = ids.swap_remove(i % ids.len());
             deletes.push(delete_timed(&mut c, &victim).await);
             let (id, t) = create_timed(&mut c).await;
