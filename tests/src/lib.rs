@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 pub mod fleet;
 pub mod kube;
 pub mod net;
+pub mod oci;
 pub mod prometheus;
 pub mod registry;
 pub mod scale;

@@ -20,7 +20,8 @@ impl Core {
                     name: r.name.clone(),
                     tenant: r.tenant.clone(),
                     layer_digests: image.layers.clone(),
-                    node_local: !matches!(r.base, crate::environments::Base::Daemon),
+                    // An imported base moves with the layers; a snapshot's stack does not.
+                    node_local: matches!(r.base, crate::environments::Base::Snapshot(_)),
                 });
             }
         }

@@ -11,7 +11,8 @@
 //! - `snapshot.rs`, `upper.rs`: environments made from a session's files.
 //! - `gc.rs`, `pins.rs`: removing layers and base versions nothing uses.
 //! - `toolchains.rs`: a manager's own tool as a shared layer when the environment has none.
-//! - `transfer.rs`: a built image's layers streamed to another node of a fleet.
+//! - `transfer.rs`: a built image's layers streamed to another node of a fleet;
+//!   `transfer_imported.rs`: an imported image's base and record in that stream.
 //! - `registry/`: images pushed to and pulled from an OCI registry (`--layer-registry`).
 
 mod build;
@@ -28,6 +29,7 @@ mod snapshot;
 mod store;
 mod toolchains;
 pub(crate) mod transfer;
+mod transfer_imported;
 mod upper;
 
 use std::collections::{BTreeMap, HashMap};

@@ -97,7 +97,7 @@ impl EnvironmentManager {
         }
         let (manifest, manifest_digest) = pick_manifest(dir, reference)
             .map_err(|e| Error::invalid_argument(format!("directory: {e:#}")))?;
-        let digest = hex(&Sha256::digest(format!("paddock-import-v1\n{manifest_digest}")));
+        let digest = import_key(&manifest_digest);
         let _lock = self.layers.lock(&digest).await;
         // Kept from garbage collection until the environment's record names it.
         let mut pin = self.pins.pin();
@@ -394,8 +394,29 @@ fn image_config(dir: &Path, manifest: &ImageManifest) -> Result<ImageConfig, Str
         return Ok(ImageConfig::default());
     };
     let Some(c) = config.config() else { return Ok(ImageConfig::default()) };
+    check_image_config(
+        &c.env().clone().unwrap_or_default(),
+        c.working_dir().clone().unwrap_or_default(),
+        c.user().clone().unwrap_or_default(),
+    )
+}
+
+/// The layer key of an image imported from the manifest with digest
+/// `manifest_digest` (`sha256:...`): what a layer transfer checks an
+/// imported base against too.
+pub(super) fn import_key(manifest_digest: &str) -> String {
+    hex(&Sha256::digest(format!("paddock-import-v1\n{manifest_digest}")))
+}
+
+/// An image config's Env (KEY=VALUE), WorkingDir and User, checked: from a
+/// layout's config or from a layer transfer's header alike.
+pub(super) fn check_image_config(
+    env_list: &[String],
+    working_dir: String,
+    user: String,
+) -> Result<ImageConfig, String> {
     let mut env: Vec<(String, String)> = vec![];
-    for (i, e) in c.env().clone().unwrap_or_default().iter().enumerate() {
+    for (i, e) in env_list.iter().enumerate() {
         let (k, v) = e.split_once('=').ok_or_else(|| format!("Env[{i}]: {e:?} is not KEY=VALUE"))?;
         crate::envvars::check_names(std::iter::once(&k.to_string())).map_err(|m| format!("Env[{i}]: {m}"))?;
         if v.contains('\0') {
@@ -404,11 +425,9 @@ fn image_config(dir: &Path, manifest: &ImageManifest) -> Result<ImageConfig, Str
         env.retain(|(ek, _)| ek != k);
         env.push((k.to_string(), v.to_string()));
     }
-    let working_dir = c.working_dir().clone().unwrap_or_default();
     if !working_dir.is_empty() && (!working_dir.starts_with('/') || working_dir.contains('\0')) {
         return Err(format!("WorkingDir: {working_dir:?} is not an absolute path"));
     }
-    let user = c.user().clone().unwrap_or_default();
     let part_ok =
         |p: &str| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
     if !user.is_empty() && (!user.split(':').all(part_ok) || user.matches(':').count() > 1) {

@@ -1,12 +1,14 @@
 //! A built image's layers moved to another node of a fleet, so it is built
-//! once. ExportLayers streams the image and each package layer's tar (oci.rs's
+//! once. ExportLayers streams the image and each layer's tar (oci.rs's
 //! writer: overlay whiteouts as OCI `.wh.` entries) with its sha256 after it;
 //! ImportLayers checks each layer's record against its content address
 //! (`layer_key` of its parent, manager, packages and tool), unpacks the tar
 //! into a temporary directory of the layer store (oci.rs's reader, whiteouts
 //! turned back into overlayfs whiteouts) and commits it only when the sha256
-//! and length match; then records the image. A refused or broken transfer
-//! leaves nothing in the store. Only a router's token reaches either
+//! and length match; then records the image. An image on an imported OCI
+//! image brings that base as its first layer, and the environment's
+//! definition for a node that lacks it (transfer_imported.rs). A refused or
+//! broken transfer leaves nothing in the store. Only a router's token reaches either
 //! (core/node.rs): a tenant never reads or writes raw layers.
 
 use std::io::{self, Read, Write};
@@ -23,6 +25,7 @@ use super::layers::{hex, layer_key, remove_tree, LayerRecord, LayerStore};
 use super::oci::{apply_layer, write_tar, OPAQUE_XATTR};
 use super::packages::{Manager, Packages};
 use super::toolchains;
+use super::transfer_imported::{check_base_header, describe, header_of};
 use super::{Base, EnvironmentManager, Image};
 use crate::core::error::{internal, Error, Stream};
 use crate::time::now_ms;
@@ -40,28 +43,42 @@ impl EnvironmentManager {
     /// Environment `id`'s built image as a transfer stream.
     pub async fn export_layers(&self, id: &str) -> Result<Stream<pb::LayerChunk>, Error> {
         let record = self.record(id).await?;
-        if !matches!(record.base, Base::Daemon) {
+        if matches!(record.base, Base::Snapshot(_)) {
             return Err(Error::failed_precondition(format!(
-                "environment {id}: only environments on the daemon's base image are transferred"
+                "environment {id}: a snapshot's base is this node's own and is not transferred"
             )));
         }
         let image = self.build_state(&record).1.ok_or_else(|| {
             Error::failed_precondition(format!("environment {id} is not built on this node"))
         })?;
         let mut layers = vec![];
+        let mut imported = None;
+        if let Base::Imported { digest } = &record.base {
+            let rec = self.layers.get(digest).ok_or_else(|| {
+                Error::internal(format!(
+                    "the imported base {digest} of environment {id} is missing from the layer store"
+                ))
+            })?;
+            imported = Some(rec.clone());
+            layers.push((rec, self.layers.diff(digest)));
+        }
         for d in &image.layers {
             let rec = self.layers.get(d).ok_or_else(|| {
                 Error::internal(format!("layer {d} of environment {id} is missing from the layer store"))
             })?;
             layers.push((rec, self.layers.diff(d)));
         }
-        let head = pb::LayerImage {
+        let mut head = pb::LayerImage {
             environment_id: id.into(),
             base_digest: image.base_digest.clone(),
             packages_json: serde_json::to_string(&image.packages).map_err(internal)?,
             layers: image.layers.clone(),
             layer_env: image.layer_env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            ..Default::default()
         };
+        if let Some(base) = &imported {
+            describe(&record, base, &mut head);
+        }
         let (tx, rx) = mpsc::channel(8);
         tokio::task::spawn_blocking(move || {
             if tx.blocking_send(Ok(chunk(Part::Image(head)))).is_err() {
@@ -80,7 +97,7 @@ impl EnvironmentManager {
 
     /// Stores the layers of a transfer stream and records them as the image
     /// of the environment it names (which this node must have, with the same
-    /// packages and base).
+    /// packages and base, unless it is on an imported base: then it is made).
     pub async fn import_layers(
         &self,
         chunks: impl tokio_stream::Stream<Item = Result<pb::LayerChunk, Error>> + Unpin,
@@ -108,26 +125,45 @@ impl EnvironmentManager {
             _ => return Err(Error::invalid_argument("ImportLayers: the stream must start with the image")),
         };
         let id = head.environment_id.clone();
-        let record = self.record(&id).await?;
         let packages: Packages = serde_json::from_str(&head.packages_json)
             .map_err(|e| Error::invalid_argument(format!("image.packages_json: {e}")))?;
-        if packages != record.packages {
+        // None: an imported environment this node lacks, made once its layers are in.
+        let record = match (self.record(&id).await, &head.imported_base) {
+            (Ok(r), _) => Some(r),
+            (Err(e), None) => return Err(e),
+            (Err(_), Some(_)) => None,
+        };
+        if record.as_ref().is_some_and(|r| r.packages != packages) {
             return Err(Error::failed_precondition(format!(
                 "environment {id}: the layers were built for other packages than this node's record has"
             )));
         }
-        if !matches!(record.base, Base::Daemon) {
-            return Err(Error::failed_precondition(format!(
-                "environment {id}: not on the daemon's base image"
-            )));
+        let base = match &head.imported_base {
+            Some(h) => Some(check_base_header(h, &head.base_digest).map_err(Error::invalid_argument)?),
+            None => None,
+        };
+        match (&record, &base) {
+            (Some(r), Some(b)) => Self::check_same_base(r, &b.digest)?,
+            (Some(r), None) if !matches!(r.base, Base::Daemon) => {
+                return Err(Error::failed_precondition(format!(
+                    "environment {id}: not on the daemon's base image"
+                )))
+            }
+            _ => {}
         }
-        let (rootfs, base_digest) = self.resolve_base(&record.base).map_err(Error::failed_precondition)?;
-        if head.base_digest != base_digest {
-            return Err(Error::failed_precondition(format!(
-                "environment {id}: the layers were built on base {}, this node's base is {base_digest} (another --image); build it here",
-                head.base_digest
-            )));
-        }
+        let base_digest = match &base {
+            Some(b) => b.digest.clone(),
+            None => {
+                let (_, digest) = self.resolve_base(&Base::Daemon).map_err(Error::failed_precondition)?;
+                if head.base_digest != digest {
+                    return Err(Error::failed_precondition(format!(
+                        "environment {id}: the layers were built on base {}, this node's base is {digest} (another --image); build it here",
+                        head.base_digest
+                    )));
+                }
+                digest
+            }
+        };
         let mut layer_env = vec![];
         for kv in &head.layer_env {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
@@ -139,41 +175,81 @@ impl EnvironmentManager {
         let mut pin = self.pins.pin();
         let mut parent = base_digest.clone();
         let mut answer = pb::ImportLayersResponse::default();
-        for digest in &head.layers {
-            let header = match chunks.next().await {
-                Some(Ok(pb::LayerChunk { part: Some(Part::Layer(h)) })) => h,
-                Some(Err(e)) => return Err(e),
-                _ => {
-                    return Err(Error::invalid_argument(format!(
-                        "ImportLayers: expected the record of layer {digest}"
-                    )))
-                }
-            };
-            let rec = check_header(&header, digest, &parent, &packages).map_err(Error::invalid_argument)?;
-            let _layer_lock = self.layers.lock(digest).await;
-            pin.add(&self.layers.diff(digest));
-            if self.layers.get(digest).is_some() {
-                skip_layer(&mut chunks, digest).await?;
-                answer.present += 1;
-            } else {
-                answer.bytes += receive_layer(&self.layers, rec, &mut chunks).await?;
-                answer.received += 1;
+        if let Some(rec) = base.clone() {
+            if Some(self.expect_layer(&mut chunks, &rec.digest).await?) != head.imported_base {
+                return Err(Error::invalid_argument(format!(
+                    "imported base {}: the stream's record of it is not the image's",
+                    rec.digest
+                )));
             }
+            self.take_layer(&mut chunks, rec, &mut pin, &mut answer).await?;
+        }
+        for digest in &head.layers {
+            let header = self.expect_layer(&mut chunks, digest).await?;
+            let rec = check_header(&header, digest, &parent, &packages).map_err(Error::invalid_argument)?;
+            self.take_layer(&mut chunks, rec, &mut pin, &mut answer).await?;
             parent = digest.clone();
         }
         if let Some(extra) = chunks.next().await {
             extra?;
             return Err(Error::invalid_argument("ImportLayers: messages after the last layer"));
         }
-        let image = Image {
-            base_rootfs: rootfs,
-            base_digest,
-            packages: record.packages,
-            layers: head.layers,
-            layer_env,
+        let made = match record {
+            Some(_) => false,
+            None => {
+                self.create_transferred(&head, packages.clone(), &base_digest).await?;
+                true
+            }
         };
-        self.record_image(&id, image).await.map_err(Error::failed_precondition)?;
+        let (rootfs, _) = match &base {
+            Some(b) => self.resolve_base(&Base::Imported { digest: b.digest.clone() }),
+            None => self.resolve_base(&Base::Daemon),
+        }
+        .map_err(Error::failed_precondition)?;
+        let image = Image { base_rootfs: rootfs, base_digest, packages, layers: head.layers, layer_env };
+        if let Err(e) = self.record_image(&id, image).await {
+            if made {
+                // Nothing half-made: an environment this import made goes with it.
+                let _ = self.delete(&id).await;
+            }
+            return Err(Error::failed_precondition(e));
+        }
         Ok(answer)
+    }
+
+    /// The next message, which must be the record of layer `digest`.
+    async fn expect_layer(
+        &self,
+        chunks: &mut (impl tokio_stream::Stream<Item = Result<pb::LayerChunk, Error>> + Unpin),
+        digest: &str,
+    ) -> Result<pb::LayerHeader, Error> {
+        match chunks.next().await {
+            Some(Ok(pb::LayerChunk { part: Some(Part::Layer(h)) })) => Ok(h),
+            Some(Err(e)) => Err(e),
+            _ => Err(Error::invalid_argument(format!("ImportLayers: expected the record of layer {digest}"))),
+        }
+    }
+
+    /// Layer `rec` (its record checked) from the stream into the store,
+    /// or read past when the store has it already.
+    async fn take_layer(
+        &self,
+        chunks: &mut (impl tokio_stream::Stream<Item = Result<pb::LayerChunk, Error>> + Unpin),
+        rec: LayerRecord,
+        pin: &mut super::Pin,
+        answer: &mut pb::ImportLayersResponse,
+    ) -> Result<(), Error> {
+        let digest = rec.digest.clone();
+        let _layer_lock = self.layers.lock(&digest).await;
+        pin.add(&self.layers.diff(&digest));
+        if self.layers.get(&digest).is_some() {
+            skip_layer(chunks, &digest).await?;
+            answer.present += 1;
+        } else {
+            answer.bytes += receive_layer(&self.layers, rec, chunks).await?;
+            answer.received += 1;
+        }
+        Ok(())
     }
 }
 
@@ -226,15 +302,7 @@ fn check_header(
 
 /// Sends layer `rec` (its files in `diff`): header, tar chunks, end.
 pub(super) fn send_layer(rec: &LayerRecord, diff: &Path, tx: &Sender) -> io::Result<()> {
-    let header = pb::LayerHeader {
-        digest: rec.digest.clone(),
-        parent: rec.parent.clone(),
-        manager: rec.manager.clone(),
-        packages: rec.packages.clone(),
-        tool_version: rec.tool_version.clone(),
-        kind: rec.kind.clone(),
-    };
-    send(tx, Part::Layer(header))?;
+    send(tx, Part::Layer(header_of(rec)))?;
     let mut w = ChunkWriter { tx, buf: Vec::with_capacity(CHUNK), hash: Sha256::new(), size: 0 };
     write_tar(diff, &mut w)?;
     w.flush()?;

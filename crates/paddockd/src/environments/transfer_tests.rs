@@ -144,3 +144,37 @@ async fn a_layer_arrives_whole_and_a_corrupt_one_is_refused() {
     let why = check_header(h, &rec.digest, "another-base", &packages_of(&rec)).unwrap_err();
     assert!(why.contains("expected on another-base"), "{why}");
 }
+
+/// An imported base's record is checked against its content address (the
+/// hash of "paddock-import-v1" and the source manifest's digest) before any
+/// byte of it is stored; a forged one is refused.
+#[test]
+fn an_imported_base_is_what_its_digest_addresses() {
+    use super::super::oci::import_key;
+    use super::super::transfer_imported::check_base_header;
+    let manifest = format!("sha256:{}", "ab".repeat(32));
+    let digest = import_key(&manifest);
+    let h = pb::LayerHeader {
+        digest: digest.clone(),
+        parent: String::new(),
+        manager: "base".into(),
+        packages: vec![format!("oci:{manifest}")],
+        tool_version: String::new(),
+        kind: String::new(),
+    };
+    let rec = check_base_header(&h, &digest).unwrap();
+    assert_eq!((rec.digest.as_str(), rec.manager.as_str()), (digest.as_str(), "base"));
+
+    let mut forged = h.clone();
+    forged.packages = vec![format!("oci:sha256:{}", "cd".repeat(32))];
+    let why = check_base_header(&forged, &digest).unwrap_err();
+    assert!(why.contains("does not hash to its digest"), "{why}");
+    let mut forged = h.clone();
+    forged.parent = "base0".into();
+    assert!(check_base_header(&forged, &digest).unwrap_err().contains("not the record of an imported image"));
+    let mut forged = h.clone();
+    forged.packages = vec!["six".into()];
+    assert!(check_base_header(&forged, &digest).unwrap_err().contains("oci:<manifest digest>"));
+    let why = check_base_header(&h, "another-base").unwrap_err();
+    assert!(why.contains("the image says its base is another-base"), "{why}");
+}

@@ -11,12 +11,10 @@
 //!   and each node reads the layout from its own exchange directory; a node
 //!   without the directory (NOT_FOUND) is left out. With an exchange
 //!   directory shared by the nodes (or the layout copied to each) the
-//!   environment is on all of them, else on the node that has the layout.
-//!   It is not spread afterwards: the layer transfer moves package layers
-//!   over the daemon's base image, and an imported image is a base of its
-//!   own (`BuiltEnvironment.node_local`; transfer.rs leaves such
-//!   environments where they are). Placement then sends its sessions to the
-//!   nodes that have it built.
+//!   environment is on all of them at once, else on the node that has the
+//!   layout, and the pollers' `sync_node` (transfer.rs) gives it to the
+//!   others: its imported base layer and any package layers, as a built
+//!   environment's layers are given, the record made from the stream.
 //!
 //! Any other refusal of an import (a bad layout, a name taken on one node)
 //! deletes it again from the nodes that took it, so nothing is half-made.

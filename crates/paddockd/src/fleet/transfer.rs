@@ -6,7 +6,11 @@
 //! layer's digest before storing it and records the image, so its sessions
 //! start without a build. A node that lacks the environment's definition
 //! (down when it was created) is given it first; one that cannot take the
-//! layers (another base image) builds it itself. The pollers call
+//! layers (another base image) builds it itself. An environment on an
+//! imported OCI image moves the same way, its base layer first; the
+//! destination makes its record from the stream (CreateEnvironment would
+//! make it on the daemon's base), and a destination that refuses it does
+//! not build it (a build there would have no base). The pollers call
 //! [`sync_node`] when a node's status lacks an environment another node has
 //! built, so a node that comes back is brought up to date.
 
@@ -104,23 +108,27 @@ fn mark_attempt(node: &Node, id: &str) {
 }
 
 /// Gives `dst` environment `view` as built on `src`: its definition if it
-/// lacks it, then the layers; if it cannot take them, it builds. What
-/// happened, as a line for the build's log.
+/// lacks it (in the layer stream for an imported one), then the layers; if
+/// it cannot take them, it builds (one on the daemon's base). What happened,
+/// as a line for the build's log.
 pub async fn replicate(src: &Node, dst: &Node, view: &pb::Environment) -> Result<String> {
     if node_local(view) {
         return Ok(format!(
-            "node {}: not given it (its base is node {}'s own: an imported image or a snapshot)",
+            "node {}: not given it (its base is a snapshot of a session on node {})",
             dst.name(),
             src.name()
         ));
     }
     let owner = Caller::tenant(view.tenant.clone(), "router");
-    match dst.remote.get_environment(&owner, &view.id).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Code::NotFound => {
-            dst.remote.create_environment(&owner, definition(view)).await?;
+    let imported = !view.imported_base.is_empty();
+    if !imported {
+        match dst.remote.get_environment(&owner, &view.id).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::NotFound => {
+                dst.remote.create_environment(&owner, definition(view)).await?;
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     }
     match copy_layers(src, dst, &view.id).await {
         Ok(r) => Ok(format!(
@@ -132,7 +140,7 @@ pub async fn replicate(src: &Node, dst: &Node, view: &pb::Environment) -> Result
             r.present
         )),
         // The node's refusal says why (another base, other packages): it builds.
-        Err(e) if e.code() == Code::FailedPrecondition => {
+        Err(e) if e.code() == Code::FailedPrecondition && !imported => {
             tracing::warn!(
                 node = dst.name(),
                 environment = view.id,
@@ -153,11 +161,11 @@ pub async fn replicate(src: &Node, dst: &Node, view: &pb::Environment) -> Result
     }
 }
 
-/// An environment on an imported image or a session's snapshot: the
-/// transfer moves package layers over the daemon's base only, and a build
-/// elsewhere would make a different image under the same id.
+/// An environment on a session's snapshot: the transfer does not carry a
+/// snapshot's stack, and a build elsewhere would make a different image
+/// under the same id.
 fn node_local(view: &pb::Environment) -> bool {
-    !view.imported_base.is_empty() || !view.snapshot_of.is_empty()
+    !view.snapshot_of.is_empty()
 }
 
 /// ExportLayers on `src` piped into ImportLayers on `dst`.

@@ -150,6 +150,8 @@ pub fn read_manifest(bytes: &[u8], tag: &str) -> Result<PulledManifest> {
         packages_json: field(a, IMAGE_PACKAGES, "the manifest")?,
         layers: vec![],
         layer_env: env,
+        // On the daemon's base only (imported bases are not pushed).
+        ..Default::default()
     };
     let mut layers = vec![];
     for (i, d) in manifest.layers().iter().enumerate() {
