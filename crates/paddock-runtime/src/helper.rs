@@ -350,7 +350,18 @@ impl RuntimeClient {
     /// 36 ms at one). Several may run at once, each on its own sandbox (the
     /// daemon holds the session's lock); the helper reaps the killed init.
     pub fn destroy(&self, dirs: &RuntimeDirs, id: &str) -> Result<(), RuntimeError> {
-        sandbox::destroy(dirs, id).map_err(|e| RuntimeError::Failed(format!("{e:#}")))
+        self.destroy_with(dirs, id, sandbox::Writable::Remove)
+    }
+
+    /// `destroy`, leaving or removing a writable layer that lives apart (see
+    /// `sandbox::Writable`).
+    pub fn destroy_with(
+        &self,
+        dirs: &RuntimeDirs,
+        id: &str,
+        writable: sandbox::Writable,
+    ) -> Result<(), RuntimeError> {
+        sandbox::destroy_with(dirs, id, writable).map_err(|e| RuntimeError::Failed(format!("{e:#}")))
     }
 
     /// Freezes every process of sandbox `id` (returns once all are frozen).

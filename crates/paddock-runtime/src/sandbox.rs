@@ -151,6 +151,23 @@ fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> 
 /// Removes every trace of sandbox `id`: processes, container state, cgroups,
 /// mounts and files. Safe to call on a sandbox in any state, or on none.
 pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
+    destroy_with(dirs, id, Writable::Remove)
+}
+
+/// What `destroy_with` does with a writable layer that lives apart, in the
+/// session's disk.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Writable {
+    Remove,
+    /// Left for the caller, who deletes the session's whole disk next (one
+    /// unlink of its image, or a subvolume delete) instead of file by file:
+    /// on a filesystem mounted with `discard` each freed extent is a discard
+    /// through its loop device.
+    LeaveToDisk,
+}
+
+/// `destroy`, with the writable layer's fate given.
+pub fn destroy_with(dirs: &RuntimeDirs, id: &str, writable: Writable) -> Result<()> {
     validate_id(id).map_err(anyhow::Error::msg)?;
     let paths = SandboxPaths::of(dirs, id);
     let mut errors = Vec::new();
@@ -190,7 +207,7 @@ pub fn destroy(dirs: &RuntimeDirs, id: &str) -> Result<()> {
         // The writable layer too, when it lives in the disk image (the
         // session's subvolume, with its files, goes when the daemon deletes
         // the session).
-        let apart = paths.writable_apart().then_some(&paths.writable);
+        let apart = (paths.writable_apart() && writable == Writable::Remove).then_some(&paths.writable);
         for dir in [Some(&paths.dir), apart].into_iter().flatten().filter(|d| d.exists()) {
             if let Err(e) = fs::remove_dir_all(dir) {
                 errors.push(format!("removing {}: {e}", dir.display()));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio::sync::MutexGuard;
 
 use super::state::{Event, Op};
-use super::{Entry, Session, SessionManager};
+use super::{Entry, Session, SessionManager, Writable};
 use crate::core::caller::Caller;
 use crate::core::error::{internal, Error};
 use crate::core::events::{EventKind, StopReason};
@@ -31,8 +31,15 @@ impl SessionManager {
         self.refresh_state(&mut s);
         s.record.state.check(id, Op::Delete)?;
         let had_sandbox = matches!(s.record.state, SessionState::Running | SessionState::Paused);
-        self.runtime_destroy(id).await?;
-        self.session_files(id).remove().map_err(internal)?;
+        // A session's writable layer and files in a disk of its own go with
+        // it whole, not file by file (see `Writable::LeaveToDisk`).
+        let files = self.session_files(id);
+        let whole = self.disk.as_ref().is_some_and(|d| files.dir().starts_with(d.dir(id)));
+        let writable = if whole { Writable::LeaveToDisk } else { Writable::Remove };
+        self.runtime_destroy_with(id, writable).await?;
+        if !whole {
+            files.remove().map_err(internal)?;
+        }
         self.release_disk(id);
         if let Some(net) = &s.record.net {
             self.net.release(net);

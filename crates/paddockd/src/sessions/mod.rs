@@ -36,6 +36,7 @@ use paddock_proto::v1::CreateSessionRequest;
 use paddock_runtime::helper::{RuntimeClient, RuntimeError};
 use paddock_runtime::layout::SandboxPaths;
 use paddock_runtime::namespaces::IdRange;
+use paddock_runtime::sandbox::Writable;
 use paddock_runtime::{RuntimeDirs, SandboxConfig};
 use rand::Rng;
 use tokio::sync::Mutex;
@@ -515,10 +516,14 @@ impl SessionManager {
     }
 
     async fn runtime_destroy(&self, id: &str) -> Result<(), Error> {
+        self.runtime_destroy_with(id, Writable::Remove).await
+    }
+
+    async fn runtime_destroy_with(&self, id: &str, writable: Writable) -> Result<(), Error> {
         let runtime = self.runtime.clone();
         let dirs = self.dirs.clone();
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || runtime.destroy(&dirs, &id))
+        tokio::task::spawn_blocking(move || runtime.destroy_with(&dirs, &id, writable))
             .await
             .map_err(internal)?
             .map_err(|e| runtime_status("removing the sandbox", e))

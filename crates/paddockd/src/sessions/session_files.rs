@@ -70,6 +70,11 @@ impl SessionFiles {
         ]
     }
 
+    /// Where the files are (in the session's disk, or the legacy dir).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn remove(&self) -> io::Result<()> {
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
