@@ -313,6 +313,18 @@ impl Daemon {
         }
     }
 
+    /// The records (`layer.json`) of this daemon's layer store made by
+    /// `manager` ("apt", "pip", "base" for an imported base, ...).
+    pub fn layer_records(&self, manager: &str) -> Vec<serde_json::Value> {
+        std::fs::read_dir(self.state_dir.join("layers"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("layer.json")).ok())
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .filter(|v: &serde_json::Value| v["manager"] == manager)
+            .collect()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state_dir.join("paddockd.log")).unwrap_or_default()
     }

@@ -308,18 +308,9 @@ async fn environment_built_once_layers_moved_to_every_node() {
 
     // The layer store of each node: the same layer everywhere; built (a build
     // time) on one node only.
-    let layer_records = |d: &paddock_tests::Daemon| -> Vec<serde_json::Value> {
-        std::fs::read_dir(d.state_dir.join("layers"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("layer.json")).ok())
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .filter(|v: &serde_json::Value| v["manager"] == "pip")
-            .collect()
-    };
     let mut builders = 0;
     for name in ["n1", "n2"] {
-        let recs = layer_records(fleet.node(name));
+        let recs = fleet.node(name).layer_records("pip");
         assert_eq!(recs.len(), 1, "node {name}: {recs:?}");
         builders += (recs[0]["build_ms"].as_u64().unwrap() > 0) as usize;
     }
@@ -346,7 +337,7 @@ async fn environment_built_once_layers_moved_to_every_node() {
         assert!(Instant::now() < deadline, "n3 never got {}: {}", env.id, fleet.router.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let recs = layer_records(fleet.node("n3"));
+    let recs = fleet.node("n3").layer_records("pip");
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["build_ms"].as_u64(), Some(0), "n3 received the layer, it did not build it");
     let mut direct = fleet.node("n3").client().await;

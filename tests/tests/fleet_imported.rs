@@ -12,22 +12,11 @@ use paddock_proto::v1::environments_client::EnvironmentsClient;
 use paddock_proto::v1::{CreateSessionRequest, DeleteSessionRequest, ImportEnvironmentRequest};
 use paddock_tests::fleet::Fleet;
 use paddock_tests::oci::umoci_image;
-use paddock_tests::{sh_ok, Daemon};
+use paddock_tests::sh_ok;
 
 fn node_of(id: &str) -> String {
     // ses-<node>-<16 hex>
     id.strip_prefix("ses-").and_then(|r| r.get(..r.len() - 17)).unwrap_or_else(|| panic!("{id}")).to_string()
-}
-
-/// The records of the imported base layers in a node's layer store.
-fn base_layers(d: &Daemon) -> Vec<serde_json::Value> {
-    std::fs::read_dir(d.state_dir.join("layers"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("layer.json")).ok())
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .filter(|v: &serde_json::Value| v["manager"] == "base")
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -60,7 +49,7 @@ async fn an_environment_imported_on_one_node_serves_sessions_on_every_node() {
     }
     let digest = env.imported_base.strip_prefix("sha256:").unwrap();
     for name in ["n1", "n2", "n3"] {
-        let recs = base_layers(fleet.node(name));
+        let recs = fleet.node(name).layer_records("base");
         assert_eq!(recs.len(), 1, "node {name}: {recs:?}");
         assert_eq!(recs[0]["digest"], digest, "node {name}: the same base layer");
     }

@@ -45,17 +45,6 @@ fn logs(events: &[BuildEvent]) -> Vec<String> {
         .collect()
 }
 
-/// The layer records (layer.json) of a node's store, apt's only.
-fn apt_layers(d: &Daemon) -> Vec<serde_json::Value> {
-    std::fs::read_dir(d.state_dir.join("layers"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("layer.json")).ok())
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .filter(|v: &serde_json::Value| v["manager"] == "apt")
-        .collect()
-}
-
 /// Runs `hello` in a new session on `env` (no build allowed on the way).
 async fn run_hello(d: &Daemon, env: &str) -> String {
     let mut c = d.client().await;
@@ -108,7 +97,7 @@ async fn a_pushed_image_is_pulled_by_a_node_that_cannot_build() {
     assert_eq!(layers.len(), 1, "{manifest}");
     let layer = &layers[0];
     assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar");
-    let built = apt_layers(&a);
+    let built = a.layer_records("apt");
     assert_eq!(built.len(), 1);
     assert_eq!(layer["annotations"]["dev.paddock.layer.digest"], built[0]["digest"], "the layer's key");
     assert_eq!(layer["annotations"]["dev.paddock.layer.manager"], "apt");
@@ -146,7 +135,7 @@ async fn a_pushed_image_is_pulled_by_a_node_that_cannot_build() {
         lines.iter().any(|l| l.contains("pulled from the layer registry") && l.contains(&tag)),
         "{lines:?}"
     );
-    let pulled = apt_layers(&b);
+    let pulled = b.layer_records("apt");
     assert_eq!(pulled.len(), 1, "{pulled:?}");
     assert_eq!(pulled[0]["digest"], built[0]["digest"], "the same layer key on both nodes");
     assert_eq!(pulled[0]["build_ms"].as_u64(), Some(0), "node B did not build it");
@@ -199,7 +188,7 @@ async fn a_tampered_blob_is_refused_and_the_node_builds_instead() {
     assert!(refusal.ends_with("building"), "{refusal}");
     let d = done(&events);
     assert_eq!((d.built, d.pulled), (1, 0), "built after the refusal: {events:?}");
-    let recs = apt_layers(&b);
+    let recs = b.layer_records("apt");
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert!(recs[0]["build_ms"].as_u64().unwrap() > 0, "the layer was built, not the refused one kept");
     assert!(b.layer_temps().is_empty(), "the refused layer left {:?}", b.layer_temps());
@@ -247,7 +236,7 @@ async fn through_a_router_one_node_pulls_and_the_other_gets_the_layers_from_it()
     assert_eq!(lines.iter().filter(|l| l.contains("pulled from the layer registry")).count(), 1, "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("layers from node") && l.contains("1 received")), "{lines:?}");
     for node in &fleet.nodes {
-        let recs = apt_layers(node);
+        let recs = node.layer_records("apt");
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_eq!(recs[0]["build_ms"].as_u64(), Some(0), "no node built it");
         let id = envs
