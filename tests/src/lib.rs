@@ -428,6 +428,13 @@ impl Daemon {
 
     /// What of session `id` is still on the host: cgroup dirs, mounts, files,
     /// libcontainer state, processes. Empty when the session is fully gone.
+    /// The pids of this daemon's runtime helpers (one, unless an old one is
+    /// retiring).
+    pub fn helper_pids(&self) -> Vec<i32> {
+        let socket = self.state_dir.join("runtime-helper.sock").to_string_lossy().to_string();
+        processes_matching(|cmd| cmd.contains("runtime-helper") && cmd.contains(&socket))
+    }
+
     pub fn leftovers(&self, id: &str, init_pid: i32) -> Vec<String> {
         let mut found = Vec::new();
         for root in cgroup_roots() {
@@ -439,6 +446,13 @@ impl Daemon {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         for line in mountinfo.lines().filter(|l| l.contains(id)) {
             found.push(format!("mount {line}"));
+        }
+        // And in the runtime helper's own mount namespace.
+        for pid in self.helper_pids() {
+            let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+            for line in table.lines().filter(|l| l.contains(id)) {
+                found.push(format!("mount in the runtime helper {pid}: {line}"));
+            }
         }
         for p in [
             self.state_dir.join("sandboxes").join(id),
@@ -522,15 +536,24 @@ pub fn cgroup_roots() -> Vec<PathBuf> {
 /// Kills processes whose command line mentions `needle` (the daemon's runtime helper).
 fn kill_matching_processes(needle: &Path) {
     let needle = needle.to_string_lossy().to_string();
+    for pid in processes_matching(|cmd| cmd.contains(&needle)) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Pids whose command line (arguments joined by spaces) satisfies `matches`.
+pub fn processes_matching(matches: impl Fn(&str) -> bool) -> Vec<i32> {
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if matches(&String::from_utf8_lossy(&cmdline).replace('\0', " ")) {
+            pids.push(pid);
         }
     }
+    pids
 }
 
 /// Removes whatever a failed test left: processes in our cgroups, mounts under

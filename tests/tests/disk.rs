@@ -265,3 +265,69 @@ fn a_daemon_without_a_usable_disk_image_refuses_to_start() {
     assert!(err.contains("tmpfs") && err.contains("--disk-limit off"), "{err}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// The mount points right under `scratch` in a mountinfo table.
+fn session_mounts(table: &str, scratch: &std::path::Path) -> Vec<String> {
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|point| std::path::Path::new(point).parent() == Some(scratch))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_filesystems_stay_out_of_the_runtime_helpers_mount_table() {
+    // Every mount in the namespace a sandbox is made from costs each create
+    // (libcontainer reads the table a dozen times): the sessions' own
+    // filesystems are mounted beside the daemon, and in the helper's
+    // namespace only while it makes their sandbox.
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let a = create(&mut c, disk(64 * MIB)).await;
+    let b = create(&mut c, disk(64 * MIB)).await;
+    let scratch = std::fs::canonicalize(d.state_dir.join("scratch")).unwrap();
+    let host = session_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap(), &scratch);
+    for s in [&a, &b] {
+        assert!(host.iter().any(|m| m.ends_with(&s.id)), "{} not mounted on the host: {host:?}", s.id);
+    }
+    let helpers = d.helper_pids();
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+    let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", helpers[0])).unwrap();
+    assert_eq!(session_mounts(&table, &scratch), Vec::<String>::new());
+
+    // Made through the helper, each sandbox still writes to its own
+    // filesystem: its limit holds, and its outputs reach the host's mount.
+    let (rc, err) = dd(&mut c, &a.id, "/tmp/big", 80).await;
+    assert!(rc != Some(0) && is_disk_full(&err), "the limit did not hold: {err}");
+    sh_ok(&mut c, &b.id, "echo made-in-b > /mnt/session/outputs/note").await;
+    let note = scratch.join(&b.id).join("files/outputs/note");
+    assert_eq!(std::fs::read_to_string(&note).unwrap(), "made-in-b\n", "{}", note.display());
+
+    // A helper started while sessions' filesystems are mounted (the daemon
+    // upgraded, say) drops the copies its new namespace began with: held
+    // there, a deleted session's loop device and image would never go.
+    let socket = d.state_dir.join("second-helper.sock");
+    let mut second = std::process::Command::new(paddockd_bin())
+        .args(["runtime-helper", "--socket"])
+        .arg(&socket)
+        .arg("--scratch")
+        .arg(d.state_dir.join("scratch"))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "the second helper did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", second.id())).unwrap();
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(session_mounts(&table, &scratch), Vec::<String>::new());
+
+    for s in [&a, &b] {
+        delete(&mut c, &s.id).await;
+        let left = d.leftovers(&s.id, s.init_pid);
+        assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    }
+}

@@ -27,7 +27,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::{freezer, sandbox, seccomp, RuntimeDirs, SandboxConfig, SandboxProcess};
+use crate::{freezer, mounts, sandbox, seccomp, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// How long the helper lingers with no daemon and no sandbox of its own.
 const IDLE_EXIT: Duration = Duration::from_secs(3);
@@ -71,8 +71,10 @@ enum Response {
 // ---------------------------------------------------------------- helper side
 
 /// Runs the helper until it is idle. Call it first thing in a fresh process
-/// (`paddockd runtime-helper`), before any thread is started.
-pub fn serve(socket: &Path) -> Result<()> {
+/// (`paddockd runtime-helper`), before any thread is started. `scratch`: where
+/// the daemon mounts the sessions' own filesystems, if it does.
+pub fn serve(socket: &Path, scratch: Option<&Path>) -> Result<()> {
+    own_mount_namespace(scratch)?;
     reserve_listen_fd()?;
     // Sandbox inits inherit the helper's supplementary groups; under a user
     // namespace those would be host groups the sandbox keeps. Root needs none.
@@ -248,6 +250,38 @@ fn checked(id: &str, op: impl FnOnce() -> Result<()>) -> Result<()> {
     op()
 }
 
+/// Moves the helper into a mount namespace of its own, a slave of the host's
+/// (mounts made on the host's shared mounts still reach it), and detaches the
+/// session filesystems it copied from the daemon's.
+///
+/// Why: each mount in the namespace a sandbox is made from costs every create.
+/// libcontainer reads the whole table more than a dozen times (once per v1
+/// cgroup controller in its intermediate process, once for the root's
+/// propagation in the init), and the kernel copies it into each new mount
+/// namespace. With `--disk-limit on` the daemon mounts a filesystem per
+/// session, so the table grew by one line per live session: at 1000 to 5000
+/// live, reading it was a quarter of all CPU on the host and over half of
+/// libcontainer's (perf, BENCHMARKS.md "Session filesystems out of the
+/// helper's mount table"). The daemon's scratch mount is private, so the
+/// ones it mounts later never propagate here; a create mounts its own
+/// session's for as long as it runs (`sandbox::create`).
+fn own_mount_namespace(scratch: Option<&Path>) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("unsharing the runtime helper's mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .context("making the runtime helper's mounts slaves of the host's")?;
+    let Some(scratch) = scratch else {
+        return Ok(());
+    };
+    // Mountinfo names the real path; the daemon may have been given another.
+    let scratch = fs::canonicalize(scratch).with_context(|| format!("resolving {}", scratch.display()))?;
+    for point in mounts::mounted_in(&scratch)? {
+        mounts::detach(&point)?;
+    }
+    Ok(())
+}
+
 /// Keeps fd 3 taken by /dev/null so no other file lands there; sandbox::create
 /// places each guest's listening socket at fd 3 for the init to inherit.
 fn reserve_listen_fd() -> Result<()> {
@@ -293,6 +327,8 @@ pub struct RuntimeClient {
     socket: PathBuf,
     helper_exe: PathBuf,
     log: PathBuf,
+    /// Passed to a helper it starts (see `serve`).
+    scratch: Option<PathBuf>,
     conn: Mutex<Option<BufReader<UnixStream>>>,
 }
 
@@ -307,10 +343,10 @@ pub enum RuntimeError {
 }
 
 impl RuntimeClient {
-    /// `helper_exe` is started as `helper_exe runtime-helper --socket SOCKET`
-    /// whenever no helper answers on `socket`.
-    pub fn new(socket: PathBuf, helper_exe: PathBuf, log: PathBuf) -> Self {
-        Self { socket, helper_exe, log, conn: Mutex::new(None) }
+    /// `helper_exe` is started as `helper_exe runtime-helper --socket SOCKET
+    /// [--scratch SCRATCH]` whenever no helper answers on `socket`.
+    pub fn new(socket: PathBuf, helper_exe: PathBuf, log: PathBuf, scratch: Option<PathBuf>) -> Self {
+        Self { socket, helper_exe, log, scratch, conn: Mutex::new(None) }
     }
 
     /// Connects to the running helper or starts one; returns the helper's pid.
@@ -421,12 +457,11 @@ impl RuntimeClient {
         }
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = Command::new(&self.helper_exe);
-        cmd.arg("runtime-helper")
-            .arg("--socket")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.arg("runtime-helper").arg("--socket").arg(&self.socket);
+        if let Some(scratch) = &self.scratch {
+            cmd.arg("--scratch").arg(scratch);
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         // Its own session: a signal to the daemon's group does not reach it.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {

@@ -92,6 +92,12 @@ pub struct SandboxConfig {
     /// user namespace; the daemon refuses it otherwise.
     #[serde(default)]
     pub allow_privilege_escalation: bool,
+    /// The session's own filesystem, when it has one (`--disk-limit on`),
+    /// mounted by the daemon at `<scratch>/<id>`; the helper mounts it there
+    /// in its own mount namespace while it makes the sandbox (see
+    /// `helper::own_mount_namespace`).
+    #[serde(default)]
+    pub session_fs: Option<mounts::DeviceMount>,
 }
 
 /// A host directory shown at `destination` inside the sandbox.

@@ -43,6 +43,15 @@ pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess
         .mode(0o700)
         .create(&paths.dir)
         .with_context(|| format!("creating {}", paths.dir.display()))?;
+    // Detached again when this returns: the sandbox's mounts of it (its
+    // overlay's upper layer, its resource binds) are its own by then.
+    let _session_fs = match mount_session_fs(cfg) {
+        Ok(held) => held,
+        Err(e) => {
+            let _ = fs::remove_dir(&paths.dir);
+            return Err(e);
+        }
+    };
     match create_in(cfg, &paths, filter) {
         Ok(p) => Ok(p),
         Err(e) => {
@@ -52,6 +61,16 @@ pub fn create(cfg: &SandboxConfig, filter: &BpfProgram) -> Result<SandboxProcess
             Err(e)
         }
     }
+}
+
+/// Mounts the session's own filesystem at `<scratch>/<id>` in this (the
+/// helper's) mount namespace, where the daemon's mount of it is not seen.
+fn mount_session_fs(cfg: &SandboxConfig) -> Result<Option<mounts::DetachOnDrop>> {
+    let Some(session_fs) = &cfg.session_fs else {
+        return Ok(None);
+    };
+    let scratch = cfg.dirs.scratch_dir.as_ref().context("a session filesystem without a scratch dir")?;
+    session_fs.mount_until_dropped(&scratch.join(&cfg.id)).map(Some)
 }
 
 fn create_in(cfg: &SandboxConfig, paths: &SandboxPaths, filter: &BpfProgram) -> Result<SandboxProcess> {

@@ -232,6 +232,9 @@ pub enum Subcommand {
     RuntimeHelper {
         #[arg(long)]
         socket: PathBuf,
+        /// Where the daemon mounts the sessions' own filesystems.
+        #[arg(long)]
+        scratch: Option<PathBuf>,
     },
     /// A fleet's router: the public API in front of paddockd nodes, each
     /// call forwarded to the node that holds its session (README, "A fleet").

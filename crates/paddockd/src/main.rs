@@ -43,7 +43,9 @@ fn main() {
     init_logs(&cfg.log_format);
     let result = match &cfg.command {
         // The runtime helper must stay single-threaded: it never starts tokio.
-        Some(Subcommand::RuntimeHelper { socket }) => paddock_runtime::helper::serve(socket),
+        Some(Subcommand::RuntimeHelper { socket, scratch }) => {
+            paddock_runtime::helper::serve(socket, scratch.as_deref())
+        }
         Some(Subcommand::Router(router)) => fleet::run(router.clone()),
         Some(Subcommand::KubeNodes { kube, watch }) => kube::print_nodes(kube, *watch),
         None => run_daemon(cfg),
@@ -109,6 +111,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
         cfg.helper_socket(),
         std::env::current_exe()?,
         cfg.state_dir.join("runtime-helper.log"),
+        disk.as_ref().and(cfg.scratch_dir()),
     ));
     let helper_pid = runtime.hello().context("starting the runtime helper")?;
     tracing::info!(helper_pid, state_dir = %cfg.state_dir.display(), "paddockd starting");

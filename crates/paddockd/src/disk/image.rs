@@ -40,6 +40,11 @@ pub(super) fn mount_image(cfg: &DaemonConfig, mount: &Path, quotas: bool) -> Res
             attach_and_mount(&image, mount)?;
         }
     }
+    // Private: the sessions' filesystems mounted in it reach no other mount
+    // namespace, the runtime helper's above all, whose every mount costs each
+    // create (paddock_runtime::helper::own_mount_namespace).
+    nix::mount::mount(None::<&str>, mount, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .with_context(|| format!("making the mount at {} private", mount.display()))?;
     // A gate parent (see state_modes.rs): each session's subvolume is its gate.
     fs::set_permissions(mount, fs::Permissions::from_mode(0o711))?;
     if quotas {

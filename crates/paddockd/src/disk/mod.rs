@@ -132,6 +132,12 @@ impl Disk {
         Ok(())
     }
 
+    /// Session `id`'s own filesystem, for the runtime helper to mount while
+    /// it makes the sandbox; None when its disk is a subvolume.
+    pub fn device_mount(&self, id: &str) -> Option<io::Result<paddock_runtime::mounts::DeviceMount>> {
+        session_fs::device_mount(&self.dir(id))
+    }
+
     /// Whether a session's limit can change once its disk is made (at a warm
     /// hand-out): a qgroup's can, a filesystem's size cannot (so a session
     /// asking another limit than the warm pool's starts cold).

@@ -18,12 +18,13 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
 use nix::mount::{MntFlags, MsFlags};
+use paddock_runtime::mounts::DeviceMount;
 use paddock_runtime::namespaces::{self, IdRange};
 
 use super::loopdev::attach_loop;
@@ -150,6 +151,25 @@ pub fn release_at(root: &Path, id: &str) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// The session filesystem mounted at `dir` as a device the runtime helper can
+/// mount again in its own namespace; None: `dir` is no session filesystem.
+pub fn device_mount(dir: &Path) -> Option<io::Result<DeviceMount>> {
+    if !is_session_fs(dir) {
+        return None;
+    }
+    let device = fs::metadata(dir).and_then(|m| {
+        let dev = m.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        // The kernel's own name for it (loop minors need not be loop numbers).
+        let uevent = fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))?;
+        let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")).ok_or_else(|| {
+            io::Error::other(format!("no DEVNAME for block device {major}:{minor} of {}", dir.display()))
+        })?;
+        Ok(PathBuf::from("/dev").join(name))
+    });
+    Some(device.map(|device| DeviceMount { device, fstype: "ext4".into(), options: MOUNT_OPTIONS.into() }))
 }
 
 /// (size, used) in bytes of the session filesystem mounted at `dir`, if one is.

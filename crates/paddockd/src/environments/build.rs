@@ -307,6 +307,7 @@ impl Builder {
             network: net.cloned(),
             userns,
             allow_privilege_escalation: false,
+            session_fs: None,
         })
     }
 }

@@ -364,10 +364,17 @@ impl SessionManager {
         let made = self.prepare_disk(&id, limits.disk_bytes, userns).and_then(|()| {
             files.create(userns).map_err(|e| format!("making the session's resource directories: {e}"))
         });
-        if let Err(e) = made {
-            self.remove_sandbox(&record).await;
-            return Err(internal(e));
-        }
+        let session_fs = made.and_then(|()| match self.disk.as_ref().and_then(|d| d.device_mount(&id)) {
+            Some(found) => found.map(Some).map_err(|e| format!("finding the session's filesystem: {e}")),
+            None => Ok(None),
+        });
+        let session_fs = match session_fs {
+            Ok(found) => found,
+            Err(e) => {
+                self.remove_sandbox(&record).await;
+                return Err(internal(e));
+            }
+        };
 
         let sandbox = SandboxConfig {
             id: id.clone(),
@@ -388,6 +395,7 @@ impl SessionManager {
             network: net.clone(),
             userns,
             allow_privilege_escalation: image.allow_privilege_escalation,
+            session_fs,
         };
         let runtime = self.runtime.clone();
         let created = tokio::task::spawn_blocking(move || runtime.create(&sandbox)).await;
