@@ -426,8 +426,6 @@ impl Daemon {
             .collect()
     }
 
-    /// What of session `id` is still on the host: cgroup dirs, mounts, files,
-    /// libcontainer state, processes. Empty when the session is fully gone.
     /// The pids of this daemon's runtime helpers (one, unless an old one is
     /// retiring).
     pub fn helper_pids(&self) -> Vec<i32> {
@@ -435,6 +433,9 @@ impl Daemon {
         processes_matching(|cmd| cmd.contains("runtime-helper") && cmd.contains(&socket))
     }
 
+    /// What of session `id` is still on the host: cgroup dirs, mounts (the
+    /// runtime helper's too), files, libcontainer state, processes. Empty when
+    /// the session is fully gone.
     pub fn leftovers(&self, id: &str, init_pid: i32) -> Vec<String> {
         let mut found = Vec::new();
         for root in cgroup_roots() {

@@ -34,6 +34,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use paddock_runtime::mounts::DeviceMount;
 use paddock_runtime::namespaces::{self, IdRange};
 use paddock_runtime::quota;
 use paddock_units::format_bytes;
@@ -113,11 +114,13 @@ impl Disk {
 
     /// Makes the disk of session `id`, limited to `bytes`, a gate for its
     /// sandbox (`userns`: its range, or none): the outputs in it are writable
-    /// by any uid of the sandbox, and no host user may reach them. Leaves
-    /// nothing behind when it fails.
-    pub fn prepare(&self, id: &str, bytes: i64, userns: Option<IdRange>) -> io::Result<()> {
+    /// by any uid of the sandbox, and no host user may reach them. Returns
+    /// its own filesystem's device, for the runtime helper to mount while it
+    /// makes the sandbox (None: a subvolume). Leaves nothing behind when it
+    /// fails.
+    pub fn prepare(&self, id: &str, bytes: i64, userns: Option<IdRange>) -> io::Result<Option<DeviceMount>> {
         if let Some(fs) = &self.fs {
-            return fs.prepare(id, bytes as u64, userns).inspect_err(|_| {
+            return fs.prepare(id, bytes as u64, userns).map(Some).inspect_err(|_| {
                 let _ = fs::remove_dir(self.dir(id));
             });
         }
@@ -129,13 +132,7 @@ impl Disk {
             let _ = quota::delete_subvolume(&self.mount, id);
             return Err(e);
         }
-        Ok(())
-    }
-
-    /// Session `id`'s own filesystem, for the runtime helper to mount while
-    /// it makes the sandbox; None when its disk is a subvolume.
-    pub fn device_mount(&self, id: &str) -> Option<io::Result<paddock_runtime::mounts::DeviceMount>> {
-        session_fs::device_mount(&self.dir(id))
+        Ok(None)
     }
 
     /// Whether a session's limit can change once its disk is made (at a warm

@@ -18,7 +18,7 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -96,23 +96,28 @@ impl SessionFs {
     }
 
     /// Makes, mounts and gates the filesystem of session `id`, holding
-    /// `bytes`. Leaves nothing behind when it fails.
-    pub fn prepare(&self, id: &str, bytes: u64, userns: Option<IdRange>) -> io::Result<()> {
+    /// `bytes`; returns its device, for the runtime helper to mount while it
+    /// makes the sandbox. Leaves nothing behind when it fails.
+    pub fn prepare(&self, id: &str, bytes: u64, userns: Option<IdRange>) -> io::Result<DeviceMount> {
         let template = self.template(bytes)?;
         let (image, dir) = (self.image(id), self.root.join(id));
         let made = clone_file(&template, &image)
             .and_then(|()| mkdir_private(&dir))
             .and_then(|()| attach_and_mount(&image, &dir))
-            .and_then(|()| {
-                namespaces::gate_dir(&dir, userns).map_err(|e| io::Error::other(format!("{e:#}")))
+            .and_then(|device| {
+                namespaces::gate_dir(&dir, userns).map_err(|e| io::Error::other(format!("{e:#}")))?;
+                Ok(DeviceMount {
+                    device: device.into(),
+                    fstype: "ext4".into(),
+                    options: MOUNT_OPTIONS.into(),
+                })
             });
-        if let Err(e) = made {
+        if made.is_err() {
             if let Err(e2) = self.release(id) {
                 tracing::error!(session = id, "cleaning up a half-made session filesystem: {e2}");
             }
-            return Err(e);
         }
-        Ok(())
+        made
     }
 
     /// Unmounts session `id`'s filesystem (its loop device goes with the
@@ -151,25 +156,6 @@ pub fn release_at(root: &Path, id: &str) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-/// The session filesystem mounted at `dir` as a device the runtime helper can
-/// mount again in its own namespace; None: `dir` is no session filesystem.
-pub fn device_mount(dir: &Path) -> Option<io::Result<DeviceMount>> {
-    if !is_session_fs(dir) {
-        return None;
-    }
-    let device = fs::metadata(dir).and_then(|m| {
-        let dev = m.dev();
-        let (major, minor) = (libc::major(dev), libc::minor(dev));
-        // The kernel's own name for it (loop minors need not be loop numbers).
-        let uevent = fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))?;
-        let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")).ok_or_else(|| {
-            io::Error::other(format!("no DEVNAME for block device {major}:{minor} of {}", dir.display()))
-        })?;
-        Ok(PathBuf::from("/dev").join(name))
-    });
-    Some(device.map(|device| DeviceMount { device, fstype: "ext4".into(), options: MOUNT_OPTIONS.into() }))
 }
 
 /// (size, used) in bytes of the session filesystem mounted at `dir`, if one is.
@@ -216,20 +202,22 @@ fn clone_file(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Attaches `image` to a loop device and mounts it at `dir` (nosuid, nodev).
-/// The loop device detaches itself when the mount goes, or here if the mount fails.
-fn attach_and_mount(image: &Path, dir: &Path) -> io::Result<()> {
+/// Attaches `image` to a loop device and mounts it at `dir` (nosuid, nodev);
+/// returns the device. The loop device detaches itself when the mount goes,
+/// or here if the mount fails.
+fn attach_and_mount(image: &Path, dir: &Path) -> io::Result<String> {
     let (device, held) = attach_loop(image).map_err(|e| io::Error::other(format!("{e:#}")))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let mounted = nix::mount::mount(Some(device.as_str()), dir, Some("ext4"), flags, Some(MOUNT_OPTIONS));
     drop(held);
-    mounted.map_err(|e| {
-        io::Error::other(format!(
+    match mounted {
+        Ok(()) => Ok(device),
+        Err(e) => Err(io::Error::other(format!(
             "mounting {} ({device}) at {}: {e} (see dmesg)",
             image.display(),
             dir.display()
-        ))
-    })
+        ))),
+    }
 }
 
 /// Unmounts `dir` if something is mounted there. A mount something still

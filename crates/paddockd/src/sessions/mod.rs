@@ -35,6 +35,7 @@ use paddock_proto::guest::PingRequest;
 use paddock_proto::v1::CreateSessionRequest;
 use paddock_runtime::helper::{RuntimeClient, RuntimeError};
 use paddock_runtime::layout::SandboxPaths;
+use paddock_runtime::mounts::DeviceMount;
 use paddock_runtime::namespaces::IdRange;
 use paddock_runtime::sandbox::Writable;
 use paddock_runtime::{RuntimeDirs, SandboxConfig};
@@ -361,15 +362,12 @@ impl SessionManager {
             return Err(internal(e));
         }
         let files = self.session_files(&id);
-        let made = self.prepare_disk(&id, limits.disk_bytes, userns).and_then(|()| {
-            files.create(userns).map_err(|e| format!("making the session's resource directories: {e}"))
+        let made = self.prepare_disk(&id, limits.disk_bytes, userns).and_then(|session_fs| {
+            files.create(userns).map_err(|e| format!("making the session's resource directories: {e}"))?;
+            Ok(session_fs)
         });
-        let session_fs = made.and_then(|()| match self.disk.as_ref().and_then(|d| d.device_mount(&id)) {
-            Some(found) => found.map(Some).map_err(|e| format!("finding the session's filesystem: {e}")),
-            None => Ok(None),
-        });
-        let session_fs = match session_fs {
-            Ok(found) => found,
+        let session_fs = match made {
+            Ok(session_fs) => session_fs,
             Err(e) => {
                 self.remove_sandbox(&record).await;
                 return Err(internal(e));
@@ -447,11 +445,17 @@ impl SessionManager {
         }
     }
 
-    /// The session's disk in the disk image, limited to `bytes`.
-    fn prepare_disk(&self, id: &str, bytes: i64, userns: Option<IdRange>) -> Result<(), String> {
+    /// The session's disk in the disk image, limited to `bytes`; its own
+    /// filesystem's device, if it has one (see `Disk::prepare`).
+    fn prepare_disk(
+        &self,
+        id: &str,
+        bytes: i64,
+        userns: Option<IdRange>,
+    ) -> Result<Option<DeviceMount>, String> {
         match &self.disk {
             Some(disk) => disk.prepare(id, bytes, userns).map_err(|e| format!("disk limit: {e}")),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 
