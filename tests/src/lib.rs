@@ -485,6 +485,22 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// `leftovers` once a deleted session's remains are removed, which goes
+    /// on after DeleteSession answers: empty as soon as they are, else what
+    /// is still there after 10 s.
+    pub fn gone(&self, id: &str, init_pid: i32) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.leftovers(id, init_pid);
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let graceful = self.child.is_some();

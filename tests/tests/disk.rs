@@ -101,7 +101,8 @@ async fn writes_past_the_limit_fail_and_other_sessions_keep_writing() {
     delete(&mut c, &other.id).await;
     // Their filesystems, loop devices and images went with them.
     for id in [&small.id, &other.id] {
-        assert!(d.leftovers(id, 0).is_empty(), "{:?}", d.leftovers(id, 0));
+        let left = d.gone(id, 0);
+        assert!(left.is_empty(), "{left:?}");
     }
 }
 
@@ -120,7 +121,8 @@ async fn the_qgroup_way_limits_too() {
     let (rc, err) = dd(&mut c, &other.id, "/tmp/big", 150).await;
     assert_eq!(rc, Some(0), "{err}");
     delete(&mut c, &s.id).await;
-    assert!(d.leftovers(&s.id, 0).is_empty(), "{:?}", d.leftovers(&s.id, 0));
+    let left = d.gone(&s.id, 0);
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,7 +150,8 @@ async fn deleting_a_session_gives_its_space_back() {
     let (rc, err) = dd(&mut c, &first.id, "/tmp/big", 600).await;
     assert_eq!(rc, Some(0), "{err}");
     delete(&mut c, &first.id).await;
-    assert!(d.leftovers(&first.id, 0).is_empty(), "{:?}", d.leftovers(&first.id, 0));
+    let left = d.gone(&first.id, 0);
+    assert!(left.is_empty(), "{left:?}");
     let second = create(&mut c, disk(700 * MIB)).await;
     let (rc, err) = dd(&mut c, &second.id, "/tmp/big", 600).await;
     assert_eq!(rc, Some(0), "the deleted session's space did not come back: {err}");
@@ -327,7 +330,7 @@ async fn session_filesystems_stay_out_of_the_runtime_helpers_mount_table() {
 
     for s in [&a, &b] {
         delete(&mut c, &s.id).await;
-        let left = d.leftovers(&s.id, s.init_pid);
+        let left = d.gone(&s.id, s.init_pid);
         assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
     }
 }

@@ -15,12 +15,62 @@ async fn delete_leaves_nothing_behind() {
     assert!(!d.leftovers(&s.id, s.init_pid).is_empty(), "a running session should have host state");
 
     c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap();
-    let left = d.leftovers(&s.id, s.init_pid);
+    let left = d.gone(&s.id, s.init_pid);
     assert!(left.is_empty(), "left behind after delete:\n{}", left.join("\n"));
     let err = c.get_session(GetSessionRequest { session_id: s.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let err = c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_of_a_deleted_session_runs_once_delete_answers() {
+    // The rest of its removal goes on after the answer (teardown.rs); its
+    // processes, forking ones too, must all be dying by then.
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let s = create(&mut c, None).await;
+    sh_ok(&mut c, &s.id, "sleep 1000 >/dev/null 2>&1 & (while :; do sleep 0.01; done) >/dev/null 2>&1 &")
+        .await;
+    let procs = cgroup_roots()
+        .into_iter()
+        .map(|r| r.join(&d.cgroup_parent).join(&s.id).join("cgroup.procs"))
+        .find(|p| p.exists())
+        .expect("the session's cgroup");
+    let pids = || -> Vec<i32> {
+        let list = std::fs::read_to_string(&procs).unwrap_or_default();
+        list.lines().filter_map(|l| l.parse().ok()).collect()
+    };
+    let before = pids();
+    assert!(before.len() >= 3, "the init, sleep and the loop: {before:?}");
+
+    c.delete_session(DeleteSessionRequest { session_id: s.id.clone() }).await.unwrap();
+    // Read at once: every process still listed (the loop may have forked
+    // since `before`) is killed or exiting.
+    let after: Vec<i32> = before.iter().copied().chain(pids()).collect();
+    let running: Vec<String> = after.iter().filter_map(|&pid| still_running(pid)).collect();
+    assert!(running.is_empty(), "running after DeleteSession answered:\n{}", running.join("\n"));
+    let left = d.gone(&s.id, s.init_pid);
+    assert!(left.is_empty(), "left behind after delete:\n{}", left.join("\n"));
+}
+
+/// `pid`'s status line if it is alive with no SIGKILL pending and not exiting.
+fn still_running(pid: i32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap_or("0"), 16).unwrap_or(0)
+    };
+    const SIGKILL: u64 = 1 << 8;
+    const PF_EXITING: u64 = 0x4;
+    // After the comm's closing paren: state, ppid, pgrp, session, tty, tpgid, flags.
+    let after_comm: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (state, flags) = (after_comm[0], after_comm[6].parse::<u64>().unwrap_or(0));
+    let dying = matches!(state, "Z" | "X")
+        || (field("SigPnd:") | field("ShdPnd:")) & SIGKILL != 0
+        || flags & PF_EXITING != 0;
+    (!dying).then(|| format!("{pid}: {}", stat.trim()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,7 +92,7 @@ async fn ttl_removes_the_session() {
         }
     }
     assert!(gone, "session outlived its TTL");
-    let left = d.leftovers(&s.id, s.init_pid);
+    let left = d.gone(&s.id, s.init_pid);
     assert!(left.is_empty(), "left behind after TTL:\n{}", left.join("\n"));
 }
 

@@ -398,7 +398,7 @@ async fn links_are_removed_on_delete_crash_and_exhaustion() {
     c.delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: b.id.clone() }).await.unwrap();
     // The link goes in the background, right after DeleteSession returns.
     assert_eq!(links_after_deletes(&prefix, 1).await, 1, "delete left the link");
-    assert!(d.leftovers(&b.id, b.init_pid).is_empty());
+    assert!(d.gone(&b.id, b.init_pid).is_empty());
 
     // Exhaustion is refused cleanly.
     let mut more = Vec::new();

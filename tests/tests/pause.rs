@@ -184,7 +184,7 @@ async fn stop_and_delete_of_a_paused_session_leave_nothing() {
         started.elapsed() < Duration::from_secs(2),
         "delete of a paused session waited for a frozen init"
     );
-    let left = d.leftovers(&b.id, b.init_pid);
+    let left = d.gone(&b.id, b.init_pid);
     assert!(left.is_empty(), "left after deleting a paused session:\n{}", left.join("\n"));
 }
 

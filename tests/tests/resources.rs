@@ -162,7 +162,7 @@ async fn uploads_are_read_only_and_outputs_outlive_the_sandbox() {
     assert_eq!(outputs_tree(&mut f, &id).await, during);
     let mut c = d.client().await;
     c.delete_session(paddock_proto::v1::DeleteSessionRequest { session_id: id.clone() }).await.unwrap();
-    assert_eq!(d.leftovers(&id, init_pid), Vec::<String>::new());
+    assert_eq!(d.gone(&id, init_pid), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -23,6 +23,12 @@ pub fn sandbox_cgroup_dirs(parent: &str, id: &str) -> Vec<PathBuf> {
     hierarchy_roots().into_iter().map(|root| root.join(parent).join(id)).collect()
 }
 
+/// The processes in sandbox `id`'s cgroup (every hierarchy holds them all;
+/// the first one it has is read).
+pub fn sandbox_pids(parent: &str, id: &str) -> Vec<i32> {
+    sandbox_cgroup_dirs(parent, id).iter().find(|d| d.is_dir()).map(|d| read_pids(d)).unwrap_or_default()
+}
+
 /// The parent cgroup directories (one per hierarchy).
 pub fn parent_cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     hierarchy_roots().into_iter().map(|root| root.join(parent)).collect()

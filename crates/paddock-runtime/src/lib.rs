@@ -25,6 +25,7 @@ pub mod quota;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
+pub mod stopwatch;
 
 use std::path::PathBuf;
 

@@ -30,6 +30,7 @@ use crate::executor::SandboxExecutor;
 use crate::layout::{validate_id, SandboxPaths};
 use crate::namespaces;
 use crate::spec::{build_spec, LISTEN_FD};
+use crate::stopwatch::Stopwatch;
 use crate::{cgroups, idmap, mounts, netdev, read_proc_stat, RuntimeDirs, SandboxConfig, SandboxProcess};
 
 /// Starts the sandbox described by `cfg`. On error nothing of it is left behind.
@@ -190,6 +191,7 @@ pub fn destroy_with(dirs: &RuntimeDirs, id: &str, writable: Writable) -> Result<
     validate_id(id).map_err(anyhow::Error::msg)?;
     let paths = SandboxPaths::of(dirs, id);
     let mut errors = Vec::new();
+    let mut watch = Stopwatch::start();
 
     let state_dir = dirs.container_root.join(id);
     if state_dir.exists() {
@@ -208,20 +210,24 @@ pub fn destroy_with(dirs: &RuntimeDirs, id: &str, writable: Writable) -> Result<
             }
             Err(e) => tracing::warn!(id, "container state unreadable ({e}); removing by hand"),
         }
+        watch.lap("kill");
         if state_dir.exists() {
             if let Err(e) = fs::remove_dir_all(&state_dir) {
                 errors.push(format!("removing {}: {e}", state_dir.display()));
             }
         }
+        watch.lap("state");
     }
     if let Err(e) = cgroups::remove_sandbox_cgroups(&dirs.cgroup_parent, id) {
         errors.push(format!("{e:#}"));
     }
+    watch.lap("cgroups");
     for target in [paths.rootfs(), paths.netns(), paths.userns()] {
         if let Err(e) = mounts::unmount_and_remove(&target) {
             errors.push(format!("{e:#}"));
         }
     }
+    watch.lap("unmount");
     if !mounts::is_mounted(&paths.rootfs()) {
         // The writable layer too, when it lives in the disk image (the
         // session's subvolume, with its files, goes when the daemon deletes
@@ -232,7 +238,9 @@ pub fn destroy_with(dirs: &RuntimeDirs, id: &str, writable: Writable) -> Result<
                 errors.push(format!("removing {}: {e}", dir.display()));
             }
         }
+        watch.lap("dirs");
     }
+    tracing::debug!(id, "destroyed: {watch}");
     if errors.is_empty() {
         Ok(())
     } else {
@@ -282,26 +290,15 @@ fn write_resolv_conf(rootfs: &std::path::Path, nameserver: std::net::Ipv4Addr) -
 /// process in it dies) and waits up to `within` for it to exit, reaping it
 /// if it is our child. Runs in the daemon as well as in the helper (the
 /// init's parent, which reaps it otherwise): the wait is on a pidfd, which
-/// any process may hold. The pidfd is opened before the pid is checked to
-/// be the sandbox's (in one of its cgroups), so a pid reused after the init
-/// died is never killed.
+/// any process may hold (see `kill_process`).
 fn kill_init(pid: Pid, id: &str, cgroup_parent: &str, within: Duration) {
-    // SAFETY: pidfd_open returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as i32;
-    if raw < 0 {
+    let Some(pidfd) = kill_process(pid, id) else {
         return; // gone, and reaped
-    }
-    // SAFETY: a new fd nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // A zombie init is in no cgroup of the sandbox's: dead already.
-    if in_sandbox_cgroup(pid, id) {
-        // SAFETY: sends a signal through our own live pidfd.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, raw, libc::SIGKILL, 0usize, 0u32) };
-        // A paused sandbox's init dies only once thawed; killed first, it
-        // runs nothing more when it wakes.
-        if let Err(e) = crate::freezer::thaw(cgroup_parent, id) {
-            tracing::warn!(id, "thawing a paused sandbox to remove it: {e:#}");
-        }
+    };
+    // A paused sandbox's init dies only once thawed; killed first, it runs
+    // nothing more when it wakes.
+    if let Err(e) = crate::freezer::thaw(cgroup_parent, id) {
+        tracing::warn!(id, "thawing a paused sandbox to remove it: {e:#}");
     }
     let mut fd = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
     let deadline = Instant::now() + within;
@@ -314,7 +311,7 @@ fn kill_init(pid: Pid, id: &str, cgroup_parent: &str, within: Duration) {
     }
     if waitpid(pid, Some(WaitPidFlag::WNOHANG)) == Err(nix::errno::Errno::ECHILD) {
         // Not our child (we are the daemon): its parent, the helper, reaps it
-        // as soon as its SIGCHLD comes; a delete returns once it has, so it
+        // as soon as its SIGCHLD comes; a teardown ends once it has, so it
         // leaves no zombie behind. (A new process given the pid meanwhile
         // would only make this wait out its bound: nothing is done to it.)
         let stat = format!("/proc/{pid}/stat");
@@ -323,6 +320,53 @@ fn kill_init(pid: Pid, id: &str, cgroup_parent: &str, within: Duration) {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
+}
+
+/// Sends SIGKILL to every process of sandbox `id` and thaws it if it is
+/// paused. Once this returns none of them runs user code again: a process
+/// with a SIGKILL pending never returns to user space, and one forking when
+/// it came fails the fork. The kernel's teardown of them goes on after
+/// (`destroy_with` waits for it), and at thousands of sandboxes it can take
+/// far longer than this (BENCHMARKS.md, "Deletes that do not wait for the
+/// kernel").
+pub fn kill(cgroup_parent: &str, id: &str) {
+    let mut killed = std::collections::HashSet::new();
+    // A child forked between a read of the list and its parent's kill is on
+    // the next read; a killed process forks no more, so this ends.
+    for _ in 0..16 {
+        let fresh: Vec<i32> =
+            cgroups::sandbox_pids(cgroup_parent, id).into_iter().filter(|p| !killed.contains(p)).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for pid in fresh {
+            kill_process(Pid::from_raw(pid), id);
+            killed.insert(pid);
+        }
+    }
+    if let Err(e) = crate::freezer::thaw(cgroup_parent, id) {
+        tracing::warn!(id, "thawing a paused sandbox to remove it: {e:#}");
+    }
+}
+
+/// SIGKILL to `pid` if it is a process of sandbox `id`; its pidfd, if it
+/// still existed. The pidfd is opened before the pid is checked to be the
+/// sandbox's (in one of its cgroups), so a pid reused after its process died
+/// is never killed.
+fn kill_process(pid: Pid, id: &str) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as i32;
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: a new fd nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // A zombie is in no cgroup of the sandbox's: dead already.
+    if in_sandbox_cgroup(pid, id) {
+        // SAFETY: sends a signal through our own live pidfd.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, raw, libc::SIGKILL, 0usize, 0u32) };
+    }
+    Some(pidfd)
 }
 
 /// Whether `pid` is still the sandbox's (in one of its cgroups).

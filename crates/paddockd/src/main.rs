@@ -200,6 +200,7 @@ fn run_daemon(mut cfg: DaemonConfig) -> Result<()> {
             _ = shutdown_signal() => {
                 tracing::info!("shutting down; sessions keep running, warm sandboxes are removed");
                 manager.drain_warm().await;
+                manager.finish_teardowns().await;
                 manager.shutdown_network().await;
                 Ok(())
             }

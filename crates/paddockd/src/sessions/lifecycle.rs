@@ -3,9 +3,13 @@
 //! session's root sits on the environment's layers).
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use paddock_runtime::stopwatch::Stopwatch;
 use tokio::sync::MutexGuard;
 
 use super::state::{Event, Op};
+use super::teardown::Teardown;
 use super::{Entry, Session, SessionManager, Writable};
 use crate::core::caller::Caller;
 use crate::core::error::{internal, Error};
@@ -23,6 +27,7 @@ impl SessionManager {
     /// Deletes a session; `why` is the reason a running one is said to have
     /// stopped (deleted, or its TTL).
     pub(super) async fn delete_as(&self, caller: &Caller, id: &str, why: StopReason) -> Result<(), Error> {
+        let mut watch = Stopwatch::start();
         let session = self.lookup(caller, id).await?;
         // Holding the session's lock keeps new calls out while it goes away;
         // the index lock is taken only after it is released (lock order).
@@ -30,28 +35,38 @@ impl SessionManager {
         // A dead init is reported as such, not as stopped by this delete.
         self.refresh_state(&mut s);
         s.record.state.check(id, Op::Delete)?;
+        watch.lap("lookup");
         let had_sandbox = matches!(s.record.state, SessionState::Running | SessionState::Paused);
         // A session's writable layer and files in a disk of its own go with
         // it whole, not file by file (see `Writable::LeaveToDisk`).
         let files = self.session_files(id);
         let whole = self.disk.as_ref().is_some_and(|d| files.dir().starts_with(d.dir(id)));
         let writable = if whole { Writable::LeaveToDisk } else { Writable::Remove };
-        self.runtime_destroy_with(id, writable).await?;
-        if !whole {
-            files.remove().map_err(internal)?;
-        }
-        self.release_disk(id);
+        // Nothing of the sandbox runs from here; its remains go after the
+        // answer (teardown.rs says why).
+        paddock_runtime::sandbox::kill(&self.dirs.cgroup_parent, id);
+        watch.lap("kill");
         if let Some(net) = &s.record.net {
             self.net.release(net);
         }
-        // A stopped session's range went at its stop (see `stop`).
-        s.record.userns.iter().for_each(|r| self.ranges.release(r));
         self.store.remove(id).map_err(internal)?;
+        watch.lap("record");
         // Calls that found the session before this point see it gone.
         s.record.state.advance(Event::Deleted)?;
         let tenant = s.record.tenant.clone();
+        // A stopped session's range went at its stop (see `stop`).
+        let range = s.record.userns.take();
         drop(s);
         self.sessions.lock().await.remove(id);
+        watch.lap("index");
+        self.teardowns.start(Teardown {
+            id: id.to_string(),
+            writable,
+            files: (!whole).then_some(files),
+            disk: self.disk.clone(),
+            range,
+        });
+        tracing::debug!(session = id, "deleted: {watch}");
         if had_sandbox {
             self.events.stopped(id, &tenant, why);
         }
@@ -102,6 +117,12 @@ impl SessionManager {
             self.events.stopped(id, &s.record.tenant, why);
         }
         Ok(())
+    }
+
+    /// At a graceful stop: waits (a while) for deleted sessions' sandboxes
+    /// to be removed, so the daemon leaves none behind.
+    pub async fn finish_teardowns(&self) {
+        self.teardowns.finish(Duration::from_secs(10)).await;
     }
 
     /// Holds the index so no session starts or ends meanwhile.

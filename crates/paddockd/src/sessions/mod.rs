@@ -7,7 +7,8 @@
 //! way round; admission reserves its slot under the index lock. Which
 //! operations each state allows is `state.rs`.
 //!
-//! Stop and delete are in `lifecycle.rs`; tool calls in `tools.rs`; recovery,
+//! Stop and delete are in `lifecycle.rs` (a deleted session's remains go in
+//! `teardown.rs`); tool calls in `tools.rs`; recovery,
 //! TTLs and the warm pool in `background.rs`.
 
 mod background;
@@ -20,6 +21,7 @@ mod pause;
 pub mod session_files;
 mod snapshot;
 pub mod state;
+mod teardown;
 mod tools;
 mod usage;
 mod watch;
@@ -126,6 +128,8 @@ pub struct SessionManager {
     /// arrives on `watched`, taken by `watch_loop`.
     watcher: Arc<watch::Watcher>,
     watched: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<watch::Seen>>>,
+    /// Deleted sessions' sandboxes being removed (teardown.rs).
+    teardowns: teardown::Teardowns,
 }
 
 /// A slot reserved for a session being created; given back on drop unless
@@ -155,6 +159,7 @@ impl SessionManager {
         let warm = cfg.warm_sandboxes;
         let (watcher, watched) = watch::Watcher::start(cfg.cgroup_parent.clone())?;
         Ok(Self {
+            teardowns: teardown::Teardowns::new(runtime.clone(), dirs.clone(), ranges.clone()),
             watcher,
             watched: Mutex::new(Some(watched)),
             store: Store::open(cfg.sessions_dir())?,
