@@ -86,7 +86,7 @@ async fn main() {
         "MiB/sess",
         "scrape"
     );
-    let (mut holds, mut stopped) = (Vec::new(), false);
+    let (mut holds, mut passes, mut stopped) = (Vec::new(), Vec::new(), false);
     for level in levels {
         if stopped {
             break;
@@ -127,6 +127,15 @@ async fn main() {
         // (each guest idle since the last round: cold caches, parked threads).
         let one = p50_max(exec_times(&mut c, &ids[..1], 300).await.0);
         let exec = p50_max(exec_times(&mut c, &ids, 300).await.0);
+        // The same sessions twice at once: the first pass wakes guests idle
+        // since the fill, the second finds them just used; the difference
+        // is what an idle guest costs, apart from how many sessions live.
+        // (From the middle: made minutes ago, not by the last level's fill.)
+        let from = ids.len() / 2;
+        let visited = &ids[from..(from + 100).min(ids.len())];
+        let idle = p50_max(exec_times(&mut c, visited, visited.len()).await.0);
+        let just_used = p50_max(exec_times(&mut c, visited, visited.len()).await.0);
+        passes.push((ids.len(), visited.len(), idle, just_used));
         // Delete then create again, 20 times, keeping the level: creates
         // beyond the warm pool (drained by the first two), deletes of idle
         // sessions among `level` live.
@@ -159,6 +168,15 @@ async fn main() {
         "(scrape: p50 / max of 5 GETs of /metrics with the live sessions; {} bytes at the last level)",
         scrape(&metrics).1
     );
+    for (n, k, idle, just_used) in passes {
+        println!(
+            "at {n} live: Exec round-robin over {k} sessions idle since the fill p50 {} / max {}, over the same {k} at once again p50 {} / max {}",
+            ms(idle.0),
+            ms(idle.1),
+            ms(just_used.0),
+            ms(just_used.1)
+        );
+    }
     for (n, h, load) in holds {
         println!(
             "at {n} live (load {load:.2}): daemon {} fds, helper {} fds, {} mounts in the daemon's namespace, {} tasks on the host",

@@ -24,6 +24,7 @@ use paddock_runtime::helper::RuntimeClient;
 use paddock_runtime::namespaces::IdRange;
 use paddock_runtime::sandbox::Writable;
 use paddock_runtime::RuntimeDirs;
+use tokio::sync::Semaphore;
 
 use super::session_files::SessionFiles;
 use crate::disk::Disk;
@@ -33,6 +34,11 @@ use crate::uid_ranges::UidRanges;
 /// busy with an exit that takes longer than its bound, say).
 const ATTEMPTS: u32 = 3;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Teardowns run at once, each on a blocking thread mostly waiting for an
+/// exit: a bulk delete must not take every thread of tokio's blocking pool,
+/// which creates and file calls need too.
+const AT_ONCE: usize = 32;
 
 /// What a deleted session leaves to remove.
 pub(super) struct Teardown {
@@ -50,24 +56,37 @@ pub(super) struct Teardowns {
     dirs: RuntimeDirs,
     ranges: Arc<UidRanges>,
     in_flight: Arc<AtomicUsize>,
+    running: Arc<Semaphore>,
 }
 
 impl Teardowns {
     pub fn new(runtime: Arc<RuntimeClient>, dirs: RuntimeDirs, ranges: Arc<UidRanges>) -> Self {
-        Self { runtime, dirs, ranges, in_flight: Arc::new(AtomicUsize::new(0)) }
+        Self {
+            runtime,
+            dirs,
+            ranges,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            running: Arc::new(Semaphore::new(AT_ONCE)),
+        }
     }
 
-    /// Starts removing what `t` names, on a blocking thread.
+    /// Starts removing what `t` names, on a blocking thread once one of
+    /// the `AT_ONCE` places is free.
     pub fn start(&self, t: Teardown) {
-        let (runtime, dirs, ranges, in_flight) =
-            (self.runtime.clone(), self.dirs.clone(), self.ranges.clone(), self.in_flight.clone());
+        let (runtime, dirs, ranges) = (self.runtime.clone(), self.dirs.clone(), self.ranges.clone());
+        let (in_flight, running) = (self.in_flight.clone(), self.running.clone());
         in_flight.fetch_add(1, Ordering::SeqCst);
-        tokio::task::spawn_blocking(move || {
-            run(&runtime, &dirs, &t);
-            // The range only once nothing of the sandbox holds its ids.
-            if let Some(r) = &t.range {
-                ranges.release(r);
-            }
+        tokio::spawn(async move {
+            let place = running.acquire_owned().await;
+            let removed = tokio::task::spawn_blocking(move || {
+                run(&runtime, &dirs, &t);
+                // The range only once nothing of the sandbox holds its ids.
+                if let Some(r) = &t.range {
+                    ranges.release(r);
+                }
+            });
+            let _ = removed.await;
+            drop(place);
             in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
