@@ -130,7 +130,8 @@ async fn main() {
         // The same sessions twice at once: the first pass wakes guests idle
         // since the fill, the second finds them just used; the difference
         // is what an idle guest costs, apart from how many sessions live.
-        // (From the middle: made minutes ago, not by the last level's fill.)
+        // (From the middle of `ids`: made minutes before, not in the last
+        // seconds of the fill.)
         let from = ids.len() / 2;
         let visited = &ids[from..(from + 100).min(ids.len())];
         let idle = p50_max(exec_times(&mut c, visited, visited.len()).await.0);

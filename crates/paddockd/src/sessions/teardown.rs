@@ -78,6 +78,7 @@ impl Teardowns {
         in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let place = running.acquire_owned().await;
+            let id = t.id.clone();
             let removed = tokio::task::spawn_blocking(move || {
                 run(&runtime, &dirs, &t);
                 // The range only once nothing of the sandbox holds its ids.
@@ -85,7 +86,11 @@ impl Teardowns {
                     ranges.release(r);
                 }
             });
-            let _ = removed.await;
+            // A panic in it leaves the remains to the next start's orphan
+            // sweep; said here, not lost with the task.
+            if let Err(e) = removed.await {
+                tracing::error!(session = id, "removing a deleted session's remains: {e}");
+            }
             drop(place);
             in_flight.fetch_sub(1, Ordering::SeqCst);
         });
