@@ -49,7 +49,8 @@ impl SessionManager {
         if let Some(net) = &s.record.net {
             self.net.release(net);
         }
-        self.store.remove(id).map_err(internal)?;
+        // Made durable by the teardown, not before the answer (see `remove_unsynced`).
+        self.store.remove_unsynced(id).map_err(internal)?;
         watch.lap("record");
         // Calls that found the session before this point see it gone.
         s.record.state.advance(Event::Deleted)?;

@@ -158,11 +158,12 @@ impl SessionManager {
         let dirs = cfg.runtime_dirs();
         let warm = cfg.warm_sandboxes;
         let (watcher, watched) = watch::Watcher::start(cfg.cgroup_parent.clone())?;
+        let store = Store::open(cfg.sessions_dir())?;
         Ok(Self {
-            teardowns: teardown::Teardowns::new(runtime.clone(), dirs.clone(), ranges.clone()),
+            teardowns: teardown::Teardowns::new(runtime.clone(), dirs.clone(), ranges.clone(), store.clone()),
             watcher,
             watched: Mutex::new(Some(watched)),
-            store: Store::open(cfg.sessions_dir())?,
+            store,
             cfg,
             runtime,
             dirs,

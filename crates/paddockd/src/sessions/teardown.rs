@@ -10,7 +10,8 @@
 //! sandboxes; each delete waited for it (BENCHMARKS.md, "Deletes that do not
 //! wait for the kernel").
 //!
-//! A teardown waits for the exit, removes the cgroups, mounts and dirs, the
+//! A teardown makes the record's removal durable (`Store::remove_unsynced`
+//! says why that is not done before the answer), waits for the exit, removes the cgroups, mounts and dirs, the
 //! session's files and disk, and gives its uid range back, retrying a step
 //! that fails. A daemon that stops gracefully waits for those in flight; one
 //! killed first finds the remains at its next start as orphans (sandbox
@@ -28,6 +29,7 @@ use tokio::sync::Semaphore;
 
 use super::session_files::SessionFiles;
 use crate::disk::Disk;
+use crate::store::{SessionRecord, Store};
 use crate::uid_ranges::UidRanges;
 
 /// How often a teardown tries again after a step failed (a cgroup still
@@ -55,16 +57,24 @@ pub(super) struct Teardowns {
     runtime: Arc<RuntimeClient>,
     dirs: RuntimeDirs,
     ranges: Arc<UidRanges>,
+    /// The session records, whose removals a teardown syncs.
+    records: Store<SessionRecord>,
     in_flight: Arc<AtomicUsize>,
     running: Arc<Semaphore>,
 }
 
 impl Teardowns {
-    pub fn new(runtime: Arc<RuntimeClient>, dirs: RuntimeDirs, ranges: Arc<UidRanges>) -> Self {
+    pub fn new(
+        runtime: Arc<RuntimeClient>,
+        dirs: RuntimeDirs,
+        ranges: Arc<UidRanges>,
+        records: Store<SessionRecord>,
+    ) -> Self {
         Self {
             runtime,
             dirs,
             ranges,
+            records,
             in_flight: Arc::new(AtomicUsize::new(0)),
             running: Arc::new(Semaphore::new(AT_ONCE)),
         }
@@ -74,12 +84,16 @@ impl Teardowns {
     /// the `AT_ONCE` places is free.
     pub fn start(&self, t: Teardown) {
         let (runtime, dirs, ranges) = (self.runtime.clone(), self.dirs.clone(), self.ranges.clone());
-        let (in_flight, running) = (self.in_flight.clone(), self.running.clone());
+        let (in_flight, running, records) = (self.in_flight.clone(), self.running.clone(), self.records.clone());
         in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let place = running.acquire_owned().await;
             let id = t.id.clone();
             let removed = tokio::task::spawn_blocking(move || {
+                if let Err(e) = records.sync() {
+                    // The journal's own commit still writes the removal.
+                    tracing::warn!(session = t.id, "syncing the removal of its record: {e:#}");
+                }
                 run(&runtime, &dirs, &t);
                 // The range only once nothing of the sandbox holds its ids.
                 if let Some(r) = &t.range {
