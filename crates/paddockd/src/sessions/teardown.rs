@@ -84,7 +84,8 @@ impl Teardowns {
     /// the `AT_ONCE` places is free.
     pub fn start(&self, t: Teardown) {
         let (runtime, dirs, ranges) = (self.runtime.clone(), self.dirs.clone(), self.ranges.clone());
-        let (in_flight, running, records) = (self.in_flight.clone(), self.running.clone(), self.records.clone());
+        let (in_flight, running, records) =
+            (self.in_flight.clone(), self.running.clone(), self.records.clone());
         in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let place = running.acquire_owned().await;
