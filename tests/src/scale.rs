@@ -145,3 +145,16 @@ pub fn holdings(state_dir: &std::path::Path) -> Holdings {
 pub fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap()
 }
+
+/// Time `pid`'s threads have spent runnable but waiting for a CPU, and
+/// running, so far (each thread's /proc schedstat: run time, run delay).
+pub fn cpu_and_wait(pid: u32) -> (Duration, Duration) {
+    let (mut run, mut wait) = (0u64, 0u64);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+        let mut f = s.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        run += f.next().unwrap_or(0);
+        wait += f.next().unwrap_or(0);
+    }
+    (Duration::from_nanos(run), Duration::from_nanos(wait))
+}

@@ -87,6 +87,7 @@ async fn main() {
         "scrape"
     );
     let (mut holds, mut passes, mut stopped) = (Vec::new(), Vec::new(), false);
+    let mut delete_costs = Vec::new();
     for level in levels {
         if stopped {
             break;
@@ -141,18 +142,29 @@ async fn main() {
         // beyond the warm pool (drained by the first two), deletes of idle
         // sessions among `level` live.
         let (mut creates, mut deletes) = (vec![], vec![]);
+        // Per timed delete: the daemon's CPU time, and the time the daemon's
+        // and this client's threads waited for a CPU (what the host's other
+        // work costs the answer).
+        let (mut cpu, mut waits) = (vec![], vec![]);
         for i in 0..20 {
             // Each delete on a settled daemon: the create before it set off
             // the warm pool's refill (cold creates in the runtime helper),
             // whose CPU and kernel locks a delete right after it shares.
             tokio::time::sleep(SETTLE).await;
             let victim = ids.swap_remove(i % ids.len());
-            deletes.push(delete_timed(&mut c, &victim).await);
+            let (dp, me) = (d.pid().unwrap(), std::process::id());
+            let (d0, m0) = (cpu_and_wait(dp), cpu_and_wait(me));
+            let took = delete_timed(&mut c, &victim).await;
+            let (d1, m1) = (cpu_and_wait(dp), cpu_and_wait(me));
+            cpu.push(d1.0 - d0.0);
+            waits.push((d1.1 - d0.1) + (m1.1 - m0.1));
+            deletes.push(took);
             let (id, t) = create_timed(&mut c).await;
             creates.push(t);
             ids.push(id);
         }
         let (create, delete) = (p50_max(creates), p50_max(deletes));
+        delete_costs.push((ids.len(), p50_max(cpu), p50_max(waits)));
         holds.push((ids.len(), holdings(&d.state_dir), load1()));
         println!(
             "{:>6} {:>18} {:>18} {:>18} {:>18} {:>10.2} {:>16}",
@@ -176,6 +188,15 @@ async fn main() {
             ms(idle.1),
             ms(just_used.0),
             ms(just_used.1)
+        );
+    }
+    for (n, cpu, wait) in delete_costs {
+        println!(
+            "at {n} live: a timed delete's daemon CPU p50 {} / max {}, its and the client's threads waiting for a CPU p50 {} / max {}",
+            ms(cpu.0),
+            ms(cpu.1),
+            ms(wait.0),
+            ms(wait.1)
         );
     }
     for (n, h, load) in holds {

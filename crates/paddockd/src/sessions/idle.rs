@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use paddock_proto::v1 as pb;
 
-use super::SessionManager;
+use super::{Entry, SessionManager};
 use crate::config::DaemonConfig;
 use crate::core::error::{Error, Stream};
 use crate::core::events::StopReason;
@@ -126,7 +126,14 @@ impl SessionManager {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let entries: Vec<_> = self.sessions.lock().await.values().cloned().collect();
+            // Candidates by the atomics alone: a tick at thousands of
+            // sessions takes no session's lock but those past their timeout.
+            let past = |e: &Entry| {
+                e.idle_timeout_ms > 0
+                    && e.activity.idle_since().is_some_and(|since| now_ms() - since >= e.idle_timeout_ms)
+            };
+            let entries: Vec<Entry> =
+                self.sessions.lock().await.values().filter(|e| past(e)).cloned().collect();
             for entry in entries {
                 let mut s = entry.session.lock().await;
                 let timeout = s.record.idle_timeout_ms;

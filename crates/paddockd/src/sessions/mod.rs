@@ -88,19 +88,25 @@ struct Session {
     activity: Arc<idle::Activity>,
 }
 
-/// A session in the index. The tenant is kept outside the session's lock:
-/// it never changes, and `lookup` checks it without waiting for a session
-/// that is busy (a delete holds its lock while the sandbox is destroyed).
+/// A session in the index. The tenant, idle timeout and activity are kept
+/// outside the session's lock too: they never change (the activity's
+/// counters are atomics), so `lookup` checks the tenant and the idle loop
+/// finds idle sessions without waiting for a busy one (a delete holds its
+/// lock while the sandbox is destroyed) or taking thousands of locks a tick.
 #[derive(Clone)]
 pub(crate) struct Entry {
     tenant: String,
+    idle_timeout_ms: i64,
+    activity: Arc<idle::Activity>,
     session: Arc<Mutex<Session>>,
 }
 
 impl Entry {
     fn new(record: SessionRecord, guest: Guest, oom_kills_seen: u64) -> Self {
-        let session = Session { record, guest, oom_kills_seen, activity: idle::Activity::new() };
-        Self { tenant: session.record.tenant.clone(), session: Arc::new(Mutex::new(session)) }
+        let activity = idle::Activity::new();
+        let (tenant, idle_timeout_ms) = (record.tenant.clone(), record.idle_timeout_ms);
+        let session = Session { record, guest, oom_kills_seen, activity: activity.clone() };
+        Self { tenant, idle_timeout_ms, activity, session: Arc::new(Mutex::new(session)) }
     }
 }
 
