@@ -146,8 +146,8 @@ pub fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// Time `pid`'s threads have spent runnable but waiting for a CPU, and
-/// running, so far (each thread's /proc schedstat: run time, run delay).
+/// How long `pid`'s threads have run so far, and waited runnable for a
+/// CPU (each thread's /proc schedstat; threads that ended are not counted).
 pub fn cpu_and_wait(pid: u32) -> (Duration, Duration) {
     let (mut run, mut wait) = (0u64, 0u64);
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
