@@ -110,8 +110,8 @@ fn parse_net_dev(table: &str) -> HashMap<String, (u64, u64)> {
 /// deleted with routes on it makes the kernel walk every IPv4 route of the
 /// host to flush the dead ones (`fib_table_flush`, two routes per live
 /// sandbox: up to 4 ms of CPU at 5000 live, under the lock every link
-/// change takes),
-/// while the address's own removal deletes just its two routes.
+/// change takes), while the address's own removal deletes just its two
+/// routes.
 pub fn delete_link(name: &str) -> Result<()> {
     if !Path::new("/sys/class/net").join(name).exists() {
         return Ok(());
