@@ -113,9 +113,7 @@ impl SessionManager {
     /// When session `id`'s last tool call ended (`None` while one is in
     /// flight, or for an unknown id). The caller was checked already.
     pub(crate) async fn idle_since(&self, id: &str) -> Option<i64> {
-        let entry = self.sessions.lock().await.get(id).cloned()?;
-        let s = entry.session.lock().await;
-        s.activity.idle_since()
+        self.sessions.lock().await.get(id)?.activity.idle_since()
     }
 
     /// Stops or pauses sessions idle past their timeout; runs for the
@@ -136,18 +134,14 @@ impl SessionManager {
                 self.sessions.lock().await.values().filter(|e| past(e)).cloned().collect();
             for entry in entries {
                 let mut s = entry.session.lock().await;
-                let timeout = s.record.idle_timeout_ms;
-                if s.record.state != SessionState::Running || timeout <= 0 {
-                    continue;
-                }
-                // Checked under the session's lock, which every call takes to
+                // Again under the session's lock, which every call takes to
                 // begin: no call can start between this and the stop.
-                let Some(since) = s.activity.idle_since() else { continue };
-                if now_ms() - since < timeout {
+                if s.record.state != SessionState::Running || !past(&entry) {
                     continue;
                 }
+                let idle_ms = entry.activity.idle_since().map_or(0, |since| now_ms() - since);
                 let id = s.record.id.clone();
-                tracing::info!(session = id, idle_ms = now_ms() - since, action = ?s.record.idle_action, "idle timeout");
+                tracing::info!(session = id, idle_ms, action = ?s.record.idle_action, "idle timeout");
                 let done = match s.record.idle_action {
                     IdleAction::Stop => self.stop_locked(&mut s, StopReason::Idle).await,
                     IdleAction::Pause => self.pause_locked(&mut s, "idle").await,
